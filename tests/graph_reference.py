@@ -1,0 +1,149 @@
+"""A float64 numpy interpreter of graph IR, for one request's prefill (positions 0..n-1).
+
+Independent of the runtime: it is the reference the tests hold the graph, the passes and the
+converter to (against Hugging Face transformers). TP graphs run as all ranks in lockstep, with
+all_reduce / all_gather summing / concatenating across ranks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trtllm_build.graph.ir import Graph
+
+
+def rope_inv_freq(head_dim: int, rope: dict) -> np.ndarray:
+    inv_freq = 1.0 / (rope["theta"] ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    kind = rope.get("scaling_type")
+    if kind == "linear":
+        return inv_freq / rope["factor"]
+    if kind == "llama3":
+        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old = rope["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        medium = (wavelen >= old / high) & (wavelen <= old / low)
+        return np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+    assert kind is None, kind
+    return inv_freq
+
+
+def apply_rope(x: np.ndarray, positions: np.ndarray, head_dim: int, rope: dict) -> np.ndarray:
+    """Rotate-half layout: dims [i, i + head_dim/2] form a pair."""
+    t = x.reshape(x.shape[0], -1, head_dim)
+    angles = positions[:, None].astype(np.float64) * rope_inv_freq(head_dim, rope)[None, :]
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+    half = head_dim // 2
+    a, b = t[..., :half], t[..., half:]
+    return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(x.shape)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    t = x.reshape(*x.shape[:-1], -1, w.shape[0])
+    t = t / np.sqrt(np.mean(t * t, axis=-1, keepdims=True) + eps) * w
+    return t.reshape(x.shape)
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w + b
+
+
+def causal_attention(q, k, v, num_heads, num_kv_heads, head_dim):
+    n = q.shape[0]
+    q = q.reshape(n, num_heads, head_dim)
+    group = num_heads // num_kv_heads
+    k = np.repeat(k.reshape(n, num_kv_heads, head_dim), group, axis=1)
+    v = np.repeat(v.reshape(n, num_kv_heads, head_dim), group, axis=1)
+    scores = np.einsum("qhd,khd->hqk", q, k) / math.sqrt(head_dim)
+    scores = np.where(np.tril(np.ones((n, n), bool))[None], scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("hqk,khd->qhd", p, v).reshape(n, num_heads * head_dim)
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def run_graphs(graphs: list[Graph], input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the graphs of all TP ranks (identical op lists) in lockstep; returns rank 0's values."""
+    n = len(input_ids)
+    envs = [{"input_ids": np.asarray(input_ids), "position_ids": np.arange(n)} for _ in graphs]
+    weights = [{k: np.asarray(v, dtype=np.float64) for k, v in g.weights.items()} for g in graphs]
+    for step, node in enumerate(graphs[0].nodes):
+        if node.op in ("all_reduce", "all_gather"):
+            parts = [env[graphs[r].nodes[step].inputs[0]] for r, env in enumerate(envs)]
+            if node.op == "all_reduce":
+                total = np.sum(parts, axis=0)
+                for r, env in enumerate(envs):
+                    bias = graphs[r].nodes[step].weights.get("bias")
+                    env[node.outputs[0]] = total + (weights[r][bias] if bias else 0)
+            else:
+                for env in envs:
+                    env[node.outputs[0]] = np.concatenate(parts, axis=-1)
+            continue
+        for r, env in enumerate(envs):
+            _run_node(graphs[r].nodes[step], env, weights[r])
+    return envs[0]
+
+
+def run_graph(graph: Graph, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    return run_graphs([graph], input_ids)
+
+
+def _run_node(node, env, weights) -> None:
+    x = [env[name] for name in node.inputs]
+    w = {role: weights[name] for role, name in node.weights.items()}
+    a = node.attrs
+    op = node.op
+    if op == "embedding":
+        out = [w["weight"][x[0]]]
+    elif op == "linear":
+        out = [x[0] @ w["weight"].T + (w["bias"] if "bias" in w else 0)]
+    elif op == "rms_norm":
+        out = [rms_norm(x[0], w["weight"], a["eps"])]
+    elif op == "layer_norm":
+        out = [layer_norm(x[0], w["weight"], w["bias"], a["eps"])]
+    elif op == "add_rms_norm":
+        s = x[0] + x[1]
+        out = [rms_norm(s, w["weight"], a["eps"]), s]
+    elif op == "add_layer_norm":
+        s = x[0] + x[1]
+        out = [layer_norm(s, w["weight"], w["bias"], a["eps"]), s]
+    elif op == "add":
+        out = [x[0] + x[1]]
+    elif op == "mul":
+        out = [x[0] * x[1]]
+    elif op == "silu":
+        out = [x[0] / (1 + np.exp(-x[0]))]
+    elif op == "silu_mul":
+        g, u = np.split(x[0], 2, axis=-1)
+        out = [g / (1 + np.exp(-g)) * u]
+    elif op == "gelu_tanh":
+        out = [_gelu_tanh(x[0])]
+    elif op == "rope":
+        rope = {k: v for k, v in a.items() if k != "head_dim"}
+        out = [apply_rope(x[0], env["position_ids"], a["head_dim"], rope)]
+    elif op == "attention":
+        hd, nh, nkv = a["head_dim"], a["num_heads"], a["num_kv_heads"]
+        if len(x) == 1:
+            q, k, v = np.split(x[0], [nh * hd, (nh + nkv) * hd], axis=-1)
+        else:
+            q, k, v = x
+        if "q_norm" in w:
+            q, k = rms_norm(q, w["q_norm"], a["qk_norm_eps"]), rms_norm(k, w["k_norm"], a["qk_norm_eps"])
+        if a.get("rope"):
+            q = apply_rope(q, env["position_ids"], hd, a["rope"])
+            k = apply_rope(k, env["position_ids"], hd, a["rope"])
+        out = [causal_attention(q, k, v, nh, nkv, hd)]
+    elif op == "last_tokens":
+        out = [x[0][-1:]]
+    else:
+        raise NotImplementedError(op)
+    for name, value in zip(node.outputs, out):
+        env[name] = value

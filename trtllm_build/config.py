@@ -1,0 +1,157 @@
+"""The checkpoint's model config: one dataclass for every supported family.
+
+Family differences are fields (bias, q/k norm, rope variant, norm kind, tied
+embeddings), never separate classes. `ModelConfig` is what `config.json` of a
+checkpoint dir holds, and what the DSL model reads.
+
+Canonical weight names in `rank{N}.safetensors` (Linear weights are [out, in]):
+
+    embed.weight                      [vocab, hidden]         replicated
+    pos_embed.weight                  [max_pos, hidden]       learned positions (gpt2)
+    layers.{i}.attn_norm.weight|bias  [hidden]
+    layers.{i}.attn.{q,k,v}.weight    [heads/tp * head_dim, hidden]   column-parallel
+    layers.{i}.attn.{q,k,v}.bias      [heads/tp * head_dim]           qkv_bias
+    layers.{i}.attn.{q,k}_norm.weight [head_dim]              qk_norm (Qwen3)
+    layers.{i}.attn.o.weight          [hidden, heads/tp * head_dim]   row-parallel
+    layers.{i}.attn.o.bias            [hidden]                added once, after the all-reduce
+    layers.{i}.mlp_norm.weight|bias   [hidden]
+    layers.{i}.mlp.{gate,up}.weight   [inter/tp, hidden]      gated MLP, column-parallel
+    layers.{i}.mlp.down.weight        [hidden, inter/tp]      row-parallel
+    layers.{i}.mlp.fc.weight|bias     [inter/tp, hidden]      plain MLP (gpt2)
+    layers.{i}.mlp.proj.weight|bias   [hidden, inter/tp]      plain MLP (gpt2)
+    final_norm.weight|bias            [hidden]
+    lm_head.weight                    [vocab_padded/tp, hidden]   absent when tied and tp_size == 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_FORMAT_VERSION = 1
+DTYPES = ("float32", "float16", "bfloat16")
+ARCHITECTURES = ("llama", "gpt2")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or out of range; the message names it."""
+
+
+@dataclass
+class RopeConfig:
+    theta: float = 10000.0
+    # None | "linear" | "llama3"; the parameters below apply to the named type.
+    scaling_type: str | None = None
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass
+class Mapping:
+    world_size: int = 1
+    tp_size: int = 1
+    pp_size: int = 1
+
+
+@dataclass
+class QuantConfig:
+    quant_algo: str | None = None
+    kv_cache_quant_algo: str | None = None
+    group_size: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    architecture: str                  # "llama" (Llama/Mistral/Qwen2/Qwen3) or "gpt2"
+    hf_architecture: str               # e.g. "LlamaForCausalLM", kept for the record
+    dtype: str                         # weights and activations: float32 | float16 | bfloat16
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    norm_type: str = "rms_norm"        # "rms_norm" | "layer_norm"
+    norm_eps: float = 1e-6
+    hidden_act: str = "silu"           # "silu" (gated MLP) | "gelu_tanh" (plain MLP)
+    gated_mlp: bool = True
+    position_embedding: str = "rope"   # "rope" | "learned"
+    rope: RopeConfig = field(default_factory=RopeConfig)
+    qkv_bias: bool = False
+    attn_out_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    tie_word_embeddings: bool = False
+    vocab_size_padded: int = 0         # vocab rounded up to a multiple of tp_size (lm_head rows)
+    bos_token_id: int | None = None
+    eos_token_id: list[int] = field(default_factory=list)
+    mapping: Mapping = field(default_factory=Mapping)
+    quantization: QuantConfig = field(default_factory=QuantConfig)
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.vocab_size_padded:
+            tp = self.mapping.tp_size
+            self.vocab_size_padded = -(-self.vocab_size // tp) * tp
+        self.validate()
+
+    def validate(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"architecture {self.architecture!r} is not supported; expected one of {ARCHITECTURES}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not supported; expected one of {DTYPES}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "head_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                              f"num_key_value_heads ({self.num_key_value_heads})")
+        tp = self.mapping.tp_size
+        if tp < 1:
+            raise ConfigError(f"tp_size must be >= 1, got {tp}")
+        for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+            if getattr(self, name) % tp:
+                raise ConfigError(f"tp_size {tp} does not divide {name} ({getattr(self, name)})")
+
+    @property
+    def tp_size(self) -> int:
+        return self.mapping.tp_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        version = d.get("format_version", CHECKPOINT_FORMAT_VERSION)
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise ConfigError(f"checkpoint format_version {version} is not supported; this build reads "
+                              f"{CHECKPOINT_FORMAT_VERSION}")
+        d["rope"] = RopeConfig(**d.get("rope", {}))
+        d["mapping"] = Mapping(**d.get("mapping", {}))
+        d["quantization"] = QuantConfig(**d.get("quantization", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown checkpoint config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"checkpoint config not found: {path}") from None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ConfigError(f"checkpoint config {path} is invalid: {e}") from None

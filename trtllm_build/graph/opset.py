@@ -1,0 +1,64 @@
+"""The op set: the contract between the builder, the engine file and the runtime's kernels.
+
+Only ops named in `ENGINE_OPS` may reach an engine; the DSL may emit `TRACE_ONLY_OPS`, which
+the passes always rewrite away (`silu`/`mul` into `silu_mul`, `rope` into `attention`).
+Any change to an op's meaning bumps `OPSET_VERSION`. docs/opset.md describes each op.
+"""
+
+from __future__ import annotations
+
+from .ir import Graph
+
+OPSET_VERSION = 1
+
+
+# op -> (number of inputs, number of outputs, weight roles it may carry)
+ENGINE_OPS: dict[str, tuple[int, int, frozenset[str]]] = {
+    "embedding": (1, 1, frozenset({"weight"})),
+    "linear": (1, 1, frozenset({"weight", "bias"})),
+    "rms_norm": (1, 1, frozenset({"weight"})),
+    "layer_norm": (1, 1, frozenset({"weight", "bias"})),
+    "add_rms_norm": (2, 2, frozenset({"weight"})),
+    "add_layer_norm": (2, 2, frozenset({"weight", "bias"})),
+    "add": (2, 1, frozenset()),
+    "silu_mul": (1, 1, frozenset()),
+    "gelu_tanh": (1, 1, frozenset()),
+    "attention": (1, 1, frozenset({"q_norm", "k_norm"})),
+    "all_reduce": (1, 1, frozenset({"bias"})),
+    "all_gather": (1, 1, frozenset()),
+    "last_tokens": (1, 1, frozenset()),
+}
+
+TRACE_ONLY_OPS = frozenset({"silu", "mul", "rope"})
+
+# Ops with effects beyond their outputs (the KV cache, collectives): never removed as dead.
+SIDE_EFFECT_OPS = frozenset({"attention", "all_reduce", "all_gather"})
+
+
+class GraphError(ValueError):
+    """The graph breaks the op-set contract; the message names the node."""
+
+
+def verify_engine_graph(graph: Graph) -> None:
+    """Check that `graph` uses only engine ops, with the right arity, and is topologically ordered."""
+    defined = set(graph.inputs)
+    for index, node in enumerate(graph.nodes):
+        where = f"node {index} ({node.op} -> {node.outputs})"
+        if node.op not in ENGINE_OPS:
+            raise GraphError(f"{where}: op {node.op!r} is not in op set v{OPSET_VERSION}")
+        n_in, n_out, roles = ENGINE_OPS[node.op]
+        if len(node.inputs) != n_in or len(node.outputs) != n_out:
+            raise GraphError(f"{where}: expects {n_in} inputs / {n_out} outputs, "
+                             f"got {len(node.inputs)} / {len(node.outputs)}")
+        if not set(node.weights) <= roles:
+            raise GraphError(f"{where}: unknown weight roles {sorted(set(node.weights) - roles)}")
+        for name in node.inputs:
+            if name not in defined:
+                raise GraphError(f"{where}: input {name!r} is used before it is defined")
+        for name in node.weights.values():
+            if name not in graph.weights:
+                raise GraphError(f"{where}: weight {name!r} is missing")
+        defined.update(node.outputs)
+    for name in graph.outputs:
+        if name not in defined:
+            raise GraphError(f"graph output {name!r} is never produced")

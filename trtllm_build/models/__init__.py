@@ -1,0 +1,3 @@
+from .causal_lm import CausalLM, trace
+
+__all__ = ["CausalLM", "trace"]

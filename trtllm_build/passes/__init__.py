@@ -1,0 +1,25 @@
+"""Graph passes, each a pure function graph -> graph. `optimize` runs them in the build's order."""
+
+from __future__ import annotations
+
+from ..graph.ir import Graph
+from ..graph.opset import verify_engine_graph
+from .cleanup import remove_dead_nodes
+from .fusion import fold_attention_inputs, fuse_gate_up, fuse_qkv, fuse_residual_norm
+from .memory import plan_memory
+from .parallel import insert_tp_collectives
+
+# Order matters: q/k norm and rope must be folded before q, k, v can be packed into one GEMM.
+PIPELINE = (fold_attention_inputs, fuse_qkv, fuse_gate_up, fuse_residual_norm, insert_tp_collectives,
+            remove_dead_nodes)
+
+
+def optimize(graph: Graph, *, max_num_tokens: int, max_batch_size: int) -> Graph:
+    for graph_pass in PIPELINE:
+        graph = graph_pass(graph)
+    verify_engine_graph(graph)
+    return plan_memory(graph, max_num_tokens=max_num_tokens, max_batch_size=max_batch_size)
+
+
+__all__ = ["PIPELINE", "optimize", "fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm",
+           "insert_tp_collectives", "remove_dead_nodes", "plan_memory"]

@@ -1,0 +1,83 @@
+// Paged KV cache bookkeeping: fixed-size blocks, per-sequence block tables, reference-counted
+// prefix reuse keyed by block content, LRU eviction of unreferenced cached blocks.
+// It hands out block ids only; the executor owns the memory the ids index.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <unordered_map>
+#include <vector>
+
+namespace trtllm {
+
+struct KVCacheConfig {
+    int tokens_per_block = 32;
+    int64_t num_blocks = 0;
+    bool enable_prefix_reuse = true;
+};
+
+struct KVCacheStats {
+    int64_t num_blocks = 0;
+    int64_t free_blocks = 0;        // never-hashed blocks plus evictable cached ones
+    int64_t used_blocks = 0;        // referenced by at least one sequence
+    int64_t cached_blocks = 0;      // unreferenced but reusable (in the LRU)
+    int64_t reused_tokens = 0;      // prompt tokens served from the cache, cumulative
+    int64_t evictions = 0;          // cached blocks reclaimed, cumulative
+};
+
+class KVCacheManager {
+public:
+    explicit KVCacheManager(const KVCacheConfig& config);
+
+    // Starts a sequence. With prefix reuse, attaches the cached blocks that match the longest
+    // run of full leading blocks of `tokens`, leaving at least the last token to compute (its
+    // logits are needed). Returns the number of tokens reused (a multiple of tokens_per_block).
+    int add_sequence(int64_t seq_id, const std::vector<int32_t>& tokens);
+
+    // Grows the sequence's block table to hold `num_tokens` tokens. Returns false, changing
+    // nothing, when the pool (free plus evictable blocks) is too small.
+    bool reserve(int64_t seq_id, int num_tokens);
+
+    // Blocks needed beyond what the sequence holds to reach `num_tokens`.
+    int64_t blocks_needed(int64_t seq_id, int num_tokens) const;
+
+    // The first `num_computed` of `tokens` are now in the cache: each newly full block becomes
+    // reusable under the hash of its tokens and of every token before it.
+    void commit(int64_t seq_id, const std::vector<int32_t>& tokens, int num_computed);
+
+    // Releases the sequence's blocks: hashed ones stay cached (most recently used), others are freed.
+    void free_sequence(int64_t seq_id);
+
+    bool has_sequence(int64_t seq_id) const;
+    const std::vector<int32_t>& block_table(int64_t seq_id) const;
+    int tokens_per_block() const { return config_.tokens_per_block; }
+    int64_t num_blocks() const { return config_.num_blocks; }
+    int64_t num_available_blocks() const;  // free + evictable
+    KVCacheStats stats() const;
+
+private:
+    struct Block {
+        int ref_count = 0;
+        bool hashed = false;
+        uint64_t hash = 0;
+        std::vector<int32_t> tokens;                  // this block's tokens, to confirm a hash match
+        std::list<int32_t>::iterator lru_pos;         // valid when cached (hashed, unreferenced)
+    };
+    struct Sequence {
+        std::vector<int32_t> blocks;
+        int num_hashed = 0;                           // leading blocks already committed
+        uint64_t last_hash = 0;                       // hash chain value after num_hashed blocks
+    };
+
+    int32_t allocate_block();
+
+    KVCacheConfig config_;
+    std::vector<Block> blocks_;
+    std::vector<int32_t> free_;                        // never-hashed free blocks
+    std::list<int32_t> lru_;                           // cached blocks, least recently used first
+    std::unordered_map<uint64_t, int32_t> by_hash_;
+    std::unordered_map<int64_t, Sequence> sequences_;
+    int64_t reused_tokens_ = 0, evictions_ = 0;
+};
+
+}  // namespace trtllm

@@ -1,0 +1,25 @@
+// RMSNorm / LayerNorm, optionally fused with the residual add. float32 math, one rounding per output.
+#pragma once
+
+#include <cstdint>
+
+#include "trtllm/dtype.h"
+
+namespace trtllm::kernels {
+
+// y = each `chunk`-sized slice of each row normalized: x * rsqrt(mean(x^2) + eps) * weight[chunk].
+// chunk == dim for a hidden-state norm; chunk == head_dim for a per-head (q/k) norm.
+void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim,
+                  int64_t chunk, float eps);
+
+// sum = round(a + b); normed = rms_norm(sum) over the whole row.
+void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
+                      int64_t rows, int64_t dim, float eps);
+
+void layer_norm_cpu(const void* x, const void* weight, const void* bias, void* y, DType dtype, int64_t rows,
+                    int64_t dim, float eps);
+
+void add_layer_norm_cpu(const void* a, const void* b, const void* weight, const void* bias, void* normed,
+                        void* sum, DType dtype, int64_t rows, int64_t dim, float eps);
+
+}  // namespace trtllm::kernels

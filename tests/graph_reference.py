@@ -70,10 +70,12 @@ def _gelu_tanh(x):
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
-def run_graphs(graphs: list[Graph], input_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the graphs of all TP ranks (identical op lists) in lockstep; returns rank 0's values."""
+def run_graphs(graphs: list[Graph], input_ids: np.ndarray, output_rows: list[int] | None = None) -> dict:
+    """Run the graphs of all TP ranks (identical op lists) in lockstep; returns rank 0's values.
+    `output_rows`: the tokens whose logits to gather (default: the last one)."""
     n = len(input_ids)
-    envs = [{"input_ids": np.asarray(input_ids), "position_ids": np.arange(n)} for _ in graphs]
+    rows = np.asarray(output_rows if output_rows is not None else [n - 1])
+    envs = [{"input_ids": np.asarray(input_ids), "position_ids": np.arange(n), "output_rows": rows} for _ in graphs]
     weights = [{k: np.asarray(v, dtype=np.float64) for k, v in g.weights.items()} for g in graphs]
     for step, node in enumerate(graphs[0].nodes):
         if node.op in ("all_reduce", "all_gather"):
@@ -92,8 +94,8 @@ def run_graphs(graphs: list[Graph], input_ids: np.ndarray) -> dict[str, np.ndarr
     return envs[0]
 
 
-def run_graph(graph: Graph, input_ids: np.ndarray) -> dict[str, np.ndarray]:
-    return run_graphs([graph], input_ids)
+def run_graph(graph: Graph, input_ids: np.ndarray, output_rows: list[int] | None = None) -> dict:
+    return run_graphs([graph], input_ids, output_rows)
 
 
 def _run_node(node, env, weights) -> None:
@@ -141,8 +143,8 @@ def _run_node(node, env, weights) -> None:
             q = apply_rope(q, env["position_ids"], hd, a["rope"])
             k = apply_rope(k, env["position_ids"], hd, a["rope"])
         out = [causal_attention(q, k, v, nh, nkv, hd)]
-    elif op == "last_tokens":
-        out = [x[0][-1:]]
+    elif op == "gather_rows":
+        out = [x[0][env["output_rows"]]]
     else:
         raise NotImplementedError(op)
     for name, value in zip(node.outputs, out):

@@ -144,7 +144,7 @@ def shard_for_tp(weights: dict[str, np.ndarray], config: ModelConfig, tp: int) -
 def test_tp_collectives_give_the_tp1_result(tp):
     config = tiny(mlp_bias=True, attn_out_bias=True, num_key_value_heads=4, vocab_size=130)
     weights = random_weights(config)
-    reference = logits(optimize(trace(config, weights), max_num_tokens=64, max_batch_size=4))
+    reference = logits(optimize(trace(config, weights), max_num_tokens=64, max_output_rows=4))
     tp_config = dataclasses.replace(config, mapping=Mapping(tp, tp), vocab_size_padded=0)
     graphs = [insert_tp_collectives(trace(tp_config, w)) for w in shard_for_tp(weights, tp_config, tp)]
     counts = graphs[0].op_counts()
@@ -177,7 +177,7 @@ def test_remove_dead_nodes_drops_unused_branch_and_its_weights_but_keeps_attenti
 
 
 def test_plan_memory_never_overlaps_live_tensors():
-    graph = optimize(traced(), max_num_tokens=100, max_batch_size=3)
+    graph = optimize(traced(), max_num_tokens=100, max_output_rows=3)
     plan = graph.meta["memory_plan"]
     order = {name: -1 for name in graph.inputs}
     last = dict(order)
@@ -198,7 +198,7 @@ def test_plan_memory_never_overlaps_live_tensors():
                 ta, tb = tensors[a], tensors[b]
                 assert ta["offset"] + ta["bytes"] <= tb["offset"] or tb["offset"] + tb["bytes"] <= ta["offset"], (a, b)
     assert tensors["input_ids"]["bytes"] == 100 * 4 // 256 * 256 + 256  # int32 x max_num_tokens, aligned
-    assert tensors["logits"]["bytes"] == 3 * 128 * 4 // 256 * 256  # float32 [max_batch_size, vocab]
+    assert tensors["logits"]["bytes"] == 3 * 128 * 4 // 256 * 256  # float32 [max_output_rows, vocab]
     assert plan["arena_bytes"] < plan["unplanned_bytes"] / 2
 
 
@@ -208,7 +208,7 @@ def test_plan_memory_of_a_chain_reuses_two_buffers():
     for _ in range(6):
         x = F.silu(x)
     tracer.mark_output(F.gelu_tanh(x), "out")
-    plan = plan_memory(tracer.graph, max_num_tokens=16, max_batch_size=1).meta["memory_plan"]
+    plan = plan_memory(tracer.graph, max_num_tokens=16, max_output_rows=1).meta["memory_plan"]
     assert plan["arena_bytes"] == 2 * 16 * 64 * 4
     assert plan["unplanned_bytes"] == 8 * 16 * 64 * 4
 
@@ -217,7 +217,7 @@ def test_plan_memory_of_a_chain_reuses_two_buffers():
 def test_full_pipeline_gives_expected_fused_op_counts_and_same_logits(family):
     layers = 3
     graph = traced(num_hidden_layers=layers, **family)
-    engine = optimize(graph, max_num_tokens=64, max_batch_size=4)
+    engine = optimize(graph, max_num_tokens=64, max_output_rows=4)
     counts = engine.op_counts()
     verify_engine_graph(engine)
     assert counts["linear"] == 4 * layers + 1  # qkv, o, gate_up|fc, down|proj per layer + lm_head

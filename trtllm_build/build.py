@@ -42,6 +42,12 @@ class BuildConfig:
     max_num_tokens: int = 4096
     max_seq_len: int = 0        # 0: the model's max_position_embeddings
     target: str = "auto"        # "auto" picks cuda when a GPU is visible
+    gather_context_logits: bool = False  # logits of every prompt token (perplexity, prompt logprobs)
+
+    @property
+    def max_output_rows(self) -> int:
+        """Most logits rows one iteration can return: a row per request, or one per token."""
+        return self.max_num_tokens if self.gather_context_logits else self.max_batch_size
 
     def resolved(self, model: ModelConfig) -> "BuildConfig":
         """Validate against the model and fill defaults; names the bad value and the allowed range."""
@@ -95,7 +101,7 @@ def build_rank(checkpoint_dir: Path, output_dir: Path, rank: int, build: BuildCo
     model, weights = load_checkpoint(checkpoint_dir, rank)
     graph = trace(model, weights)
     traced_nodes = len(graph.nodes)
-    graph = optimize(graph, max_num_tokens=build.max_num_tokens, max_batch_size=build.max_batch_size)
+    graph = optimize(graph, max_num_tokens=build.max_num_tokens, max_output_rows=build.max_output_rows)
     build_options = {**dataclasses.asdict(build), "tp_rank": rank, "pass_stats": graph.meta["passes"]}
     write_engine(output_dir / f"rank{rank}.engine", target=build.target, sm_arch=_sm_arch(build.target),
                  opset_version=OPSET_VERSION, build_options=build_options, model_config=model.to_dict(),

@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="longest prompt + output per request (default: the model's max_position_embeddings)")
     p.add_argument("--target", choices=TARGETS, default="auto",
                    help="backend to build for; auto picks cuda when a GPU is visible, else cpu")
+    p.add_argument("--gather-context-logits", action="store_true",
+                   help="let requests return the logits of every prompt token (needed by trtllm-eval "
+                        "perplexity and prompt logprobs); sizes the logits buffer for max_num_tokens rows")
     p.add_argument("--workers", type=int, default=1, help="ranks built in parallel processes (default 1)")
     p.add_argument("--inspect", type=Path, metavar="ENGINE_DIR",
                    help="print the op list, fusions, memory plan, weights and target of an engine dir, then exit")
@@ -60,7 +63,7 @@ def inspect_engine_dir(engine_dir: Path, verbose: bool = False) -> str:
                   f"  ops ({len(engine.ops)}): " + ", ".join(f"{op} x{n}" for op, n in counts.items()),
                   "  fusions: " + ", ".join(f"{k} {v}" for k, v in engine.build_options["pass_stats"].items()),
                   f"  memory plan: arena {plan['arena_bytes'] / 2**20:.2f} MiB for {plan['max_num_tokens']} tokens "
-                  f"/ {plan['max_batch_size']} requests (one buffer per tensor would take "
+                  f"/ {plan['max_output_rows']} logits rows (one buffer per tensor would take "
                   f"{plan['unplanned_bytes'] / 2**20:.2f} MiB)",
                   f"  weights: {len(engine.weights)} tensors, {weight_bytes / 2**20:.2f} MiB",
                   f"  tactics: {json.dumps(engine.tactics) if engine.tactics else 'none'}"]
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             print(inspect_engine_dir(args.inspect, args.verbose))
             return 0
         config = BuildConfig(max_batch_size=args.max_batch_size, max_num_tokens=args.max_num_tokens,
-                             max_seq_len=args.max_seq_len, target=args.target)
+                             max_seq_len=args.max_seq_len, target=args.target,
+                             gather_context_logits=args.gather_context_logits)
         out = build(args.checkpoint_dir, args.output_dir, config, workers=args.workers)
         logging.getLogger(__name__).info("engine written to %s", out)
         return 0

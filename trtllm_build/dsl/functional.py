@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..graph.ir import NUM_REQUESTS, TensorType
+from ..graph.ir import NUM_OUTPUT_ROWS, TensorType
 from .tensor import Parameter, Tensor
 
 
@@ -90,7 +90,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, layer_idx: int, num_heads: int
     return q.tracer.op("attention", [q, k, v], [_like(q)], attrs=attrs, hint=hint)[0]
 
 
-def last_tokens(x: Tensor, *, hint: str | None = None) -> Tensor:
-    """The hidden state of the last token of each request in the packed batch."""
-    out = TensorType((NUM_REQUESTS, *x.shape[1:]), x.dtype)
-    return x.tracer.op("last_tokens", [x], [out], hint=hint)[0]
+def gather_rows(x: Tensor, *, hint: str | None = None) -> Tensor:
+    """The rows of the tokens whose logits the runtime wants (each request's last token; all of
+    them for a request that asked for context logits). The runtime passes the row indices."""
+    out = TensorType((NUM_OUTPUT_ROWS, *x.shape[1:]), x.dtype)
+    return x.tracer.op("gather_rows", [x], [out], hint=hint)[0]

@@ -1,8 +1,9 @@
 """The graph IR: typed values with symbolic dims, nodes in topological order, weights by name.
 
 A value's shape mixes ints and symbolic dims (strings). The runtime binds the symbols each
-iteration: `num_tokens` (all tokens of the packed batch) and `num_requests` (requests in it);
-the memory plan sizes them at `max_num_tokens` / `max_batch_size`.
+iteration: `num_tokens` (all tokens of the packed batch) and `num_output_rows` (the tokens whose
+logits it wants: each request's last token, or all of a request's tokens for context logits);
+the memory plan sizes them at `max_num_tokens` / `max_output_rows`.
 
 Nodes refer to values and weights by name, so a pass can rewrite the node list without
 touching tensors, and the op list serializes to JSON as is.
@@ -17,8 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 
 NUM_TOKENS = "num_tokens"
-NUM_REQUESTS = "num_requests"
-SYMBOLIC_DIMS = (NUM_TOKENS, NUM_REQUESTS)
+NUM_OUTPUT_ROWS = "num_output_rows"
+SYMBOLIC_DIMS = (NUM_TOKENS, NUM_OUTPUT_ROWS)
 
 Dim = int | str
 

@@ -26,7 +26,7 @@ ENGINE_OPS: dict[str, tuple[int, int, frozenset[str]]] = {
     "attention": (1, 1, frozenset({"q_norm", "k_norm"})),
     "all_reduce": (1, 1, frozenset({"bias"})),
     "all_gather": (1, 1, frozenset()),
-    "last_tokens": (1, 1, frozenset()),
+    "gather_rows": (1, 1, frozenset()),
 }
 
 TRACE_ONLY_OPS = frozenset({"silu", "mul", "rope"})

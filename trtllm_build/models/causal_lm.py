@@ -59,7 +59,7 @@ class CausalLM(Module):
             hidden = F.add(hidden, self.pos_embed(position_ids))
         for layer in self.layers:
             hidden = layer(hidden)
-        hidden = F.last_tokens(self.final_norm(hidden))
+        hidden = F.gather_rows(self.final_norm(hidden))
         return self.lm_head(hidden)
 
     def weight_aliases(self) -> dict[str, str]:

@@ -14,11 +14,13 @@ PIPELINE = (fold_attention_inputs, fuse_qkv, fuse_gate_up, fuse_residual_norm, i
             remove_dead_nodes)
 
 
-def optimize(graph: Graph, *, max_num_tokens: int, max_batch_size: int) -> Graph:
+def optimize(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Graph:
+    """Run the passes, check the result against the op set, and plan activation memory.
+    `max_output_rows`: max_batch_size, or max_num_tokens when context logits are gathered."""
     for graph_pass in PIPELINE:
         graph = graph_pass(graph)
     verify_engine_graph(graph)
-    return plan_memory(graph, max_num_tokens=max_num_tokens, max_batch_size=max_batch_size)
+    return plan_memory(graph, max_num_tokens=max_num_tokens, max_output_rows=max_output_rows)
 
 
 __all__ = ["PIPELINE", "optimize", "fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm",

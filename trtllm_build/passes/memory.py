@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..graph.ir import NUM_REQUESTS, NUM_TOKENS, Graph
+from ..graph.ir import NUM_OUTPUT_ROWS, NUM_TOKENS, Graph
 
 ARENA_ALIGNMENT = 256  # bytes: enough for any vector load and for cuBLAS' alignment preferences
 
@@ -13,7 +13,7 @@ def _align(n: int) -> int:
     return -(-n // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
 
-def plan_memory(graph: Graph, *, max_num_tokens: int, max_batch_size: int) -> Graph:
+def plan_memory(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Graph:
     """Assign each activation (graph inputs and outputs included) an arena offset.
 
     Sizes take the symbolic dims at their maxima. A value lives from the node that writes it to
@@ -23,7 +23,7 @@ def plan_memory(graph: Graph, *, max_num_tokens: int, max_batch_size: int) -> Gr
     lowest offset that overlaps no placed value with an overlapping lifetime.
     The plan lands in `meta["memory_plan"]`.
     """
-    dims = {NUM_TOKENS: max_num_tokens, NUM_REQUESTS: max_batch_size}
+    dims = {NUM_TOKENS: max_num_tokens, NUM_OUTPUT_ROWS: max_output_rows}
     start: dict[str, int] = {name: -1 for name in graph.inputs}
     end: dict[str, int] = {name: -1 for name in graph.inputs}
     for index, node in enumerate(graph.nodes):
@@ -56,7 +56,7 @@ def plan_memory(graph: Graph, *, max_num_tokens: int, max_batch_size: int) -> Gr
     g.meta["memory_plan"] = {
         "alignment": ARENA_ALIGNMENT,
         "max_num_tokens": max_num_tokens,
-        "max_batch_size": max_batch_size,
+        "max_output_rows": max_output_rows,
         "arena_bytes": max((offsets[n] + size[n] for n in offsets), default=0),
         "unplanned_bytes": sum(size.values()),  # what one buffer per value would take
         "tensors": tensors,

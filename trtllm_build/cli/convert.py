@@ -1,0 +1,66 @@
+"""trtllm-convert: Hugging Face checkpoint or GGUF file -> checkpoint dir for trtllm-build."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..config import DTYPES, ConfigError
+from ..convert import ConvertError, convert
+from ..default_model import DefaultModelError
+
+PROG = "trtllm-convert"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Convert a Hugging Face model (Llama 2/3/3.1, Mistral, Qwen2, Qwen3, GPT-2) or a "
+                    "llama.cpp GGUF file (llama, qwen2, qwen3; any quantization, dequantized) into a "
+                    "checkpoint dir: config.json, rank{N}.safetensors per tensor-parallel rank, and "
+                    "the tokenizer files. trtllm-build reads that dir.",
+        epilog="example: trtllm-convert --model-dir hf_llama/ --output-dir ckpt/ --dtype bfloat16 --tp-size 2")
+    parser.add_argument("--model-dir", required=True,
+                        help="Hugging Face model directory (config.json + *.safetensors or "
+                             "pytorch_model*.bin), a .gguf file, or 'default' for SmolLM2-135M-Instruct "
+                             "(Q4_1 GGUF, downloaded once into $TRTLLM_CACHE_DIR or ~/.cache/trtllm; "
+                             "write ./default for a directory of that name)")
+    parser.add_argument("--output-dir", required=True,
+                        help="checkpoint dir to write; written to a temporary dir first and renamed, "
+                             "so it appears complete or not at all; an existing checkpoint dir is replaced")
+    parser.add_argument("--dtype", default="auto", choices=("auto",) + DTYPES,
+                        help="weight dtype; 'auto' (default) takes the model config's dtype, "
+                             "bfloat16 if it names none (GGUF)")
+    parser.add_argument("--tp-size", type=_positive_int, default=1,
+                        help="tensor-parallel ranks; must divide the attention heads, the KV heads "
+                             "and the MLP size (default 1)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="DEBUG lists every tensor (default INFO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format=f"[{PROG}] %(levelname)s %(message)s")
+    logging.getLogger("trtllm_build").setLevel(args.log_level)
+    try:
+        convert(args.model_dir, args.output_dir, args.dtype, args.tp_size)
+    except (ConvertError, ConfigError, DefaultModelError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,485 @@
+"""Convert a Hugging Face checkpoint or a GGUF file into a checkpoint dir.
+
+    config.json            ModelConfig (trtllm_build.config)
+    rank{N}.safetensors    canonical weight names (see config.py), sharded for tensor parallelism
+    tokenizer files        copied (HF) or converted by transformers (GGUF)
+
+Each family is a table from canonical names to the HF tensor names (STYLE.md rule 3); GGUF
+files are read as HF-named tensors by gguf_reader, so they share the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from .config import DTYPES, ConfigError, Mapping, ModelConfig, RopeConfig
+from .convert_error import ConvertError
+from .hf_reader import TensorLoaders, copy_tokenizer_files, read_hf_config, read_hf_weights
+from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+
+__all__ = ["ConvertError", "FAMILIES", "checkpoint_shapes", "convert", "convert_weights",
+           "load_checkpoint", "model_config_from_hf"]
+
+logger = logging.getLogger(__name__)
+
+NP_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
+             "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a canonical tensor comes from: an HF name template ({i} = layer index)."""
+    name: str
+    transpose: bool = False         # GPT-2's Conv1D stores [in, out]; we want [out, in]
+    fused_qkv: int | None = None    # 0/1/2: the q/k/v row block of a fused [q; k; v] tensor
+
+
+def _llama_names() -> dict[str, Source]:
+    names = {"embed.weight": "model.embed_tokens.weight",
+             "final_norm.weight": "model.norm.weight",
+             "lm_head.weight": "lm_head.weight",
+             "layers.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+             "layers.{i}.mlp_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+             "layers.{i}.attn.q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+             "layers.{i}.attn.k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight"}
+    for ours, theirs in (("attn.q", "self_attn.q_proj"), ("attn.k", "self_attn.k_proj"),
+                         ("attn.v", "self_attn.v_proj"), ("attn.o", "self_attn.o_proj"),
+                         ("mlp.gate", "mlp.gate_proj"), ("mlp.up", "mlp.up_proj"),
+                         ("mlp.down", "mlp.down_proj")):
+        for kind in ("weight", "bias"):
+            names[f"layers.{{i}}.{ours}.{kind}"] = f"model.layers.{{i}}.{theirs}.{kind}"
+    return {k: Source(v) for k, v in names.items()}
+
+
+_GPT2_NAMES = {
+    "embed.weight": Source("transformer.wte.weight"),
+    "pos_embed.weight": Source("transformer.wpe.weight"),
+    "final_norm.weight": Source("transformer.ln_f.weight"),
+    "final_norm.bias": Source("transformer.ln_f.bias"),
+    "lm_head.weight": Source("lm_head.weight"),
+    "layers.{i}.attn_norm.weight": Source("transformer.h.{i}.ln_1.weight"),
+    "layers.{i}.attn_norm.bias": Source("transformer.h.{i}.ln_1.bias"),
+    "layers.{i}.mlp_norm.weight": Source("transformer.h.{i}.ln_2.weight"),
+    "layers.{i}.mlp_norm.bias": Source("transformer.h.{i}.ln_2.bias"),
+    **{f"layers.{{i}}.attn.{p}.weight": Source("transformer.h.{i}.attn.c_attn.weight", True, n)
+       for n, p in enumerate("qkv")},
+    **{f"layers.{{i}}.attn.{p}.bias": Source("transformer.h.{i}.attn.c_attn.bias", False, n)
+       for n, p in enumerate("qkv")},
+    "layers.{i}.attn.o.weight": Source("transformer.h.{i}.attn.c_proj.weight", True),
+    "layers.{i}.attn.o.bias": Source("transformer.h.{i}.attn.c_proj.bias"),
+    "layers.{i}.mlp.fc.weight": Source("transformer.h.{i}.mlp.c_fc.weight", True),
+    "layers.{i}.mlp.fc.bias": Source("transformer.h.{i}.mlp.c_fc.bias"),
+    "layers.{i}.mlp.proj.weight": Source("transformer.h.{i}.mlp.c_proj.weight", True),
+    "layers.{i}.mlp.proj.bias": Source("transformer.h.{i}.mlp.c_proj.bias"),
+}
+
+
+# Canonical name template -> HF source, by ModelConfig.architecture.
+NAME_TABLES: dict[str, dict[str, Source]] = {"llama": _llama_names(), "gpt2": _GPT2_NAMES}
+
+
+@dataclass(frozen=True)
+class Family:
+    architecture: str               # ModelConfig.architecture, which picks the name table
+    qkv_bias: bool | None = None    # fixed by the family; None: the config's attention_bias
+    qk_norm: bool = False
+
+
+FAMILIES: dict[str, Family] = {     # by HF model_type
+    "llama": Family("llama"),
+    "mistral": Family("llama"),
+    "qwen2": Family("llama", qkv_bias=True),    # q/k/v biased, o not
+    "qwen3": Family("llama", qk_norm=True),
+    "gpt2": Family("gpt2"),
+}
+# Present in some HF checkpoints, not weights: rope caches, GPT-2's causal-mask buffers.
+_IGNORED = re.compile(r".*(rotary_emb\.inv_freq|(^|\.)attn\.(masked_)?bias)$")
+_LAYER = re.compile(r"layers\.(\d+)\.(.+)")
+
+
+# ---------------------------------------------------------------------------- config
+
+def _required(hf: dict[str, Any], key: str) -> Any:
+    if hf.get(key) is None:
+        raise ConvertError(f"model config is missing {key!r}")
+    return hf[key]
+
+
+def _rope_config(hf: dict[str, Any]) -> RopeConfig:
+    # transformers 5 writes rope_parameters (theta inside); older configs rope_theta + rope_scaling.
+    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type == "default":
+        return RopeConfig(theta=theta)
+    if rope_type == "linear":
+        return RopeConfig(theta=theta, scaling_type="linear", factor=float(_required(params, "factor")))
+    if rope_type == "llama3":
+        return RopeConfig(theta=theta, scaling_type="llama3",
+                          factor=float(_required(params, "factor")),
+                          low_freq_factor=float(_required(params, "low_freq_factor")),
+                          high_freq_factor=float(_required(params, "high_freq_factor")),
+                          original_max_position_embeddings=int(
+                              _required(params, "original_max_position_embeddings")))
+    raise ConvertError(f"rope type {rope_type!r} is not supported; supported: default, linear, llama3")
+
+
+def _resolve_dtype(dtype: str | None, hf: dict[str, Any]) -> str:
+    if dtype in (None, "auto"):
+        dtype = hf.get("dtype") or hf.get("torch_dtype") or "bfloat16"
+        if dtype not in DTYPES:
+            raise ConvertError(f"model config dtype {dtype!r} is not supported; pass --dtype "
+                               f"(one of {DTYPES})")
+    return dtype
+
+
+def _eos_ids(v: int | list[int] | None) -> list[int]:
+    if v is None:
+        return []
+    return [int(x) for x in v] if isinstance(v, list) else [int(v)]
+
+
+def _llama_fields(hf: dict[str, Any], family: Family) -> dict[str, Any]:
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ConvertError(f"hidden_act {hf['hidden_act']!r} is not supported for "
+                           f"{hf['model_type']}; expected 'silu'")
+    heads = int(_required(hf, "num_attention_heads"))
+    hidden = int(_required(hf, "hidden_size"))
+    max_pos = int(_required(hf, "max_position_embeddings"))
+    window = hf.get("sliding_window")
+    if window and (hf.get("use_sliding_window") or hf["model_type"] == "mistral") and window < max_pos:
+        logger.warning("sliding_window %d is not applied (full attention): outputs differ from "
+                       "the reference beyond %d tokens", window, window)
+    attention_bias = bool(hf.get("attention_bias", False))
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=int(_required(hf, "intermediate_size")),
+        num_hidden_layers=int(_required(hf, "num_hidden_layers")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(hf.get("num_key_value_heads") or heads),
+        head_dim=int(hf.get("head_dim") or hidden // heads),
+        max_position_embeddings=max_pos,
+        norm_type="rms_norm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        hidden_act="silu", gated_mlp=True, position_embedding="rope", rope=_rope_config(hf),
+        qkv_bias=attention_bias if family.qkv_bias is None else family.qkv_bias,
+        attn_out_bias=attention_bias, mlp_bias=bool(hf.get("mlp_bias", False)),
+        qk_norm=family.qk_norm,
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+
+
+def _gpt2_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ConvertError(f"gpt2 activation_function {act!r} is not supported; expected gelu_new")
+    if hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
+        raise ConvertError("gpt2 with scale_attn_by_inverse_layer_idx or without scale_attn_weights "
+                           "is not supported")
+    hidden, heads = int(_required(hf, "n_embd")), int(_required(hf, "n_head"))
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=int(hf.get("n_inner") or 4 * hidden),
+        num_hidden_layers=int(_required(hf, "n_layer")),
+        num_attention_heads=heads, num_key_value_heads=heads, head_dim=hidden // heads,
+        max_position_embeddings=int(_required(hf, "n_positions")),
+        norm_type="layer_norm", norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        hidden_act="gelu_tanh", gated_mlp=False, position_embedding="learned",
+        qkv_bias=True, attn_out_bias=True, mlp_bias=True,
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+    )
+
+
+def family_of(hf: dict[str, Any]) -> Family:
+    family = FAMILIES.get(hf.get("model_type"))
+    if family is None:
+        raise ConvertError(f"model_type {hf.get('model_type')!r} ({', '.join(hf.get('architectures') or [])}) "
+                           f"is not supported; supported: {', '.join(sorted(FAMILIES))}")
+    return family
+
+
+def model_config_from_hf(hf: dict[str, Any], dtype: str | None = None, tp_size: int = 1) -> ModelConfig:
+    """ModelConfig from an HF config.json dict (either transformers 4 or 5 layout)."""
+    family = family_of(hf)
+    fields = _gpt2_fields(hf) if family.architecture == "gpt2" else _llama_fields(hf, family)
+    bos = hf.get("bos_token_id")
+    return ModelConfig(
+        architecture=family.architecture,
+        hf_architecture=(hf.get("architectures") or [hf["model_type"]])[0],
+        dtype=_resolve_dtype(dtype, hf),
+        vocab_size=int(_required(hf, "vocab_size")),
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_id=_eos_ids(hf.get("eos_token_id")),
+        mapping=Mapping(world_size=tp_size, tp_size=tp_size),
+        **fields,
+    )
+
+
+# ---------------------------------------------------------------------------- weights
+
+def _layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], int | None]]:
+    """Canonical name -> (unsharded shape, TP split axis or None if replicated)."""
+    h, hd, inter = config.hidden_size, config.head_dim, config.intermediate_size
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    norm = ("weight", "bias") if config.norm_type == "layer_norm" else ("weight",)
+    out: dict[str, tuple[tuple[int, ...], int | None]] = {"embed.weight": ((config.vocab_size, h), None)}
+    if config.position_embedding == "learned":
+        out["pos_embed.weight"] = ((config.max_position_embeddings, h), None)
+    # Column-parallel layers split output rows (whole heads per rank, heads are contiguous
+    # rows); row-parallel layers split input columns and their bias is added once, replicated.
+    column = {"attn.q": q, "attn.k": kv, "attn.v": kv}
+    row = {"attn.o": q}
+    if config.gated_mlp:
+        column |= {"mlp.gate": inter, "mlp.up": inter}
+        row["mlp.down"] = inter
+    else:
+        column["mlp.fc"] = inter
+        row["mlp.proj"] = inter
+    biased = {"attn.q": config.qkv_bias, "attn.k": config.qkv_bias, "attn.v": config.qkv_bias,
+              "attn.o": config.attn_out_bias}
+    for i in range(config.num_hidden_layers):
+        p = f"layers.{i}."
+        for kind in norm:
+            out[f"{p}attn_norm.{kind}"] = ((h,), None)
+        for name, rows in column.items():
+            out[f"{p}{name}.weight"] = ((rows, h), 0)
+            if biased.get(name, config.mlp_bias):
+                out[f"{p}{name}.bias"] = ((rows,), 0)
+        if config.qk_norm:  # per-head RMSNorm weights: the same on every rank
+            out[f"{p}attn.q_norm.weight"] = ((hd,), None)
+            out[f"{p}attn.k_norm.weight"] = ((hd,), None)
+        for kind in norm:
+            out[f"{p}mlp_norm.{kind}"] = ((h,), None)
+        for name, cols in row.items():
+            out[f"{p}{name}.weight"] = ((h, cols), 1)
+            if biased.get(name, config.mlp_bias):
+                out[f"{p}{name}.bias"] = ((h,), None)
+    for kind in norm:
+        out[f"final_norm.{kind}"] = ((h,), None)
+    if not (config.tie_word_embeddings and config.tp_size == 1):  # tied, tp 1: builder reuses embed
+        out["lm_head.weight"] = ((config.vocab_size, h), 0)
+    return out
+
+
+def checkpoint_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Canonical name -> shape of that tensor in each rank{N}.safetensors."""
+    tp = config.tp_size
+    shapes = {}
+    for name, (shape, axis) in _layout(config).items():
+        if name == "lm_head.weight":
+            shape = (config.vocab_size_padded,) + shape[1:]
+        if axis is not None:
+            shape = shape[:axis] + (shape[axis] // tp,) + shape[axis + 1:]
+        shapes[name] = shape
+    return shapes
+
+
+def _find(tensors: TensorLoaders, name: str) -> str | None:
+    # The original GPT-2 checkpoints have no "transformer." prefix.
+    for candidate in (name, name.removeprefix("transformer."), name.removeprefix("model.")):
+        if candidate in tensors:
+            return candidate
+    return None
+
+
+def _source_of(name: str, config: ModelConfig) -> tuple[Source, str]:
+    """(Source, HF name) for a canonical name."""
+    if name == "lm_head.weight" and config.tie_word_embeddings:
+        name = "embed.weight"
+    m = _LAYER.fullmatch(name)
+    template, layer = (f"layers.{{i}}.{m.group(2)}", m.group(1)) if m else (name, None)
+    src = NAME_TABLES[config.architecture].get(template)
+    if src is None:
+        raise ConvertError(f"the {config.architecture} name table has no source for {name!r}")
+    return src, src.name.format(i=layer)
+
+
+def _load(name: str, config: ModelConfig, tensors: TensorLoaders, used: set[str]) -> np.ndarray:
+    src, hf_name = _source_of(name, config)
+    found = _find(tensors, hf_name)
+    if found is None:
+        raise ConvertError(f"tensor {hf_name!r} (for {name}) is missing from the model")
+    used.add(found)
+    w = tensors[found]()
+    if src.transpose:
+        w = w.T
+    if src.fused_qkv is not None:
+        q = config.num_attention_heads * config.head_dim
+        kv = config.num_key_value_heads * config.head_dim
+        if w.shape[0] != q + 2 * kv:
+            raise ConvertError(f"tensor {found!r} has {w.shape[0]} fused q/k/v rows; expected "
+                               f"{q} + {kv} + {kv} from the config")
+        start = (0, q, q + kv)[src.fused_qkv]
+        w = w[start:start + (q, kv, kv)[src.fused_qkv]]
+    return w
+
+
+def _cast(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if w.dtype == dtype:
+        return np.ascontiguousarray(w)
+    # float32 holds every fp16 and bf16 value exactly, so this rounds once.
+    return np.ascontiguousarray(w.astype(np.float32).astype(dtype))
+
+
+def convert_weights(config: ModelConfig, tensors: TensorLoaders) -> list[dict[str, np.ndarray]]:
+    """Map, check, cast and shard every tensor; one canonical-name dict per TP rank."""
+    dtype, tp = NP_DTYPES[config.dtype], config.tp_size
+    layout = _layout(config)
+    ranks: list[dict[str, np.ndarray]] = [{} for _ in range(tp)]
+    used: set[str] = set()
+    report_every = max(1, len(layout) // 10)
+    for n, (name, (shape, axis)) in enumerate(layout.items(), 1):
+        w = _load(name, config, tensors, used)
+        if tuple(w.shape) != shape:
+            _, hf_name = _source_of(name, config)
+            raise ConvertError(f"tensor {hf_name!r} (for {name}) has shape {tuple(w.shape)}; "
+                               f"expected {shape} from the config")
+        if name == "lm_head.weight" and config.vocab_size_padded > config.vocab_size:
+            w = np.concatenate([w, np.zeros((config.vocab_size_padded - config.vocab_size,) + shape[1:],
+                                            w.dtype)])
+        if axis is None:
+            shared = _cast(w, dtype)  # replicated: one array shared by all ranks
+            for r in range(tp):
+                ranks[r][name] = shared
+        else:
+            for r, part in enumerate(np.split(w, tp, axis=axis)):
+                ranks[r][name] = _cast(part, dtype)
+        logger.debug("%s <- %s %s", name, tuple(w.shape), w.dtype)
+        if n % report_every == 0 or n == len(layout):
+            logger.info("converted %d/%d tensors", n, len(layout))
+    if config.tie_word_embeddings:  # some tied checkpoints store lm_head as well; it equals embed
+        used.update(k for k in ("lm_head.weight",) if k in tensors)
+    unused = sorted(k for k in set(tensors) - used if not _IGNORED.fullmatch(k))
+    if unused:
+        logger.warning("%d source tensors were not used: %s%s", len(unused), ", ".join(unused[:8]),
+                       " ..." if len(unused) > 8 else "")
+    return ranks
+
+
+# ---------------------------------------------------------------------------- output
+
+def _check_output_dir(output_dir: Path, model_dir: Path) -> None:
+    out, src = output_dir.resolve(), model_dir.resolve()
+    if out == src or out in src.parents:
+        raise ConvertError(f"output dir {output_dir} would contain the model {model_dir}; choose another")
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ConvertError(f"output dir {output_dir} exists and is not a directory")
+    if any(output_dir.iterdir()):
+        try:
+            ours = "format_version" in json.loads((output_dir / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            ours = False
+        if not ours:  # only ever replace a checkpoint dir we wrote, never e.g. a model dir
+            raise ConvertError(f"output dir {output_dir} is not empty and is not a checkpoint dir; "
+                               f"refusing to replace it")
+
+
+def _replace_dir(tmp: Path, output_dir: Path) -> None:
+    if output_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        output_dir.rename(old / output_dir.name)
+        tmp.rename(output_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(output_dir)
+
+
+def _read_model(model_dir: Path) -> tuple[dict[str, Any], TensorLoaders, Callable[[Path], list[str]]]:
+    """(HF config dict, HF-named tensors, function writing the tokenizer files into a dir)."""
+    if not model_dir.exists():
+        raise ConvertError(f"model dir {model_dir} does not exist")
+    if model_dir.is_dir():
+        return (read_hf_config(model_dir), read_hf_weights(model_dir),
+                lambda out: copy_tokenizer_files(model_dir, out))
+    if model_dir.suffix != ".gguf":
+        raise ConvertError(f"{model_dir} is a file but not a .gguf; expected a Hugging Face "
+                           f"model directory or a .gguf file")
+    from .gguf_reader import read_gguf, save_gguf_tokenizer
+    gguf = read_gguf(model_dir)
+    if gguf.has_tokenizer:
+        return gguf.config, gguf.tensors, lambda out: save_gguf_tokenizer(model_dir, out)
+    logger.warning("%s has no tokenizer metadata; the checkpoint will have no tokenizer files", model_dir)
+    return gguf.config, gguf.tensors, lambda out: []
+
+
+def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = None,
+            tp_size: int = 1) -> ModelConfig:
+    """Convert an HF model dir or a .gguf file ("default": the default model) into output_dir.
+
+    dtype None or "auto" takes the model config's dtype (bfloat16 if it names none). The output
+    dir appears complete or not at all; an existing checkpoint dir there is replaced.
+    Raises ConvertError or ConfigError with a one-line message.
+    """
+    start = time.monotonic()
+    if str(model_dir) == "default":
+        from .default_model import default_model_path
+        model_dir = default_model_path()
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    hf, tensors, write_tokenizer = _read_model(model_dir)
+    config = model_config_from_hf(hf, dtype, tp_size)
+    _check_output_dir(output_dir, model_dir)
+    logger.info("converting %s (%s) to %s, tp_size %d, %s", model_dir, config.hf_architecture,
+                output_dir, tp_size, config.dtype)
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkdtemp: its 0700 mode would become the checkpoint dir's mode.
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        ranks = convert_weights(config, tensors)
+        for rank, weights in enumerate(ranks):
+            write_safetensors(tmp / f"rank{rank}.safetensors", weights)
+            logger.info("wrote rank%d.safetensors (%.1f MB)", rank,
+                        sum(w.nbytes for w in weights.values()) / 1e6)
+        config.save(tmp / "config.json")
+        files = write_tokenizer(tmp)
+        logger.info("tokenizer files: %s", ", ".join(files) or "none")
+        _replace_dir(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already on success (renamed)
+    logger.info("done in %.1f s", time.monotonic() - start)
+    return config
+
+
+def load_checkpoint(ckpt_dir: Path | str, rank: int = 0) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """(config, weights of one rank) of a checkpoint dir; arrays are read-only memory maps.
+
+    Unquantized checkpoints are checked against `checkpoint_shapes` (names, shapes, dtype);
+    raises ConfigError naming the problem.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    config = ModelConfig.load(ckpt_dir / "config.json")
+    if not 0 <= rank < config.tp_size:
+        raise ConfigError(f"rank {rank} is out of range for tp_size {config.tp_size}")
+    path = ckpt_dir / f"rank{rank}.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"checkpoint weights not found: {path}")
+    try:
+        weights = read_safetensors(path)
+    except SafetensorsError as e:
+        raise ConfigError(str(e)) from None
+    if config.quantization.quant_algo is None:
+        expected = checkpoint_shapes(config)
+        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        if missing or extra:
+            raise ConfigError(f"{path}: tensors missing {missing[:5]}, unexpected {extra[:5]}")
+        for name, shape in expected.items():
+            w = weights[name]
+            if w.shape != shape or w.dtype != NP_DTYPES[config.dtype]:
+                raise ConfigError(f"{path}: tensor {name!r} is {w.shape} {w.dtype}; expected {shape} "
+                                  f"{config.dtype}")
+    return config, weights

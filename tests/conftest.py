@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 
@@ -28,3 +31,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
+    """family -> (HF model dir, float32 state dict), each built once with a fixed seed."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import tiny_hf
+
+    out = {}
+    for family in tiny_hf.FAMILIES:
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config(family))
+        with torch.no_grad():  # HF inits biases and norms to constants; make every tensor distinct
+            for p in model.parameters():
+                p.normal_(0, 0.5)
+        path = tmp_path_factory.mktemp(family)
+        model.save_pretrained(path)
+        out[family] = (path, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
+    return out
+
+

@@ -19,54 +19,10 @@ from trtllm_build.cli.convert import main
 from trtllm_build.config import ConfigError, ModelConfig
 from trtllm_build.convert import checkpoint_shapes, convert, load_checkpoint, model_config_from_hf
 from trtllm_build.safetensors_io import read_safetensors, write_safetensors
+from tiny_hf import FAMILIES, hf_config as _hf_config
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             max_position_embeddings=256)
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
-
-
-def _hf_config(family: str):
-    if family == "llama3":
-        return transformers.LlamaConfig(**SMALL, num_attention_heads=8, num_key_value_heads=4,
-                                        rope_parameters=LLAMA3_ROPE, tie_word_embeddings=False)
-    if family == "llama_tied":  # vocab 130 is not a multiple of 4: lm_head gets padded under TP
-        return transformers.LlamaConfig(**{**SMALL, "vocab_size": 130}, num_attention_heads=4,
-                                        num_key_value_heads=4, tie_word_embeddings=True)
-    if family == "mistral":
-        return transformers.MistralConfig(**SMALL, num_attention_heads=8, num_key_value_heads=4,
-                                          sliding_window=None)
-    if family == "qwen2":
-        return transformers.Qwen2Config(**SMALL, num_attention_heads=8, num_key_value_heads=4)
-    if family == "qwen3":  # head_dim * heads (128) != hidden (64)
-        return transformers.Qwen3Config(**SMALL, num_attention_heads=8, num_key_value_heads=4, head_dim=16)
-    if family == "gpt2":
-        return transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-                                       bos_token_id=0, eos_token_id=0)
-    raise AssertionError(family)
-
-
-FAMILIES = ("llama3", "llama_tied", "mistral", "qwen2", "qwen3", "gpt2")
-
-
-@pytest.fixture(scope="session")
-def hf_models(tmp_path_factory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
-    """family -> (HF model dir, float32 state dict), each built once with a fixed seed."""
-    out = {}
-    for family in FAMILIES:
-        torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(_hf_config(family))
-        with torch.no_grad():  # HF inits biases and norms to constants; make every tensor distinct
-            for p in model.parameters():
-                p.normal_(0, 0.5)
-        path = tmp_path_factory.mktemp(family)
-        model.save_pretrained(path)
-        out[family] = (path, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
-    return out
-
 
 def _expected_llama(sd: dict[str, np.ndarray], layers: int, tied: bool) -> dict[str, np.ndarray]:
     exp = {"embed.weight": sd["model.embed_tokens.weight"], "final_norm.weight": sd["model.norm.weight"]}

@@ -155,7 +155,9 @@ def _check_header_args(
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if target == "cuda":
         if not _is_int(sm_arch) or sm_arch <= 0:
-            raise ValueError(f"sm_arch must be a positive int for target 'cuda' (e.g. 90), got {sm_arch!r}")
+            raise ValueError(
+                f"sm_arch must be a positive int for target 'cuda' (e.g. 90), got {sm_arch!r}"
+            )
     else:
         if sm_arch is not None:
             raise ValueError(f"sm_arch must be None for target {target!r}, got {sm_arch!r}")

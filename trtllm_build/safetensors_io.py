@@ -10,6 +10,7 @@ reads are lazy (np.memmap): a tensor is paged in only when used.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -96,8 +97,17 @@ def write_safetensors(path: Path | str, tensors: dict[str, np.ndarray],
         offset += arr.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for name in names:
-            f.write(np.ascontiguousarray(tensors[name]).tobytes())
+    # Write beside and rename: readers may hold the old file memory-mapped (truncating it under
+    # them would crash them with SIGBUS), and a failed write leaves the old file intact.
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for name in names:
+                f.write(np.ascontiguousarray(tensors[name]).tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -50,6 +50,8 @@ struct Request {
     int num_computed = 0;
     int64_t arrival = 0;           // admission order: lower is older
     int num_preemptions = 0;
+    bool started = false;          // scheduled at least once
+    int num_reused_tokens = 0;     // prompt tokens the prefix cache supplied at first admission
     FinishReason finish = FinishReason::kNone;
     std::mt19937_64 rng;
     std::chrono::steady_clock::time_point enqueue_time, first_token_time;

@@ -1,0 +1,156 @@
+// Python surface of the executor: trtllm_runtime._core.Executor. Requests go in as keyword
+// arguments; responses come out as dicts with numpy arrays. The GIL is released while waiting.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "trtllm/executor.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+const char* finish_reason_name(trtllm::FinishReason r) {
+    switch (r) {
+        case trtllm::FinishReason::kNone: return "";
+        case trtllm::FinishReason::kLength: return "length";
+        case trtllm::FinishReason::kEndId: return "end_id";
+        case trtllm::FinishReason::kStopToken: return "stop_token";
+        case trtllm::FinishReason::kStopSequence: return "stop_sequence";
+        case trtllm::FinishReason::kCancelled: return "cancelled";
+    }
+    return "";
+}
+
+py::array_t<float> matrix(const std::vector<float>& data, int64_t cols) {
+    const int64_t rows = cols > 0 ? static_cast<int64_t>(data.size()) / cols : 0;
+    py::array_t<float> out({rows, cols});
+    std::copy(data.begin(), data.end(), out.mutable_data());
+    return out;
+}
+
+py::dict response_to_dict(const trtllm::Response& r, int64_t vocab) {
+    py::dict d("request_id"_a = r.request_id, "tokens"_a = r.tokens, "finished"_a = r.finished,
+               "finish_reason"_a = finish_reason_name(r.finish_reason), "error"_a = r.error);
+    if (!r.logprobs.empty()) {
+        d["logprobs"] = r.logprobs;
+        d["top_logprobs"] = r.top_logprobs;
+    }
+    if (!r.context_logits.empty()) d["context_logits"] = matrix(r.context_logits, vocab);
+    if (!r.generation_logits.empty()) d["generation_logits"] = matrix(r.generation_logits, vocab);
+    if (r.finished) {
+        d["time_to_first_token_s"] = r.time_to_first_token_s;
+        d["total_time_s"] = r.total_time_s;
+        d["num_prompt_tokens"] = r.num_prompt_tokens;
+        d["num_generated_tokens"] = r.num_generated_tokens;
+        d["num_reused_tokens"] = r.num_reused_tokens;
+        d["num_preemptions"] = r.num_preemptions;
+    }
+    return d;
+}
+
+trtllm::SchedulerPolicy parse_policy(const std::string& name) {
+    if (name == "max_utilization") return trtllm::SchedulerPolicy::kMaxUtilization;
+    if (name == "guaranteed_no_evict") return trtllm::SchedulerPolicy::kGuaranteedNoEvict;
+    throw std::invalid_argument("scheduler_policy must be 'max_utilization' or 'guaranteed_no_evict', got '" + name + "'");
+}
+
+}  // namespace
+
+void bind_executor(py::module_& m) {
+    py::class_<trtllm::Executor>(m, "Executor", "The C++ executor: in-flight batching over a paged KV cache.")
+        .def(py::init([](const std::string& engine_path, int tokens_per_block, int64_t kv_cache_bytes,
+                         double free_memory_fraction, bool enable_prefix_reuse, bool enable_chunked_context,
+                         const std::string& scheduler_policy, int max_batch_size, int max_num_tokens) {
+                 trtllm::ExecutorConfig c;
+                 c.tokens_per_block = tokens_per_block;
+                 c.kv_cache_bytes = kv_cache_bytes;
+                 c.free_memory_fraction = free_memory_fraction;
+                 c.enable_prefix_reuse = enable_prefix_reuse;
+                 c.enable_chunked_context = enable_chunked_context;
+                 c.policy = parse_policy(scheduler_policy);
+                 c.max_batch_size = max_batch_size;
+                 c.max_num_tokens = max_num_tokens;
+                 py::gil_scoped_release release;
+                 return std::make_unique<trtllm::Executor>(engine_path, c);
+             }),
+             py::arg("engine_path"), py::arg("tokens_per_block") = 32, py::arg("kv_cache_bytes") = 0,
+             py::arg("free_memory_fraction") = 0.5, py::arg("enable_prefix_reuse") = true,
+             py::arg("enable_chunked_context") = true, py::arg("scheduler_policy") = "max_utilization",
+             py::arg("max_batch_size") = 0, py::arg("max_num_tokens") = 0)
+        .def(
+            "enqueue",
+            [](trtllm::Executor& e, std::vector<int32_t> prompt, int max_new_tokens, int min_new_tokens, int32_t end_id,
+               std::vector<int32_t> stop_token_ids, std::vector<std::vector<int32_t>> stop_sequences,
+               float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
+               float presence_penalty, float frequency_penalty, std::optional<uint64_t> seed, int num_logprobs,
+               bool return_context_logits, bool return_generation_logits) {
+                trtllm::RequestSpec spec;
+                spec.prompt = std::move(prompt);
+                spec.max_new_tokens = max_new_tokens;
+                spec.min_new_tokens = min_new_tokens;
+                spec.end_id = end_id;
+                spec.stop_token_ids = std::move(stop_token_ids);
+                spec.stop_sequences = std::move(stop_sequences);
+                spec.sampling.temperature = temperature;
+                spec.sampling.top_k = top_k;
+                spec.sampling.top_p = top_p;
+                spec.sampling.min_p = min_p;
+                spec.sampling.repetition_penalty = repetition_penalty;
+                spec.sampling.presence_penalty = presence_penalty;
+                spec.sampling.frequency_penalty = frequency_penalty;
+                spec.sampling.has_seed = seed.has_value();
+                spec.sampling.seed = seed.value_or(0);
+                spec.sampling.num_logprobs = num_logprobs;
+                spec.return_context_logits = return_context_logits;
+                spec.return_generation_logits = return_generation_logits;
+                return e.enqueue(spec);
+            },
+            py::arg("prompt"), py::arg("max_new_tokens") = 16, py::arg("min_new_tokens") = 0, py::arg("end_id") = -1,
+            py::arg("stop_token_ids") = std::vector<int32_t>{},
+            py::arg("stop_sequences") = std::vector<std::vector<int32_t>>{}, py::arg("temperature") = 0.0f,
+            py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+            py::arg("repetition_penalty") = 1.0f, py::arg("presence_penalty") = 0.0f,
+            py::arg("frequency_penalty") = 0.0f, py::arg("seed") = py::none(), py::arg("num_logprobs") = -1,
+            py::arg("return_context_logits") = false, py::arg("return_generation_logits") = false)
+        .def("cancel", &trtllm::Executor::cancel, py::arg("request_id"))
+        .def(
+            "await_responses",
+            [](trtllm::Executor& e, double timeout_s) {
+                std::vector<trtllm::Response> responses;
+                {
+                    py::gil_scoped_release release;
+                    responses = e.await_responses(timeout_s);
+                }
+                py::list out;
+                for (const auto& r : responses) out.append(response_to_dict(r, e.model_info().vocab_size));
+                return out;
+            },
+            py::arg("timeout_s") = 0.1)
+        .def("shutdown", &trtllm::Executor::shutdown, py::call_guard<py::gil_scoped_release>())
+        .def("stats",
+             [](const trtllm::Executor& e) {
+                 const trtllm::ExecutorStats s = e.stats();
+                 return py::dict("iterations"_a = s.iterations, "num_waiting"_a = s.num_waiting,
+                                 "num_running"_a = s.num_running, "generated_tokens"_a = s.generated_tokens,
+                                 "prompt_tokens_computed"_a = s.prompt_tokens_computed,
+                                 "kv_cache_bytes"_a = s.kv_cache_bytes, "kv_blocks_total"_a = s.kv.num_blocks,
+                                 "kv_blocks_free"_a = s.kv.free_blocks, "kv_blocks_used"_a = s.kv.used_blocks,
+                                 "kv_blocks_cached"_a = s.kv.cached_blocks, "kv_reused_tokens"_a = s.kv.reused_tokens,
+                                 "kv_evictions"_a = s.kv.evictions);
+             })
+        .def_property_readonly("num_kv_blocks", &trtllm::Executor::num_kv_blocks)
+        .def_property_readonly("model_info", [](const trtllm::Executor& e) {
+            const trtllm::ModelInfo& i = e.model_info();
+            return py::dict("architecture"_a = i.architecture, "dtype"_a = trtllm::dtype_name(i.dtype),
+                            "vocab_size"_a = i.vocab_size, "vocab_size_padded"_a = i.vocab_size_padded,
+                            "hidden_size"_a = i.hidden_size, "num_layers"_a = i.num_layers,
+                            "tp_size"_a = i.tp_size, "tp_rank"_a = i.tp_rank, "max_batch_size"_a = i.max_batch_size,
+                            "max_num_tokens"_a = i.max_num_tokens, "max_seq_len"_a = i.max_seq_len,
+                            "gather_context_logits"_a = i.gather_context_logits, "target"_a = i.target);
+        });
+}

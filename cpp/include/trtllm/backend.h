@@ -1,0 +1,53 @@
+// A backend runs a Model's op list for one iteration. The scheduler, KV cache manager and
+// sampler are backend-independent; only this interface changes between CPU and CUDA.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "attention/attention.h"
+#include "trtllm/model.h"
+
+namespace trtllm {
+
+// Sums / gathers a tensor over the tensor-parallel ranks (MPI on CPU, NCCL on GPU).
+class Communicator {
+public:
+    virtual ~Communicator() = default;
+    virtual int rank() const = 0;
+    virtual int size() const = 0;
+    virtual void all_reduce_sum(void* data, DType dtype, int64_t count) = 0;
+    // in: `count` elements of this rank; out: size() * count elements in rank order.
+    virtual void all_gather(const void* in, void* out, DType dtype, int64_t count) = 0;
+};
+
+// One iteration's inputs, laid out as op set v1 describes (docs/opset.md).
+struct StepInput {
+    std::vector<int32_t> input_ids;       // [num_tokens]
+    std::vector<int32_t> position_ids;    // [num_tokens]
+    std::vector<int32_t> past_len;        // [num_requests]
+    std::vector<int32_t> new_len;         // [num_requests]
+    std::vector<int32_t> token_start;     // [num_requests]
+    std::vector<int32_t> block_table;     // [num_requests, max_blocks_per_seq]
+    int max_blocks_per_seq = 0;
+    std::vector<int32_t> output_rows;     // [num_output_rows] rows of the packed batch to return logits for
+
+    int num_tokens() const { return static_cast<int>(input_ids.size()); }
+    int num_requests() const { return static_cast<int>(past_len.size()); }
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
+    // until the next call.
+    virtual const float* forward(const StepInput& step) = 0;
+    virtual int64_t kv_cache_bytes() const = 0;
+};
+
+// `num_kv_blocks` blocks of `tokens_per_block` tokens per layer. `comm` may be null when tp_size is 1.
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
+                                          int tokens_per_block, std::shared_ptr<Communicator> comm);
+
+}  // namespace trtllm

@@ -1,0 +1,159 @@
+"""A Python handle on the C++ executor: one thread routes its responses to per-request streams.
+
+The C++ executor runs the iteration loop on its own thread; `await_responses` releases the GIL
+while it waits. Every front end (ModelRunner, LLM, the server) submits through `ExecutorClient`
+and reads a `RequestHandle`, so many callers can wait on their own requests concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from trtllm_runtime import _core
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
+
+
+@dataclass
+class ExecutorOptions:
+    """Runtime knobs that need no rebuild (the engine fixes the upper limits)."""
+
+    tokens_per_block: int = 32
+    kv_cache_bytes: int = 0              # 0: free_memory_fraction of the available memory
+    free_memory_fraction: float = 0.5
+    enable_prefix_reuse: bool = True
+    enable_chunked_context: bool = True
+    scheduler_policy: str = "max_utilization"
+    max_batch_size: int = 0              # 0: the engine's
+    max_num_tokens: int = 0              # 0: the engine's
+
+
+class EngineDirError(ValueError):
+    """The engine dir is missing or incomplete; the message names the missing file."""
+
+
+def read_engine_dir(engine_dir: str | Path) -> dict[str, Any]:
+    """The engine dir's config.json, after checking that every file it names exists."""
+    engine_dir = Path(engine_dir)
+    config_path = engine_dir / "config.json"
+    if not engine_dir.is_dir():
+        raise EngineDirError(f"engine dir {engine_dir} does not exist")
+    if not config_path.is_file():
+        raise EngineDirError(f"{engine_dir} is not an engine dir: config.json is missing")
+    try:
+        config = json.loads(config_path.read_text())
+        files = config["engine_files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise EngineDirError(f"{config_path} is not an engine config: {e}") from None
+    for name in files:
+        if not (engine_dir / name).is_file():
+            raise EngineDirError(f"engine dir {engine_dir} is missing {name}")
+    return config
+
+
+@dataclass
+class RequestHandle:
+    """The stream of responses of one request."""
+
+    request_id: int
+    client: "ExecutorClient" = field(repr=False)
+    _queue: "queue.Queue[dict]" = field(default_factory=queue.Queue, repr=False)
+
+    def responses(self, timeout_s: float | None = None) -> Iterator[dict]:
+        """Yields response dicts (new `tokens`, optional logprobs/logits) until the finished one."""
+        while True:
+            try:
+                response = self._queue.get(timeout=timeout_s)
+            except queue.Empty:
+                raise TimeoutError(f"request {self.request_id}: no response within {timeout_s} s") from None
+            yield response
+            if response["finished"]:
+                return
+
+    def cancel(self) -> None:
+        self.client.cancel(self.request_id)
+
+
+class ExecutorClient:
+    def __init__(self, engine_path: str | Path, options: ExecutorOptions | None = None) -> None:
+        options = options or ExecutorOptions()
+        if options.scheduler_policy not in SCHEDULER_POLICIES:
+            raise ValueError(f"scheduler_policy must be one of {SCHEDULER_POLICIES}, got {options.scheduler_policy!r}")
+        self.options = options
+        self.executor = _core.Executor(
+            str(engine_path), tokens_per_block=options.tokens_per_block, kv_cache_bytes=options.kv_cache_bytes,
+            free_memory_fraction=options.free_memory_fraction, enable_prefix_reuse=options.enable_prefix_reuse,
+            enable_chunked_context=options.enable_chunked_context, scheduler_policy=options.scheduler_policy,
+            max_batch_size=options.max_batch_size, max_num_tokens=options.max_num_tokens)
+        self.model_info: dict[str, Any] = self.executor.model_info
+        self._handles: dict[int, RequestHandle] = {}
+        self._early: dict[int, list[dict]] = {}  # responses that beat their handle's registration
+        self._lock = threading.Lock()
+        self._closed = False
+        self._router = threading.Thread(target=self._route, name="trtllm-responses", daemon=True)
+        self._router.start()
+
+    def submit(self, prompt: list[int], **request: Any) -> RequestHandle:
+        """Queue a request (keyword arguments as `_core.Executor.enqueue`); ValueError on bad input."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("executor is closed")
+            request_id = self.executor.enqueue(list(prompt), **request)
+            handle = RequestHandle(request_id, self)
+            self._handles[request_id] = handle
+            for response in self._early.pop(request_id, []):
+                self._deliver(handle, response)
+        return handle
+
+    def cancel(self, request_id: int) -> None:
+        self.executor.cancel(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.executor.stats()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.executor.shutdown()
+        self._router.join(timeout=10)
+
+    def __enter__(self) -> "ExecutorClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _deliver(self, handle: RequestHandle, response: dict) -> None:
+        handle._queue.put(response)
+        if response["finished"]:
+            self._handles.pop(handle.request_id, None)
+
+    def _route(self) -> None:
+        while True:
+            responses = self.executor.await_responses(0.05)
+            with self._lock:
+                for response in responses:
+                    handle = self._handles.get(response["request_id"])
+                    if handle is None:
+                        self._early.setdefault(response["request_id"], []).append(response)
+                    else:
+                        self._deliver(handle, response)
+                if self._closed and not responses and not self._handles:
+                    return
+                if self._closed and not responses:
+                    # The executor finished everything it had on shutdown; nothing more will come.
+                    for handle in list(self._handles.values()):
+                        self._deliver(handle, {"request_id": handle.request_id, "tokens": [], "finished": True,
+                                               "finish_reason": "cancelled", "error": "executor closed"})
+                    return
+

@@ -1,0 +1,33 @@
+"""Tiny random-weight Hugging Face models of every supported family, built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import transformers
+
+SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             max_position_embeddings=256)
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+
+def hf_config(family: str) -> "transformers.PretrainedConfig":
+    if family == "llama3":
+        return transformers.LlamaConfig(**SMALL, num_attention_heads=8, num_key_value_heads=4,
+                                        rope_parameters=LLAMA3_ROPE, tie_word_embeddings=False)
+    if family == "llama_tied":  # vocab 130 is not a multiple of 4: lm_head gets padded under TP
+        return transformers.LlamaConfig(**{**SMALL, "vocab_size": 130}, num_attention_heads=4,
+                                        num_key_value_heads=4, tie_word_embeddings=True)
+    if family == "mistral":
+        return transformers.MistralConfig(**SMALL, num_attention_heads=8, num_key_value_heads=4,
+                                          sliding_window=None)
+    if family == "qwen2":
+        return transformers.Qwen2Config(**SMALL, num_attention_heads=8, num_key_value_heads=4)
+    if family == "qwen3":  # head_dim * heads (128) != hidden (64)
+        return transformers.Qwen3Config(**SMALL, num_attention_heads=8, num_key_value_heads=4, head_dim=16)
+    if family == "gpt2":
+        return transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                       bos_token_id=0, eos_token_id=0)
+    raise AssertionError(family)
+
+
+FAMILIES = ("llama3", "llama_tied", "mistral", "qwen2", "qwen3", "gpt2")

@@ -53,3 +53,43 @@ def hf_models(tmp_path_factory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]
     return out
 
 
+
+
+def build_engine(model_dir: Path, out_dir: Path, dtype: str = "float32", tp_size: int = 1, **build: object) -> Path:
+    """HF dir -> checkpoint -> CPU engine dir (shared by the runtime tests)."""
+    from trtllm_build.build import BuildConfig, build as build_engine_dir
+    from trtllm_build.convert import convert
+
+    convert(model_dir, out_dir / "ckpt", dtype, tp_size)
+    config = BuildConfig(**{"max_batch_size": 16, "max_num_tokens": 256, "target": "cpu", **build})
+    return build_engine_dir(out_dir / "ckpt", out_dir / "engine", config)
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(hf_models, tmp_path_factory) -> dict[str, Path]:
+    """family -> float32 CPU engine dir built with context logits, one per family."""
+    return {family: build_engine(path, tmp_path_factory.mktemp(f"engine_{family}"), gather_context_logits=True)
+            for family, (path, _) in hf_models.items()}
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from trtllm_build.default_model import DefaultModelError, default_model_path
+
+    try:
+        return default_model_path()
+    except DefaultModelError as e:
+        pytest.skip(f"the default model (SmolLM2 GGUF) cannot be fetched: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf, tmp_path_factory):
+    """(float32 checkpoint dir, its ModelConfig, transformers' model loaded from the same GGUF)."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from trtllm_build.convert import convert
+
+    ckpt = tmp_path_factory.mktemp("smollm2") / "ckpt"
+    config = convert(smollm2_gguf, ckpt, "float32", 1)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    return ckpt, config, model.eval()

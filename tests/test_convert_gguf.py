@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trtllm_build.config import ModelConfig
 from trtllm_build.convert import ConvertError, convert, load_checkpoint
-from trtllm_build.default_model import DefaultModelError, default_model_path
 from trtllm_build.gguf_reader import unpermute_rope
 
 gguf = pytest.importorskip("gguf")
@@ -152,26 +150,6 @@ def test_gguf_of_an_unsupported_architecture_is_rejected(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------- SmolLM2 Q4_1
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    try:
-        return default_model_path()
-    except DefaultModelError as e:
-        pytest.skip(f"the default model (SmolLM2 GGUF) cannot be fetched: {e}")
-
-
-@pytest.fixture(scope="module")
-def smollm2(smollm2_gguf, tmp_path_factory) -> tuple[Path, ModelConfig, object]:
-    """(checkpoint dir, config, transformers model loaded from the same GGUF)."""
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-    ckpt = tmp_path_factory.mktemp("smollm2") / "ckpt"
-    config = convert("default", ckpt, "float32", 1)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
-    return ckpt, config, model
-
 
 def test_smollm2_every_tensor_equals_transformers_gguf_loader(smollm2) -> None:
     ckpt, _, model = smollm2

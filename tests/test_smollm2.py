@@ -1,0 +1,65 @@
+"""SmolLM2-135M-Instruct, real weights: the CPU runtime against transformers (float32) on the
+same GGUF-derived weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trtllm_build.build import BuildConfig, build
+from trtllm_runtime import LLM, SamplingParams
+from trtllm_runtime.cli.eval import perplexity, window_nll
+from trtllm_runtime.model_runner import ModelRunner
+from trtllm_runtime.tokenizer import Tokenizer
+
+torch = pytest.importorskip("torch")
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a"]
+NEW = 24
+WINDOW = 256
+EVAL_TOKENS = 1024
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2, tmp_path_factory):
+    ckpt, _, _ = smollm2
+    return build(ckpt, tmp_path_factory.mktemp("smollm2_engine") / "engine",
+                 BuildConfig(max_batch_size=8, max_num_tokens=1024, max_seq_len=2048, target="cpu",
+                             gather_context_logits=True))
+
+
+def eval_text() -> str:
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[k] for k in sorted(topics)[:6])
+
+
+def test_greedy_continuations_match_transformers(smollm2, engine):
+    _, _, model = smollm2
+    tok = Tokenizer.from_dir(engine)
+    with LLM(engine) as llm:
+        outs = llm.generate(PROMPTS, SamplingParams(max_tokens=NEW, temperature=0.0, ignore_eos=True))
+    for prompt, out in zip(PROMPTS, outs):
+        ids = tok.encode(prompt)
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([ids]), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                                 eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        assert out.token_ids == ref, prompt
+        assert out.text == tok.decode(ref)
+    assert "Paris" in outs[0].text
+
+
+def test_perplexity_is_within_half_a_percent_of_transformers(smollm2, engine):
+    _, _, model = smollm2
+    ids = Tokenizer.from_dir(engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
+    with ModelRunner.from_dir(engine) as runner:
+        ours, count = perplexity(runner, ids, WINDOW)
+    total = 0.0
+    for start in range(0, len(ids), WINDOW):
+        window = ids[start:start + WINDOW]
+        with torch.no_grad():
+            logits = model(torch.tensor([window])).logits[0].numpy()
+        total += window_nll(logits, window)
+    ref = float(np.exp(total / count))
+    assert count == EVAL_TOKENS - EVAL_TOKENS // WINDOW
+    assert abs(ours - ref) / ref < 0.005, (ours, ref)

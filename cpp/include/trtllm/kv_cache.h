@@ -41,6 +41,13 @@ public:
     // Blocks needed beyond what the sequence holds to reach `num_tokens`.
     int64_t blocks_needed(int64_t seq_id, int num_tokens) const;
 
+    // Dry runs for admission, changing nothing: the tokens add_sequence(tokens) would reuse, and
+    // the available blocks that add_sequence(tokens) then reserve(num_tokens) would take (new
+    // blocks plus matched cached blocks, which leave the LRU once referenced). They let the
+    // scheduler size a first chunk and check it fits before it commits to admitting.
+    int num_reusable_tokens(const std::vector<int32_t>& tokens) const;
+    int64_t blocks_needed_to_add(const std::vector<int32_t>& tokens, int num_tokens) const;
+
     // The first `num_computed` of `tokens` are now in the cache: each newly full block becomes
     // reusable under the hash of its tokens and of every token before it.
     void commit(int64_t seq_id, const std::vector<int32_t>& tokens, int num_computed);
@@ -53,23 +60,41 @@ public:
     int tokens_per_block() const { return config_.tokens_per_block; }
     int64_t num_blocks() const { return config_.num_blocks; }
     int64_t num_available_blocks() const;  // free + evictable
+    int ref_count(int32_t block_id) const;  // sequences holding the block
     KVCacheStats stats() const;
 
 private:
     struct Block {
         int ref_count = 0;
-        bool hashed = false;
+        bool hashed = false;                          // registered in by_hash_ (reusable)
         uint64_t hash = 0;
-        std::vector<int32_t> tokens;                  // this block's tokens, to confirm a hash match
+        // A hashed block matches only if its tokens and its parent's identity both equal the
+        // query's, so a 64-bit hash collision can never serve wrong KV: by induction the whole
+        // prefix is compared, not just the last block. Identities are never reused, so a child
+        // whose parent was evicted (and the id refilled) can no longer match.
+        uint64_t identity = 0;
+        uint64_t parent_identity = 0;
+        std::vector<int32_t> tokens;                  // this block's tokens
         std::list<int32_t>::iterator lru_pos;         // valid when cached (hashed, unreferenced)
     };
     struct Sequence {
         std::vector<int32_t> blocks;
         int num_hashed = 0;                           // leading blocks already committed
         uint64_t last_hash = 0;                       // hash chain value after num_hashed blocks
+        uint64_t last_identity = 0;                   // identity of the block num_hashed - 1
+        bool chain_broken = false;                    // a hash collision stopped caching its blocks
+    };
+    struct PrefixMatch {
+        std::vector<int32_t> blocks;
+        uint64_t hash;
+        uint64_t identity;
     };
 
+    PrefixMatch match_prefix(const std::vector<int32_t>& tokens) const;
     int32_t allocate_block();
+    Sequence& sequence(int64_t seq_id, const char* caller);
+    const Sequence& sequence(int64_t seq_id, const char* caller) const;
+    int64_t blocks_for(int64_t num_tokens) const;
 
     KVCacheConfig config_;
     std::vector<Block> blocks_;
@@ -77,6 +102,7 @@ private:
     std::list<int32_t> lru_;                           // cached blocks, least recently used first
     std::unordered_map<uint64_t, int32_t> by_hash_;
     std::unordered_map<int64_t, Sequence> sequences_;
+    uint64_t next_identity_ = 1;                       // 0 is the root, parent of first blocks
     int64_t reused_tokens_ = 0, evictions_ = 0;
 };
 

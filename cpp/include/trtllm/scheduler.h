@@ -40,6 +40,13 @@ public:
     // are admitted first come, first served, moving to the back of `running`. Admission calls
     // kv.add_sequence (prefix reuse sets num_computed) and every scheduled request's blocks are
     // reserved through kv.reserve before this returns. Never drops a request.
+    //
+    // Details: no request is admitted in an iteration that preempted; `running` never grows
+    // past max_batch_size. The executor must reject at enqueue a request that can never run: an
+    // empty prompt, num_prompt + max_new_tokens over the pool's tokens, or (chunking off) a
+    // prompt over max_num_tokens. The scheduler still terminates on them: such a waiting
+    // request is skipped (left in place, not blocking others), and a recompute longer than
+    // max_num_tokens is chunked even with chunking off.
     Schedule schedule(std::deque<Request*>& waiting, std::vector<Request*>& running, KVCacheManager& kv);
 
     const SchedulerConfig& config() const { return config_; }

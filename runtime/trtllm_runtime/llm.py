@@ -88,7 +88,8 @@ class LLM:
 
     def __init__(self, engine_dir: str | Path, **runner_options: Any) -> None:
         self.runner = ModelRunner.from_dir(engine_dir, **runner_options)
-        self.tokenizer = Tokenizer.from_dir(engine_dir)
+        # An engine without tokenizer files still serves token-id prompts (text fields stay empty).
+        self.tokenizer = Tokenizer.from_dir(engine_dir) if Tokenizer.available(engine_dir) else None
 
     def close(self) -> None:
         self.runner.close()
@@ -120,6 +121,8 @@ class GenerationStream:
     def __init__(self, llm: LLM, prompt: str | Sequence[int], params: SamplingParams) -> None:
         self.llm, self.params = llm, params
         if isinstance(prompt, str):
+            if llm.tokenizer is None:
+                raise ValueError(f"{llm.runner.engine_dir} has no tokenizer.json: pass token ids instead of text")
             self.prompt_text: str | None = prompt
             self.prompt_ids = llm.tokenizer.encode(prompt)
         else:
@@ -190,7 +193,8 @@ class GenerationStream:
         if "context_logits" in response:
             self.prompt_logprobs = _prompt_logprobs(response["context_logits"], self.prompt_ids,
                                                     self.params.prompt_logprobs or 0)
-        self.texts[i] = tok.decode(self.tokens[i], skip_special_tokens=self.params.skip_special_tokens)
+        if tok is not None:
+            self.texts[i] = tok.decode(self.tokens[i], skip_special_tokens=self.params.skip_special_tokens)
         stop_at = _find_stop(self.texts[i], self.params.stop)
         if stop_at is not None:
             index, stop = stop_at

@@ -14,6 +14,10 @@ class Tokenizer:
         self._tok = tokenizer
         self.config = config  # tokenizer_config.json: chat_template, special tokens
 
+    @staticmethod
+    def available(directory: str | Path) -> bool:
+        return (Path(directory) / "tokenizer.json").is_file()
+
     @classmethod
     def from_dir(cls, directory: str | Path) -> "Tokenizer":
         directory = Path(directory)

@@ -322,3 +322,12 @@ def test_commit_beyond_the_reserved_blocks_is_a_value_error() -> None:
 def test_invalid_config_is_a_value_error(tokens_per_block: int, num_blocks: int) -> None:
     with pytest.raises(ValueError, match="KVCacheConfig"):
         make_kv(num_blocks=num_blocks, tokens_per_block=tokens_per_block)
+
+
+def test_a_sequence_may_decline_reuse_and_still_publishes_its_blocks():
+    kv = make_kv(num_blocks=8)
+    tokens = list(range(9))
+    prefill(kv, 1, tokens)
+    assert kv.add_sequence(2, tokens, allow_reuse=False) == 0
+    assert kv.num_reusable_tokens(tokens, allow_reuse=False) == 0
+    assert kv.add_sequence(3, tokens) == 8

@@ -154,12 +154,14 @@ void bind_kvsched(py::module_& m) {
 
     py::class_<KVCacheManager>(m, "KVCacheManager", "Paged KV cache bookkeeping: block ids, tables, prefix reuse.")
         .def(py::init<const KVCacheConfig&>(), py::arg("config"))
-        .def("add_sequence", &KVCacheManager::add_sequence, py::arg("seq_id"), py::arg("tokens"))
+        .def("add_sequence", &KVCacheManager::add_sequence, py::arg("seq_id"), py::arg("tokens"),
+             py::arg("allow_reuse") = true)
         .def("reserve", &KVCacheManager::reserve, py::arg("seq_id"), py::arg("num_tokens"))
         .def("blocks_needed", &KVCacheManager::blocks_needed, py::arg("seq_id"), py::arg("num_tokens"))
-        .def("num_reusable_tokens", &KVCacheManager::num_reusable_tokens, py::arg("tokens"))
+        .def("num_reusable_tokens", &KVCacheManager::num_reusable_tokens, py::arg("tokens"),
+             py::arg("allow_reuse") = true)
         .def("blocks_needed_to_add", &KVCacheManager::blocks_needed_to_add, py::arg("tokens"),
-             py::arg("num_tokens"))
+             py::arg("num_tokens"), py::arg("allow_reuse") = true)
         .def("commit", &KVCacheManager::commit, py::arg("seq_id"), py::arg("tokens"), py::arg("num_computed"))
         .def("free_sequence", &KVCacheManager::free_sequence, py::arg("seq_id"))
         .def("has_sequence", &KVCacheManager::has_sequence, py::arg("seq_id"))

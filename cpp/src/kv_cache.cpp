@@ -69,9 +69,10 @@ const KVCacheManager::Sequence& KVCacheManager::sequence(int64_t seq_id, const c
     return it->second;
 }
 
-KVCacheManager::PrefixMatch KVCacheManager::match_prefix(const std::vector<int32_t>& tokens) const {
+KVCacheManager::PrefixMatch KVCacheManager::match_prefix(const std::vector<int32_t>& tokens,
+                                                        bool allow_reuse) const {
     PrefixMatch m{{}, kRootHash, kRootIdentity};
-    if (!config_.enable_prefix_reuse || tokens.empty()) return m;
+    if (!config_.enable_prefix_reuse || !allow_reuse || tokens.empty()) return m;
     const int tpb = config_.tokens_per_block;
     // The last token is never reused: its logits must be computed to sample the next token.
     const size_t max_blocks = (tokens.size() - 1) / static_cast<size_t>(tpb);
@@ -91,12 +92,12 @@ KVCacheManager::PrefixMatch KVCacheManager::match_prefix(const std::vector<int32
     return m;
 }
 
-int KVCacheManager::add_sequence(int64_t seq_id, const std::vector<int32_t>& tokens) {
+int KVCacheManager::add_sequence(int64_t seq_id, const std::vector<int32_t>& tokens, bool allow_reuse) {
     if (sequences_.count(seq_id) != 0) {
         throw std::invalid_argument("KVCacheManager::add_sequence: sequence id " + std::to_string(seq_id) +
                                     " is already present (free it first)");
     }
-    PrefixMatch m = match_prefix(tokens);
+    PrefixMatch m = match_prefix(tokens, allow_reuse);
     Sequence seq;
     for (int32_t id : m.blocks) {
         Block& b = blocks_[static_cast<size_t>(id)];
@@ -113,12 +114,13 @@ int KVCacheManager::add_sequence(int64_t seq_id, const std::vector<int32_t>& tok
     return reused;
 }
 
-int KVCacheManager::num_reusable_tokens(const std::vector<int32_t>& tokens) const {
-    return static_cast<int>(match_prefix(tokens).blocks.size()) * config_.tokens_per_block;
+int KVCacheManager::num_reusable_tokens(const std::vector<int32_t>& tokens, bool allow_reuse) const {
+    return static_cast<int>(match_prefix(tokens, allow_reuse).blocks.size()) * config_.tokens_per_block;
 }
 
-int64_t KVCacheManager::blocks_needed_to_add(const std::vector<int32_t>& tokens, int num_tokens) const {
-    const PrefixMatch m = match_prefix(tokens);
+int64_t KVCacheManager::blocks_needed_to_add(const std::vector<int32_t>& tokens, int num_tokens,
+                                             bool allow_reuse) const {
+    const PrefixMatch m = match_prefix(tokens, allow_reuse);
     const int64_t matched = static_cast<int64_t>(m.blocks.size());
     const int64_t from_lru = std::count_if(m.blocks.begin(), m.blocks.end(), [&](int32_t id) {
         return blocks_[static_cast<size_t>(id)].ref_count == 0;

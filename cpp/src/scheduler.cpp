@@ -87,14 +87,16 @@ Schedule Scheduler::schedule(std::deque<Request*>& waiting, std::vector<Request*
                 ++it;
                 continue;
             }
-            const int reused = kv.num_reusable_tokens(r->tokens);
+            // Context logits need every prompt token computed, so such requests never reuse.
+            const bool allow_reuse = !r->spec.return_context_logits;
+            const int reused = kv.num_reusable_tokens(r->tokens, allow_reuse);
             const int n = context_chunk(static_cast<int>(r->tokens.size()) - reused, budget, config_.max_num_tokens,
                                         config_.enable_chunked_context);
             if (n == 0) break;
             const int reserve_tokens = may_preempt ? reused + n : static_cast<int>(lifetime_tokens);
-            if (kv.blocks_needed_to_add(r->tokens, reserve_tokens) > kv.num_available_blocks()) break;
+            if (kv.blocks_needed_to_add(r->tokens, reserve_tokens, allow_reuse) > kv.num_available_blocks()) break;
 
-            r->num_computed = kv.add_sequence(r->id, r->tokens);
+            r->num_computed = kv.add_sequence(r->id, r->tokens, allow_reuse);
             if (!kv.reserve(r->id, reserve_tokens)) {
                 throw std::logic_error("Scheduler: reserve failed for request " + std::to_string(r->id) +
                                        " after blocks_needed_to_add said it fits");

@@ -32,7 +32,8 @@ public:
     // Starts a sequence. With prefix reuse, attaches the cached blocks that match the longest
     // run of full leading blocks of `tokens`, leaving at least the last token to compute (its
     // logits are needed). Returns the number of tokens reused (a multiple of tokens_per_block).
-    int add_sequence(int64_t seq_id, const std::vector<int32_t>& tokens);
+    // allow_reuse false: start from scratch (a request that wants the logits of every prompt token).
+    int add_sequence(int64_t seq_id, const std::vector<int32_t>& tokens, bool allow_reuse = true);
 
     // Grows the sequence's block table to hold `num_tokens` tokens. Returns false, changing
     // nothing, when the pool (free plus evictable blocks) is too small.
@@ -45,8 +46,8 @@ public:
     // the available blocks that add_sequence(tokens) then reserve(num_tokens) would take (new
     // blocks plus matched cached blocks, which leave the LRU once referenced). They let the
     // scheduler size a first chunk and check it fits before it commits to admitting.
-    int num_reusable_tokens(const std::vector<int32_t>& tokens) const;
-    int64_t blocks_needed_to_add(const std::vector<int32_t>& tokens, int num_tokens) const;
+    int num_reusable_tokens(const std::vector<int32_t>& tokens, bool allow_reuse = true) const;
+    int64_t blocks_needed_to_add(const std::vector<int32_t>& tokens, int num_tokens, bool allow_reuse = true) const;
 
     // The first `num_computed` of `tokens` are now in the cache: each newly full block becomes
     // reusable under the hash of its tokens and of every token before it.
@@ -90,7 +91,7 @@ private:
         uint64_t identity;
     };
 
-    PrefixMatch match_prefix(const std::vector<int32_t>& tokens) const;
+    PrefixMatch match_prefix(const std::vector<int32_t>& tokens, bool allow_reuse) const;
     int32_t allocate_block();
     Sequence& sequence(int64_t seq_id, const char* caller);
     const Sequence& sequence(int64_t seq_id, const char* caller) const;

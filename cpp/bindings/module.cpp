@@ -10,6 +10,8 @@
 
 namespace py = pybind11;
 
+void bind_sampler(py::module_& m);
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of trtllm_runtime";
 
@@ -84,4 +86,6 @@ end of file), read-only and zero-copy; views keep the mapping alive.)doc")
                                {static_cast<py::ssize_t>(f.data_size())}, {py::ssize_t{1}},
                                /*readonly=*/true);
       });
+
+  bind_sampler(m);
 }

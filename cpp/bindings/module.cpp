@@ -10,7 +10,10 @@
 
 namespace py = pybind11;
 
-void bind_kvsched(py::module_& m);  // bind_kvsched.cpp
+// Defined in the bind_*.cpp files beside this one.
+void bind_executor(py::module_& m);
+void bind_kvsched(py::module_& m);
+void bind_sampler(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of trtllm_runtime";
@@ -87,4 +90,6 @@ end of file), read-only and zero-copy; views keep the mapping alive.)doc")
                                {static_cast<py::ssize_t>(f.data_size())}, {py::ssize_t{1}},
                                /*readonly=*/true);
       });
+
+  bind_sampler(m);
 }

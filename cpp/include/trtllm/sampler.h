@@ -21,10 +21,17 @@ struct SampledToken {
 std::string validate_sampling(const SamplingConfig& config);
 
 // Draws the next token. `tokens`/`num_prompt` give the history for penalties: repetition over
-// all of it, presence/frequency over the generated part. While `suppress_end_id` (fewer than
-// min_new_tokens generated), `end_id` (and stop_token_ids) cannot be drawn. `rng` is the request's
-// generator; a uniform double is taken as (rng() >> 11) * 2^-53 so streams are reproducible
-// across platforms. Logprobs (when asked) come from log_softmax of the unmodified logits.
+// all of it, presence/frequency over the generated part. `banned_tokens` get -inf after the
+// penalties: the caller passes end_id and stop_token_ids while fewer than min_new_tokens are
+// generated (ids outside the vocabulary are ignored). temperature 0 is greedy (lowest id wins
+// ties) and takes nothing from `rng`; otherwise exactly one uniform double
+// u = (rng() >> 11) * 2^-53 picks the token by inverse CDF over the kept tokens sorted by
+// descending probability (ties by ascending id), so a seed gives the same stream on every
+// platform. top_k keeps exactly k tokens (boundary ties to the lower id, so top_k = 1 is greedy).
+// Logprobs (when num_logprobs >= 0) come from log_softmax of the unmodified logits, before
+// penalties and temperature (vLLM's default "raw" logprobs).
+// Throws std::invalid_argument for an invalid config, a bad num_prompt or when every token is
+// banned, std::out_of_range for a history token outside [0, vocab_size).
 SampledToken sample_token(const float* logits, int vocab_size, const SamplingConfig& config,
                           const std::vector<int32_t>& tokens, int num_prompt,
                           const std::vector<int32_t>& banned_tokens, std::mt19937_64& rng);

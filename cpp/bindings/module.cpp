@@ -10,6 +10,8 @@
 
 namespace py = pybind11;
 
+void bind_kernels(py::module_& m);  // bind_kernels.cpp
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of trtllm_runtime";
 
@@ -20,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
 #endif
 
   m.attr("engine_format_version") = trtllm::kEngineFormatVersion;
+  bind_kernels(m);
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);
   // OSError(errno, message) picks the matching subclass, e.g. FileNotFoundError for ENOENT.

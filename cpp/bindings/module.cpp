@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 // Defined in the bind_*.cpp files beside this one.
 void bind_executor(py::module_& m);
+void bind_kernels(py::module_& m);
 void bind_kvsched(py::module_& m);
 void bind_sampler(py::module_& m);
 
@@ -25,6 +26,8 @@ PYBIND11_MODULE(_core, m) {
 #endif
 
   m.attr("engine_format_version") = trtllm::kEngineFormatVersion;
+  bind_executor(m);
+  bind_kernels(m);
   bind_kvsched(m);
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);

@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -134,6 +135,7 @@ class ExecutorClient:
         self.close()
 
     def _deliver(self, handle: RequestHandle, response: dict) -> None:
+        response.setdefault("received_s", time.perf_counter())  # for TTFT / inter-token latency
         handle._queue.put(response)
         if response["finished"]:
             self._handles.pop(handle.request_id, None)

@@ -12,6 +12,15 @@
 
 #include "trtllm/dtype.h"
 
+// The hottest per-task functions are compiled twice, for AVX2 + FMA (x86-64-v3) and for the
+// baseline, and the loader picks one (GCC function multi-versioning): the module stays portable
+// and modern CPUs get 8-wide FMA loops. Results may differ in the last bits between the two.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TRTLLM_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define TRTLLM_CPU_MULTIVERSION
+#endif
+
 namespace trtllm::kernels::cpu {
 
 // Below this many elements a parallel region costs more than it saves.
@@ -39,7 +48,10 @@ inline float fp16_bits_to_float(uint16_t h) {
     const uint32_t inf_nan = o + ((128u - 16u) << 23);
     // Subnormal: let the FPU renormalize by subtracting 2^-14 from 2^-14 * (1 + m / 2^10).
     const uint32_t subnormal = float_bits(bits_float(o + (1u << 23)) - bits_float(113u << 23));
-    o = exp == kShiftedExp ? inf_nan : (exp == 0 ? subnormal : o);
+    // Selects as all-ones / all-zeros masks: GCC will not if-convert the nested ?: here.
+    const uint32_t is_inf_nan = 0u - static_cast<uint32_t>(exp == kShiftedExp);
+    const uint32_t is_subnormal = 0u - static_cast<uint32_t>(exp == 0);
+    o = (inf_nan & is_inf_nan) | (subnormal & is_subnormal) | (o & ~(is_inf_nan | is_subnormal));
     return bits_float(o | (static_cast<uint32_t>(h) & 0x8000u) << 16);
 }
 
@@ -56,7 +68,9 @@ inline uint16_t float_to_fp16_bits(float f) {
     constexpr uint32_t kDenormMagic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
     const uint32_t subnormal = float_bits(bits_float(u) + bits_float(kDenormMagic)) - kDenormMagic;
     const uint32_t normal = (u + ((15u - 127u) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
-    const uint32_t o = u >= (143u << 23) ? inf_nan : (u < (113u << 23) ? subnormal : normal);
+    const uint32_t is_big = 0u - static_cast<uint32_t>(u >= (143u << 23));
+    const uint32_t is_small = 0u - static_cast<uint32_t>(u < (113u << 23));
+    const uint32_t o = (inf_nan & is_big) | (subnormal & is_small) | (normal & ~(is_big | is_small));
     return static_cast<uint16_t>(o | (sign >> 16));
 }
 
@@ -143,19 +157,28 @@ inline float* grow(std::vector<float>& buf, int64_t n) {
     return buf.data();
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
+// Sums of products over 16 independent lanes, then the lanes: the compiler vectorizes the
+// lanes without reassociating anything (no -ffast-math), the lanes hide the add latency, and the
+// summation order is fixed, so results do not depend on the vector width.
+constexpr int kLanes = 16;
+
+inline float sum_lanes(const float* lanes) {
     float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    for (int j = 0; j < kLanes; ++j) s += lanes[j];
     return s;
 }
 
-inline float sum_squares(const float* a, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += a[i] * a[i];
-    return s;
+inline float dot(const float* a, const float* b, int64_t n) {
+    float lanes[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        for (int j = 0; j < kLanes; ++j) lanes[j] += a[i + j] * b[i + j];
+    }
+    for (int j = 0; i + j < n; ++j) lanes[j] += a[i + j] * b[i + j];
+    return sum_lanes(lanes);
 }
+
+inline float sum_squares(const float* a, int64_t n) { return dot(a, a, n); }
 
 // RMSNorm of one slice in place (weight already float32): v * rsqrt(mean(v^2) + eps) * w,
 // multiplied in that order as Hugging Face does.

@@ -125,7 +125,7 @@ def test_float32_rounds_to_16_bits_like_numpy(dtype: str, impl: str, rng: np.ran
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 def test_gemm_matches_x_times_weight_transposed(dtype, weight_dtype, logits, with_bias, rng) -> None:
     out_dtype = "float32" if logits else dtype
-    for m in (1, 7, 33):
+    for m in (1, 7, 300):  # 300: more than one of the kernel's 256-row blocks
         k, n = 96, 80
         x, x64 = rand(rng, (m, k), dtype)
         w, w64 = rand(rng, (n, k), weight_dtype, scale=0.2)
@@ -135,6 +135,8 @@ def test_gemm_matches_x_times_weight_transposed(dtype, weight_dtype, logits, wit
         # float32 accumulation error is bounded relative to the sum of |terms|.
         terms = np.abs(x64) @ np.abs(w64).T + np.abs(b64)
         assert_close(y, ref, out_dtype, atol=1e-6 * terms)
+        prepared = K.prepare_gemm_weight(w, b, weight_dtype=weight_dtype)  # once, at engine load
+        assert np.array_equal(K.gemm(x, prepared, dtype=dtype, out_dtype=out_dtype), y)
 
 
 def test_gemm_rejects_mismatched_shapes(rng) -> None:

@@ -152,6 +152,36 @@ py::array gemm(const py::array& x, const py::array& weight, const std::optional<
     return y;
 }
 
+trtllm::kernels::GemmWeightCpu prepare_gemm_weight(const py::array& weight, const std::optional<py::array>& bias,
+                                                   const std::string& weight_dtype) {
+    const DType wdt = activation_dtype(weight_dtype);
+    check_2d(weight, "weight");
+    const py::ssize_t n = weight.shape(0), k = weight.shape(1);
+    const void* bias_ptr = nullptr;
+    if (bias) {
+        check_shape(*bias, {n}, "bias");
+        bias_ptr = data_of(*bias, wdt, "bias");
+    }
+    const void* wp = data_of(weight, wdt, "weight");
+    py::gil_scoped_release release;
+    return trtllm::kernels::prepare_gemm_weight_cpu(wp, wdt, n, k, bias_ptr);
+}
+
+py::array gemm_prepared(const py::array& x, const trtllm::kernels::GemmWeightCpu& w, const std::string& dtype,
+                        const std::optional<std::string>& out_dtype) {
+    const DType xdt = activation_dtype(dtype);
+    const DType ydt = activation_dtype(out_dtype.value_or(dtype));
+    check_2d(x, "x");
+    check_shape(x, {x.shape(0), static_cast<py::ssize_t>(w.k)}, "x");
+    const void* xp = data_of(x, xdt, "x");
+    py::array y = new_array(ydt, {x.shape(0), static_cast<py::ssize_t>(w.n)});
+    void* yp = y.mutable_data();
+    const int64_t m = x.shape(0);
+    py::gil_scoped_release release;
+    trtllm::kernels::gemm_cpu(xp, xdt, w, yp, ydt, m);
+    return y;
+}
+
 py::array rms_norm(const py::array& x, const py::array& weight, const std::string& dtype, int64_t chunk, float eps) {
     const DType dt = activation_dtype(dtype);
     check_2d(x, "x");
@@ -425,6 +455,13 @@ void bind_kernels(py::module_& m) {
     k.def("to_float", &to_float, "x"_a, "dtype"_a, "impl"_a = "row", "bits of dtype -> float32 array.");
     k.def("gemm", &gemm, "x"_a, "weight"_a, "bias"_a = py::none(), py::kw_only(), "dtype"_a,
           "weight_dtype"_a = py::none(), "out_dtype"_a = py::none(), "x[m, k] @ weight[n, k].T + bias");
+    py::class_<trtllm::kernels::GemmWeightCpu>(k, "GemmWeight", "A linear weight converted once for the CPU GEMM.")
+        .def_readonly("n", &trtllm::kernels::GemmWeightCpu::n)
+        .def_readonly("k", &trtllm::kernels::GemmWeightCpu::k);
+    k.def("prepare_gemm_weight", &prepare_gemm_weight, "weight"_a, "bias"_a = py::none(), py::kw_only(),
+          "weight_dtype"_a, "weight [n, k] (+ bias [n]) -> GemmWeight, as the runtime does at engine load.");
+    k.def("gemm", &gemm_prepared, "x"_a, "weight"_a, py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),
+          "x[m, k] @ weight.T + bias with a prepared GemmWeight.");
     k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f,
           "RMSNorm of each chunk (0: the whole row) of each row of x [rows, dim].");
     k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f, "-> (normed, sum)");

@@ -110,6 +110,16 @@ struct Ctx {
         return buf;
     }
 
+    // Start loading the k or v rows of kv head kh in the block after the one holding `pos`:
+    // blocks are scattered in the pool, so the hardware prefetcher cannot see the next one coming.
+    void prefetch_next_block(int64_t r, int64_t pos, int which, int64_t kh, int64_t end) const {
+        const int64_t next = (pos / batch->tokens_per_block + 1) * batch->tokens_per_block;
+        if (next >= end) return;
+        const char* p = kv_row(r, next, which, kh);
+        const int64_t bytes = std::min(end - next, int64_t{batch->tokens_per_block}) * d * static_cast<int64_t>(esz);
+        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+    }
+
     const float* queries(int64_t r, int64_t kh, int64_t i0) const {
         return qf + ((kh * num_items + item_start[r] + i0) * group) * d;
     }
@@ -136,24 +146,46 @@ inline void rotate_half(float* x, const float* cos, const float* sin, int64_t ha
     }
 }
 
-// Loop path: scores for every (query row, key) pair of the task, softmax, weighted sum of v.
-void attend_rows(const Ctx& c, const Task& task) {
+// acc[0..d) += sum over j < n of w[j] * rows[j][0..d). Blocks of kLanes outputs stay in
+// registers across all n rows, so the accumulator is loaded and stored once per key tile, not
+// once per key.
+inline void accumulate_rows(float* acc, const float* w, const float* const* rows, int64_t n, int64_t d) {
+    int64_t x0 = 0;
+    for (; x0 + cpu::kLanes <= d; x0 += cpu::kLanes) {
+        float t[cpu::kLanes];
+        for (int j = 0; j < cpu::kLanes; ++j) t[j] = acc[x0 + j];
+        for (int64_t p = 0; p < n; ++p) {
+            const float wp = w[p];
+            const float* v = rows[p] + x0;
+            for (int j = 0; j < cpu::kLanes; ++j) t[j] += wp * v[j];
+        }
+        for (int j = 0; j < cpu::kLanes; ++j) acc[x0 + j] = t[j];
+    }
+    for (int64_t p = 0; p < n; ++p) {
+        for (int64_t x = x0; x < d; ++x) acc[x] += w[p] * rows[p][x];
+    }
+}
+
+// Loop path (few query rows): all scores of the task's rows, softmax, then the weighted sum of
+// v over tiles of keys. Each k / v row is read (and converted) once for all the rows.
+TRTLLM_CPU_MULTIVERSION void attend_rows(const Ctx& c, const Task& task) {
+    constexpr int64_t kKeys = 32;  // v rows per tile: kKeys * head_dim floats stay in L1
     const int64_t past = c.batch->past_len[task.r];
     const int64_t n_tok = task.i1 - task.i0, nq = n_tok * c.group, nk = past + task.i1, d = c.d;
     const float* q = c.queries(task.r, task.kh, task.i0);
-    thread_local std::vector<float> s_buf, acc_buf, row_buf;
+    thread_local std::vector<float> s_buf, acc_buf, row_buf, denom_buf;
     float* s = cpu::grow(s_buf, nq * nk);
     float* acc = cpu::grow(acc_buf, nq * d);
-    float* row = cpu::grow(row_buf, d);
-    // Key p is visible to the tile's tokens from this index on (causal).
-    auto first_token = [&](int64_t p) { return std::max<int64_t>(0, p - past - task.i0); };
+    float* rows = cpu::grow(row_buf, kKeys * d);
+    float* denom = cpu::grow(denom_buf, nq);
 
     for (int64_t p = 0; p < nk; ++p) {
-        const float* k = c.kv_row_float(task.r, p, 0, task.kh, row);
-        for (int64_t qr = first_token(p) * c.group; qr < nq; ++qr) s[qr * nk + p] = cpu::dot(q + qr * d, k, d) * c.scale;
+        if (p % c.batch->tokens_per_block == 0) c.prefetch_next_block(task.r, p, 0, task.kh, nk);
+        const float* k = c.kv_row_float(task.r, p, 0, task.kh, rows);
+        // Key p is visible to the task's tokens from this one on (causal).
+        const int64_t first_row = std::max<int64_t>(0, p - past - task.i0) * c.group;
+        for (int64_t qr = first_row; qr < nq; ++qr) s[qr * nk + p] = cpu::dot(q + qr * d, k, d) * c.scale;
     }
-    thread_local std::vector<float> denom_buf;
-    float* denom = cpu::grow(denom_buf, nq);
     for (int64_t qr = 0; qr < nq; ++qr) {
         float* sr = s + qr * nk;
         const int64_t valid = past + task.i0 + qr / c.group + 1;
@@ -163,17 +195,18 @@ void attend_rows(const Ctx& c, const Task& task) {
             sr[p] = std::exp(sr[p] - mx);
             sum += sr[p];
         }
+        std::fill(sr + valid, sr + nk, 0.0f);  // masked keys weigh nothing in the v sums
         denom[qr] = sum;
     }
     std::fill(acc, acc + nq * d, 0.0f);
-    for (int64_t p = 0; p < nk; ++p) {
-        const float* v = c.kv_row_float(task.r, p, 1, task.kh, row);
-        for (int64_t qr = first_token(p) * c.group; qr < nq; ++qr) {
-            const float w = s[qr * nk + p];
-            float* a = acc + qr * d;
-#pragma omp simd
-            for (int64_t x = 0; x < d; ++x) a[x] += w * v[x];
+    const float* v_rows[kKeys];
+    for (int64_t p0 = 0; p0 < nk; p0 += kKeys) {
+        const int64_t n = std::min(kKeys, nk - p0);
+        for (int64_t j = 0; j < n; ++j) {
+            if ((p0 + j) % c.batch->tokens_per_block == 0) c.prefetch_next_block(task.r, p0 + j, 1, task.kh, nk);
+            v_rows[j] = c.kv_row_float(task.r, p0 + j, 1, task.kh, rows + j * d);
         }
+        for (int64_t qr = 0; qr < nq; ++qr) accumulate_rows(acc + qr * d, s + qr * nk + p0, v_rows, n, d);
     }
     for (int64_t qr = 0; qr < nq; ++qr) {
         c.write_out(task.r, task.i0 + qr / c.group, task.kh, qr % c.group, acc + qr * d, denom[qr]);
@@ -182,7 +215,7 @@ void attend_rows(const Ctx& c, const Task& task) {
 
 // sgemm path: one tile of query rows against key tiles of kKeyTile positions, online softmax
 // (FlashAttention-2's running max and denominator), so scratch stays bounded for long contexts.
-void attend_tiled(const Ctx& c, const Task& task) {
+TRTLLM_CPU_MULTIVERSION void attend_tiled(const Ctx& c, const Task& task) {
     const int64_t past = c.batch->past_len[task.r];
     const int64_t n_tok = task.i1 - task.i0, nq = n_tok * c.group, kmax = past + task.i1, d = c.d;
     const float* q = c.queries(task.r, task.kh, task.i0);

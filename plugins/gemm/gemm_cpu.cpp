@@ -68,34 +68,36 @@ void gemm_cpu(const void* x, DType x_dtype, const GemmWeightCpu& w, void* y, DTy
     cpu::check_float_dtype(y_dtype);
     check_blas_dim(m, "m");
     if (m == 0 || w.n == 0) return;
-
-    const float* xf = static_cast<const float*>(x);
-    if (x_dtype != DType::kFloat32) {
-        thread_local std::vector<float> x_buf;
-        float* buf = cpu::grow(x_buf, m * w.k);
-        convert_to_float(x, x_dtype, m * w.k, buf);
-        xf = buf;
+    // 16-bit operands go through float32 scratch a block of rows at a time, so the scratch stays
+    // a few MB at prefill sizes; sgemm on 256 rows is as fast per row as on all of them (B is
+    // re-packed per block: n * k work against 256 * n * k).
+    constexpr int64_t kRowBlock = 256;
+    const bool convert_x = x_dtype != DType::kFloat32, convert_y = y_dtype != DType::kFloat32;
+    thread_local std::vector<float> x_buf, y_buf;
+    for (int64_t row0 = 0; row0 < m; row0 += kRowBlock) {
+        const int64_t rows = std::min(kRowBlock, m - row0);
+        const float* xf = static_cast<const float*>(x) + row0 * w.k;
+        if (convert_x) {
+            float* buf = cpu::grow(x_buf, rows * w.k);
+            convert_to_float(cpu::elem_ptr(x, x_dtype, row0 * w.k), x_dtype, rows * w.k, buf);
+            xf = buf;
+        }
+        float* yf = convert_y ? cpu::grow(y_buf, rows * w.n) : static_cast<float*>(y) + row0 * w.n;
+        // The bias goes in as C with beta = 1, so y is rounded once, after bias and product.
+        float beta = 0.0f;
+        if (!w.bias.empty()) {
+            for (int64_t i = 0; i < rows; ++i) std::memcpy(yf + i * w.n, w.bias.data(), static_cast<size_t>(w.n) * 4);
+            beta = 1.0f;
+        }
+        if (w.k == 0) {
+            if (w.bias.empty()) std::fill(yf, yf + rows * w.n, 0.0f);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(w.n),
+                        static_cast<int>(w.k), 1.0f, xf, static_cast<int>(w.k), w.weight.data(), static_cast<int>(w.k),
+                        beta, yf, static_cast<int>(w.n));
+        }
+        if (convert_y) convert_from_float(yf, y_dtype, rows * w.n, cpu::elem_ptr(y, y_dtype, row0 * w.n));
     }
-    float* yf = static_cast<float*>(y);
-    if (y_dtype != DType::kFloat32) {
-        thread_local std::vector<float> y_buf;
-        yf = cpu::grow(y_buf, m * w.n);
-    }
-
-    // The bias goes in as C with beta = 1, so y is rounded once, after bias and product.
-    float beta = 0.0f;
-    if (!w.bias.empty()) {
-        for (int64_t i = 0; i < m; ++i) std::memcpy(yf + i * w.n, w.bias.data(), static_cast<size_t>(w.n) * 4);
-        beta = 1.0f;
-    }
-    if (w.k == 0) {
-        if (w.bias.empty()) std::fill(yf, yf + m * w.n, 0.0f);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.n),
-                    static_cast<int>(w.k), 1.0f, xf, static_cast<int>(w.k), w.weight.data(), static_cast<int>(w.k),
-                    beta, yf, static_cast<int>(w.n));
-    }
-    if (y_dtype != DType::kFloat32) convert_from_float(yf, y_dtype, m * w.n, y);
 }
 
 }  // namespace trtllm::kernels

@@ -125,8 +125,9 @@ def test_float32_rounds_to_16_bits_like_numpy(dtype: str, impl: str, rng: np.ran
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 def test_gemm_matches_x_times_weight_transposed(dtype, weight_dtype, logits, with_bias, rng) -> None:
     out_dtype = "float32" if logits else dtype
-    for m in (1, 7, 300):  # 300: more than one of the kernel's 256-row blocks
-        k, n = 96, 80
+    # m 1, 7, 20: the streaming small-batch kernel (partial 4-row tiles); 300: sgemm, more than
+    # one 256-row block. k 100 and n 83 leave tails after the 8-wide loads and 2-row tiles.
+    for m, k, n in ((1, 96, 80), (7, 100, 83), (20, 96, 80), (300, 100, 300)):
         x, x64 = rand(rng, (m, k), dtype)
         w, w64 = rand(rng, (n, k), weight_dtype, scale=0.2)
         b, b64 = rand(rng, (n,), weight_dtype) if with_bias else (None, np.zeros(n))

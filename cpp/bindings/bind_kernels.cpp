@@ -152,8 +152,14 @@ py::array gemm(const py::array& x, const py::array& weight, const std::optional<
     return y;
 }
 
-trtllm::kernels::GemmWeightCpu prepare_gemm_weight(const py::array& weight, const std::optional<py::array>& bias,
-                                                   const std::string& weight_dtype) {
+// A prepared weight for tests: the kernel reads the weight in place, so keep its array alive.
+struct PreparedGemm {
+    py::array weight;
+    trtllm::kernels::GemmWeightCpu w;
+};
+
+PreparedGemm prepare_gemm_weight(const py::array& weight, const std::optional<py::array>& bias,
+                                 const std::string& weight_dtype) {
     const DType wdt = activation_dtype(weight_dtype);
     check_2d(weight, "weight");
     const py::ssize_t n = weight.shape(0), k = weight.shape(1);
@@ -162,13 +168,14 @@ trtllm::kernels::GemmWeightCpu prepare_gemm_weight(const py::array& weight, cons
         check_shape(*bias, {n}, "bias");
         bias_ptr = data_of(*bias, wdt, "bias");
     }
-    const void* wp = data_of(weight, wdt, "weight");
-    py::gil_scoped_release release;
-    return trtllm::kernels::prepare_gemm_weight_cpu(wp, wdt, n, k, bias_ptr);
+    py::array owned = py::array::ensure(weight, py::array::c_style);
+    const void* wp = data_of(owned, wdt, "weight");
+    return PreparedGemm{owned, trtllm::kernels::prepare_gemm_weight_cpu(wp, wdt, n, k, bias_ptr)};
 }
 
-py::array gemm_prepared(const py::array& x, const trtllm::kernels::GemmWeightCpu& w, const std::string& dtype,
+py::array gemm_prepared(const py::array& x, const PreparedGemm& prepared, const std::string& dtype,
                         const std::optional<std::string>& out_dtype) {
+    const trtllm::kernels::GemmWeightCpu& w = prepared.w;
     const DType xdt = activation_dtype(dtype);
     const DType ydt = activation_dtype(out_dtype.value_or(dtype));
     check_2d(x, "x");
@@ -455,9 +462,9 @@ void bind_kernels(py::module_& m) {
     k.def("to_float", &to_float, "x"_a, "dtype"_a, "impl"_a = "row", "bits of dtype -> float32 array.");
     k.def("gemm", &gemm, "x"_a, "weight"_a, "bias"_a = py::none(), py::kw_only(), "dtype"_a,
           "weight_dtype"_a = py::none(), "out_dtype"_a = py::none(), "x[m, k] @ weight[n, k].T + bias");
-    py::class_<trtllm::kernels::GemmWeightCpu>(k, "GemmWeight", "A linear weight converted once for the CPU GEMM.")
-        .def_readonly("n", &trtllm::kernels::GemmWeightCpu::n)
-        .def_readonly("k", &trtllm::kernels::GemmWeightCpu::k);
+    py::class_<PreparedGemm>(k, "GemmWeight", "A linear weight prepared once for the CPU GEMM.")
+        .def_property_readonly("n", [](const PreparedGemm& p) { return p.w.n; })
+        .def_property_readonly("k", [](const PreparedGemm& p) { return p.w.k; });
     k.def("prepare_gemm_weight", &prepare_gemm_weight, "weight"_a, "bias"_a = py::none(), py::kw_only(),
           "weight_dtype"_a, "weight [n, k] (+ bias [n]) -> GemmWeight, as the runtime does at engine load.");
     k.def("gemm", &gemm_prepared, "x"_a, "weight"_a, py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),

@@ -1,4 +1,8 @@
 // The CPU backend: walks the op list over one aligned arena, calling the plugins' CPU kernels.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -18,11 +22,12 @@ struct FreeDeleter {
     void operator()(void* p) const noexcept { std::free(p); }
 };
 
+// Not zeroed: every kernel writes before it reads, and untouched pages of a large KV pool then
+// cost no memory until a block is first used.
 std::unique_ptr<std::byte, FreeDeleter> aligned_bytes(int64_t bytes) {
-    const size_t size = static_cast<size_t>((bytes + 255) / 256 * 256);
-    void* p = std::aligned_alloc(256, size == 0 ? 256 : size);
+    const size_t size = static_cast<size_t>((std::max<int64_t>(bytes, 1) + 255) / 256 * 256);
+    void* p = std::aligned_alloc(256, size);
     if (p == nullptr) throw std::bad_alloc();
-    std::memset(p, 0, size == 0 ? 256 : size);
     return std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(p));
 }
 
@@ -54,6 +59,11 @@ public:
         }
     }
 
+    ~CpuBackend() override {
+        if (!profile_) return;
+        for (const auto& [kind, seconds] : op_seconds_) std::fprintf(stderr, "[trtllm profile] op kind %d: %.3f s\n", kind, seconds);
+    }
+
     int64_t kv_cache_bytes() const override { return kv_layer_bytes_ * model_->info().num_layers; }
 
     const float* forward(const StepInput& step) override {
@@ -76,7 +86,12 @@ public:
         batch.tokens_per_block = tokens_per_block_;
 
         for (size_t i = 0; i < model_->ops().size(); ++i) {
+            const auto start = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
             run(model_->ops()[i], prepared_[i], step, batch, num_tokens, num_rows);
+            if (profile_) {
+                op_seconds_[static_cast<int>(model_->ops()[i].kind)] +=
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            }
         }
         return static_cast<const float*>(ptr(model_->logits()));
     }
@@ -188,6 +203,9 @@ private:
     int64_t kv_layer_bytes_ = 0;
     std::vector<Prepared> prepared_;
     std::vector<std::byte> gather_scratch_;
+    // TRTLLM_PROFILE=1: seconds per op kind, printed when the backend goes away (a developer aid).
+    bool profile_ = std::getenv("TRTLLM_PROFILE") != nullptr;
+    std::map<int, double> op_seconds_;
 };
 
 }  // namespace

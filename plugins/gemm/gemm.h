@@ -8,14 +8,17 @@
 
 namespace trtllm::kernels {
 
-// A linear layer's weight made ready for the CPU GEMM once, at engine load: float32 copies of
-// weight and bias (BLAS sgemm reads them; bf16/fp16 weights are converted exactly).
+// A linear layer's weight as the CPU GEMM reads it: the engine's own tensor, in its stored
+// dtype (not copied: a bf16 weight stays bf16, half the memory traffic of a float32 copy), and
+// the bias converted to float32 once, at engine load.
 struct GemmWeightCpu {
     int64_t n = 0, k = 0;
-    std::vector<float> weight;   // [n, k] row-major
-    std::vector<float> bias;     // [n] or empty
+    const void* weight = nullptr;           // [n, k] row-major, not owned (the engine's mapping)
+    DType weight_dtype = DType::kFloat32;
+    std::vector<float> bias;                // [n] or empty
 };
 
+// `weight` must outlive the result.
 GemmWeightCpu prepare_gemm_weight_cpu(const void* weight, DType weight_dtype, int64_t n, int64_t k,
                                       const void* bias /* nullable, weight_dtype */);
 

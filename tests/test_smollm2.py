@@ -63,3 +63,37 @@ def test_perplexity_is_within_half_a_percent_of_transformers(smollm2, engine):
     ref = float(np.exp(total / count))
     assert count == EVAL_TOKENS - EVAL_TOKENS // WINDOW
     assert abs(ours - ref) / ref < 0.005, (ours, ref)
+
+
+def test_stop_strings_cut_the_text_and_finish_with_stop(engine):
+    with LLM(engine) as llm:
+        full = llm.generate(PROMPTS[0], SamplingParams(max_tokens=NEW, temperature=0.0, ignore_eos=True))
+        assert "." in full[0].text  # the greedy continuation (" Paris.\n...") has a period to stop at
+        cut = llm.generate(PROMPTS[0], SamplingParams(max_tokens=NEW, temperature=0.0, stop=["."]))
+        kept = llm.generate(PROMPTS[0], SamplingParams(max_tokens=NEW, temperature=0.0, stop=["."],
+                                                       include_stop_str_in_output=True))
+    assert cut[0].text == full[0].text[: full[0].text.index(".")]
+    assert kept[0].text == cut[0].text + "."
+    assert cut[0].outputs[0].finish_reason == "stop"
+
+
+def test_streaming_text_grows_to_the_final_text(engine):
+    with LLM(engine) as llm:
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+        steps = [o.text for o in llm.generate_stream(PROMPTS[2], params)]
+        final = llm.generate(PROMPTS[2], params)[0].text
+    assert steps[-1] == final and len(steps) == 12
+    assert all(b.startswith(a) or "\ufffd" in a for a, b in zip(steps, steps[1:]))
+
+
+def test_trtllm_eval_prints_one_json_line(engine, tmp_path, capsys):
+    import json
+
+    from trtllm_runtime.cli.eval import main
+
+    text = tmp_path / "text.txt"
+    text.write_text(eval_text())
+    assert main(["perplexity", "--engine-dir", str(engine), "--text-file", str(text), "--window", "128",
+                 "--max-tokens", "256"]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["tokens"] == 256 - 2 and 1.0 < result["perplexity"] < 100.0 and result["seconds"] > 0

@@ -380,10 +380,11 @@ def _store(ranks: list[dict[str, np.ndarray]], name: str, w: np.ndarray, axis: i
             ranks[r][name] = np.ascontiguousarray(part)
 
 
-def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibStats | None" = None
-                    ) -> list[dict[str, np.ndarray]]:
+def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibStats | None" = None,
+                    prequantized: Any = None) -> list[dict[str, np.ndarray]]:
     """Map, check, cast, quantize (config.quantization, with `calib` statistics) and shard every
-    tensor; one canonical-name dict per TP rank."""
+    tensor; one canonical-name dict per TP rank. `prequantized` (an imported export) supplies the
+    quantized linears (`.group(names)`) and KV scales (`.kv_scale(layer)`) instead."""
     dtype, tp = NP_DTYPES[config.dtype], config.tp_size
     layout = _layout(config)
     ranks: list[dict[str, np.ndarray]] = [{} for _ in range(tp)]
@@ -410,7 +411,7 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibSt
         if n % report_every == 0 or n == len(streamed):
             logger.info("converted %d/%d tensors", n, len(streamed))
     if groups or qc.kv_cache_quant_algo:
-        _quantize_linears(config, tensors, used, layout, groups, calib, ranks)
+        _quantize_linears(config, tensors, used, layout, groups, calib, ranks, prequantized)
     if config.tie_word_embeddings:  # some tied checkpoints store lm_head as well; it equals embed
         used.update(k for k in ("lm_head.weight",) if k in tensors)
     unused = sorted(k for k in set(tensors) - used if not _IGNORED.fullmatch(k))
@@ -420,8 +421,20 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibSt
     return ranks
 
 
+def _store_quantized(ranks: list[dict[str, np.ndarray]], layout: dict[str, TensorSpec],
+                     out: dict[str, np.ndarray]) -> None:
+    for name, value in out.items():
+        spec = layout.get(name)
+        if spec is None:
+            raise ConvertError(f"quantized tensor {name} is not part of this scheme's checkpoint")
+        if tuple(value.shape) != spec.shape or value.dtype.name != spec.dtype:
+            raise ConvertError(f"quantized {name} is {value.shape} {value.dtype}; expected {spec.shape} {spec.dtype}")
+        _store(ranks, name, value, spec.axis)
+
+
 def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str], layout: dict[str, TensorSpec],
-                      groups: list[list[str]], calib: "CalibStats | None", ranks: list[dict[str, np.ndarray]]) -> None:
+                      groups: list[list[str]], calib: "CalibStats | None", ranks: list[dict[str, np.ndarray]],
+                      prequantized: Any = None) -> None:
     """Quantize each group of linears that read one input, then shard the results."""
     from .quantization.quantize_weights import kv_cache_scale, quantize_group
     from .quantization.schemes import scheme_of
@@ -430,6 +443,9 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
     scheme = scheme_of(qc.quant_algo) if groups else None
     dtype = NP_DTYPES[config.dtype]
     for n, group in enumerate(groups, 1):
+        if prequantized is not None:
+            _store_quantized(ranks, layout, prequantized.group(group))
+            continue
         weights = []
         for prefix in group:
             w = _load(f"{prefix}.weight", config, tensors, used)
@@ -441,15 +457,14 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
         stats = calib.inputs.get(group[0]) if calib is not None else None
         out = quantize_group(scheme, group, weights, stats, dtype=dtype, group_size=qc.group_size,
                              smoothquant_alpha=qc.smoothquant_alpha if qc.smoothquant_alpha is not None else 0.5)
-        for name, value in out.items():
-            spec = layout[name]
-            if tuple(value.shape) != spec.shape or value.dtype.name != spec.dtype:
-                raise ConvertError(f"quantized {name} is {value.shape} {value.dtype}; expected {spec.shape} {spec.dtype}")
-            _store(ranks, name, value, spec.axis)
+        _store_quantized(ranks, layout, out)
         if n % max(1, len(groups) // 10) == 0 or n == len(groups):
             logger.info("quantized %d/%d linear groups (%s)", n, len(groups), qc.quant_algo)
     if qc.kv_cache_quant_algo:
         for i in range(config.num_hidden_layers):
+            if prequantized is not None:
+                _store(ranks, f"layers.{i}.attn.kv_scale", prequantized.kv_scale(i), None)
+                continue
             if calib is None or i not in calib.kv_amax:
                 raise ConvertError(f"the FP8 KV cache needs calibration statistics of layer {i}")
             _store(ranks, f"layers.{i}.attn.kv_scale", kv_cache_scale(calib.kv_amax[i]), None)

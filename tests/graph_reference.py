@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from trtllm_build.graph.ir import Graph
+from trtllm_build.graph.ir import Graph, dtype_to_numpy
 
 
 def rope_inv_freq(head_dim: int, rope: dict) -> np.ndarray:
@@ -66,6 +66,31 @@ def causal_attention(q, k, v, num_heads, num_kv_heads, head_dim):
     return np.einsum("hqk,khd->qhd", p, v).reshape(n, num_heads * head_dim)
 
 
+def quantize(x, scale, dtype):
+    """Op set v2 quantization, stated independently of the builder: convert(x * float32(1 / scale)),
+    nearest even; fp8 saturates to +-448, int8 to [-128, 127]. Returns the dequantized value * scale
+    is NOT applied: the quantized numbers as float64."""
+    import ml_dtypes
+    inv = (np.float32(1) / np.asarray(scale, np.float32)).astype(np.float32)
+    v = (np.asarray(x, np.float32) * inv).astype(np.float32)
+    if dtype == "float8_e4m3fn":
+        return np.clip(v, -448, 448).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    return np.clip(np.rint(v), -128, 127).astype(np.float64)
+
+
+def weight_only_dequant(w, scale, bits, dtype):
+    if bits == 4:
+        u = np.asarray(w, np.uint8)
+        q = np.stack([u & 15, u >> 4], axis=-1).reshape(u.shape[0], -1).astype(np.int64)
+        q = np.where(q >= 8, q - 16, q)
+    else:
+        q = np.asarray(w).astype(np.int64)
+    n, k = q.shape
+    g = scale.shape[1]
+    deq = (q.reshape(n, g, k // g).astype(np.float32) * np.asarray(scale, np.float32)[:, :, None]).reshape(n, k)
+    return deq.astype(dtype).astype(np.float64)
+
+
 def _gelu_tanh(x):
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
@@ -76,7 +101,8 @@ def run_graphs(graphs: list[Graph], input_ids: np.ndarray, output_rows: list[int
     n = len(input_ids)
     rows = np.asarray(output_rows if output_rows is not None else [n - 1])
     envs = [{"input_ids": np.asarray(input_ids), "position_ids": np.arange(n), "output_rows": rows} for _ in graphs]
-    weights = [{k: np.asarray(v, dtype=np.float64) for k, v in g.weights.items()} for g in graphs]
+    weights = [{k: (v if v.dtype.kind in "iu" or v.dtype.name == "float8_e4m3fn" else np.asarray(v, np.float64))
+                for k, v in g.weights.items()} for g in graphs]
     for step, node in enumerate(graphs[0].nodes):
         if node.op in ("all_reduce", "all_gather"):
             parts = [env[graphs[r].nodes[step].inputs[0]] for r, env in enumerate(envs)]
@@ -90,7 +116,7 @@ def run_graphs(graphs: list[Graph], input_ids: np.ndarray, output_rows: list[int
                     env[node.outputs[0]] = np.concatenate(parts, axis=-1)
             continue
         for r, env in enumerate(envs):
-            _run_node(graphs[r].nodes[step], env, weights[r])
+            _run_node(graphs[r].nodes[step], env, weights[r], graphs[r])
     return envs[0]
 
 
@@ -98,12 +124,23 @@ def run_graph(graph: Graph, input_ids: np.ndarray, output_rows: list[int] | None
     return run_graphs([graph], input_ids, output_rows)
 
 
-def _run_node(node, env, weights) -> None:
+def _run_node(node, env, weights, graph) -> None:
     x = [env[name] for name in node.inputs]
     w = {role: weights[name] for role, name in node.weights.items()}
+    w = {role: (v.astype(np.float64) if v.dtype.name == "float8_e4m3fn" else v) for role, v in w.items()}
     a = node.attrs
     op = node.op
-    if op == "embedding":
+    if op in ("fp8_linear", "int8_linear"):
+        alpha = np.float32(w["input_scale"][0]) * np.asarray(w["weight_scale"], np.float32)
+        out = [x[0] @ np.asarray(w["weight"], np.float64).T * alpha.astype(np.float64) + w.get("bias", 0)]
+    elif op == "weight_only_linear":
+        act = np.dtype(dtype_to_numpy(graph.values[node.inputs[0]].dtype))
+        xin = x[0] * w["pre_quant_scale"] if "pre_quant_scale" in w else x[0]
+        deq = weight_only_dequant(w["weight"], np.asarray(w["weight_scale"]).astype(act), a["weight_bits"], act)
+        out = [xin @ deq.T + w.get("bias", 0)]
+    elif op == "quantize":
+        out = [quantize(x[0], w["out_scale"], graph.values[node.outputs[0]].dtype)]
+    elif op == "embedding":
         out = [w["weight"][x[0]]]
     elif op == "linear":
         out = [x[0] @ w["weight"].T + (w["bias"] if "bias" in w else 0)]
@@ -142,10 +179,15 @@ def _run_node(node, env, weights) -> None:
         if a.get("rope"):
             q = apply_rope(q, env["position_ids"], hd, a["rope"])
             k = apply_rope(k, env["position_ids"], hd, a["rope"])
+        if "kv_scale" in w:  # FP8 KV cache: what attention reads back
+            s = np.float32(w["kv_scale"][0])
+            k, v = quantize(k, [s], "float8_e4m3fn") * s, quantize(v, [s], "float8_e4m3fn") * s
         out = [causal_attention(q, k, v, nh, nkv, hd)]
     elif op == "gather_rows":
         out = [x[0][env["output_rows"]]]
     else:
         raise NotImplementedError(op)
+    if "out_scale" in w and op != "quantize":  # op set v2: the producer quantizes its first output
+        out[0] = quantize(out[0], w["out_scale"], graph.values[node.outputs[0]].dtype)
     for name, value in zip(node.outputs, out):
         env[name] = value

@@ -31,3 +31,14 @@ def hf_config(family: str) -> "transformers.PretrainedConfig":
 
 
 FAMILIES = ("llama3", "llama_tied", "mistral", "qwen2", "qwen3", "gpt2")
+
+
+def save_char_tokenizer(path) -> None:
+    """A character-level tokenizer.json (printable ASCII -> ids 1..95, 0 unknown) so calibration can
+    tokenize text for the tiny models."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, **{chr(32 + i): i + 1 for i in range(95)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    tok.save(str(path / "tokenizer.json"))

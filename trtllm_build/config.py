@@ -60,9 +60,13 @@ class Mapping:
 
 @dataclass
 class QuantConfig:
-    quant_algo: str | None = None
-    kv_cache_quant_algo: str | None = None
-    group_size: int | None = None
+    """How the checkpoint's linear layers and KV cache are quantized (trtllm_build.quantization.schemes
+    lists the tensors each quant_algo stores). lm_head and the embeddings are never quantized."""
+    quant_algo: str | None = None            # FP8 | W8A8_SQ_PER_CHANNEL | W8A16 | W4A16 | W4A16_AWQ
+    kv_cache_quant_algo: str | None = None   # FP8
+    group_size: int | None = None            # W4A16_AWQ: inputs per weight scale
+    smoothquant_alpha: float | None = None   # W8A8_SQ_PER_CHANNEL, for the record
+    source: str | None = None                # how the scales were made (calibration, modelopt import)
 
 
 @dataclass
@@ -114,12 +118,43 @@ class ModelConfig:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                               f"num_key_value_heads ({self.num_key_value_heads})")
+        self._validate_quantization()
         tp = self.mapping.tp_size
         if tp < 1:
             raise ConfigError(f"tp_size must be >= 1, got {tp}")
         for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
             if getattr(self, name) % tp:
                 raise ConfigError(f"tp_size {tp} does not divide {name} ({getattr(self, name)})")
+
+    def linear_input_sizes(self) -> dict[str, int]:
+        """Per-rank input features of each quantizable linear (by its leaf name)."""
+        tp, q = self.mapping.tp_size, self.num_attention_heads * self.head_dim
+        sizes = {"q": self.hidden_size, "k": self.hidden_size, "v": self.hidden_size, "o": q // tp}
+        mlp = ("gate", "up") if self.gated_mlp else ("fc",)
+        sizes.update({name: self.hidden_size for name in mlp})
+        sizes["down" if self.gated_mlp else "proj"] = self.intermediate_size // tp
+        return sizes
+
+    def _validate_quantization(self) -> None:
+        from .quantization.schemes import KV_CACHE_ALGOS, SCHEMES
+
+        qc = self.quantization
+        if qc.kv_cache_quant_algo is not None and qc.kv_cache_quant_algo not in KV_CACHE_ALGOS:
+            raise ConfigError(f"kv_cache_quant_algo {qc.kv_cache_quant_algo!r} is not supported; expected one of "
+                              f"{KV_CACHE_ALGOS}")
+        if qc.quant_algo is None:
+            return
+        scheme = SCHEMES.get(qc.quant_algo)
+        if scheme is None:
+            raise ConfigError(f"quant_algo {qc.quant_algo!r} is not supported; expected one of {tuple(SCHEMES)}")
+        if scheme.grouped and not (qc.group_size and qc.group_size > 0):
+            raise ConfigError(f"quant_algo {qc.quant_algo} needs a positive group_size, got {qc.group_size}")
+        for name, k in self.linear_input_sizes().items():
+            if scheme.weight_bits == 4 and k % 2:
+                raise ConfigError(f"int4 weights pack two inputs per byte: {name} has {k} inputs per rank")
+            if scheme.grouped and k % qc.group_size:
+                raise ConfigError(f"group_size {qc.group_size} does not divide the {k} inputs of {name} "
+                                  f"(per rank, tp_size {self.mapping.tp_size})")
 
     @property
     def tp_size(self) -> int:

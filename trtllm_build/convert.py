@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
@@ -30,8 +30,12 @@ from .convert_error import ConvertError
 from .hf_reader import TensorLoaders, copy_tokenizer_files, read_hf_config, read_hf_weights
 from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
 
-__all__ = ["ConvertError", "FAMILIES", "checkpoint_shapes", "convert", "convert_weights",
-           "load_checkpoint", "model_config_from_hf"]
+if TYPE_CHECKING:
+    from .quantization.options import QuantOptions
+    from .quantization.quantize_weights import CalibStats
+
+__all__ = ["ConvertError", "FAMILIES", "checkpoint_shapes", "checkpoint_tensors", "convert", "convert_weights",
+           "linear_groups", "load_checkpoint", "model_config_from_hf"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,14 +233,32 @@ def model_config_from_hf(hf: dict[str, Any], dtype: str | None = None, tp_size: 
 
 # ---------------------------------------------------------------------------- weights
 
-def _layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], int | None]]:
-    """Canonical name -> (unsharded shape, TP split axis or None if replicated)."""
-    h, hd, inter = config.hidden_size, config.head_dim, config.intermediate_size
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]      # unsharded
+    axis: int | None            # TP split axis; None: replicated
+    dtype: str                  # the model dtype, or a quantized tensor's own dtype
+
+
+def linear_groups(config: ModelConfig) -> list[list[str]]:
+    """The quantizable linears of every layer, grouped by the input they read (q/k/v, gate/up, ...)."""
+    mlp = [["mlp.gate", "mlp.up"], ["mlp.down"]] if config.gated_mlp else [["mlp.fc"], ["mlp.proj"]]
+    return [[f"layers.{i}.{name}" for name in group]
+            for i in range(config.num_hidden_layers) for group in [["attn.q", "attn.k", "attn.v"], ["attn.o"], *mlp]]
+
+
+def _layout(config: ModelConfig) -> dict[str, TensorSpec]:
+    """Canonical name -> its unsharded shape, TP split axis and dtype."""
+    from .quantization.schemes import linear_tensors, scheme_of, tp_split_axis
+
+    h, hd, inter, dt = config.hidden_size, config.head_dim, config.intermediate_size, config.dtype
     q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    qc = config.quantization
+    scheme = scheme_of(qc.quant_algo) if qc.quant_algo else None
     norm = ("weight", "bias") if config.norm_type == "layer_norm" else ("weight",)
-    out: dict[str, tuple[tuple[int, ...], int | None]] = {"embed.weight": ((config.vocab_size, h), None)}
+    out: dict[str, TensorSpec] = {"embed.weight": TensorSpec((config.vocab_size, h), None, dt)}
     if config.position_embedding == "learned":
-        out["pos_embed.weight"] = ((config.max_position_embeddings, h), None)
+        out["pos_embed.weight"] = TensorSpec((config.max_position_embeddings, h), None, dt)
     # Column-parallel layers split output rows (whole heads per rank, heads are contiguous
     # rows); row-parallel layers split input columns and their bias is added once, replicated.
     column = {"attn.q": q, "attn.k": kv, "attn.v": kv}
@@ -249,41 +271,56 @@ def _layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], int | None]
         row["mlp.proj"] = inter
     biased = {"attn.q": config.qkv_bias, "attn.k": config.qkv_bias, "attn.v": config.qkv_bias,
               "attn.o": config.attn_out_bias}
+
+    def linear(prefix: str, n: int, k: int, parallel: str, bias: bool) -> None:
+        if scheme is None:
+            out[f"{prefix}.weight"] = TensorSpec((n, k), 0 if parallel == "column" else 1, dt)
+        else:
+            for role, (shape, dtype) in linear_tensors(scheme, n, k, dt, qc.group_size).items():
+                out[f"{prefix}.{role}"] = TensorSpec(shape, tp_split_axis(role, scheme, parallel), dtype)
+        if bias:
+            out[f"{prefix}.bias"] = TensorSpec((n,) if parallel == "column" else (h,),
+                                               0 if parallel == "column" else None, dt)
+
     for i in range(config.num_hidden_layers):
         p = f"layers.{i}."
         for kind in norm:
-            out[f"{p}attn_norm.{kind}"] = ((h,), None)
+            out[f"{p}attn_norm.{kind}"] = TensorSpec((h,), None, dt)
         for name, rows in column.items():
-            out[f"{p}{name}.weight"] = ((rows, h), 0)
-            if biased.get(name, config.mlp_bias):
-                out[f"{p}{name}.bias"] = ((rows,), 0)
+            linear(p + name, rows, h, "column", biased.get(name, config.mlp_bias))
         if config.qk_norm:  # per-head RMSNorm weights: the same on every rank
-            out[f"{p}attn.q_norm.weight"] = ((hd,), None)
-            out[f"{p}attn.k_norm.weight"] = ((hd,), None)
+            out[f"{p}attn.q_norm.weight"] = TensorSpec((hd,), None, dt)
+            out[f"{p}attn.k_norm.weight"] = TensorSpec((hd,), None, dt)
+        if qc.kv_cache_quant_algo:
+            out[f"{p}attn.kv_scale"] = TensorSpec((1,), None, "float32")
         for kind in norm:
-            out[f"{p}mlp_norm.{kind}"] = ((h,), None)
+            out[f"{p}mlp_norm.{kind}"] = TensorSpec((h,), None, dt)
         for name, cols in row.items():
-            out[f"{p}{name}.weight"] = ((h, cols), 1)
-            if biased.get(name, config.mlp_bias):
-                out[f"{p}{name}.bias"] = ((h,), None)
+            linear(p + name, h, cols, "row", biased.get(name, config.mlp_bias))
     for kind in norm:
-        out[f"final_norm.{kind}"] = ((h,), None)
+        out[f"final_norm.{kind}"] = TensorSpec((h,), None, dt)
     if not (config.tie_word_embeddings and config.tp_size == 1):  # tied, tp 1: builder reuses embed
-        out["lm_head.weight"] = ((config.vocab_size, h), 0)
+        out["lm_head.weight"] = TensorSpec((config.vocab_size, h), 0, dt)
     return out
+
+
+def checkpoint_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Canonical name -> (shape, dtype) of that tensor in each rank{N}.safetensors."""
+    tp = config.tp_size
+    tensors = {}
+    for name, spec in _layout(config).items():
+        shape = spec.shape
+        if name == "lm_head.weight":
+            shape = (config.vocab_size_padded,) + shape[1:]
+        if spec.axis is not None:
+            shape = shape[:spec.axis] + (shape[spec.axis] // tp,) + shape[spec.axis + 1:]
+        tensors[name] = (shape, spec.dtype)
+    return tensors
 
 
 def checkpoint_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Canonical name -> shape of that tensor in each rank{N}.safetensors."""
-    tp = config.tp_size
-    shapes = {}
-    for name, (shape, axis) in _layout(config).items():
-        if name == "lm_head.weight":
-            shape = (config.vocab_size_padded,) + shape[1:]
-        if axis is not None:
-            shape = shape[:axis] + (shape[axis] // tp,) + shape[axis + 1:]
-        shapes[name] = shape
-    return shapes
+    return {name: shape for name, (shape, _) in checkpoint_tensors(config).items()}
 
 
 def _find(tensors: TensorLoaders, name: str) -> str | None:
@@ -333,32 +370,48 @@ def _cast(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(w.astype(np.float32).astype(dtype))
 
 
-def convert_weights(config: ModelConfig, tensors: TensorLoaders) -> list[dict[str, np.ndarray]]:
-    """Map, check, cast and shard every tensor; one canonical-name dict per TP rank."""
+def _store(ranks: list[dict[str, np.ndarray]], name: str, w: np.ndarray, axis: int | None) -> None:
+    if axis is None:
+        shared = np.ascontiguousarray(w)  # replicated: one array shared by all ranks
+        for r in range(len(ranks)):
+            ranks[r][name] = shared
+    else:
+        for r, part in enumerate(np.split(w, len(ranks), axis=axis)):
+            ranks[r][name] = np.ascontiguousarray(part)
+
+
+def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibStats | None" = None,
+                    prequantized: Any = None) -> list[dict[str, np.ndarray]]:
+    """Map, check, cast, quantize (config.quantization, with `calib` statistics) and shard every
+    tensor; one canonical-name dict per TP rank. `prequantized` (an imported export) supplies the
+    quantized linears (`.group(names)`) and KV scales (`.kv_scale(layer)`) instead."""
     dtype, tp = NP_DTYPES[config.dtype], config.tp_size
     layout = _layout(config)
     ranks: list[dict[str, np.ndarray]] = [{} for _ in range(tp)]
     used: set[str] = set()
-    report_every = max(1, len(layout) // 10)
-    for n, (name, (shape, axis)) in enumerate(layout.items(), 1):
+    qc = config.quantization
+    groups = linear_groups(config) if qc.quant_algo else []
+    quantized = {prefix for group in groups for prefix in group}
+    streamed = [name for name in layout
+                if name.rsplit(".", 1)[0] not in quantized or name.endswith(".bias")]
+    streamed = [name for name in streamed if not name.endswith(".kv_scale")]
+    report_every = max(1, len(streamed) // 10)
+    for n, name in enumerate(streamed, 1):
+        spec = layout[name]
         w = _load(name, config, tensors, used)
-        if tuple(w.shape) != shape:
+        if tuple(w.shape) != spec.shape:
             _, hf_name = _source_of(name, config)
             raise ConvertError(f"tensor {hf_name!r} (for {name}) has shape {tuple(w.shape)}; "
-                               f"expected {shape} from the config")
+                               f"expected {spec.shape} from the config")
         if name == "lm_head.weight" and config.vocab_size_padded > config.vocab_size:
-            w = np.concatenate([w, np.zeros((config.vocab_size_padded - config.vocab_size,) + shape[1:],
+            w = np.concatenate([w, np.zeros((config.vocab_size_padded - config.vocab_size,) + spec.shape[1:],
                                             w.dtype)])
-        if axis is None:
-            shared = _cast(w, dtype)  # replicated: one array shared by all ranks
-            for r in range(tp):
-                ranks[r][name] = shared
-        else:
-            for r, part in enumerate(np.split(w, tp, axis=axis)):
-                ranks[r][name] = _cast(part, dtype)
+        _store(ranks, name, _cast(w, dtype), spec.axis)
         logger.debug("%s <- %s %s", name, tuple(w.shape), w.dtype)
-        if n % report_every == 0 or n == len(layout):
-            logger.info("converted %d/%d tensors", n, len(layout))
+        if n % report_every == 0 or n == len(streamed):
+            logger.info("converted %d/%d tensors", n, len(streamed))
+    if groups or qc.kv_cache_quant_algo:
+        _quantize_linears(config, tensors, used, layout, groups, calib, ranks, prequantized)
     if config.tie_word_embeddings:  # some tied checkpoints store lm_head as well; it equals embed
         used.update(k for k in ("lm_head.weight",) if k in tensors)
     unused = sorted(k for k in set(tensors) - used if not _IGNORED.fullmatch(k))
@@ -366,6 +419,55 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders) -> list[dict[st
         logger.warning("%d source tensors were not used: %s%s", len(unused), ", ".join(unused[:8]),
                        " ..." if len(unused) > 8 else "")
     return ranks
+
+
+def _store_quantized(ranks: list[dict[str, np.ndarray]], layout: dict[str, TensorSpec],
+                     out: dict[str, np.ndarray]) -> None:
+    for name, value in out.items():
+        spec = layout.get(name)
+        if spec is None:
+            raise ConvertError(f"quantized tensor {name} is not part of this scheme's checkpoint")
+        if tuple(value.shape) != spec.shape or value.dtype.name != spec.dtype:
+            raise ConvertError(f"quantized {name} is {value.shape} {value.dtype}; expected {spec.shape} {spec.dtype}")
+        _store(ranks, name, value, spec.axis)
+
+
+def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str], layout: dict[str, TensorSpec],
+                      groups: list[list[str]], calib: "CalibStats | None", ranks: list[dict[str, np.ndarray]],
+                      prequantized: Any = None) -> None:
+    """Quantize each group of linears that read one input, then shard the results."""
+    from .quantization.quantize_weights import kv_cache_scale, quantize_group
+    from .quantization.schemes import scheme_of
+
+    qc = config.quantization
+    scheme = scheme_of(qc.quant_algo) if groups else None
+    dtype = NP_DTYPES[config.dtype]
+    for n, group in enumerate(groups, 1):
+        if prequantized is not None:
+            _store_quantized(ranks, layout, prequantized.group(group))
+            continue
+        weights = []
+        for prefix in group:
+            w = _load(f"{prefix}.weight", config, tensors, used)
+            spec = layout[f"{prefix}.weight"]
+            expected = (spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1))
+            if tuple(w.shape) != expected:
+                raise ConvertError(f"tensor for {prefix}.weight has shape {tuple(w.shape)}; expected {expected}")
+            weights.append(w.astype(np.float32))
+        stats = calib.inputs.get(group[0]) if calib is not None else None
+        out = quantize_group(scheme, group, weights, stats, dtype=dtype, group_size=qc.group_size,
+                             smoothquant_alpha=qc.smoothquant_alpha if qc.smoothquant_alpha is not None else 0.5)
+        _store_quantized(ranks, layout, out)
+        if n % max(1, len(groups) // 10) == 0 or n == len(groups):
+            logger.info("quantized %d/%d linear groups (%s)", n, len(groups), qc.quant_algo)
+    if qc.kv_cache_quant_algo:
+        for i in range(config.num_hidden_layers):
+            if prequantized is not None:
+                _store(ranks, f"layers.{i}.attn.kv_scale", prequantized.kv_scale(i), None)
+                continue
+            if calib is None or i not in calib.kv_amax:
+                raise ConvertError(f"the FP8 KV cache needs calibration statistics of layer {i}")
+            _store(ranks, f"layers.{i}.attn.kv_scale", kv_cache_scale(calib.kv_amax[i]), None)
 
 
 # ---------------------------------------------------------------------------- output
@@ -417,30 +519,62 @@ def _read_model(model_dir: Path) -> tuple[dict[str, Any], TensorLoaders, Callabl
 
 
 def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = None,
-            tp_size: int = 1) -> ModelConfig:
+            tp_size: int = 1, quant: "QuantOptions | None" = None) -> ModelConfig:
     """Convert an HF model dir or a .gguf file ("default": the default model) into output_dir.
 
-    dtype None or "auto" takes the model config's dtype (bfloat16 if it names none). The output
-    dir appears complete or not at all; an existing checkpoint dir there is replaced.
-    Raises ConvertError or ConfigError with a one-line message.
+    dtype None or "auto" takes the model config's dtype (bfloat16 if it names none). `quant`
+    quantizes the linears and/or the KV cache (calibrating with torch where the scheme needs it).
+    A ModelOpt export (hf_quant_config.json, or a TensorRT-LLM checkpoint) is read with its
+    scales as they are. The output dir appears complete or not at all; an existing checkpoint
+    dir there is replaced. Raises ConvertError or ConfigError with a one-line message.
     """
     start = time.monotonic()
     if str(model_dir) == "default":
         from .default_model import default_model_path
         model_dir = default_model_path()
     model_dir, output_dir = Path(model_dir), Path(output_dir)
+    from .quantization import modelopt_import
+
+    export = modelopt_import.detect(model_dir)
+    if export is not None:
+        if quant is not None and (quant.scheme or quant.kv_cache):
+            raise ConvertError(f"{model_dir} is already quantized ({export}); drop --quant / --kv-cache")
+        _check_output_dir(output_dir, model_dir)
+        return _write_checkpoint(output_dir, model_dir, *modelopt_import.read(model_dir, export, dtype, tp_size),
+                                 start=start)
     hf, tensors, write_tokenizer = _read_model(model_dir)
     config = model_config_from_hf(hf, dtype, tp_size)
+    calib = None
+    if quant is not None and (quant.scheme or quant.kv_cache):
+        from .quantization.options import quant_config
+
+        config.quantization = quant_config(quant, config)
+        config.validate()
+        if quant.needs_calibration:
+            from .quantization.calib_data import read_calibration_text
+            from .quantization.calibrate import calibrate
+
+            calib = calibrate(model_dir, config, text=read_calibration_text(quant.calib_data),
+                              calib_size=quant.calib_size, seq_len=quant.calib_seq_len,
+                              keep_awq_rows=config.quantization.quant_algo == "W4A16_AWQ",
+                              kv_cache=config.quantization.kv_cache_quant_algo is not None)
     _check_output_dir(output_dir, model_dir)
     logger.info("converting %s (%s) to %s, tp_size %d, %s", model_dir, config.hf_architecture,
                 output_dir, tp_size, config.dtype)
 
+    return _write_checkpoint(output_dir, model_dir, config, lambda: convert_weights(config, tensors, calib),
+                             write_tokenizer, start=start)
+
+
+def _write_checkpoint(output_dir: Path, model_dir: Path, config: ModelConfig,
+                      make_ranks: Callable[[], list[dict[str, np.ndarray]]], write_tokenizer: Callable[[Path], list[str]],
+                      *, start: float) -> ModelConfig:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     # Not mkdtemp: its 0700 mode would become the checkpoint dir's mode.
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{uuid.uuid4().hex[:12]}")
     tmp.mkdir()
     try:
-        ranks = convert_weights(config, tensors)
+        ranks = make_ranks()
         for rank, weights in enumerate(ranks):
             write_safetensors(tmp / f"rank{rank}.safetensors", weights)
             logger.info("wrote rank%d.safetensors (%.1f MB)", rank,
@@ -458,8 +592,8 @@ def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = N
 def load_checkpoint(ckpt_dir: Path | str, rank: int = 0) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """(config, weights of one rank) of a checkpoint dir; arrays are read-only memory maps.
 
-    Unquantized checkpoints are checked against `checkpoint_shapes` (names, shapes, dtype);
-    raises ConfigError naming the problem.
+    Checked against `checkpoint_tensors` (names, shapes, dtypes), and every quantization scale
+    must be finite and > 0; raises ConfigError naming the problem.
     """
     ckpt_dir = Path(ckpt_dir)
     config = ModelConfig.load(ckpt_dir / "config.json")
@@ -472,14 +606,18 @@ def load_checkpoint(ckpt_dir: Path | str, rank: int = 0) -> tuple[ModelConfig, d
         weights = read_safetensors(path)
     except SafetensorsError as e:
         raise ConfigError(str(e)) from None
-    if config.quantization.quant_algo is None:
-        expected = checkpoint_shapes(config)
-        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        if missing or extra:
-            raise ConfigError(f"{path}: tensors missing {missing[:5]}, unexpected {extra[:5]}")
-        for name, shape in expected.items():
-            w = weights[name]
-            if w.shape != shape or w.dtype != NP_DTYPES[config.dtype]:
-                raise ConfigError(f"{path}: tensor {name!r} is {w.shape} {w.dtype}; expected {shape} "
-                                  f"{config.dtype}")
+    expected = checkpoint_tensors(config)
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ConfigError(f"{path}: tensors missing {missing[:5]}, unexpected {extra[:5]}")
+    for name, (shape, dtype) in expected.items():
+        w = weights[name]
+        if w.shape != shape or w.dtype.name != dtype:
+            raise ConfigError(f"{path}: tensor {name!r} is {w.shape} {w.dtype}; expected {shape} {dtype}")
+        if name.endswith(("_scale", ".kv_scale")):
+            values = np.asarray(w, np.float32)
+            if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+                bad = values[~(np.isfinite(values) & (values > 0))]
+                raise ConfigError(f"{path}: quantization scale {name!r} has {bad.size} value(s) that are not finite "
+                                  f"and > 0 (e.g. {bad.flat[0]}); re-run the quantization")
     return config, weights

@@ -19,7 +19,9 @@
 #include "elementwise/elementwise.h"
 #include "embedding/embedding.h"
 #include "gemm/gemm.h"
+#include "gemm/quant_gemm.h"
 #include "norm/norm.h"
+#include "quantization/quantize.h"
 #include "trtllm/dtype.h"
 
 namespace py = pybind11;
@@ -55,6 +57,37 @@ void check_elements(const py::array& a, DType dt, const char* name) {
                                          ? std::string(trtllm::dtype_name(dt))
                                          : std::string("uint16 bits or ") + trtllm::dtype_name(dt)));
     }
+}
+
+// Quantized arrays travel as raw bytes: float8_e4m3fn as uint8 bit patterns (or ml_dtypes arrays), int8 as int8.
+DType quantized_dtype(const std::string& name) {
+    if (name == "float8_e4m3fn") return DType::kFloat8E4M3;
+    if (name == "int8") return DType::kInt8;
+    throw std::invalid_argument("quantized dtype must be 'float8_e4m3fn' or 'int8', got '" + name + "'");
+}
+
+const void* quantized_data(const py::array& a, DType dt, const char* name) {
+    if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
+    const std::string kind = py::str(a.dtype());
+    const bool ok = dt == DType::kInt8 ? kind == "int8" : (kind == "uint8" || kind == "float8_e4m3fn");
+    if (!ok) throw std::invalid_argument(std::string(name) + " has numpy dtype " + kind + ", expected " + trtllm::dtype_name(dt));
+    return a.data();
+}
+
+py::array new_quantized(DType dt, const std::vector<py::ssize_t>& shape) {
+    if (dt == DType::kInt8) return py::array_t<int8_t>(shape);
+    return py::array_t<uint8_t>(shape);
+}
+
+// float32 scales [1] or [cols] -> OutputQuant, or nothing when out_dtype is unset.
+std::optional<trtllm::kernels::OutputQuant> output_quant(const std::optional<py::array>& scale,
+                                                         const std::optional<std::string>& out_dtype) {
+    if (scale.has_value() != out_dtype.has_value()) throw std::invalid_argument("pass out_scale and out_dtype together");
+    if (!scale) return std::nullopt;
+    py::array s = py::array::ensure(*scale, py::array::c_style);
+    const auto* p = static_cast<const float*>(s.data());
+    if (std::string(py::str(s.dtype())) != "float32") throw std::invalid_argument("out_scale must be float32");
+    return trtllm::kernels::make_output_quant(quantized_dtype(*out_dtype), p, static_cast<int64_t>(s.size()));
 }
 
 void check_shape(const py::array& a, const std::vector<py::ssize_t>& shape, const char* name) {
@@ -189,7 +222,9 @@ py::array gemm_prepared(const py::array& x, const PreparedGemm& prepared, const 
     return y;
 }
 
-py::array rms_norm(const py::array& x, const py::array& weight, const std::string& dtype, int64_t chunk, float eps) {
+py::array rms_norm(const py::array& x, const py::array& weight, const std::string& dtype, int64_t chunk, float eps,
+                   const std::optional<py::array>& out_scale, const std::optional<std::string>& out_dtype) {
+    const auto quant = output_quant(out_scale, out_dtype);
     const DType dt = activation_dtype(dtype);
     check_2d(x, "x");
     const int64_t rows = x.shape(0), dim = x.shape(1);
@@ -200,15 +235,16 @@ py::array rms_norm(const py::array& x, const py::array& weight, const std::strin
     check_shape(weight, {static_cast<py::ssize_t>(chunk)}, "weight");
     const void* xp = data_of(x, dt, "x");
     const void* wp = data_of(weight, dt, "weight");
-    py::array y = new_array(dt, shape_of(x));
+    py::array y = quant ? new_quantized(quant->dtype, shape_of(x)) : new_array(dt, shape_of(x));
     void* yp = y.mutable_data();
     py::gil_scoped_release release;
-    trtllm::kernels::rms_norm_cpu(xp, wp, yp, dt, rows, dim, chunk, eps);
+    trtllm::kernels::rms_norm_cpu(xp, wp, yp, dt, rows, dim, chunk, eps, quant ? &*quant : nullptr);
     return y;
 }
 
 py::tuple add_rms_norm(const py::array& a, const py::array& b, const py::array& weight, const std::string& dtype,
-                       float eps) {
+                       float eps, const std::optional<py::array>& out_scale, const std::optional<std::string>& out_dtype) {
+    const auto quant = output_quant(out_scale, out_dtype);
     const DType dt = activation_dtype(dtype);
     check_2d(a, "a");
     check_shape(b, shape_of(a), "b");
@@ -217,12 +253,13 @@ py::tuple add_rms_norm(const py::array& a, const py::array& b, const py::array& 
     const void* ap = data_of(a, dt, "a");
     const void* bp = data_of(b, dt, "b");
     const void* wp = data_of(weight, dt, "weight");
-    py::array normed = new_array(dt, shape_of(a)), sum = new_array(dt, shape_of(a));
+    py::array normed = quant ? new_quantized(quant->dtype, shape_of(a)) : new_array(dt, shape_of(a));
+    py::array sum = new_array(dt, shape_of(a));
     void* np_ = normed.mutable_data();
     void* sp = sum.mutable_data();
     {
         py::gil_scoped_release release;
-        trtllm::kernels::add_rms_norm_cpu(ap, bp, wp, np_, sp, dt, rows, dim, eps);
+        trtllm::kernels::add_rms_norm_cpu(ap, bp, wp, np_, sp, dt, rows, dim, eps, quant ? &*quant : nullptr);
     }
     return py::make_tuple(normed, sum);
 }
@@ -279,16 +316,18 @@ py::array add(const py::array& a, const py::array& b, const std::string& dtype) 
     return y;
 }
 
-py::array silu_mul(const py::array& x, const std::string& dtype) {
+py::array silu_mul(const py::array& x, const std::string& dtype, const std::optional<py::array>& out_scale,
+                   const std::optional<std::string>& out_dtype) {
+    const auto quant = output_quant(out_scale, out_dtype);
     const DType dt = activation_dtype(dtype);
     check_2d(x, "x");
     if (x.shape(1) % 2 != 0) throw std::invalid_argument("x must have an even last dim, got " + shape_str(x));
     const void* xp = data_of(x, dt, "x");
     const int64_t rows = x.shape(0), inter = x.shape(1) / 2;
-    py::array y = new_array(dt, {x.shape(0), x.shape(1) / 2});
+    py::array y = quant ? new_quantized(quant->dtype, {x.shape(0), x.shape(1) / 2}) : new_array(dt, {x.shape(0), x.shape(1) / 2});
     void* yp = y.mutable_data();
     py::gil_scoped_release release;
-    trtllm::kernels::silu_mul_cpu(xp, yp, dt, rows, inter);
+    trtllm::kernels::silu_mul_cpu(xp, yp, dt, rows, inter, quant ? &*quant : nullptr);
     return y;
 }
 
@@ -357,6 +396,81 @@ py::array gather_rows(const py::array& x, const py::array& rows) {
     return y;
 }
 
+py::array quantize(const py::array& x, const py::array& scale, const std::string& dtype, const std::string& out_dtype) {
+    const DType dt = activation_dtype(dtype);
+    check_2d(x, "x");
+    const auto quant = output_quant(scale, out_dtype);
+    const void* xp = data_of(x, dt, "x");
+    py::array y = new_quantized(quant->dtype, shape_of(x));
+    void* yp = y.mutable_data();
+    const int64_t rows = x.shape(0), cols = x.shape(1);
+    py::gil_scoped_release release;
+    trtllm::kernels::quantize_cpu(xp, dt, yp, *quant, rows, cols);
+    return y;
+}
+
+py::array run_quant_gemm(const py::array& x, DType x_dtype, const trtllm::kernels::QuantGemmWeightCpu& w,
+                         const std::string& out_dtype) {
+    check_2d(x, "x");
+    check_shape(x, {x.shape(0), static_cast<py::ssize_t>(w.k)}, "x");
+    const DType ydt = activation_dtype(out_dtype);
+    const void* xp = x_dtype == DType::kFloat8E4M3 || x_dtype == DType::kInt8 ? quantized_data(x, x_dtype, "x")
+                                                                             : data_of(x, x_dtype, "x");
+    py::array y = new_array(ydt, {x.shape(0), static_cast<py::ssize_t>(w.n)});
+    void* yp = y.mutable_data();
+    const int64_t m = x.shape(0);
+    py::gil_scoped_release release;
+    trtllm::kernels::quant_gemm_cpu(xp, x_dtype, w, yp, ydt, m);
+    return y;
+}
+
+py::array fp8_linear(const py::array& x, const py::array& weight, float weight_scale, float input_scale,
+                     const std::optional<py::array>& bias, const std::string& out_dtype) {
+    check_2d(weight, "weight");
+    const py::ssize_t n = weight.shape(0), k = weight.shape(1);
+    const void* bp = nullptr;
+    if (bias) { check_shape(*bias, {n}, "bias"); bp = data_of(*bias, DType::kFloat32, "bias"); }
+    const auto w = trtllm::kernels::prepare_fp8_gemm_weight_cpu(quantized_data(weight, DType::kFloat8E4M3, "weight"), n,
+                                                                k, weight_scale, input_scale, bp, DType::kFloat32);
+    return run_quant_gemm(x, DType::kFloat8E4M3, w, out_dtype);
+}
+
+py::array int8_linear(const py::array& x, const py::array& weight, const py::array& weight_scale, float input_scale,
+                      const std::optional<py::array>& bias, const std::string& out_dtype) {
+    check_2d(weight, "weight");
+    const py::ssize_t n = weight.shape(0), k = weight.shape(1);
+    check_shape(weight_scale, {n}, "weight_scale");
+    const void* bp = nullptr;
+    if (bias) { check_shape(*bias, {n}, "bias"); bp = data_of(*bias, DType::kFloat32, "bias"); }
+    const auto w = trtllm::kernels::prepare_int8_gemm_weight_cpu(
+        quantized_data(weight, DType::kInt8, "weight"), n, k,
+        static_cast<const float*>(data_of(weight_scale, DType::kFloat32, "weight_scale")), input_scale, bp, DType::kFloat32);
+    return run_quant_gemm(x, DType::kInt8, w, out_dtype);
+}
+
+py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
+                             const std::string& dtype, int weight_bits, int64_t group_size,
+                             const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias,
+                             const std::optional<std::string>& out_dtype) {
+    const DType dt = activation_dtype(dtype);
+    check_2d(weight, "weight");
+    const py::ssize_t n = weight.shape(0), k = weight.shape(1) * (weight_bits == 4 ? 2 : 1);
+    const std::string kind = py::str(weight.dtype());
+    if (kind != (weight_bits == 4 ? "uint8" : "int8")) {
+        throw std::invalid_argument("weight has numpy dtype " + kind + ", expected " + (weight_bits == 4 ? "uint8" : "int8"));
+    }
+    if (group_size <= 0 || k % group_size != 0) throw std::invalid_argument("group_size must divide k");
+    check_shape(weight_scale, {n, static_cast<py::ssize_t>(k / group_size)}, "weight_scale");
+    const void* pre = nullptr;
+    if (pre_quant_scale) { check_shape(*pre_quant_scale, {k}, "pre_quant_scale"); pre = data_of(*pre_quant_scale, dt, "pre_quant_scale"); }
+    const void* bp = nullptr;
+    if (bias) { check_shape(*bias, {n}, "bias"); bp = data_of(*bias, dt, "bias"); }
+    const auto w = trtllm::kernels::prepare_weight_only_gemm_weight_cpu(weight.data(), weight_bits, n, k,
+                                                                        data_of(weight_scale, dt, "weight_scale"),
+                                                                        group_size, dt, pre, bp);
+    return run_quant_gemm(x, dt, w, out_dtype.value_or(dtype));
+}
+
 py::array_t<float> rope_inv_freq(int head_dim, float theta, const std::string& scaling, float factor,
                                  float low_freq_factor, float high_freq_factor, int original_max_position_embeddings) {
     trtllm::kernels::RopeParams rope;
@@ -377,7 +491,7 @@ py::array_t<float> rope_inv_freq(int head_dim, float theta, const std::string& s
 py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& past_len, const py::array& new_len,
                     const py::array& block_table, const std::string& dtype, int num_heads, int num_kv_heads,
                     int head_dim, const std::optional<py::array>& inv_freq, const std::optional<py::array>& q_norm,
-                    const std::optional<py::array>& k_norm, float qk_norm_eps) {
+                    const std::optional<py::array>& k_norm, float qk_norm_eps, const std::optional<float>& kv_scale) {
     const DType dt = activation_dtype(dtype);
     if (num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || num_heads % num_kv_heads != 0) {
         throw std::invalid_argument("need num_heads > 0 divisible by num_kv_heads > 0 and head_dim > 0");
@@ -441,7 +555,15 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     batch.max_blocks_per_seq = static_cast<int>(max_blocks);
     batch.tokens_per_block = static_cast<int>(tokens_per_block);
     const void* qkv_p = data_of(qkv, dt, "qkv");
-    void* kv_p = mutable_data_of(kv_layer, dt, "kv_layer");
+    float kv_scale_value = kv_scale.value_or(1.0f);
+    void* kv_p = nullptr;
+    if (kv_scale) {
+        params.kv_scale = &kv_scale_value;
+        kv_p = const_cast<void*>(quantized_data(kv_layer, DType::kFloat8E4M3, "kv_layer"));
+        if (!kv_layer.writeable()) throw std::invalid_argument("kv_layer must be writeable");
+    } else {
+        kv_p = mutable_data_of(kv_layer, dt, "kv_layer");
+    }
     py::array out = new_array(dt, {static_cast<py::ssize_t>(num_tokens), num_heads * head_dim});
     void* out_p = out.mutable_data();
     py::gil_scoped_release release;
@@ -470,13 +592,25 @@ void bind_kernels(py::module_& m) {
     k.def("gemm", &gemm_prepared, "x"_a, "weight"_a, py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),
           "x[m, k] @ weight.T + bias with a prepared GemmWeight.");
     k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f,
-          "RMSNorm of each chunk (0: the whole row) of each row of x [rows, dim].");
-    k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f, "-> (normed, sum)");
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none(),
+          "RMSNorm of each chunk (0: the whole row) of each row of x [rows, dim]; quantized output with out_scale.");
+    k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f,
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none(), "-> (normed, sum)");
     k.def("layer_norm", &layer_norm, "x"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);
     k.def("add_layer_norm", &add_layer_norm, "a"_a, "b"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f,
           "-> (normed, sum)");
     k.def("add", &add, "a"_a, "b"_a, "dtype"_a);
-    k.def("silu_mul", &silu_mul, "x"_a, "dtype"_a, "x [rows, 2 * inter] -> silu(x[:, :inter]) * x[:, inter:]");
+    k.def("silu_mul", &silu_mul, "x"_a, "dtype"_a, "out_scale"_a = py::none(), "out_dtype"_a = py::none(),
+          "x [rows, 2 * inter] -> silu(x[:, :inter]) * x[:, inter:]");
+    k.def("quantize", &quantize, "x"_a, "scale"_a, py::kw_only(), "dtype"_a, "out_dtype"_a,
+          "x [rows, cols] -> quantized (uint8 fp8 bits or int8) with float32 scale [1] or [cols]");
+    k.def("fp8_linear", &fp8_linear, "x"_a, "weight"_a, "weight_scale"_a, "input_scale"_a, "bias"_a = py::none(),
+          py::kw_only(), "out_dtype"_a = "float32", "x fp8 bits [m, k] @ weight fp8 bits [n, k].T (float32 bias)");
+    k.def("int8_linear", &int8_linear, "x"_a, "weight"_a, "weight_scale"_a, "input_scale"_a, "bias"_a = py::none(),
+          py::kw_only(), "out_dtype"_a = "float32");
+    k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
+          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(),
+          "out_dtype"_a = py::none());
     k.def("gelu_tanh", &gelu_tanh, "x"_a, "dtype"_a);
     k.def("add_bias", &add_bias, "x"_a, "bias"_a, "dtype"_a, "x [rows, n] + bias [n], as a new array");
     k.def("embedding", &embedding, "ids"_a, "table"_a, "dtype"_a);
@@ -485,6 +619,6 @@ void bind_kernels(py::module_& m) {
           "low_freq_factor"_a = 1.0f, "high_freq_factor"_a = 4.0f, "original_max_position_embeddings"_a = 8192);
     k.def("attention", &attention, "qkv"_a, "kv_layer"_a, "past_len"_a, "new_len"_a, "block_table"_a, py::kw_only(),
           "dtype"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a, "inv_freq"_a = py::none(), "q_norm"_a = py::none(),
-          "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f,
+          "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "kv_scale"_a = py::none(),
           "Paged attention over one layer's KV blocks (kv_layer is updated in place); returns out [T, h * d].");
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -12,7 +13,9 @@
 #include "elementwise/elementwise.h"
 #include "embedding/embedding.h"
 #include "gemm/gemm.h"
+#include "gemm/quant_gemm.h"
 #include "norm/norm.h"
+#include "quantization/quantize.h"
 #include "trtllm/backend.h"
 
 namespace trtllm {
@@ -43,7 +46,7 @@ public:
         }
         arena_ = aligned_bytes(model_->arena_bytes());
         kv_layer_bytes_ = num_kv_blocks * kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim,
-                                                                  info.dtype);
+                                                                  info.kv_cache_dtype);
         kv_pool_ = aligned_bytes(kv_layer_bytes_ * info.num_layers);
         for (const Op& op : model_->ops()) {
             prepared_.emplace_back();
@@ -56,6 +59,7 @@ public:
             if (op.kind == OpKind::kAttention && op.has_rope) {
                 p.inv_freq = kernels::rope_inv_freq(op.head_dim, op.rope);
             }
+            prepare_quantized(op, p);
         }
     }
 
@@ -100,7 +104,64 @@ private:
     struct Prepared {
         kernels::GemmWeightCpu gemm;
         std::vector<float> inv_freq;
+        kernels::QuantGemmWeightCpu quant_gemm;
+        std::optional<kernels::OutputQuant> out_quant;   // the op's first output is quantized
+        const kernels::OutputQuant* quant() const { return out_quant ? &*out_quant : nullptr; }
     };
+
+    static const WeightView& scale_weight(const Op& op, const char* role, int64_t count) {
+        const WeightView* w = op.weight(role);
+        if (w == nullptr || w->dtype != DType::kFloat32 || (w->numel() != 1 && w->numel() != count)) {
+            throw std::invalid_argument(std::string("quantized op needs a float32 '") + role + "' of 1 or " +
+                                        std::to_string(count) + " elements");
+        }
+        return *w;
+    }
+
+    // Quantized GEMM weights and quantized outputs (op set v2), resolved once at load.
+    static void prepare_quantized(const Op& op, Prepared& p) {
+        const Slot& out = op.outputs.at(0);
+        if (out.dtype == DType::kFloat8E4M3 || out.dtype == DType::kInt8) {
+            const WeightView& s = scale_weight(op, "out_scale", out.cols);
+            p.out_quant = kernels::make_output_quant(out.dtype, static_cast<const float*>(s.data), s.numel());
+        }
+        const WeightView* b = op.weight("bias");
+        switch (op.kind) {
+            case OpKind::kFp8Linear:
+            case OpKind::kInt8Linear: {
+                const WeightView& w = *op.weight("weight");
+                const int64_t n = w.shape.at(0), k = w.shape.at(1);
+                const float input_scale = *static_cast<const float*>(scale_weight(op, "input_scale", 1).data);
+                const WeightView& ws = scale_weight(op, "weight_scale", op.kind == OpKind::kFp8Linear ? 1 : n);
+                if (op.kind == OpKind::kFp8Linear) {
+                    p.quant_gemm = kernels::prepare_fp8_gemm_weight_cpu(w.data, n, k, *static_cast<const float*>(ws.data),
+                                                                        input_scale, b ? b->data : nullptr,
+                                                                        b ? b->dtype : DType::kFloat32);
+                } else {
+                    if (ws.numel() != n) throw std::invalid_argument("int8_linear needs a per-channel weight_scale");
+                    p.quant_gemm = kernels::prepare_int8_gemm_weight_cpu(w.data, n, k, static_cast<const float*>(ws.data),
+                                                                         input_scale, b ? b->data : nullptr,
+                                                                         b ? b->dtype : DType::kFloat32);
+                }
+                break;
+            }
+            case OpKind::kWeightOnlyLinear: {
+                const WeightView& w = *op.weight("weight");
+                const int64_t n = w.shape.at(0), k = w.shape.at(1) * (op.weight_bits == 4 ? 2 : 1);
+                const WeightView& s = *op.weight("weight_scale");
+                const WeightView* pre = op.weight("pre_quant_scale");
+                if (s.numel() != n * (k / std::max<int64_t>(op.group_size, 1))) {
+                    throw std::invalid_argument("weight_only_linear: weight_scale does not match the weight and group_size");
+                }
+                p.quant_gemm = kernels::prepare_weight_only_gemm_weight_cpu(
+                    w.data, op.weight_bits, n, k, s.data, op.group_size, s.dtype, pre ? pre->data : nullptr,
+                    b ? b->data : nullptr);
+                break;
+            }
+            default:
+                break;
+        }
+    }
 
     void* ptr(const Slot& s) { return arena_.get() + s.offset; }
 
@@ -121,30 +182,30 @@ private:
                 break;
             case OpKind::kRmsNorm: {
                 const WeightView& w = *op.weight("weight");
-                kernels::rms_norm_cpu(ptr(in), w.data, ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps);
+                kernels::rms_norm_cpu(ptr(in), w.data, ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps, p.quant());
                 break;
             }
             case OpKind::kLayerNorm:
                 kernels::layer_norm_cpu(ptr(in), op.weight("weight")->data, op.weight("bias")->data, ptr(out), in.dtype,
-                                        rows, in.cols, op.eps);
+                                        rows, in.cols, op.eps, p.quant());
                 break;
             case OpKind::kAddRmsNorm:
                 kernels::add_rms_norm_cpu(ptr(in), ptr(op.inputs[1]), op.weight("weight")->data, ptr(out),
-                                          ptr(op.outputs[1]), in.dtype, rows, in.cols, op.eps);
+                                          ptr(op.outputs[1]), in.dtype, rows, in.cols, op.eps, p.quant());
                 break;
             case OpKind::kAddLayerNorm:
                 kernels::add_layer_norm_cpu(ptr(in), ptr(op.inputs[1]), op.weight("weight")->data,
                                             op.weight("bias")->data, ptr(out), ptr(op.outputs[1]), in.dtype, rows,
-                                            in.cols, op.eps);
+                                            in.cols, op.eps, p.quant());
                 break;
             case OpKind::kAdd:
                 kernels::add_cpu(ptr(in), ptr(op.inputs[1]), ptr(out), in.dtype, rows * in.cols);
                 break;
             case OpKind::kSiluMul:
-                kernels::silu_mul_cpu(ptr(in), ptr(out), in.dtype, rows, out.cols);
+                kernels::silu_mul_cpu(ptr(in), ptr(out), in.dtype, rows, out.cols, p.quant());
                 break;
             case OpKind::kGeluTanh:
-                kernels::gelu_tanh_cpu(ptr(in), ptr(out), in.dtype, rows * in.cols);
+                kernels::gelu_tanh_cpu(ptr(in), ptr(out), in.dtype, rows * in.cols, p.quant(), in.cols);
                 break;
             case OpKind::kAttention: {
                 kernels::AttentionParams params;
@@ -157,6 +218,7 @@ private:
                     params.k_norm = op.weight("k_norm")->data;
                     params.qk_norm_eps = op.qk_norm_eps;
                 }
+                if (const WeightView* kv = op.weight("kv_scale")) params.kv_scale = static_cast<const float*>(kv->data);
                 void* kv_layer = kv_pool_.get() + kv_layer_bytes_ * op.layer_idx;
                 kernels::attention_cpu(ptr(in), ptr(out), in.dtype, kv_layer, batch, params);
                 break;
@@ -189,6 +251,14 @@ private:
                 }
                 break;
             }
+            case OpKind::kQuantize:
+                kernels::quantize_cpu(ptr(in), in.dtype, ptr(out), *p.quant(), rows, in.cols);
+                break;
+            case OpKind::kFp8Linear:
+            case OpKind::kInt8Linear:
+            case OpKind::kWeightOnlyLinear:
+                kernels::quant_gemm_cpu(ptr(in), in.dtype, p.quant_gemm, ptr(out), out.dtype, rows);
+                break;
             case OpKind::kGatherRows:
                 kernels::gather_rows_cpu(ptr(in), step.output_rows.data(), ptr(out), num_rows,
                                          in.cols * static_cast<int64_t>(dtype_size(in.dtype)));

@@ -61,7 +61,7 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
     if (config_.max_num_tokens == 0) config_.max_num_tokens = info.max_num_tokens;
 
     const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
-                                                        info.dtype) * info.num_layers;
+                                                        info.kv_cache_dtype) * info.num_layers;
     int64_t budget = config_.kv_cache_bytes;
     if (budget == 0) {
         if (!(config_.free_memory_fraction > 0.0 && config_.free_memory_fraction <= 1.0)) {

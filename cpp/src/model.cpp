@@ -25,9 +25,11 @@ OpKind op_kind(const std::string& name) {
         {"add_layer_norm", OpKind::kAddLayerNorm}, {"add", OpKind::kAdd}, {"silu_mul", OpKind::kSiluMul},
         {"gelu_tanh", OpKind::kGeluTanh}, {"attention", OpKind::kAttention}, {"all_reduce", OpKind::kAllReduce},
         {"all_gather", OpKind::kAllGather}, {"gather_rows", OpKind::kGatherRows},
+        {"quantize", OpKind::kQuantize}, {"fp8_linear", OpKind::kFp8Linear}, {"int8_linear", OpKind::kInt8Linear},
+        {"weight_only_linear", OpKind::kWeightOnlyLinear},
     };
     auto it = kinds.find(name);
-    if (it == kinds.end()) throw EngineFormatError("op '" + name + "' is not in op set v1");
+    if (it == kinds.end()) throw EngineFormatError("op '" + name + "' is not in op set v" + std::to_string(kOpsetVersion));
     return it->second;
 }
 
@@ -53,9 +55,10 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
     }
     try {
         const int64_t opset = meta.at("opset_version").as_int();
-        if (opset != kOpsetVersion) {
-            throw EngineFormatError(path + ": engine uses op set v" + std::to_string(opset) +
-                                    ", this runtime runs v" + std::to_string(kOpsetVersion) + "; rebuild the engine");
+        if (opset < kOldestOpsetVersion || opset > kOpsetVersion) {
+            throw EngineFormatError(path + ": engine uses op set v" + std::to_string(opset) + ", this runtime runs v" +
+                                    std::to_string(kOldestOpsetVersion) + " to v" + std::to_string(kOpsetVersion) +
+                                    "; rebuild the engine");
         }
         ModelInfo& info = model->info_;
         info.target = meta.at("target").as_string();
@@ -73,6 +76,16 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
         info.hidden_size = static_cast<int>(mc.at("hidden_size").as_int());
         info.num_layers = static_cast<int>(mc.at("num_hidden_layers").as_int());
         info.head_dim = static_cast<int>(mc.at("head_dim").as_int());
+        info.kv_cache_dtype = info.dtype;
+        if (mc.contains("quantization")) {
+            const Json& kv = mc.at("quantization").get("kv_cache_quant_algo");
+            if (!kv.is_null()) {
+                if (kv.as_string() != "FP8") {
+                    throw EngineFormatError(path + ": kv_cache_quant_algo '" + kv.as_string() + "' is not supported (FP8)");
+                }
+                info.kv_cache_dtype = DType::kFloat8E4M3;
+            }
+        }
         info.max_position_embeddings = static_cast<int>(mc.at("max_position_embeddings").as_int());
         info.tp_size = static_cast<int>(mc.at("mapping").at("tp_size").as_int());
         info.num_kv_heads = static_cast<int>(mc.at("num_key_value_heads").as_int()) / info.tp_size;
@@ -167,6 +180,19 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
                 }
             }
             if (op.kind == OpKind::kAllGather) op.tp_size = static_cast<int>(attrs.at("tp_size").as_int());
+            if (op.kind == OpKind::kWeightOnlyLinear) {
+                op.weight_bits = static_cast<int>(attrs.at("weight_bits").as_int());
+                op.group_size = attrs.at("group_size").as_int();
+                const std::string& layout = attrs.at("weight_layout").as_string();
+                if (layout != "row_major" && expected_target == "cpu") {
+                    throw EngineFormatError(path + ": weight_only_linear weight_layout '" + layout +
+                                            "' is not runnable on the CPU backend (needs row_major)");
+                }
+            }
+            if (op.kind == OpKind::kAttention && (op.weight("kv_scale") != nullptr) !=
+                                                     (info.kv_cache_dtype == DType::kFloat8E4M3)) {
+                throw EngineFormatError(path + ": attention op kv_scale disagrees with kv_cache_quant_algo");
+            }
             model->ops_.push_back(std::move(op));
         }
     } catch (const JsonError& e) {

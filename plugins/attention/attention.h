@@ -30,6 +30,10 @@ struct AttentionParams {
     const void* q_norm = nullptr;         // [head_dim] in the activation dtype; nullptr: no q/k norm
     const void* k_norm = nullptr;
     float qk_norm_eps = 1e-6f;
+    // FP8 KV cache (op set v2): when kv_scale is set, the cache holds float8_e4m3fn values
+    // k_q = fp8(k * (1 / kv_scale)) and reads them back as float(k_q) * kv_scale; else the cache
+    // is in the activation dtype.
+    const float* kv_scale = nullptr;
 };
 
 // The iteration's packed batch as attention sees it. Request r owns rows
@@ -44,7 +48,8 @@ struct PagedBatch {
     int tokens_per_block = 0;
 };
 
-// Bytes of one KV block of one layer: [2 (k, v)][num_kv_heads][tokens_per_block][head_dim].
+// Bytes of one KV block of one layer: [2 (k, v)][num_kv_heads][tokens_per_block][head_dim];
+// `dtype` is the cache's element type (the activation dtype, or float8_e4m3fn).
 inline int64_t kv_block_bytes(int num_kv_heads, int tokens_per_block, int head_dim, DType dtype) {
     return int64_t{2} * num_kv_heads * tokens_per_block * head_dim * static_cast<int64_t>(dtype_size(dtype));
 }

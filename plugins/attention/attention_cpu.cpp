@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "quantization/quantize.h"
 
 namespace trtllm::kernels {
 
@@ -85,7 +86,9 @@ constexpr int64_t kKeyTile = 256;
 // Everything a task needs, resolved once per call.
 struct Ctx {
     DType dtype;
-    size_t esz;
+    size_t esz;                  // bytes of a cache element
+    const float* kv_scale;       // FP8 cache: its dequantization scale; nullptr: activation-dtype cache
+    OutputQuant kv_quant;        // FP8 cache: how rows are written
     int64_t h, h_kv, d, group, stride, num_items;
     float scale;
     const PagedBatch* batch;
@@ -105,9 +108,26 @@ struct Ctx {
     // The cached row as float32: in place for a float32 cache, else converted into `buf`.
     const float* kv_row_float(int64_t r, int64_t pos, int which, int64_t kh, float* buf) const {
         const char* row = kv_row(r, pos, which, kh);
-        if (dtype == DType::kFloat32) return reinterpret_cast<const float*>(row);
-        cpu::load_row(row, dtype, d, buf);
+        if (dtype == DType::kFloat32 && kv_scale == nullptr) return reinterpret_cast<const float*>(row);
+        load_kv(row, buf);
         return buf;
+    }
+
+    void load_kv(const char* row, float* dst) const {
+        if (kv_scale == nullptr) {
+            cpu::load_row(row, dtype, d, dst);
+            return;
+        }
+        load_quantized_row(row, DType::kFloat8E4M3, d, dst);
+        for (int64_t x = 0; x < d; ++x) dst[x] *= *kv_scale;
+    }
+
+    void store_kv(const float* src, char* row) const {
+        if (kv_scale == nullptr) {
+            cpu::store_row(src, dtype, d, row);
+        } else {
+            quantize_row(src, d, 0, kv_quant, row);
+        }
     }
 
     // Start loading the k or v rows of kv head kh in the block after the one holding `pos`:
@@ -233,8 +253,8 @@ TRTLLM_CPU_MULTIVERSION void attend_tiled(const Ctx& c, const Task& task) {
     for (int64_t p0 = 0; p0 < kmax; p0 += kKeyTile) {
         const int64_t nk = std::min(kKeyTile, kmax - p0);
         for (int64_t j = 0; j < nk; ++j) {
-            cpu::load_row(c.kv_row(task.r, p0 + j, 0, task.kh), c.dtype, d, kt + j * d);
-            cpu::load_row(c.kv_row(task.r, p0 + j, 1, task.kh), c.dtype, d, vt + j * d);
+            c.load_kv(c.kv_row(task.r, p0 + j, 0, task.kh), kt + j * d);
+            c.load_kv(c.kv_row(task.r, p0 + j, 1, task.kh), vt + j * d);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
                     static_cast<int>(d), c.scale, q, static_cast<int>(d), kt, static_cast<int>(d), 0.0f, s,
@@ -326,7 +346,9 @@ void attention_cpu(const void* qkv, void* out, DType dtype, void* kv_layer, cons
 
     Ctx c{};
     c.dtype = dtype;
-    c.esz = dtype_size(dtype);
+    c.kv_scale = params.kv_scale;
+    c.esz = params.kv_scale != nullptr ? 1 : dtype_size(dtype);
+    if (params.kv_scale != nullptr) c.kv_quant = make_output_quant(DType::kFloat8E4M3, params.kv_scale, 1);
     c.h = h;
     c.h_kv = h_kv;
     c.d = d;
@@ -388,8 +410,8 @@ void attention_cpu(const void* qkv, void* out, DType dtype, void* kv_layer, cons
                 std::memcpy(dst, row + j * d, static_cast<size_t>(d) * sizeof(float));
             }
             for (int64_t kh = 0; kh < h_kv; ++kh) {
-                cpu::store_row(row + (h + kh) * d, dtype, d, c.kv_row(r, pos, 0, kh));
-                cpu::store_row(row + (h + h_kv + kh) * d, dtype, d, c.kv_row(r, pos, 1, kh));
+                c.store_kv(row + (h + kh) * d, c.kv_row(r, pos, 0, kh));
+                c.store_kv(row + (h + h_kv + kh) * d, c.kv_row(r, pos, 1, kh));
             }
         }
     }

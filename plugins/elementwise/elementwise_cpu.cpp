@@ -41,7 +41,7 @@ void add_cpu(const void* a, const void* b, void* y, DType dtype, int64_t n) {
     }
 }
 
-void silu_mul_cpu(const void* x, void* y, DType dtype, int64_t rows, int64_t inter) {
+void silu_mul_cpu(const void* x, void* y, DType dtype, int64_t rows, int64_t inter, const OutputQuant* quant) {
     cpu::check_float_dtype(dtype);
     check_count(rows, "silu_mul");
     check_count(inter, "silu_mul");
@@ -54,13 +54,29 @@ void silu_mul_cpu(const void* x, void* y, DType dtype, int64_t rows, int64_t int
         cpu::load_row(cpu::elem_ptr(x, dtype, r * 2 * inter + begin), dtype, len, gate);
         cpu::load_row(cpu::elem_ptr(x, dtype, r * 2 * inter + inter + begin), dtype, len, up);
         for (int64_t i = 0; i < len; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-        cpu::store_row(gate, dtype, len, cpu::elem_ptr(y, dtype, r * inter + begin));
+        if (quant != nullptr) {
+            quantize_row(gate, len, begin, *quant, static_cast<char*>(y) + r * inter + begin);
+        } else {
+            cpu::store_row(gate, dtype, len, cpu::elem_ptr(y, dtype, r * inter + begin));
+        }
     }
 }
 
-void gelu_tanh_cpu(const void* x, void* y, DType dtype, int64_t n) {
+void gelu_tanh_cpu(const void* x, void* y, DType dtype, int64_t n, const OutputQuant* quant, int64_t cols) {
     cpu::check_float_dtype(dtype);
     check_count(n, "gelu_tanh");
+    if (quant != nullptr && quant->per_channel()) {
+        // Blocks must not straddle rows for per-channel scales: go row by row.
+        if (cols <= 0 || n % cols != 0) throw std::invalid_argument("gelu_tanh: per-channel quantization needs cols");
+#pragma omp parallel for schedule(static) if (n > cpu::kParallelMinElements)
+        for (int64_t r = 0; r < n / cols; ++r) {
+            std::vector<float> v(static_cast<size_t>(cols));
+            cpu::load_row(cpu::elem_ptr(x, dtype, r * cols), dtype, cols, v.data());
+            for (auto& e : v) e = gelu_tanh(e);
+            quantize_row(v.data(), cols, 0, *quant, static_cast<char*>(y) + r * cols);
+        }
+        return;
+    }
     const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > cpu::kParallelMinElements)
     for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -68,7 +84,11 @@ void gelu_tanh_cpu(const void* x, void* y, DType dtype, int64_t n) {
         float v[kBlock];
         cpu::load_row(cpu::elem_ptr(x, dtype, begin), dtype, len, v);
         for (int64_t i = 0; i < len; ++i) v[i] = gelu_tanh(v[i]);
-        cpu::store_row(v, dtype, len, cpu::elem_ptr(y, dtype, begin));
+        if (quant != nullptr) {
+            quantize_row(v, len, 0, *quant, static_cast<char*>(y) + begin);
+        } else {
+            cpu::store_row(v, dtype, len, cpu::elem_ptr(y, dtype, begin));
+        }
     }
 }
 

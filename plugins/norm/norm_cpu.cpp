@@ -43,7 +43,7 @@ void add_rows_rounded(const void* a, const void* b, void* sum, DType dt, int64_t
 }  // namespace
 
 void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim, int64_t chunk,
-                  float eps) {
+                  float eps, const OutputQuant* quant) {
     cpu::check_float_dtype(dtype);
     check_shape(rows, dim);
     if (chunk <= 0 || dim % chunk != 0) {
@@ -60,13 +60,13 @@ void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64
         for (int64_t r = 0; r < rows; ++r) {
             cpu::load_row(cpu::elem_ptr(x, dtype, r * dim), dtype, dim, row);
             for (int64_t c = 0; c < dim; c += chunk) cpu::rms_norm_inplace(row + c, w.data(), chunk, eps);
-            cpu::store_row(row, dtype, dim, cpu::elem_ptr(y, dtype, r * dim));
+            store_output_row(row, dtype, quant, y, r, dim);
         }
     }
 }
 
 void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
-                      int64_t rows, int64_t dim, float eps) {
+                      int64_t rows, int64_t dim, float eps, const OutputQuant* quant) {
     cpu::check_float_dtype(dtype);
     check_shape(rows, dim);
     std::vector<float> w(static_cast<size_t>(dim));
@@ -82,13 +82,13 @@ void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* no
             add_rows_rounded(cpu::elem_ptr(a, dtype, off), cpu::elem_ptr(b, dtype, off),
                              cpu::elem_ptr(sum, dtype, off), dtype, dim, acc, tmp);
             cpu::rms_norm_inplace(acc, w.data(), dim, eps);
-            cpu::store_row(acc, dtype, dim, cpu::elem_ptr(normed, dtype, off));
+            store_output_row(acc, dtype, quant, normed, r, dim);
         }
     }
 }
 
 void layer_norm_cpu(const void* x, const void* weight, const void* bias, void* y, DType dtype, int64_t rows,
-                    int64_t dim, float eps) {
+                    int64_t dim, float eps, const OutputQuant* quant) {
     cpu::check_float_dtype(dtype);
     check_shape(rows, dim);
     std::vector<float> w(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
@@ -102,13 +102,13 @@ void layer_norm_cpu(const void* x, const void* weight, const void* bias, void* y
         for (int64_t r = 0; r < rows; ++r) {
             cpu::load_row(cpu::elem_ptr(x, dtype, r * dim), dtype, dim, row);
             layer_norm_inplace(row, w.data(), b.data(), dim, eps);
-            cpu::store_row(row, dtype, dim, cpu::elem_ptr(y, dtype, r * dim));
+            store_output_row(row, dtype, quant, y, r, dim);
         }
     }
 }
 
 void add_layer_norm_cpu(const void* a, const void* b, const void* weight, const void* bias, void* normed, void* sum,
-                        DType dtype, int64_t rows, int64_t dim, float eps) {
+                        DType dtype, int64_t rows, int64_t dim, float eps, const OutputQuant* quant) {
     cpu::check_float_dtype(dtype);
     check_shape(rows, dim);
     std::vector<float> w(static_cast<size_t>(dim)), bs(static_cast<size_t>(dim));
@@ -125,7 +125,7 @@ void add_layer_norm_cpu(const void* a, const void* b, const void* weight, const 
             add_rows_rounded(cpu::elem_ptr(a, dtype, off), cpu::elem_ptr(b, dtype, off),
                              cpu::elem_ptr(sum, dtype, off), dtype, dim, acc, tmp);
             layer_norm_inplace(acc, w.data(), bs.data(), dim, eps);
-            cpu::store_row(acc, dtype, dim, cpu::elem_ptr(normed, dtype, off));
+            store_output_row(acc, dtype, quant, normed, r, dim);
         }
     }
 }

@@ -66,6 +66,7 @@ def inspect_engine_dir(engine_dir: Path, verbose: bool = False) -> str:
                   f"/ {plan['max_output_rows']} logits rows (one buffer per tensor would take "
                   f"{plan['unplanned_bytes'] / 2**20:.2f} MiB)",
                   f"  weights: {len(engine.weights)} tensors, {weight_bytes / 2**20:.2f} MiB",
+                  "  quantization: " + _quantization_summary(engine),
                   f"  tactics: {json.dumps(engine.tactics) if engine.tactics else 'none'}"]
         if verbose:
             for i, op in enumerate(engine.ops):
@@ -73,6 +74,26 @@ def inspect_engine_dir(engine_dir: Path, verbose: bool = False) -> str:
                 lines.append(f"  {i:4d} {op['op']:<15} {','.join(op['inputs'])} -> {','.join(op['outputs'])}"
                              f"  {weights}")
     return "\n".join(lines)
+
+
+QUANTIZED_OPS = ("fp8_linear", "int8_linear", "weight_only_linear", "quantize")
+
+
+def _quantization_summary(engine) -> str:
+    """Which ops are quantized: the quantized GEMMs, the ops writing quantized outputs, the KV cache."""
+    qc = engine.model_config.get("quantization") or {}
+    if not (qc.get("quant_algo") or qc.get("kv_cache_quant_algo")):
+        return "none"
+    gemms = {op["op"] for op in engine.ops if op["op"] in QUANTIZED_OPS[:3]}
+    fused = sum(1 for op in engine.ops if "out_scale" in op["weights"] and op["op"] != "quantize")
+    standalone = sum(1 for op in engine.ops if op["op"] == "quantize")
+    float_linears = [op["weights"]["weight"] for op in engine.ops if op["op"] == "linear"]
+    parts = [f"{qc.get('quant_algo') or 'no linears'}" + (f" group {qc['group_size']}" if qc.get("group_size") else ""),
+             ", ".join(f"{op} x{sum(1 for o in engine.ops if o['op'] == op)}" for op in sorted(gemms)) or "no quantized GEMMs",
+             f"{fused} activation quantizations fused into norms/activations, {standalone} standalone",
+             f"unquantized linears: {', '.join(float_linears) or 'none'}",
+             f"KV cache: {qc.get('kv_cache_quant_algo') or 'activation dtype'}"]
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from ..config import DTYPES, ConfigError
 from ..convert import ConvertError, convert
 from ..default_model import DefaultModelError
+from ..quantization.options import QuantOptions
+from ..quantization.schemes import CLI_SCHEMES
 
 PROG = "trtllm-convert"
 
@@ -45,6 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tp-size", type=_positive_int, default=1,
                         help="tensor-parallel ranks; must divide the attention heads, the KV heads "
                              "and the MLP size (default 1)")
+    q = parser.add_argument_group(
+        "quantization", "lm_head and the embeddings stay unquantized. Calibration (fp8, int8_sq, int4_awq, "
+        "--kv-cache fp8) runs the model in torch: pip install 'trtllm[quant]'. A checkpoint already quantized "
+        "by NVIDIA ModelOpt (hf_quant_config.json, or its TensorRT-LLM export) is read as is, without these flags.")
+    q.add_argument("--quant", choices=tuple(CLI_SCHEMES),
+                   help="fp8: FP8 E4M3 weights and activations, per-tensor scales; int8_sq: INT8 SmoothQuant "
+                        "(per-channel weights, per-tensor activations); int8_wo / int4_wo: weight-only, per "
+                        "channel; int4_awq: weight-only INT4 with AWQ scales, per group")
+    q.add_argument("--kv-cache", choices=("fp8",), help="FP8 E4M3 KV cache with a per-layer scale")
+    q.add_argument("--calib-data", type=Path,
+                   help="calibration text: .jsonl with a \"text\" per line, or a plain text file "
+                        "(default: the standard library's pydoc topics, built in)")
+    q.add_argument("--calib-size", type=_positive_int, default=16, help="calibration sequences (default 16)")
+    q.add_argument("--calib-seq-len", type=_positive_int, default=256, help="tokens per sequence (default 256)")
+    q.add_argument("--group-size", type=_positive_int,
+                   help="int4_awq: inputs per weight scale (default 128; 64 or 32 when 128 does not divide "
+                        "the layers' inputs, with a warning)")
+    q.add_argument("--smoothquant-alpha", type=float, default=0.5,
+                   help="int8_sq: migration strength alpha in [0, 1] (default 0.5)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="DEBUG lists every tensor (default INFO)")
     return parser
@@ -55,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format=f"[{PROG}] %(levelname)s %(message)s")
     logging.getLogger("trtllm_build").setLevel(args.log_level)
     try:
-        convert(args.model_dir, args.output_dir, args.dtype, args.tp_size)
+        quant = QuantOptions(scheme=args.quant, kv_cache=args.kv_cache, calib_data=args.calib_data,
+                             calib_size=args.calib_size, calib_seq_len=args.calib_seq_len,
+                             group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha)
+        quant.validate()
+        convert(args.model_dir, args.output_dir, args.dtype, args.tp_size, quant)
     except (ConvertError, ConfigError, DefaultModelError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -24,16 +24,24 @@ def embedding(ids: Tensor, weight: Parameter, *, hint: str | None = None) -> Ten
 
 
 def linear(x: Tensor, weight: Parameter, bias: Parameter | None = None, *, parallel: str | None = None,
-           gather_output: bool = False, out_dtype: str | None = None, hint: str | None = None) -> Tensor:
-    """y = x @ weight.T + bias. `parallel` ("column" | "row") tells the TP pass where to reduce."""
-    _check_last(x, weight.shape[1], f"linear {weight.name}")
-    attrs: dict[str, Any] = {}
+           gather_output: bool = False, out_dtype: str | None = None, hint: str | None = None,
+           quant: dict[str, Any] | None = None, quant_weights: dict[str, Parameter] | None = None) -> Tensor:
+    """y = x @ weight.T + bias. `parallel` ("column" | "row") tells the TP pass where to reduce.
+
+    A quantized linear (`quant` attrs: quant_algo, in_features, group_size) carries its scales as
+    extra weights (`quant_weights`: weight_scale, input_scale, pre_quant_scale); it is traced as a
+    `linear` and rewritten into its quantized engine op by the passes (passes/quantization.py).
+    """
+    in_features = quant["in_features"] if quant else weight.shape[1]
+    _check_last(x, in_features, f"linear {weight.name}")
+    attrs: dict[str, Any] = dict(quant or {})
     if parallel:
         attrs["parallel"] = parallel
     if gather_output:
         attrs["gather_output"] = True
     out = _like(x, weight.shape[0], out_dtype)
-    return x.tracer.op("linear", [x], [out], attrs=attrs, weights={"weight": weight, "bias": bias}, hint=hint)[0]
+    weights = {"weight": weight, "bias": bias, **(quant_weights or {})}
+    return x.tracer.op("linear", [x], [out], attrs=attrs, weights=weights, hint=hint)[0]
 
 
 def rms_norm(x: Tensor, weight: Parameter, eps: float, *, hint: str | None = None) -> Tensor:
@@ -77,7 +85,7 @@ def rope(x: Tensor, *, head_dim: int, rope: dict[str, Any], hint: str | None = N
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, *, layer_idx: int, num_heads: int, num_kv_heads: int,
-              head_dim: int, hint: str | None = None) -> Tensor:
+              head_dim: int, kv_scale: Parameter | None = None, hint: str | None = None) -> Tensor:
     """Causal attention of each request's tokens over its cached and new keys (paged KV cache, GQA).
 
     Traced with separate q, k, v; the passes fold rope / q-k norm into it and pack q, k, v.
@@ -87,7 +95,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, layer_idx: int, num_heads: int
     _check_last(v, num_kv_heads * head_dim, "attention v")
     attrs = {"layer_idx": layer_idx, "num_heads": num_heads, "num_kv_heads": num_kv_heads,
              "head_dim": head_dim, "rope": None}
-    return q.tracer.op("attention", [q, k, v], [_like(q)], attrs=attrs, hint=hint)[0]
+    return q.tracer.op("attention", [q, k, v], [_like(q)], attrs=attrs, weights={"kv_scale": kv_scale}, hint=hint)[0]
 
 
 def gather_rows(x: Tensor, *, hint: str | None = None) -> Tensor:

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 from .ir import Graph
 
-OPSET_VERSION = 1
+OPSET_VERSION = 2   # v2: quantization (quantize, fp8_linear, int8_linear, weight_only_linear,
+                    # quantized outputs of norms and activations, FP8 KV cache); v1 is a subset
+QUANTIZED_DTYPES = ("float8_e4m3fn", "int8")
 
-
-# op -> (number of inputs, number of outputs, weight roles it may carry)
+# op -> (number of inputs, number of outputs, weight roles it may carry). `out_scale` is present
+# exactly when the op's first output is of a QUANTIZED_DTYPES dtype.
 ENGINE_OPS: dict[str, tuple[int, int, frozenset[str]]] = {
     "embedding": (1, 1, frozenset({"weight"})),
     "linear": (1, 1, frozenset({"weight", "bias"})),
-    "rms_norm": (1, 1, frozenset({"weight"})),
-    "layer_norm": (1, 1, frozenset({"weight", "bias"})),
-    "add_rms_norm": (2, 2, frozenset({"weight"})),
-    "add_layer_norm": (2, 2, frozenset({"weight", "bias"})),
+    "rms_norm": (1, 1, frozenset({"weight", "out_scale"})),
+    "layer_norm": (1, 1, frozenset({"weight", "bias", "out_scale"})),
+    "add_rms_norm": (2, 2, frozenset({"weight", "out_scale"})),
+    "add_layer_norm": (2, 2, frozenset({"weight", "bias", "out_scale"})),
     "add": (2, 1, frozenset()),
-    "silu_mul": (1, 1, frozenset()),
-    "gelu_tanh": (1, 1, frozenset()),
-    "attention": (1, 1, frozenset({"q_norm", "k_norm"})),
+    "silu_mul": (1, 1, frozenset({"out_scale"})),
+    "gelu_tanh": (1, 1, frozenset({"out_scale"})),
+    "quantize": (1, 1, frozenset({"out_scale"})),
+    "fp8_linear": (1, 1, frozenset({"weight", "weight_scale", "input_scale", "bias"})),
+    "int8_linear": (1, 1, frozenset({"weight", "weight_scale", "input_scale", "bias"})),
+    "weight_only_linear": (1, 1, frozenset({"weight", "weight_scale", "pre_quant_scale", "bias"})),
+    "attention": (1, 1, frozenset({"q_norm", "k_norm", "kv_scale"})),
     "all_reduce": (1, 1, frozenset({"bias"})),
     "all_gather": (1, 1, frozenset()),
     "gather_rows": (1, 1, frozenset()),
@@ -58,6 +64,12 @@ def verify_engine_graph(graph: Graph) -> None:
         for name in node.weights.values():
             if name not in graph.weights:
                 raise GraphError(f"{where}: weight {name!r} is missing")
+        quantized_out = graph.values[node.outputs[0]].dtype in QUANTIZED_DTYPES
+        if quantized_out != ("out_scale" in node.weights) and node.op not in ("fp8_linear", "int8_linear"):
+            raise GraphError(f"{where}: a quantized output needs an out_scale weight and only one has it")
+        want_in = {"fp8_linear": "float8_e4m3fn", "int8_linear": "int8"}.get(node.op)
+        if want_in and graph.values[node.inputs[0]].dtype != want_in:
+            raise GraphError(f"{where}: input must be {want_in}, got {graph.values[node.inputs[0]].dtype}")
         defined.update(node.outputs)
     for name in graph.outputs:
         if name not in defined:

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..dsl import functional as F
-from ..dsl.layers import MLP, Attention, ColumnLinear, Embedding, GatedMLP, LayerNorm, RmsNorm
+from ..dsl.layers import MLP, Attention, ColumnLinear, Embedding, GatedMLP, LayerNorm, LinearQuant, RmsNorm
+from ..quantization.schemes import scheme_of
 from ..dsl.module import Module
 from ..dsl.tensor import Tensor, Tracer
 from ..graph.ir import NUM_TOKENS, Graph
@@ -22,19 +23,27 @@ def _norm(config: ModelConfig) -> Module:
     return cls(config.hidden_size, config.norm_eps, config.dtype)
 
 
+def _linear_quant(config: ModelConfig) -> LinearQuant | None:
+    qc = config.quantization
+    return LinearQuant(scheme_of(qc.quant_algo), qc.group_size) if qc.quant_algo else None
+
+
 class DecoderLayer(Module):
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
         tp = config.tp_size
+        quant = _linear_quant(config)
         rope = dataclasses.asdict(config.rope) if config.position_embedding == "rope" else None
         self.attn_norm = _norm(config)
         self.attn = Attention(layer_idx=layer_idx, hidden_size=config.hidden_size,
                               num_heads=config.num_attention_heads // tp,
                               num_kv_heads=config.num_key_value_heads // tp, head_dim=config.head_dim,
                               dtype=config.dtype, qkv_bias=config.qkv_bias, out_bias=config.attn_out_bias,
-                              qk_norm_eps=config.norm_eps if config.qk_norm else None, rope=rope)
+                              qk_norm_eps=config.norm_eps if config.qk_norm else None, rope=rope, quant=quant,
+                              fp8_kv_cache=config.quantization.kv_cache_quant_algo == "FP8")
         self.mlp_norm = _norm(config)
         mlp = GatedMLP if config.gated_mlp else MLP
-        self.mlp = mlp(config.hidden_size, config.intermediate_size // tp, config.dtype, bias=config.mlp_bias)
+        self.mlp = mlp(config.hidden_size, config.intermediate_size // tp, config.dtype, bias=config.mlp_bias,
+                       quant=quant)
 
     def __call__(self, hidden: Tensor) -> Tensor:
         hidden = F.add(hidden, self.attn(self.attn_norm(hidden)))
@@ -50,6 +59,7 @@ class CausalLM(Module):
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.final_norm = _norm(config)
         # Logits in float32: sampling and log-probs need the precision; the vocab is gathered across ranks.
+        # Never quantized: its error lands on every logit directly.
         self.lm_head = ColumnLinear(config.hidden_size, config.vocab_size_padded // config.tp_size, config.dtype,
                                     gather_output=True, out_dtype="float32")
 

@@ -49,18 +49,40 @@ def fold_attention_inputs(graph: Graph) -> Graph:
     return g
 
 
+# Quantized linears (traced as `linear`): scales per output row stack like the weight rows; the
+# per-tensor and per-input ones (input_scale, FP8's weight_scale, pre_quant_scale) must be equal
+# in every fused linear, and the fused GEMM keeps one copy.
+_ROW_STACKED = ("weight", "bias")
+
+
+def _stacks_by_row(g: Graph, node: Node, role: str) -> bool:
+    if role in _ROW_STACKED:
+        return True
+    rows = g.weights[node.weights["weight"]].shape[0]
+    return role == "weight_scale" and g.weights[node.weights[role]].shape[0] == rows and rows > 1
+
+
 def _fuse_linears(g: Graph, linears: list[Node], weight_name: str) -> Node:
-    """One linear whose weight (and bias) rows are the given linears' stacked in order."""
-    fused_w = np.concatenate([g.weights[n.weights["weight"]] for n in linears], axis=0)
-    weights = {"weight": fresh_name(g.weights, weight_name + ".weight")}
-    g.weights[weights["weight"]] = fused_w
-    if "bias" in linears[0].weights:
-        weights["bias"] = fresh_name(g.weights, weight_name + ".bias")
-        g.weights[weights["bias"]] = np.concatenate([g.weights[n.weights["bias"]] for n in linears])
+    """One linear whose weight (and bias, per-row scale) rows are the given linears' stacked in order."""
+    weights = {}
+    for role in linears[0].weights:
+        name = fresh_name(g.weights, f"{weight_name}.{role}")
+        if _stacks_by_row(g, linears[0], role):
+            g.weights[name] = np.concatenate([g.weights[n.weights[role]] for n in linears], axis=0)
+        else:
+            g.weights[name] = g.weights[linears[0].weights[role]]
+        weights[role] = name
+    fused_w = g.weights[weights["weight"]]
     x = linears[0].inputs[0]
     out = fresh_name(g.values, weight_name)
     g.values[out] = TensorType((*g.values[x].shape[:-1], fused_w.shape[0]), g.values[linears[0].outputs[0]].dtype)
     return Node("linear", [x], [out], dict(linears[0].attrs), weights)
+
+
+def _shared_scales_equal(g: Graph, nodes: list[Node]) -> bool:
+    first = nodes[0]
+    return all(np.array_equal(g.weights[n.weights[role]], g.weights[first.weights[role]])
+               for role in first.weights if not _stacks_by_row(g, first, role) for n in nodes)
 
 
 def _compatible_linears(g: Graph, nodes: list[Node | None], user: Node) -> bool:
@@ -70,7 +92,7 @@ def _compatible_linears(g: Graph, nodes: list[Node | None], user: Node) -> bool:
     return all(n.inputs == first.inputs and n.attrs == first.attrs
                and set(n.weights) == set(first.weights)
                and g.values[n.outputs[0]].dtype == g.values[first.outputs[0]].dtype
-               and _sole_user(g, n.outputs[0], user) for n in nodes)
+               and _sole_user(g, n.outputs[0], user) for n in nodes) and _shared_scales_equal(g, nodes)
 
 
 def _prefix(weight_name: str) -> str:
@@ -123,7 +145,7 @@ def fuse_gate_up(graph: Graph) -> Graph:
         if gate is None or not _sole_user(g, gate.outputs[0], act) or not _compatible_linears(g, [up], node):
             continue
         if not (gate.op == "linear" and gate.inputs == up.inputs and gate.attrs == up.attrs
-                and set(gate.weights) == set(up.weights)):
+                and set(gate.weights) == set(up.weights) and _shared_scales_equal(g, [gate, up])):
             continue
         gate_up = _fuse_linears(g, [gate, up], _prefix(gate.weights["weight"]) + ".gate_up")
         g.nodes[g.nodes.index(gate)] = gate_up

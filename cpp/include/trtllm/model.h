@@ -1,5 +1,6 @@
 // An engine file turned into a program the backends run: the op list with its arena slots,
-// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v1).
+// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v2; v1
+// engines, a subset, load too).
 #pragma once
 
 #include <cstdint>
@@ -15,11 +16,13 @@
 
 namespace trtllm {
 
-inline constexpr int kOpsetVersion = 1;
+inline constexpr int kOpsetVersion = 2;
+inline constexpr int kOldestOpsetVersion = 1;  // v2 only added ops and optional quantization roles
 
 enum class OpKind {
     kEmbedding, kLinear, kRmsNorm, kLayerNorm, kAddRmsNorm, kAddLayerNorm, kAdd, kSiluMul, kGeluTanh,
     kAttention, kAllReduce, kAllGather, kGatherRows,
+    kQuantize, kFp8Linear, kInt8Linear, kWeightOnlyLinear,   // op set v2
 };
 
 // Leading dim of an activation: bound per iteration.
@@ -52,6 +55,9 @@ struct Op {
     kernels::RopeParams rope;
     float qk_norm_eps = 0.0f;
     int tp_size = 1;                             // all_gather
+    // weight_only_linear
+    int weight_bits = 0;
+    int64_t group_size = 0;
 
     const WeightView* weight(const std::string& role) const;
 };
@@ -62,6 +68,7 @@ struct ModelInfo {
     int vocab_size = 0, vocab_size_padded = 0, hidden_size = 0, num_layers = 0;
     int num_kv_heads = 0;          // on this rank
     int head_dim = 0;
+    DType kv_cache_dtype = DType::kFloat32;   // the activation dtype, or float8_e4m3fn (FP8 KV cache)
     int max_position_embeddings = 0;
     int tp_size = 1, tp_rank = 0;
     // build limits

@@ -1,0 +1,118 @@
+"""Quantization passes on small graphs: what each rewrites, and that the graph still computes the
+same numbers (float64 reference interpreter, running the quantized math, before vs after)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from graph_reference import run_graph
+from test_passes import GPT2, IDS, random_weights, tiny
+from trtllm_build.config import QuantConfig
+from trtllm_build.convert import linear_groups
+from trtllm_build.graph.opset import verify_engine_graph
+from trtllm_build.models import trace
+from trtllm_build.passes import (fold_attention_inputs, fold_pre_quant_scales, fuse_activation_quant, fuse_gate_up,
+                                 fuse_qkv, fuse_residual_norm, insert_tp_collectives, optimize, quantize_linears)
+from trtllm_build.quantization.quantize_weights import InputStats, kv_cache_scale, quantize_group
+from trtllm_build.quantization.schemes import scheme_of
+
+ALGOS = ["FP8", "W8A8_SQ_PER_CHANNEL", "W8A16", "W4A16", "W4A16_AWQ"]
+
+
+def quantized(algo: str | None, kv: bool = False, **family):
+    """A traced tiny model whose linears are quantized with synthetic calibration statistics."""
+    qc = QuantConfig(quant_algo=algo, kv_cache_quant_algo="FP8" if kv else None,
+                     group_size=16 if algo == "W4A16_AWQ" else None)
+    config = tiny(**family)
+    weights = random_weights(config)
+    config = dataclasses.replace(config, quantization=qc)
+    rng = np.random.default_rng(1)
+    if algo:
+        for group in linear_groups(config):
+            k = weights[f"{group[0]}.weight"].shape[1]
+            samples = rng.standard_normal((32, k)).astype(np.float32) * 2
+            stats = InputStats(np.abs(samples).max(0) * 2, np.abs(samples).mean(0), samples)
+            float_ws = [weights.pop(f"{name}.weight") for name in group]
+            weights |= quantize_group(scheme_of(algo), group, float_ws, stats, dtype=np.dtype(np.float32),
+                                      group_size=qc.group_size, smoothquant_alpha=0.5)
+    if kv:
+        weights |= {f"layers.{i}.attn.kv_scale": kv_cache_scale(40.0) for i in range(config.num_hidden_layers)}
+    return trace(config, weights)
+
+
+def fused(graph):
+    for p in (fold_attention_inputs, fuse_qkv, fuse_gate_up, fuse_residual_norm, insert_tp_collectives):
+        graph = p(graph)
+    return graph
+
+
+def logits(graph):
+    return run_graph(graph, IDS)["logits"]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_quantize_linears_lowers_every_quantized_linear_and_leaves_lm_head(algo):
+    graph = quantize_linears(fused(quantized(algo)))
+    counts = graph.op_counts()
+    op = {"FP8": "fp8_linear", "W8A8_SQ_PER_CHANNEL": "int8_linear"}.get(algo, "weight_only_linear")
+    assert counts[op] == 4 * 2 and counts["linear"] == 1  # qkv, o, gate_up, down per layer; lm_head
+    lm_head = next(n for n in graph.nodes if n.op == "linear")
+    assert graph.weights[lm_head.weights["weight"]].dtype == np.float32
+    embed = next(n for n in graph.nodes if n.op == "embedding")
+    assert graph.weights[embed.weights["weight"]].dtype == np.float32
+    assert counts.get("quantize", 0) == (8 if op != "weight_only_linear" else 0)
+
+
+@pytest.mark.parametrize("algo,family", [("W8A8_SQ_PER_CHANNEL", {}), ("W4A16_AWQ", {}),
+                                         ("W8A8_SQ_PER_CHANNEL", GPT2)], ids=["sq", "awq", "sq_layernorm"])
+def test_fold_pre_quant_scales_moves_them_into_the_norm_before_qkv_and_gate_up(algo, family):
+    graph = quantize_linears(fused(quantized(algo, **family)))
+    folded = quantize_linears(fold_pre_quant_scales(fused(quantized(algo, **family))))
+    assert folded.meta["passes"]["fold_pre_quant_scales"] == 2 * 2  # qkv and gate_up|fc of both layers
+    gemm = "int8_linear" if algo.startswith("W8A8") else "weight_only_linear"
+    inputs = {n.weights["weight"].rsplit(".", 1)[0]: n for n in folded.nodes if n.op == gemm}
+    if gemm == "weight_only_linear":  # o and down keep theirs: attention / silu_mul produce their inputs
+        assert "pre_quant_scale" not in inputs["layers.0.attn.qkv"].weights
+        assert "pre_quant_scale" in inputs["layers.0.attn.o"].weights
+    np.testing.assert_allclose(logits(folded), logits(graph), rtol=1e-4, atol=1e-4 * np.abs(logits(graph)).max())
+
+
+@pytest.mark.parametrize("algo", ["FP8", "W8A8_SQ_PER_CHANNEL"])
+def test_fuse_activation_quant_moves_quantization_into_norms_and_silu_mul_not_attention(algo):
+    graph = quantize_linears(fold_pre_quant_scales(fused(quantized(algo))))
+    fused_graph = fuse_activation_quant(graph)
+    counts = fused_graph.op_counts()
+    assert counts["quantize"] == 2  # the o_proj input of each layer (attention writes it)
+    producers = fused_graph.producers()
+    for node in fused_graph.nodes:
+        if node.op in ("fp8_linear", "int8_linear"):
+            producer = producers[node.inputs[0]]
+            assert producer.op in ("quantize", "rms_norm", "add_rms_norm", "silu_mul")
+            assert fused_graph.values[node.inputs[0]].dtype == ("float8_e4m3fn" if algo == "FP8" else "int8")
+            assert "out_scale" in producer.weights
+    verify_engine_graph(fused_graph)
+    np.testing.assert_array_equal(logits(fused_graph), logits(graph))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_full_pipeline_of_a_quantized_model_verifies_and_keeps_the_numbers(algo):
+    graph = quantized(algo, kv=True)
+    engine = optimize(graph, max_num_tokens=64, max_output_rows=4)
+    verify_engine_graph(engine)
+    reference = quantize_linears(fused(graph))  # unfolded, unfused: the plain quantized math
+    np.testing.assert_allclose(logits(engine), logits(reference), rtol=1e-3, atol=1e-3 * np.abs(logits(reference)).max())
+    attn = [n for n in engine.nodes if n.op == "attention"]
+    assert all("kv_scale" in n.weights for n in attn)
+    plan = engine.meta["memory_plan"]["tensors"]
+    if algo in ("FP8", "W8A8_SQ_PER_CHANNEL"):  # quantized activations take 1 byte per element
+        assert any(t["dtype"] in ("float8_e4m3fn", "int8") for t in plan.values())
+
+
+def test_fusion_keeps_linears_apart_when_their_shared_scales_differ():
+    graph = fold_attention_inputs(quantized("FP8"))
+    q = next(n for n in graph.nodes if n.op == "linear" and n.weights["weight"] == "layers.0.attn.q.weight")
+    graph.weights[q.weights["input_scale"]] = graph.weights[q.weights["input_scale"]] * 2
+    assert fuse_qkv(graph).meta["passes"]["fuse_qkv"] == 1  # layer 1 only

@@ -93,3 +93,11 @@ def smollm2(smollm2_gguf, tmp_path_factory):
     config = convert(smollm2_gguf, ckpt, "float32", 1)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     return ckpt, config, model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_engine(tiny_engines, tmp_path_factory) -> Path:
+    """The tiny llama3 engine plus a tiny word-level tokenizer and chat template (for the text APIs)."""
+    import tiny_tokenizer
+
+    return tiny_tokenizer.add_tokenizer(tiny_engines["llama3"], tmp_path_factory.mktemp("text_engine") / "engine")

@@ -117,3 +117,15 @@ def test_trtllm_run_bad_engine_dir_is_one_line(tmp_path, capsys):
     assert run_main(["--engine-dir", str(tmp_path), "--input-ids", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("trtllm-run: error:") and "Traceback" not in err
+
+
+def test_cancelling_shows_the_freed_kv_blocks_in_the_stats_at_once(runner):
+    handle = runner.submit([1, 5, 6], max_new_tokens=200, end_id=-1)
+    stream = handle.responses()
+    next(stream)
+    handle.cancel()
+    last = list(stream)[-1]
+    assert last["finish_reason"] == "cancelled"
+    # No iteration runs after a lone cancellation, so the stats must be refreshed where it is handled.
+    stats = runner.client.stats()
+    assert stats["kv_blocks_used"] == 0 and stats["num_running"] == 0

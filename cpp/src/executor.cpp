@@ -234,6 +234,7 @@ void Executor::loop() {
             admit_new_requests();
             stats_.num_waiting = static_cast<int64_t>(waiting_.size());
             stats_.num_running = static_cast<int64_t>(running_.size());
+            stats_.kv = kv_->stats();  // cancellations free blocks here, and no step() may follow
         }
         if (waiting_.empty() && running_.empty()) continue;
         try {

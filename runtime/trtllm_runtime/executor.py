@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from trtllm_runtime import _core
 
@@ -66,6 +66,9 @@ class RequestHandle:
 
     request_id: int
     client: "ExecutorClient" = field(repr=False)
+    # Set: the router thread calls it with each response instead of queueing it (an asyncio or
+    # Triton front end forwards it without a thread blocked per request). It must not block.
+    on_response: Callable[[dict], None] | None = field(default=None, repr=False)
     _queue: "queue.Queue[dict]" = field(default_factory=queue.Queue, repr=False)
 
     def responses(self, timeout_s: float | None = None) -> Iterator[dict]:
@@ -102,13 +105,16 @@ class ExecutorClient:
         self._router = threading.Thread(target=self._route, name="trtllm-responses", daemon=True)
         self._router.start()
 
-    def submit(self, prompt: list[int], **request: Any) -> RequestHandle:
-        """Queue a request (keyword arguments as `_core.Executor.enqueue`); ValueError on bad input."""
+    def submit(self, prompt: list[int], on_response: Callable[[dict], None] | None = None,
+               **request: Any) -> RequestHandle:
+        """Queue a request (keyword arguments as `_core.Executor.enqueue`); ValueError on bad input.
+        With `on_response`, responses go to that callback (on the router thread) instead of
+        `handle.responses()`."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("executor is closed")
             request_id = self.executor.enqueue(list(prompt), **request)
-            handle = RequestHandle(request_id, self)
+            handle = RequestHandle(request_id, self, on_response)
             self._handles[request_id] = handle
             for response in self._early.pop(request_id, []):
                 self._deliver(handle, response)
@@ -136,9 +142,15 @@ class ExecutorClient:
 
     def _deliver(self, handle: RequestHandle, response: dict) -> None:
         response.setdefault("received_s", time.perf_counter())  # for TTFT / inter-token latency
-        handle._queue.put(response)
         if response["finished"]:
             self._handles.pop(handle.request_id, None)
+        if handle.on_response is None:
+            handle._queue.put(response)
+            return
+        try:
+            handle.on_response(response)
+        except Exception:  # a broken consumer must not kill the router every other request shares
+            log.exception("on_response callback of request %d failed", handle.request_id)
 
     def _route(self) -> None:
         while True:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -136,12 +137,16 @@ class GenerationStream:
         self.prompt_logprobs: list[dict[int, float] | None] | None = None
         self.metrics: dict[str, Any] = {}
 
-    def start(self) -> None:
+    def start(self, on_response: Callable[[int, dict], None] | None = None) -> None:
+        """Submit the n samples. With `on_response(i, response)`, responses go to that callback
+        (on the router thread; it must not block) and the caller feeds them to `absorb`,
+        instead of iterating this stream."""
         if self.handles:
             return
         p, runner = self.params, self.llm.runner
         try:
             for i in range(p.n):
+                callback = None if on_response is None else functools.partial(on_response, i)
                 self.handles.append(runner.submit(
                     self.prompt_ids, max_new_tokens=p.max_tokens, min_new_tokens=p.min_tokens,
                     end_id=-1 if p.ignore_eos else None, stop_token_ids=p.stop_token_ids,
@@ -150,7 +155,7 @@ class GenerationStream:
                     frequency_penalty=p.frequency_penalty,
                     random_seed=None if p.seed is None else p.seed + i,
                     num_logprobs=-1 if p.logprobs is None else p.logprobs,
-                    return_context_logits=p.prompt_logprobs is not None and i == 0))
+                    return_context_logits=p.prompt_logprobs is not None and i == 0, on_response=callback))
         except BaseException:
             self.cancel()
             raise
@@ -166,8 +171,7 @@ class GenerationStream:
         try:
             for i, stream in enumerate(streams):
                 for response in stream:
-                    self._absorb(i, response)
-                    yield self._output(finished=all(f is not None for f in self.finish))
+                    yield self.absorb(i, response)
         finally:
             if any(f is None for f in self.finish):
                 self.cancel()
@@ -178,6 +182,15 @@ class GenerationStream:
             pass
         assert last is not None
         return last
+
+    @property
+    def finished(self) -> bool:
+        return all(f is not None for f in self.finish)
+
+    def absorb(self, i: int, response: dict) -> RequestOutput:
+        """Take in one response of sample i; returns the output so far."""
+        self._absorb(i, response)
+        return self._output(finished=self.finished)
 
     def _absorb(self, i: int, response: dict) -> None:
         if response.get("error"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -57,11 +57,13 @@ class ModelRunner:
                top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                presence_penalty: float = 0.0, frequency_penalty: float = 0.0, random_seed: int | None = None,
                num_logprobs: int = -1, return_context_logits: bool = False,
-               return_generation_logits: bool = False) -> RequestHandle:
-        """Queue one request; its handle streams the responses."""
+               return_generation_logits: bool = False,
+               on_response: Callable[[dict], None] | None = None) -> RequestHandle:
+        """Queue one request; its handle streams the responses (or, with `on_response`, the
+        router thread passes each one to that callback)."""
         ids = [int(t) for t in input_ids]
         return self.client.submit(
-            ids, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            ids, on_response=on_response, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
             end_id=self.end_id if end_id is None else end_id, stop_token_ids=list(stop_token_ids),
             stop_sequences=[list(s) for s in stop_words], temperature=temperature, top_k=top_k, top_p=top_p,
             min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,

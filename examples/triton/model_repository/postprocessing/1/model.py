@@ -1,0 +1,37 @@
+"""Triton Python backend model `postprocessing`: token ids [batch, beam, tokens] -> text per beam,
+with the engine dir's tokenizer (HF `tokenizers`, no torch)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from trtllm_runtime.tokenizer import Tokenizer
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        model_config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+        tokenizer_dir = params.get("tokenizer_dir", "")
+        if not tokenizer_dir or tokenizer_dir.startswith("${"):
+            raise pb_utils.TritonModelException("parameter tokenizer_dir (the engine dir) is not set")
+        try:
+            self.tokenizer = Tokenizer.from_dir(tokenizer_dir)
+        except FileNotFoundError as e:
+            raise pb_utils.TritonModelException(str(e)) from None
+        self.skip_special_tokens = params.get("skip_special_tokens", "true").lower() == "true"
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
+            lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
+            texts = [[self.tokenizer.decode(beam[:n].tolist(), skip_special_tokens=self.skip_special_tokens).encode()
+                      for beam, n in zip(beams, beam_lengths)] for beams, beam_lengths in zip(tokens, lengths)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("OUTPUT", np.array(texts, dtype=np.object_))]))
+        return responses

@@ -129,3 +129,14 @@ def test_cancelling_shows_the_freed_kv_blocks_in_the_stats_at_once(runner):
     # No iteration runs after a lone cancellation, so the stats must be refreshed where it is handled.
     stats = runner.client.stats()
     assert stats["kv_blocks_used"] == 0 and stats["num_running"] == 0
+
+
+def test_a_script_that_never_closes_its_runner_exits_cleanly(tiny_engines):
+    import subprocess
+    import sys
+
+    script = (f"from trtllm_runtime import ModelRunner\n"
+              f"r = ModelRunner.from_dir({str(tiny_engines[FAMILY])!r}, kv_cache_bytes=1 << 22)\n"
+              f"print(r.generate([[1, 2, 3]], max_new_tokens=3, end_id=-1))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

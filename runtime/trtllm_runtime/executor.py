@@ -7,11 +7,13 @@ and reads a `RequestHandle`, so many callers can wait on their own requests conc
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -104,6 +106,7 @@ class ExecutorClient:
         self._closed = False
         self._router = threading.Thread(target=self._route, name="trtllm-responses", daemon=True)
         self._router.start()
+        _LIVE_CLIENTS.add(self)
 
     def submit(self, prompt: list[int], on_response: Callable[[dict], None] | None = None,
                **request: Any) -> RequestHandle:
@@ -171,3 +174,15 @@ class ExecutorClient:
                                                "finish_reason": "cancelled", "error": "executor closed"})
                     return
 
+
+
+# Clients a script never closed. Python stops daemon threads abruptly at exit; one stopped while
+# it waits inside the C++ executor aborts the process ("terminate called without an active
+# exception"). Closing them first, at exit, stops the executor threads cleanly.
+_LIVE_CLIENTS: "weakref.WeakSet[ExecutorClient]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_clients() -> None:
+    for client in list(_LIVE_CLIENTS):
+        client.close()

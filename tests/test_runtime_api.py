@@ -138,5 +138,6 @@ def test_a_script_that_never_closes_its_runner_exits_cleanly(tiny_engines):
     script = (f"from trtllm_runtime import ModelRunner\n"
               f"r = ModelRunner.from_dir({str(tiny_engines[FAMILY])!r}, kv_cache_bytes=1 << 22)\n"
               f"print(r.generate([[1, 2, 3]], max_new_tokens=3, end_id=-1))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    for _ in range(3):  # the abort this guards against depends on thread timing: try a few times
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr

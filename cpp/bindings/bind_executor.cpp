@@ -65,7 +65,8 @@ void bind_executor(py::module_& m) {
     py::class_<trtllm::Executor>(m, "Executor", "The C++ executor: in-flight batching over a paged KV cache.")
         .def(py::init([](const std::string& engine_path, int tokens_per_block, int64_t kv_cache_bytes,
                          double free_memory_fraction, bool enable_prefix_reuse, bool enable_chunked_context,
-                         const std::string& scheduler_policy, int max_batch_size, int max_num_tokens) {
+                         const std::string& scheduler_policy, int max_batch_size, int max_num_tokens,
+                         std::shared_ptr<trtllm::MpiComm> comm) {
                  trtllm::ExecutorConfig c;
                  c.tokens_per_block = tokens_per_block;
                  c.kv_cache_bytes = kv_cache_bytes;
@@ -76,12 +77,14 @@ void bind_executor(py::module_& m) {
                  c.max_batch_size = max_batch_size;
                  c.max_num_tokens = max_num_tokens;
                  py::gil_scoped_release release;
-                 return std::make_unique<trtllm::Executor>(engine_path, c);
+                 return std::make_unique<trtllm::Executor>(engine_path, c, std::move(comm));
              }),
              py::arg("engine_path"), py::arg("tokens_per_block") = 32, py::arg("kv_cache_bytes") = 0,
              py::arg("free_memory_fraction") = 0.5, py::arg("enable_prefix_reuse") = true,
              py::arg("enable_chunked_context") = true, py::arg("scheduler_policy") = "max_utilization",
-             py::arg("max_batch_size") = 0, py::arg("max_num_tokens") = 0)
+             py::arg("max_batch_size") = 0, py::arg("max_num_tokens") = 0, py::arg("comm") = py::none(),
+             "With comm (tensor parallelism), every rank constructs one on its own rank's engine file; "
+             "rank 0 leads, the others follow (see trtllm/executor.h).")
         .def(
             "enqueue",
             [](trtllm::Executor& e, std::vector<int32_t> prompt, int max_new_tokens, int min_new_tokens, int32_t end_id,
@@ -144,6 +147,7 @@ void bind_executor(py::module_& m) {
                                  "kv_evictions"_a = s.kv.evictions);
              })
         .def_property_readonly("num_kv_blocks", &trtllm::Executor::num_kv_blocks)
+        .def_property_readonly("is_leader", &trtllm::Executor::is_leader)
         .def_property_readonly("model_info", [](const trtllm::Executor& e) {
             const trtllm::ModelInfo& i = e.model_info();
             return py::dict("architecture"_a = i.architecture, "dtype"_a = trtllm::dtype_name(i.dtype),

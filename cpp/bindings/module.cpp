@@ -14,6 +14,7 @@ namespace py = pybind11;
 void bind_executor(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_kvsched(py::module_& m);
+void bind_mpi(py::module_& m);
 void bind_sampler(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
@@ -29,6 +30,7 @@ PYBIND11_MODULE(_core, m) {
   bind_executor(m);
   bind_kernels(m);
   bind_kvsched(m);
+  bind_mpi(m);
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);
   // OSError(errno, message) picks the matching subclass, e.g. FileNotFoundError for ENOENT.

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "trtllm/sampler.h"
+#include "trtllm/step_broadcast.h"
 
 namespace trtllm {
 namespace {
@@ -40,10 +41,55 @@ bool ends_with(const std::vector<int32_t>& tokens, int num_prompt, const std::ve
     return std::equal(suffix.rbegin(), suffix.rend(), tokens.rbegin());
 }
 
+// Runs one startup step. With tensor parallelism every rank runs it and then all agree: a rank
+// that failed tells the others (rank 0 names it and its error) instead of leaving them waiting in
+// a collective it never joins.
+template <class F>
+void on_every_rank(MpiComm* comm, const std::string& what, F&& step) {
+    if (comm == nullptr) {
+        step();
+        return;
+    }
+    std::string error;
+    try {
+        step();
+    } catch (const std::exception& e) {
+        error = *e.what() ? e.what() : "unknown error";
+    }
+    comm->check_all_ok(error, what);
+}
+
 }  // namespace
 
-Executor::Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<Communicator> comm)
-    : config_(config) {
+Executor::Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<MpiComm> comm)
+    : config_(config), comm_(std::move(comm)) {
+    on_every_rank(comm_.get(), "loading the engine files", [&] {
+        if (comm_) comm_lease_ = std::make_unique<MpiComm::Lease>(comm_);
+        load_and_size(engine_path);
+    });
+    if (comm_) {
+        // The leader hands out block ids for every rank's cache: same block size, same count.
+        const int64_t tpb = config_.tokens_per_block;
+        if (comm_->all_reduce_min(tpb, "agreeing on tokens_per_block") !=
+            comm_->all_reduce_max(tpb, "agreeing on tokens_per_block")) {
+            throw std::invalid_argument("ranks were given different tokens_per_block; give them all the same");
+        }
+        num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
+    }
+    on_every_rank(comm_.get(), "allocating the backend", [&] {
+        backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block,
+                                    comm_ ? make_mpi_communicator(comm_) : nullptr);
+    });
+    kv_ = std::make_unique<KVCacheManager>(
+        KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
+    scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
+                                                             config_.policy, config_.enable_chunked_context});
+    stats_.kv_cache_bytes = backend_->kv_cache_bytes();
+    stats_.kv = kv_->stats();
+    worker_ = std::thread([this] { is_leader() ? loop() : follow(); });
+}
+
+void Executor::load_and_size(const std::string& engine_path) {
     model_ = Model::load(engine_path, "cpu");
     const ModelInfo& info = model_->info();
     if (config_.tokens_per_block < 1 || config_.tokens_per_block > 1024) {
@@ -78,19 +124,23 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
         throw std::invalid_argument("KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
                                     std::to_string(block_bytes) + " bytes; raise kv_cache_bytes");
     }
-    backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(comm));
-    kv_ = std::make_unique<KVCacheManager>(
-        KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
-    scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
-                                                             config_.policy, config_.enable_chunked_context});
-    stats_.kv_cache_bytes = backend_->kv_cache_bytes();
-    stats_.kv = kv_->stats();
-    worker_ = std::thread([this] { loop(); });
+    const int comm_size = comm_ ? comm_->size() : 1, comm_rank = comm_ ? comm_->rank() : 0;
+    if (info.tp_size != comm_size || info.tp_rank != comm_rank) {
+        throw std::invalid_argument(engine_path + " is rank " + std::to_string(info.tp_rank) + " of tp_size " +
+                                    std::to_string(info.tp_size) + ", but this process is rank " +
+                                    std::to_string(comm_rank) + " of " + std::to_string(comm_size) +
+                                    (info.tp_size > 1 && !comm_ ? ": run one process per rank (mpirun -n " +
+                                                                      std::to_string(info.tp_size) + ")"
+                                                                : ""));
+    }
 }
 
 Executor::~Executor() { shutdown(); }
 
 int64_t Executor::enqueue(const RequestSpec& spec) {
+    if (!is_leader()) {
+        throw std::runtime_error("rank " + std::to_string(comm_->rank()) + " is a follower: submit requests on rank 0");
+    }
     const ModelInfo& info = model_->info();
     const int64_t prompt_len = static_cast<int64_t>(spec.prompt.size());
     if (prompt_len == 0) throw std::invalid_argument("prompt is empty: give at least one token");
@@ -171,6 +221,7 @@ void Executor::shutdown() {
         response_cv_.notify_all();
     }
     if (worker_.joinable()) worker_.join();
+    comm_lease_.reset();  // no more MPI calls from this executor: the next one may take the communicator
 }
 
 ExecutorStats Executor::stats() const {
@@ -240,6 +291,8 @@ void Executor::loop() {
         try {
             step();
         } catch (const std::exception& e) {
+            // Under tensor parallelism the ranks may now stand at different ops: end the whole job.
+            if (comm_) comm_->abort(std::string("iteration failed on the leader: ") + e.what());
             // A failing iteration fails every request in flight, loudly; the executor stops.
             std::lock_guard<std::mutex> lock(mutex_);
             fatal_error_ = e.what();
@@ -247,6 +300,7 @@ void Executor::loop() {
             break;
         }
     }
+    if (comm_) broadcast_shutdown(*comm_);
     // Whatever is left finishes as cancelled (or with the fatal error), so no caller waits forever.
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& request : pending_) requests_[request->id] = std::move(request);
@@ -261,6 +315,21 @@ void Executor::loop() {
     requests_.clear();
     waiting_.clear();
     running_.clear();
+    response_cv_.notify_all();
+}
+
+void Executor::follow() {
+    try {
+        while (std::optional<StepInput> step = receive_step(*comm_)) {
+            backend_->forward(*step);
+            std::lock_guard<std::mutex> lock(mutex_);
+            stats_.iterations += 1;
+        }
+    } catch (const std::exception& e) {
+        comm_->abort(std::string("iteration failed on a follower: ") + e.what());
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
     response_cv_.notify_all();
 }
 
@@ -315,6 +384,7 @@ void Executor::step() {
     }
     if (input.output_rows.empty()) input.output_rows.push_back(0);  // the op list always gathers >= 1 row
 
+    if (comm_) broadcast_step(*comm_, input);
     const float* logits = backend_->forward(input);
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;

@@ -43,8 +43,9 @@ class EngineDirError(ValueError):
     """The engine dir is missing or incomplete; the message names the missing file."""
 
 
-def read_engine_dir(engine_dir: str | Path) -> dict[str, Any]:
-    """The engine dir's config.json, after checking that every file it names exists."""
+def read_engine_dir(engine_dir: str | Path, rank: int | None = None) -> dict[str, Any]:
+    """The engine dir's config.json, after checking that every file it names exists (with
+    `rank`: only that rank's engine file, which may be the only one on its machine)."""
     engine_dir = Path(engine_dir)
     config_path = engine_dir / "config.json"
     if not engine_dir.is_dir():
@@ -56,10 +57,34 @@ def read_engine_dir(engine_dir: str | Path) -> dict[str, Any]:
         files = config["engine_files"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise EngineDirError(f"{config_path} is not an engine config: {e}") from None
+    if rank is not None:
+        if not 0 <= rank < len(files):
+            raise EngineDirError(f"{engine_dir} has engine files for {len(files)} rank(s); there is no rank {rank}")
+        files = [files[rank]]
     for name in files:
         if not (engine_dir / name).is_file():
             raise EngineDirError(f"engine dir {engine_dir} is missing {name}")
     return config
+
+
+# Clients still open when the interpreter exits are closed by an atexit hook. Python stops daemon
+# threads abruptly at exit, and the router stopped inside the C++ executor would abort the process
+# ("terminate called without an active exception"). For tensor parallelism the hook also runs
+# before MPI_Finalize and while the ranks can still talk: rank 0 broadcasts its shutdown, the
+# followers' close returns on it. Re-registered on each client so it runs before hooks registered
+# since (mpi4py's).
+_OPEN_CLIENTS: "weakref.WeakSet[ExecutorClient]" = weakref.WeakSet()
+
+
+def _close_at_exit(client: "ExecutorClient") -> None:
+    atexit.unregister(_close_open_clients)
+    atexit.register(_close_open_clients)
+    _OPEN_CLIENTS.add(client)
+
+
+def _close_open_clients() -> None:
+    for client in list(_OPEN_CLIENTS):
+        client.close()
 
 
 @dataclass
@@ -88,25 +113,38 @@ class RequestHandle:
         self.client.cancel(self.request_id)
 
 
+def make_core_executor(engine_path: str | Path, options: ExecutorOptions, comm: Any = None) -> Any:
+    """A `_core.Executor` on one engine file; `comm` (a `_core.MpiComm`) for a tensor-parallel rank."""
+    if options.scheduler_policy not in SCHEDULER_POLICIES:
+        raise ValueError(f"scheduler_policy must be one of {SCHEDULER_POLICIES}, got {options.scheduler_policy!r}")
+    return _core.Executor(
+        str(engine_path), tokens_per_block=options.tokens_per_block, kv_cache_bytes=options.kv_cache_bytes,
+        free_memory_fraction=options.free_memory_fraction, enable_prefix_reuse=options.enable_prefix_reuse,
+        enable_chunked_context=options.enable_chunked_context, scheduler_policy=options.scheduler_policy,
+        max_batch_size=options.max_batch_size, max_num_tokens=options.max_num_tokens, comm=comm)
+
+
 class ExecutorClient:
-    def __init__(self, engine_path: str | Path, options: ExecutorOptions | None = None) -> None:
+    """Routes the responses of an executor to per-request handles. `executor`: use this one
+    instead of opening `engine_path` (a tensor-parallel job's proxy, see parallel.py); `comm`:
+    open `engine_path` as this rank of a tensor-parallel job. On a follower rank there is
+    nothing to route: `submit` raises and `close` waits for rank 0 to close."""
+
+    def __init__(self, engine_path: str | Path | None, options: ExecutorOptions | None = None, *,
+                 comm: Any = None, executor: Any = None) -> None:
         options = options or ExecutorOptions()
-        if options.scheduler_policy not in SCHEDULER_POLICIES:
-            raise ValueError(f"scheduler_policy must be one of {SCHEDULER_POLICIES}, got {options.scheduler_policy!r}")
         self.options = options
-        self.executor = _core.Executor(
-            str(engine_path), tokens_per_block=options.tokens_per_block, kv_cache_bytes=options.kv_cache_bytes,
-            free_memory_fraction=options.free_memory_fraction, enable_prefix_reuse=options.enable_prefix_reuse,
-            enable_chunked_context=options.enable_chunked_context, scheduler_policy=options.scheduler_policy,
-            max_batch_size=options.max_batch_size, max_num_tokens=options.max_num_tokens)
+        self.executor = executor if executor is not None else make_core_executor(engine_path, options, comm)
         self.model_info: dict[str, Any] = self.executor.model_info
+        self.is_leader: bool = self.executor.is_leader
         self._handles: dict[int, RequestHandle] = {}
         self._early: dict[int, list[dict]] = {}  # responses that beat their handle's registration
         self._lock = threading.Lock()
         self._closed = False
         self._router = threading.Thread(target=self._route, name="trtllm-responses", daemon=True)
-        self._router.start()
-        _LIVE_CLIENTS.add(self)
+        if self.is_leader:
+            self._router.start()
+        _close_at_exit(self)
 
     def submit(self, prompt: list[int], on_response: Callable[[dict], None] | None = None,
                **request: Any) -> RequestHandle:
@@ -135,7 +173,8 @@ class ExecutorClient:
                 return
             self._closed = True
         self.executor.shutdown()
-        self._router.join(timeout=10)
+        if self._router.is_alive():
+            self._router.join(timeout=10)
 
     def __enter__(self) -> "ExecutorClient":
         return self
@@ -175,14 +214,3 @@ class ExecutorClient:
                     return
 
 
-
-# Clients a script never closed. Python stops daemon threads abruptly at exit; one stopped while
-# it waits inside the C++ executor aborts the process ("terminate called without an active
-# exception"). Closing them first, at exit, stops the executor threads cleanly.
-_LIVE_CLIENTS: "weakref.WeakSet[ExecutorClient]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_live_clients() -> None:
-    for client in list(_LIVE_CLIENTS):
-        client.close()

@@ -102,8 +102,11 @@ class LLM:
         self.close()
 
     def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]],
-                 sampling_params: SamplingParams | None = None) -> list[RequestOutput]:
+                 sampling_params: SamplingParams | None = None) -> list[RequestOutput] | None:
+        """The outputs, in prompt order; None on a follower rank of a tensor-parallel mpirun job."""
         params = sampling_params or SamplingParams()
+        if not self.runner.is_leader:
+            return None
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         streams = [self.generate_stream(p, params) for p in prompts]

@@ -8,12 +8,19 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from trtllm_runtime import parallel
 from trtllm_runtime.executor import ExecutorClient, ExecutorOptions, RequestHandle, read_engine_dir
 
 
 class ModelRunner:
     """Runs an engine dir. `generate` takes a batch of prompts (lists of token ids) and returns,
-    per request, the generated ids with the prompt excluded."""
+    per request, the generated ids with the prompt excluded.
+
+    Tensor-parallel engines (tp_size > 1, see trtllm_runtime.parallel): under mpirun every rank
+    creates its runner and calls `generate`; rank 0 (`is_leader`) returns the outputs, the other
+    ranks None, and their `close` returns once rank 0 has closed. From a plain process the
+    ranks are started with the MPI launcher and this process drives them (orchestrator mode).
+    """
 
     def __init__(self, engine_dir: Path, config: dict[str, Any], client: ExecutorClient) -> None:
         self.engine_dir = engine_dir
@@ -24,22 +31,33 @@ class ModelRunner:
         eos = model.get("eos_token_id") or []
         self.end_id: int = eos[0] if eos else -1
         self.max_seq_len: int = config["build_config"]["max_seq_len"]
+        self.tp_size: int = config["tp_size"]
+        self.is_leader: bool = client.is_leader  # False on the follower ranks of an mpirun job
 
     @classmethod
     def from_dir(cls, engine_dir: str | Path, **options: Any) -> "ModelRunner":
         """Load an engine dir. Keyword options are ExecutorOptions fields (tokens_per_block,
         kv_cache_bytes, free_memory_fraction, enable_prefix_reuse, enable_chunked_context,
-        scheduler_policy, max_batch_size, max_num_tokens)."""
+        scheduler_policy, max_batch_size, max_num_tokens). A tensor-parallel engine runs as
+        described in the class docstring: under mpirun this rank's file, else orchestrator mode."""
         engine_dir = Path(engine_dir)
-        config = read_engine_dir(engine_dir)
         known = {f.name for f in dataclasses.fields(ExecutorOptions)}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"unknown ModelRunner options {sorted(unknown)}; known: {sorted(known)}")
-        if config["tp_size"] != 1:
-            raise ValueError(f"{engine_dir} is sharded for tp_size {config['tp_size']}; "
-                             f"launch one process per rank with mpirun")
-        client = ExecutorClient(engine_dir / config["engine_files"][0], ExecutorOptions(**options))
+        executor_options = ExecutorOptions(**options)
+        if parallel.launched_by_mpi():
+            comm = parallel.world_comm()
+            config = parallel.read_rank_config(engine_dir, comm)
+            engine_path = engine_dir / config["engine_files"][comm.rank]
+            client = ExecutorClient(engine_path, executor_options, comm=comm if comm.size > 1 else None)
+        else:
+            config = read_engine_dir(engine_dir)
+            if config["tp_size"] == 1:
+                client = ExecutorClient(engine_dir / config["engine_files"][0], executor_options)
+            else:
+                remote = parallel.launch_ranks(engine_dir, config["tp_size"], executor_options)
+                client = ExecutorClient(None, executor_options, executor=remote)
         return cls(engine_dir, config, client)
 
     def close(self) -> None:
@@ -60,7 +78,7 @@ class ModelRunner:
                return_generation_logits: bool = False,
                on_response: Callable[[dict], None] | None = None) -> RequestHandle:
         """Queue one request; its handle streams the responses (or, with `on_response`, the
-        router thread passes each one to that callback)."""
+        router thread passes each one to that callback). Rank 0 only (RuntimeError elsewhere)."""
         ids = [int(t) for t in input_ids]
         return self.client.submit(
             ids, on_response=on_response, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
@@ -80,9 +98,11 @@ class ModelRunner:
         `submit`. Returns a list of generated-id lists, or with return_dict a dict with
         `output_ids`, `finish_reasons`, and `context_logits` / `generation_logits` / `logprobs`
         when asked. With streaming, returns an iterator yielding the lists generated so far
-        after each step.
+        after each step. On a follower rank of an mpirun job, returns None.
         """
         del pad_id  # outputs are never padded
+        if not self.is_leader:
+            return None  # rank 0 runs the requests; this rank computes its shard of every iteration
         handles: list[RequestHandle] = []
         try:
             for ids in batch_input_ids:

@@ -1,6 +1,11 @@
 // The executor: owns a backend, the KV cache and the scheduler, and runs the iteration loop on
 // its own thread. Requests go in through enqueue(); token responses come out through
 // await_responses(). Thread-safe.
+//
+// Tensor parallelism (`comm` given, one process per rank): rank 0 is the leader and works as
+// above, broadcasting each iteration's batch plan to the other ranks (step_broadcast.h). On a
+// follower the thread only runs the plans it receives; enqueue() throws, await_responses()
+// returns nothing, and shutdown() (and the destructor) waits for the leader's shutdown.
 #pragma once
 
 #include <condition_variable>
@@ -18,6 +23,7 @@
 #include "trtllm/backend.h"
 #include "trtllm/kv_cache.h"
 #include "trtllm/model.h"
+#include "trtllm/mpi_comm.h"
 #include "trtllm/request.h"
 #include "trtllm/scheduler.h"
 
@@ -66,7 +72,9 @@ struct ExecutorStats {
 
 class Executor {
 public:
-    Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<Communicator> comm = nullptr);
+    // With `comm`, every rank constructs its executor on its own engine file; the ranks agree
+    // that all loaded before any runs (std::runtime_error on every rank naming each failed rank).
+    Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<MpiComm> comm = nullptr);
     ~Executor();
     Executor(const Executor&) = delete;
     Executor& operator=(const Executor&) = delete;
@@ -85,9 +93,12 @@ public:
     const ModelInfo& model_info() const { return model_->info(); }
     const ExecutorConfig& config() const { return config_; }
     int64_t num_kv_blocks() const { return num_kv_blocks_; }
+    bool is_leader() const { return !comm_ || comm_->rank() == 0; }
 
 private:
+    void load_and_size(const std::string& engine_path);  // model_, config_ limits, num_kv_blocks_
     void loop();
+    void follow();               // a follower's worker thread
     void admit_new_requests();   // under mutex_
     void step();                 // one iteration, worker thread only
     void finish(Request& r, FinishReason reason, Response& response);
@@ -99,6 +110,8 @@ private:
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<KVCacheManager> kv_;
     std::unique_ptr<Scheduler> scheduler_;
+    std::shared_ptr<MpiComm> comm_;              // null without tensor parallelism
+    std::unique_ptr<MpiComm::Lease> comm_lease_;
 
     // Worker-thread state.
     std::map<int64_t, std::unique_ptr<Request>> requests_;

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         with ModelRunner.from_dir(args.engine_dir, kv_cache_bytes=args.kv_cache_bytes) as runner:
+            if not runner.is_leader:
+                return 0  # a follower rank under mpirun: runs rank 0's iterations until it closes
             if args.mode == "latency":
                 result = latency(runner, args.input_len, args.output_len, args.iterations)
             else:

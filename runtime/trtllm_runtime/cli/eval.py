@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             ids = ids[: args.max_tokens]
         start = time.perf_counter()
         with ModelRunner.from_dir(args.engine_dir) as runner:
+            if not runner.is_leader:
+                return 0  # a follower rank under mpirun: runs rank 0's iterations until it closes
             value, count = perplexity(runner, ids, args.window)
         print(json.dumps({"perplexity": value, "tokens": count, "seconds": round(time.perf_counter() - start, 3)}))
         return 0

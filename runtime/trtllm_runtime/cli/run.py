@@ -10,10 +10,14 @@ from pathlib import Path
 
 from trtllm_runtime.executor import EngineDirError
 from trtllm_runtime.llm import LLM, SamplingParams
+from trtllm_runtime.parallel import launcher_rank
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="trtllm-run", description="Generate text with an engine dir and print tokens/s.")
+    p = argparse.ArgumentParser(
+        prog="trtllm-run", description="Generate text with an engine dir and print tokens/s. A tensor-parallel "
+        "engine runs under `mpirun -n <tp_size> trtllm-run ...` (only rank 0 prints) or, without mpirun, starts "
+        "its ranks itself with the MPI launcher.")
     p.add_argument("--engine-dir", type=Path, required=True, help="engine dir written by trtllm-build")
     p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for a batch")
     p.add_argument("--input-ids", action="append", default=[],
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                 ignore_eos=args.ignore_eos)
         with LLM(args.engine_dir, kv_cache_bytes=args.kv_cache_bytes) as llm:
+            if not llm.runner.is_leader:
+                return 0  # a follower rank under mpirun: runs rank 0's iterations until it closes
             start = time.perf_counter()
             if args.streaming:
                 printed = 0
@@ -67,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"({len(prompts)} request(s))")
         return 0
     except (ValueError, EngineDirError, FileNotFoundError) as e:
-        print(f"trtllm-run: error: {e}", file=sys.stderr)
+        if launcher_rank() == 0:
+            print(f"trtllm-run: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # e.g. a tensor-parallel rank failed to start (the message names it)
+        if launcher_rank() == 0:
+            print(f"trtllm-run: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Runs on every rank of `mpiexec -n N python mpi_driver.py SPEC.json` for test_tp_mpi.py.
+
+SPEC: {"out_dir": ..., "tasks": [...]}; each task is one of
+  {"kind": "generate", "name", "engine_dir", "prompts", "new_tokens"}: ModelRunner on every rank,
+      greedy with context and generation logits; rank 0 saves the outputs, every rank its role.
+  {"kind": "collectives", "name"}: MpiComm.all_reduce_sum / all_gather on seeded random data.
+  {"kind": "die", "rank"}: after loading `engine_dir`, that rank exits without a word.
+  {"kind": "stall", "rank"}: that rank never opens `engine_dir` (it sleeps); the others do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trtllm_runtime import ModelRunner, parallel
+
+
+def generate(task: dict, out_dir: Path, rank: int) -> None:
+    with ModelRunner.from_dir(task["engine_dir"]) as runner:
+        out = runner.generate(task["prompts"], max_new_tokens=task["new_tokens"], end_id=-1, return_dict=True,
+                              return_context_logits=True, return_generation_logits=True)
+    role = {"rank": rank, "is_leader": runner.is_leader, "returned_none": out is None,
+            "iterations": runner.client.stats()["iterations"]}
+    (out_dir / f"{task['name']}.rank{rank}.json").write_text(json.dumps(role))
+    if runner.is_leader:
+        arrays = {}
+        for i in range(len(task["prompts"])):
+            arrays[f"tokens{i}"] = np.asarray(out["output_ids"][i])
+            arrays[f"context{i}"] = out["context_logits"][i]
+            arrays[f"generation{i}"] = out["generation_logits"][i]
+        np.savez(out_dir / f"{task['name']}.npz", **arrays)
+
+
+def collectives(task: dict, out_dir: Path, comm) -> None:
+    import ml_dtypes
+
+    rng = np.random.default_rng(comm.rank)
+    x32 = rng.standard_normal(1000).astype(np.float32)
+    results = {"input_f32": x32.copy()}
+    comm.all_reduce_sum(x32, "float32")
+    results["sum_f32"] = x32
+    for name, dtype in (("bf16", ml_dtypes.bfloat16), ("f16", np.float16)):
+        x = (rng.standard_normal(1000) * 3).astype(dtype)
+        results[f"input_{name}"] = x.view(np.uint16).copy()
+        bits = x.view(np.uint16)
+        comm.all_reduce_sum(bits, "bfloat16" if name == "bf16" else "float16")
+        results[f"sum_{name}"] = bits.copy()
+    results["gather_i32"] = comm.all_gather(np.arange(5, dtype=np.int32) + 10 * comm.rank, "int32")
+    np.savez(out_dir / f"{task['name']}.rank{comm.rank}.npz", **results)
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    out_dir = Path(spec["out_dir"])
+    comm = parallel.world_comm()
+    for task in spec["tasks"]:
+        if task["kind"] == "generate":
+            generate(task, out_dir, comm.rank)
+        elif task["kind"] == "collectives":
+            collectives(task, out_dir, comm)
+        elif task["kind"] == "stall" and comm.rank == task["rank"]:
+            time.sleep(600)
+        elif task["kind"] in ("die", "stall"):
+            runner = ModelRunner.from_dir(task["engine_dir"])
+            if comm.rank == task["rank"]:
+                os._exit(3)
+            runner.generate([[1, 2, 3]], max_new_tokens=4, end_id=-1)
+            runner.close()
+        else:
+            raise ValueError(f"unknown task {task['kind']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Tensor parallelism across processes on the CPU: ranks under mpiexec (MPICH in CI) give the
+TP=1 engine's greedy tokens and logits, followers run every iteration and return None, a rank
+that fails to load or dies or stalls ends the launch quickly with a message that names it, and
+orchestrator mode (one plain process starting the ranks) gives the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build_engine
+from tiny_hf import FAMILIES
+from trtllm_runtime import LLM, ModelRunner, SamplingParams, _core, parallel
+from trtllm_runtime.executor import EngineDirError, read_engine_dir
+
+PROMPTS = [[5, 17, 99, 3, 42, 8, 77, 1, 64, 23, 11], [7, 2, 90], [33]]
+NEW_TOKENS = 16
+DRIVER = Path(__file__).with_name("mpi_driver.py")
+LAUNCH_TIMEOUT_S = 180
+
+
+def _mpi_missing() -> str:
+    if not _core.mpi_available:
+        return "trtllm_runtime was built without MPI"
+    try:
+        parallel.launcher_command(1)
+    except (RuntimeError, OSError) as e:
+        return str(e)
+    return ""
+
+
+@pytest.fixture(scope="module")
+def mpi() -> None:
+    """Skips without MPI; fails instead where MPI must be there (TRTLLM_REQUIRE_MPI=1, as in CI)."""
+    missing = _mpi_missing()
+    if missing and os.environ.get("TRTLLM_REQUIRE_MPI") == "1":
+        pytest.fail(f"TRTLLM_REQUIRE_MPI=1 but: {missing}")
+    if missing:
+        pytest.skip(missing)
+
+
+def mpiexec(n: int, args: list[str], timeout: float = LAUNCH_TIMEOUT_S,
+            env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    command, launch_env = parallel.launcher_command(n)
+    start = time.monotonic()
+    proc = subprocess.run(command + [sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**launch_env, **(env or {})}, cwd=Path(__file__).parent)
+    return proc, time.monotonic() - start
+
+
+def run_driver(n: int, tasks: list[dict], out_dir: Path, **kw) -> tuple[subprocess.CompletedProcess, float]:
+    spec = out_dir / "spec.json"
+    spec.write_text(json.dumps({"out_dir": str(out_dir), "tasks": tasks}))
+    return mpiexec(n, [str(DRIVER), str(spec)], **kw)
+
+
+@pytest.fixture(scope="module")
+def tp_engines(hf_models, tmp_path_factory) -> dict[tuple[str, int], Path]:
+    """(family, tp_size) -> float32 CPU engine dir with context logits, for tp_size 2 and 4."""
+    return {(family, tp): build_engine(hf_models[family][0], tmp_path_factory.mktemp(f"tp{tp}_{family}"),
+                                       tp_size=tp, gather_context_logits=True)
+            for family in FAMILIES for tp in (2, 4)}
+
+
+@pytest.fixture(scope="module")
+def tp1_outputs(tiny_engines) -> dict[str, dict]:
+    out = {}
+    for family in FAMILIES:
+        with ModelRunner.from_dir(tiny_engines[family]) as runner:
+            out[family] = runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS, end_id=-1, return_dict=True,
+                                          return_context_logits=True, return_generation_logits=True)
+    return out
+
+
+def launch_all_families(mpi, tp_engines, tmp_path_factory, tp: int) -> Path:
+    out_dir = tmp_path_factory.mktemp(f"tp{tp}_run")
+    tasks = [{"kind": "generate", "name": family, "engine_dir": str(tp_engines[family, tp]), "prompts": PROMPTS,
+              "new_tokens": NEW_TOKENS} for family in FAMILIES]
+    if tp == 2:
+        tasks.append({"kind": "collectives", "name": "collectives"})
+    proc, _ = run_driver(tp, tasks, out_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def tp2_run(mpi, tp_engines, tmp_path_factory) -> Path:
+    return launch_all_families(mpi, tp_engines, tmp_path_factory, 2)
+
+
+@pytest.fixture(scope="module")
+def tp4_run(mpi, tp_engines, tmp_path_factory) -> Path:
+    """Four ranks on however few cores (oversubscribed on CI's two)."""
+    return launch_all_families(mpi, tp_engines, tmp_path_factory, 4)
+
+
+def assert_matches_tp1(run_dir: Path, family: str, reference: dict) -> None:
+    got = np.load(run_dir / f"{family}.npz")
+    for i in range(len(PROMPTS)):
+        assert got[f"tokens{i}"].tolist() == reference["output_ids"][i], f"prompt {i}"
+        # float32: TP only changes the summation order (row-parallel partial sums, then the all-reduce)
+        for kind, ref in (("context", reference["context_logits"][i]), ("generation", reference["generation_logits"][i])):
+            assert got[f"{kind}{i}"].shape == ref.shape
+            assert np.abs(got[f"{kind}{i}"] - ref).max() <= 2e-5 * np.abs(ref).max(), f"{kind} logits, prompt {i}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tp2_greedy_tokens_and_logits_match_tp1(tp2_run, tp1_outputs, family):
+    assert_matches_tp1(tp2_run, family, tp1_outputs[family])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tp4_oversubscribed_greedy_tokens_and_logits_match_tp1(tp4_run, tp1_outputs, family):
+    assert_matches_tp1(tp4_run, family, tp1_outputs[family])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["tp2_run", "tp4_run"])
+def test_followers_return_none_and_run_every_iteration_of_the_leader(run, request):
+    run_dir = request.getfixturevalue(run)
+    for family in FAMILIES:
+        roles = [json.loads(p.read_text()) for p in sorted(run_dir.glob(f"{family}.rank*.json"))]
+        assert [r["is_leader"] for r in roles] == [True] + [False] * (len(roles) - 1)
+        assert [r["returned_none"] for r in roles] == [False] + [True] * (len(roles) - 1)
+        assert len({r["iterations"] for r in roles}) == 1 and roles[0]["iterations"] > 0
+
+
+@pytest.mark.slow
+def test_all_reduce_is_a_float32_sum_rounded_once_and_all_gather_concatenates_in_rank_order(tp2_run):
+    import ml_dtypes
+
+    ranks = [np.load(tp2_run / f"collectives.rank{r}.npz") for r in range(2)]
+    inputs32 = [r["input_f32"].astype(np.float64) for r in ranks]
+    for r in ranks:  # identical on every rank, and the float32 sum (two addends: exact order-free)
+        np.testing.assert_array_equal(r["sum_f32"], (inputs32[0] + inputs32[1]).astype(np.float32))
+    for name, dtype in (("bf16", ml_dtypes.bfloat16), ("f16", np.float16)):
+        exact = sum(r[f"input_{name}"].view(dtype).astype(np.float64) for r in ranks)
+        expected = exact.astype(np.float32).astype(dtype).view(np.uint16)
+        for r in ranks:
+            np.testing.assert_array_equal(r[f"sum_{name}"], expected)
+    for r in ranks:
+        assert r["gather_i32"].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+@pytest.mark.slow
+def test_trtllm_run_under_mpirun_prints_only_on_rank_0(mpi, tp_engines, tp1_outputs):
+    proc, _ = mpiexec(2, ["-m", "trtllm_runtime.cli.run", "--engine-dir", str(tp_engines["llama3", 2]),
+                          "--input-ids", ",".join(map(str, PROMPTS[0])), "--max-new-tokens", str(NEW_TOKENS),
+                          "--ignore-eos"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("tokens:")]
+    assert len(lines) == 1, proc.stdout
+    assert lines[0].startswith(f"tokens: {tp1_outputs['llama3']['output_ids'][0]}")
+
+
+def broken_copy(engine_dir: Path, tmp_path: Path, how: str) -> Path:
+    broken = tmp_path / "engine"
+    shutil.copytree(engine_dir, broken)
+    if how == "missing":
+        (broken / "rank1.engine").unlink()
+    else:
+        data = (broken / "rank1.engine").read_bytes()
+        (broken / "rank1.engine").write_bytes(data[: len(data) // 2])
+    return broken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["missing", "truncated"])
+def test_a_follower_that_cannot_load_its_engine_fails_the_launch_fast_naming_rank_and_file(
+        mpi, tp_engines, tmp_path, how):
+    broken = broken_copy(tp_engines["qwen2", 2], tmp_path, how)
+    proc, seconds = mpiexec(2, ["-m", "trtllm_runtime.cli.run", "--engine-dir", str(broken), "--input-ids", "1,2,3"],
+                            timeout=60)
+    assert proc.returncode != 0
+    # Rank 0's own line (the C++ agreement writes it before any rank leaves), then trtllm-run's.
+    rank0 = [line for line in proc.stderr.splitlines() if line.startswith("trtllm rank 0: error:")]
+    assert len(rank0) == 1, proc.stderr
+    assert "rank 1: " in rank0[0] and "rank1.engine" in rank0[0] and "rank 0: " not in rank0[0].split("error:")[1]
+    assert proc.stderr.count("trtllm-run: error:") == 1, proc.stderr  # only rank 0 prints
+    assert seconds < 30
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_job(mpi, tp_engines, tmp_path):
+    proc, seconds = run_driver(2, [{"kind": "die", "rank": 1, "engine_dir": str(tp_engines["gpt2", 2])}], tmp_path,
+                               timeout=60)
+    assert proc.returncode != 0
+    assert seconds < 30
+
+
+@pytest.mark.slow
+def test_a_rank_that_never_joins_makes_the_others_abort_after_the_timeout_naming_the_step(mpi, tp_engines, tmp_path):
+    proc, seconds = run_driver(2, [{"kind": "stall", "rank": 1, "engine_dir": str(tp_engines["gpt2", 2])}], tmp_path,
+                               timeout=60, env={parallel.TIMEOUT_ENV: "3"})
+    assert proc.returncode != 0
+    fatal = [line for line in proc.stderr.splitlines() if line.startswith("trtllm rank 0: fatal:")]
+    assert len(fatal) == 1 and "reading" in fatal[0] and "did not complete within 3" in fatal[0], proc.stderr
+    assert seconds < 30
+
+
+@pytest.mark.slow
+def test_orchestrator_mode_starts_the_ranks_and_matches_tp1(mpi, tp_engines, tp1_outputs):
+    with ModelRunner.from_dir(tp_engines["qwen3", 2]) as runner:
+        assert runner.is_leader and runner.tp_size == 2
+        out = runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS, end_id=-1, return_dict=True,
+                              return_generation_logits=True)
+        streamed = list(runner.generate(PROMPTS[:1], max_new_tokens=4, end_id=-1, streaming=True))
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            runner.generate([[100000]], max_new_tokens=2)
+        assert runner.client.stats()["iterations"] > 0
+    ref = tp1_outputs["qwen3"]
+    assert out["output_ids"] == ref["output_ids"]
+    for got, want in zip(out["generation_logits"], ref["generation_logits"]):
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+    assert streamed[-1] == [ref["output_ids"][0][:4]]
+
+    with LLM(tp_engines["gpt2", 2]) as llm:
+        outputs = llm.generate([PROMPTS[1]], SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True))
+    assert outputs[0].token_ids == tp1_outputs["gpt2"]["output_ids"][1]
+
+
+@pytest.mark.slow
+def test_orchestrator_mode_reports_a_rank_that_fails_to_load(mpi, tp_engines, tmp_path):
+    broken = broken_copy(tp_engines["mistral", 2], tmp_path, "truncated")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank 1: .*rank1\.engine"):
+        ModelRunner.from_dir(broken)
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.slow
+def test_orchestrator_mode_fails_requests_when_the_ranks_die(mpi, tp_engines):
+    runner = ModelRunner.from_dir(tp_engines["llama_tied", 2])
+    try:
+        os.killpg(runner.client.executor._proc.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="went away"):
+            runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS)
+    finally:
+        runner.close()
+
+
+def test_a_tp_engine_without_mpi_says_how_to_get_it(tp_engines, monkeypatch):
+    monkeypatch.setattr(parallel._core, "mpi_available", False)
+    with pytest.raises(RuntimeError, match="built without MPI"):
+        ModelRunner.from_dir(tp_engines["gpt2", 2])
+
+
+def test_read_engine_dir_for_one_rank_checks_only_that_rank_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"tp_size": 2, "engine_files": ["rank0.engine", "rank1.engine"]}))
+    (tmp_path / "rank1.engine").write_bytes(b"")
+    assert read_engine_dir(tmp_path, rank=1)["tp_size"] == 2
+    with pytest.raises(EngineDirError, match="missing rank0.engine"):
+        read_engine_dir(tmp_path, rank=0)
+    with pytest.raises(EngineDirError, match="no rank 2"):
+        read_engine_dir(tmp_path, rank=2)

@@ -250,6 +250,28 @@ def test_orchestrator_mode_fails_requests_when_the_ranks_die(mpi, tp_engines):
         runner.close()
 
 
+@pytest.mark.gpu
+def test_nccl_all_reduce_sums_and_all_gather_concatenates_on_two_gpus(mpi, tmp_path):
+    import ml_dtypes
+
+    if not _core.nccl_available:
+        pytest.skip("trtllm_runtime was built without NCCL")
+    try:
+        _core.cuda_device_sm_arch(1)
+    except RuntimeError as e:
+        pytest.skip(f"needs two GPUs: {e}")
+    proc, _ = run_driver(2, [{"kind": "nccl", "name": "nccl"}], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [np.load(tmp_path / f"nccl.rank{r}.npz") for r in range(2)]
+    for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16)):
+        inputs = [r[f"input_{name}"].view(dtype) for r in ranks]
+        # two addends: one rounding of the exact sum, whichever way NCCL pairs them
+        expected = (inputs[0].astype(np.float64) + inputs[1].astype(np.float64)).astype(np.float32).astype(dtype)
+        for r in ranks:
+            np.testing.assert_array_equal(r[f"sum_{name}"].view(dtype), expected)
+            np.testing.assert_array_equal(r[f"gathered_{name}"].view(dtype), np.concatenate(inputs))
+
+
 def test_a_tp_engine_without_mpi_says_how_to_get_it(tp_engines, monkeypatch):
     monkeypatch.setattr(parallel._core, "mpi_available", False)
     with pytest.raises(RuntimeError, match="built without MPI"):

@@ -38,6 +38,7 @@ void bind_mpi(py::module_& m) {
                     "timeout_s bounds every collective but the followers' idle wait.")
         .def_property_readonly("rank", &trtllm::MpiComm::rank)
         .def_property_readonly("size", &trtllm::MpiComm::size)
+        .def_property_readonly("local_rank", &trtllm::MpiComm::local_rank)
         .def_property_readonly("timeout_s", &trtllm::MpiComm::timeout_s)
         .def("check_all_ok", &trtllm::MpiComm::check_all_ok, py::arg("error"), py::arg("what"),
              py::call_guard<py::gil_scoped_release>(),

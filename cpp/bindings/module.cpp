@@ -15,6 +15,9 @@ void bind_executor(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_kvsched(py::module_& m);
 void bind_mpi(py::module_& m);
+#ifdef TRTLLM_WITH_NCCL
+void bind_nccl(py::module_& m);
+#endif
 void bind_sampler(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
@@ -31,6 +34,12 @@ PYBIND11_MODULE(_core, m) {
   bind_kernels(m);
   bind_kvsched(m);
   bind_mpi(m);
+#ifdef TRTLLM_WITH_NCCL
+  m.attr("nccl_available") = true;
+  bind_nccl(m);
+#else
+  m.attr("nccl_available") = false;
+#endif
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);
   // OSError(errno, message) picks the matching subclass, e.g. FileNotFoundError for ENOENT.

@@ -15,6 +15,9 @@ void bind_executor(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_kvsched(py::module_& m);
 void bind_sampler(py::module_& m);
+#ifdef TRTLLM_WITH_CUDA
+void bind_cuda_kernels(py::module_& m);
+#endif
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of trtllm_runtime";
@@ -29,6 +32,9 @@ PYBIND11_MODULE(_core, m) {
   bind_executor(m);
   bind_kernels(m);
   bind_kvsched(m);
+#ifdef TRTLLM_WITH_CUDA
+  bind_cuda_kernels(m);
+#endif
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);
   // OSError(errno, message) picks the matching subclass, e.g. FileNotFoundError for ENOENT.

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "trtllm/device_info.h"
 #include "trtllm/sampler.h"
 
 namespace trtllm {
@@ -40,12 +41,33 @@ bool ends_with(const std::vector<int32_t>& tokens, int num_prompt, const std::ve
     return std::equal(suffix.rbegin(), suffix.rend(), tokens.rbegin());
 }
 
+// A CUDA engine runs only where it was tuned: a runtime with the CUDA backend and a GPU of its SM arch.
+void check_cuda_engine(const std::string& path, const ModelInfo& info) {
+    if (!cuda_available()) {
+#ifdef TRTLLM_WITH_CUDA
+        const std::string why = "no CUDA device is visible";
+#else
+        const std::string why = "trtllm_runtime was built without CUDA";
+#endif
+        throw EngineFormatError(path + ": engine was built for target 'cuda', but this runtime cannot run it (" + why +
+                                "); rebuild the engine with --target cpu, or run it on a GPU machine");
+    }
+    const int device_arch = cuda_device_sm_arch(0);
+    if (device_arch != info.sm_arch) {
+        throw EngineFormatError(path + ": engine was built for sm_" + std::to_string(info.sm_arch) +
+                                ", but the device is sm_" + std::to_string(device_arch) +
+                                "; rebuild the engine on (or for) this GPU");
+    }
+}
+
 }  // namespace
 
 Executor::Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<Communicator> comm)
     : config_(config) {
-    model_ = Model::load(engine_path, "cpu");
+    model_ = Model::load(engine_path, "");  // the engine's target picks the backend
     const ModelInfo& info = model_->info();
+    const bool on_gpu = info.target == "cuda";
+    if (on_gpu) check_cuda_engine(engine_path, info);
     if (config_.tokens_per_block < 1 || config_.tokens_per_block > 1024) {
         throw std::invalid_argument(range_error("tokens_per_block", config_.tokens_per_block, "in [1, 1024]"));
     }
@@ -63,22 +85,37 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
     const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
                                                         info.dtype) * info.num_layers;
     int64_t budget = config_.kv_cache_bytes;
-    if (budget == 0) {
+    // More than every slot filled to max_seq_len can never be used.
+    const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
+    const int64_t max_useful_blocks = blocks_per_seq * config_.max_batch_size;
+    if (budget == 0 && on_gpu) {
+        if (!(config_.free_gpu_memory_fraction > 0.0 && config_.free_gpu_memory_fraction <= 1.0)) {
+            throw std::invalid_argument("free_gpu_memory_fraction must be in (0, 1], got " +
+                                        std::to_string(config_.free_gpu_memory_fraction));
+        }
+    } else if (budget == 0) {
         if (!(config_.free_memory_fraction > 0.0 && config_.free_memory_fraction <= 1.0)) {
             throw std::invalid_argument("free_memory_fraction must be in (0, 1], got " +
                                         std::to_string(config_.free_memory_fraction));
         }
         budget = static_cast<int64_t>(config_.free_memory_fraction * static_cast<double>(mem_available_bytes()));
-        // More than every slot filled to max_seq_len can never be used.
-        const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
-        budget = std::min(budget, blocks_per_seq * config_.max_batch_size * block_bytes);
+        budget = std::min(budget, max_useful_blocks * block_bytes);
     }
     num_kv_blocks_ = budget / block_bytes;
-    if (num_kv_blocks_ < 1) {
+    if (num_kv_blocks_ < 1 && !(on_gpu && budget == 0)) {
         throw std::invalid_argument("KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
                                     std::to_string(block_bytes) + " bytes; raise kv_cache_bytes");
     }
-    backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(comm));
+    if (on_gpu) {
+#ifdef TRTLLM_WITH_CUDA
+        // num_kv_blocks_ 0: the backend sizes the pool from the GPU memory left after its other allocations.
+        backend_ = make_cuda_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(comm),
+                                     config_.free_gpu_memory_fraction, max_useful_blocks);
+        num_kv_blocks_ = backend_->kv_cache_bytes() / block_bytes;
+#endif
+    } else {
+        backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(comm));
+    }
     kv_ = std::make_unique<KVCacheManager>(
         KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
     scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,

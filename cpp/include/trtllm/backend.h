@@ -50,4 +50,12 @@ public:
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
                                           int tokens_per_block, std::shared_ptr<Communicator> comm);
 
+// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to GPU
+// tp_rank % device_count. `num_kv_blocks` <= 0: as many blocks as `free_gpu_memory_fraction` of
+// the GPU memory left after the weights, activations and scratch hold, at most `max_kv_blocks`
+// (> 0) — kv_cache_bytes() then says how many it took.
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
+                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           double free_gpu_memory_fraction = 0.9, int64_t max_kv_blocks = 0);
+
 }  // namespace trtllm

@@ -27,6 +27,7 @@ struct ExecutorConfig {
     int tokens_per_block = 32;
     int64_t kv_cache_bytes = 0;            // 0: free_memory_fraction of available memory
     double free_memory_fraction = 0.5;     // CPU: of MemAvailable; capped at what the engine's limits can use
+    double free_gpu_memory_fraction = 0.9; // CUDA: of the GPU memory free after weights and activations; same cap
     bool enable_prefix_reuse = true;
     bool enable_chunked_context = true;
     SchedulerPolicy policy = SchedulerPolicy::kMaxUtilization;

@@ -1,0 +1,241 @@
+#include "gemm/gemm_cuda.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "cuda_common.cuh"
+#include "elementwise/elementwise_cuda.h"
+
+namespace trtllm::kernels {
+namespace {
+
+void check_lt(cublasStatus_t status, const char* what, const char* file, int line) {
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        throw CudaError(std::string("cuBLASLt error: ") + what + " failed at " + file + ":" + std::to_string(line) +
+                        ": status " + std::to_string(static_cast<int>(status)));
+    }
+}
+#define CHECK_CUBLAS(call) check_lt((call), #call, __FILE__, __LINE__)
+
+cudaDataType_t cuda_type(DType dt) {
+    switch (dt) {
+        case DType::kFloat32: return CUDA_R_32F;
+        case DType::kBFloat16: return CUDA_R_16BF;
+        case DType::kFloat16: return CUDA_R_16F;
+        default: throw std::invalid_argument(std::string("cuBLASLt GEMM: unsupported dtype ") + dtype_name(dt));
+    }
+}
+
+// Uniform values in [-1, 1) from a hash of the index: timing inputs that are not zeros.
+template <class T>
+__global__ void fill_random_kernel(T* p, int64_t n, uint32_t seed) {
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+        uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+        h ^= h >> 16;
+        h *= 0x7feb352du;
+        h ^= h >> 15;
+        p[i] = cuda::from_float<T>(static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f);
+    }
+}
+
+void fill_random(void* p, DType dt, int64_t n, uint32_t seed, cudaStream_t stream) {
+    TRTLLM_DISPATCH_FLOAT(dt, T, { fill_random_kernel<T><<<cuda::blocks_for(n, 256), 256, 0, stream>>>(static_cast<T*>(p), n, seed); });
+    CHECK_LAUNCH("fill_random_kernel");
+}
+
+}  // namespace
+
+std::string GemmShape::key() const {
+    return std::to_string(n) + "x" + std::to_string(k) + ":" + dtype_name(x_dtype) + ":" + dtype_name(y_dtype) + ":" +
+           (has_bias ? "bias" : "nobias");
+}
+
+std::string gemm_algo_to_hex(const cublasLtMatmulAlgo_t& algo) {
+    static const char* digits = "0123456789abcdef";
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&algo);
+    std::string s;
+    for (size_t i = 0; i < sizeof(algo); ++i) {
+        s += digits[bytes[i] >> 4];
+        s += digits[bytes[i] & 15];
+    }
+    return s;
+}
+
+cublasLtMatmulAlgo_t gemm_algo_from_hex(const std::string& hex) {
+    cublasLtMatmulAlgo_t algo{};
+    if (hex.size() != 2 * sizeof(algo)) {
+        throw std::invalid_argument("GEMM tactic must be " + std::to_string(2 * sizeof(algo)) + " hex digits, got " +
+                                    std::to_string(hex.size()));
+    }
+    auto* bytes = reinterpret_cast<unsigned char*>(&algo);
+    auto nibble = [&](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        throw std::invalid_argument("GEMM tactic has a non-hex character '" + std::string(1, c) + "'");
+    };
+    for (size_t i = 0; i < sizeof(algo); ++i) bytes[i] = static_cast<unsigned char>(nibble(hex[2 * i]) * 16 + nibble(hex[2 * i + 1]));
+    return algo;
+}
+
+// Descriptors of one (shape, m) and the algorithm it runs with. Column-major view of the
+// row-major product: Dᵀ[n, m] = W[k, n]ᵀ · Xᵀ[k, m], so A = W (transposed), B = X.
+struct CublasLtGemm::Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool bias_epilogue = false;
+    ~Plan() {
+        if (d) cublasLtMatrixLayoutDestroy(d);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (desc) cublasLtMatmulDescDestroy(desc);
+    }
+};
+
+CublasLtGemm::CublasLtGemm(size_t workspace_bytes) : workspace_(workspace_bytes) {
+    CHECK_CUBLAS(cublasLtCreate(&handle_));
+}
+
+CublasLtGemm::~CublasLtGemm() {
+    plans_.clear();
+    if (handle_) cublasLtDestroy(handle_);
+}
+
+CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cublasLtMatmulAlgo_t* preferred) {
+    std::string key = s.key() + ":" + std::to_string(m);
+    if (preferred) key += ":" + gemm_algo_to_hex(*preferred);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return *it->second;
+
+    auto p = std::make_unique<Plan>();
+    const cudaDataType_t xt = cuda_type(s.x_dtype), yt = cuda_type(s.y_dtype);
+    CHECK_CUBLAS(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p->a, xt, static_cast<uint64_t>(s.k), static_cast<uint64_t>(s.n), s.k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p->b, xt, static_cast<uint64_t>(s.k), static_cast<uint64_t>(m), s.k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p->d, yt, static_cast<uint64_t>(s.n), static_cast<uint64_t>(m), s.n));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_.bytes();
+    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    auto find_algo = [&]() -> bool {
+        if (preferred) {
+            cublasLtMatmulHeuristicResult_t check{};
+            if (cublasLtMatmulAlgoCheck(handle_, p->desc, p->a, p->b, p->d, p->d, preferred, &check) ==
+                    CUBLAS_STATUS_SUCCESS &&
+                check.workspaceSize <= ws) {
+                p->algo = *preferred;
+                return true;
+            }
+        }
+        cublasLtMatmulHeuristicResult_t result{};
+        int found = 0;
+        const cublasStatus_t st =
+            cublasLtMatmulAlgoGetHeuristic(handle_, p->desc, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
+        if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+        p->algo = result.algo;
+        return true;
+    };
+    bool ok = false;
+    if (s.has_bias) {
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+        p->bias_epilogue = ok = find_algo();
+        if (!ok) {  // no kernel with the bias epilogue for this shape: add the bias separately
+            const cublasLtEpilogue_t none = CUBLASLT_EPILOGUE_DEFAULT;
+            CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &none, sizeof(none)));
+        }
+    }
+    if (!ok) ok = find_algo();
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (!ok) throw CudaError("cuBLASLt has no algorithm for GEMM " + s.key() + " at m=" + std::to_string(m));
+    return *(plans_[key] = std::move(p));
+}
+
+void CublasLtGemm::run(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
+                       const cublasLtMatmulAlgo_t* preferred, cudaStream_t stream) {
+    if (m <= 0) return;
+    if ((bias != nullptr) != s.has_bias) throw std::invalid_argument("GEMM: bias pointer disagrees with the shape's has_bias");
+    Plan& p = plan(s, m, preferred);
+    if (p.bias_epilogue) {
+        CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    CHECK_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo,
+                                workspace_.get(), workspace_.bytes(), stream));
+    if (s.has_bias && !p.bias_epilogue) {
+        add_bias_cuda(y, bias, s.y_dtype, m, s.n, stream);
+    }
+}
+
+std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, const std::vector<int64_t>& ms,
+                                                        int max_algos, int reps) {
+    if (ms.empty()) return {};
+    const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+    CudaStream stream;
+    DeviceBuffer x(static_cast<size_t>(max_m * s.k) * dtype_size(s.x_dtype));
+    DeviceBuffer w(static_cast<size_t>(s.n * s.k) * dtype_size(s.x_dtype));
+    DeviceBuffer y(static_cast<size_t>(max_m * s.n) * dtype_size(s.y_dtype));
+    DeviceBuffer bias(s.has_bias ? static_cast<size_t>(s.n) * dtype_size(s.y_dtype) : 0);
+    fill_random(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
+    fill_random(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+    if (s.has_bias) fill_random(bias.get(), s.y_dtype, s.n, 3, stream.get());
+    CudaEvent start, stop;
+    std::vector<Tuned> out;
+    for (const int64_t m : ms) {
+        Plan& base = plan(s, m, nullptr);  // descriptors (with the epilogue decision) + the heuristic's choice
+        cublasLtMatmulPreference_t pref = nullptr;
+        CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+        const uint64_t ws = workspace_.bytes();
+        CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+        std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(1, max_algos)));
+        int found = 0;
+        CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle_, base.desc, base.a, base.b, base.d, base.d, pref,
+                                                    static_cast<int>(results.size()), results.data(), &found));
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (base.bias_epilogue) {
+            const void* bp = bias.get();
+            CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(base.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
+        }
+        const float alpha = 1.0f, beta = 0.0f;
+        auto time_algo = [&](const cublasLtMatmulAlgo_t& algo) -> float {
+            auto once = [&] {
+                return cublasLtMatmul(handle_, base.desc, &alpha, w.get(), base.a, x.get(), base.b, &beta, y.get(),
+                                      base.d, y.get(), base.d, &algo, workspace_.get(), workspace_.bytes(),
+                                      stream.get());
+            };
+            for (int i = 0; i < 3; ++i) {
+                if (once() != CUBLAS_STATUS_SUCCESS) return -1.0f;
+            }
+            CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
+            for (int i = 0; i < reps; ++i) once();
+            CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
+            CHECK_CUDA(cudaEventSynchronize(stop.get()));
+            float ms_total = 0.0f;
+            CHECK_CUDA(cudaEventElapsedTime(&ms_total, start.get(), stop.get()));
+            return ms_total * 1000.0f / static_cast<float>(reps);
+        };
+        Tuned t;
+        t.m = m;
+        t.algo = base.algo;
+        t.default_us = t.best_us = time_algo(base.algo);
+        t.candidates = found;
+        for (int i = 0; i < found; ++i) {
+            if (results[static_cast<size_t>(i)].state != CUBLAS_STATUS_SUCCESS) continue;
+            const float us = time_algo(results[static_cast<size_t>(i)].algo);
+            if (us > 0.0f && us < t.best_us) {
+                t.best_us = us;
+                t.algo = results[static_cast<size_t>(i)].algo;
+            }
+        }
+        out.push_back(t);
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream.get()));
+    return out;
+}
+
+}  // namespace trtllm::kernels

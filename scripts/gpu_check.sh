@@ -4,7 +4,7 @@
 # Face transformers on the same GPU, print a short table last. Writes under $OUT:
 # gpu_check.json (summary), gpu_check.log (everything printed), pytest.log, bench_*.json.
 #
-#   scripts/gpu_check.sh [all|test|bench]     (default all; bench reuses an earlier build)
+#   scripts/gpu_check.sh [all|build|test|bench]   (default all; bench reuses an earlier build)
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
 # ...) in .whl/ (or $WHEELS); they are installed into /tmp/site and put on PYTHONPATH. A machine
@@ -50,10 +50,10 @@ if [[ $PHASE != bench ]]; then
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"
   build_rc=$?
   echo "build: rc $build_rc in $(($(date +%s) - t0)) s"
-  if ((build_rc == 0)); then
+  if ((build_rc == 0)) && [[ $PHASE != build ]]; then
     xdist=()
     "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4 --dist loadfile)
-    timeout 420 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
+    timeout 300 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi
@@ -63,7 +63,7 @@ if [[ $PHASE == bench ]] && ! "$PYTHON" -c "from trtllm_runtime import _core; as
   build_rc=$?
 fi
 bench_rc=-1
-if [[ $PHASE != test ]] && ((build_rc == 0)); then
+if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
   B=/tmp/bench
   mkdir -p $B
   (

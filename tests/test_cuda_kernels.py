@@ -172,7 +172,7 @@ def check_attention(case, dtype, num_splits=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [16, 64, 128])
+@pytest.mark.parametrize("d", [8, 16, 64, 128])
 def test_attention_mixed_batch_matches_cpu(rng, dtype, d):
     # decode (new 1), prefill (past 0), chunked prefill (past > 0, new > 1), a long tile count
     case = attention_case(rng, dtype, h=8, h_kv=2, d=d, past=[37, 0, 20, 5, 0], new=[1, 70, 9, 1, 1])

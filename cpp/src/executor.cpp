@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <fstream>
+#include <cstdio>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -20,15 +20,18 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
 }
 
+// C stdio, not iostreams: on the GPU image (torch loaded in the process) `ifstream >> long`
+// crashed inside libstdc++'s number parsing; fgets/sscanf need no locale facets.
 int64_t mem_available_bytes() {
-    std::ifstream meminfo("/proc/meminfo");
-    std::string key;
-    int64_t value = 0;
-    std::string unit;
-    while (meminfo >> key >> value >> unit) {
-        if (key == "MemAvailable:") return value * 1024;
+    std::FILE* meminfo = std::fopen("/proc/meminfo", "r");
+    if (meminfo == nullptr) return int64_t{4} << 30;  // no /proc: assume 4 GiB
+    char line[256];
+    long long kib = -1;
+    while (kib < 0 && std::fgets(line, sizeof(line), meminfo) != nullptr) {
+        if (std::sscanf(line, "MemAvailable: %lld kB", &kib) != 1) kib = -1;
     }
-    return int64_t{4} << 30;  // no /proc: assume 4 GiB
+    std::fclose(meminfo);
+    return kib < 0 ? int64_t{4} << 30 : static_cast<int64_t>(kib) * 1024;
 }
 
 std::string range_error(const std::string& field, int64_t value, const std::string& allowed) {

@@ -127,13 +127,14 @@ void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, con
         CHECK_LAUNCH("qkv_prep_kernel");
         T* o = static_cast<T*>(out);
         switch (d) {
+            case 8: attn::launch_attend<T, 8>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             case 16: attn::launch_attend<T, 16>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             case 32: attn::launch_attend<T, 32>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             case 64: attn::launch_attend<T, 64>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             case 128: attn::launch_attend<T, 128>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             case 256: attn::launch_attend<T, 256>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
             default:
-                throw std::invalid_argument("CUDA attention supports head_dim 16, 32, 64, 128 or 256, got " +
+                throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
                                             std::to_string(d));
         }
     });

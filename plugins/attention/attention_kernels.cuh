@@ -332,6 +332,8 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
 
 
 #define TRTLLM_INSTANTIATE_ATTEND(T)                                                                            \
+    template void launch_attend<T, 8>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
+                                       float, float*, cudaStream_t);                                            \
     template void launch_attend<T, 16>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
                                        float, float*, cudaStream_t);                                            \
     template void launch_attend<T, 32>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
@@ -345,6 +347,8 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
 
 // In the translation units that call launch_attend without instantiating it.
 #define TRTLLM_EXTERN_ATTEND(T)                                                                                 \
+    extern template void launch_attend<T, 8>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
+                                       float, float*, cudaStream_t);                                            \
     extern template void launch_attend<T, 16>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
                                        float, float*, cudaStream_t);                                            \
     extern template void launch_attend<T, 32>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \

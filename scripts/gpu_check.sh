@@ -83,6 +83,11 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
     run_bench latency latency --input-len 128 --output-len 256 --iterations 3
     run_bench ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
     run_bench throughput throughput --input-len 128 --output-len 128 --num-requests 512
+    # Where the device time goes (graphs off, so launch gaps are included): per op kind.
+    TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine --input-len 128 \
+      --output-len 64 --iterations 1 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
+    TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine --input-len 128 \
+      --output-len 32 --num-requests 256 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
     timeout 300 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_1b --target cuda --dtype bfloat16 \
       --batch-sizes 1,16,64 --input-len 128 --output-len 128 --json "$OUT/bench_vs_hf.json" \
       || echo "bench_vs_hf failed: rc $?"

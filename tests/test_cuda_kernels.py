@@ -180,7 +180,7 @@ def test_attention_mixed_batch_matches_cpu(rng, dtype, d):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("num_splits", [0, 7, 40])  # 0: the fewest (3 for 601 keys)
+@pytest.mark.parametrize("num_splits", [0, 1, 7, 40])  # 0: the backend's choice; 1: 601 keys in 3 tiles
 def test_attention_decode_splits_match_cpu(rng, dtype, num_splits):
     # long and short contexts: some splits empty, uneven last splits; MHA and GQA group 8
     for h, h_kv in ((4, 4), (16, 2)):
@@ -193,3 +193,16 @@ def test_attention_decode_splits_match_cpu(rng, dtype, num_splits):
 def test_attention_qk_norm_and_no_rope_match_cpu(rng, dtype):
     check_attention(attention_case(rng, dtype, h=4, h_kv=2, d=32, past=[3, 0], new=[1, 40], qk_norm=True), dtype)
     check_attention(attention_case(rng, dtype, h=2, h_kv=1, d=32, past=[0, 8], new=[5, 2], rope=False), dtype)
+
+
+def test_argmax_rows_matches_cpu_greedy(rng):
+    vocab, padded = 1000, 1003
+    logits = rng.standard_normal((6, padded)).astype(np.float32)
+    logits[:, vocab:] = 100.0          # padding columns are never picked
+    logits[1, [10, 500]] = 50.0        # a tie: the lower id wins
+    logits[2, 3] = np.nan              # NaN never wins
+    logits[3, :] = -np.inf             # nothing finite: -1
+    logits[4, 999] = 60.0              # the last real column
+    want = [int(np.argmax(np.where(np.isnan(r[:vocab]), -np.inf, r[:vocab]))) for r in logits]
+    want[3] = -1
+    assert C.argmax_rows(logits, vocab).tolist() == want

@@ -112,3 +112,13 @@ def test_cuda_engine_on_wrong_arch_is_a_clear_error(fp32_engines, tmp_path):
     engine = Engine.open(fp32_engines["gpt2"][0] / "rank0.engine")
     with pytest.raises(EngineFormatError, match="built for sm_"):
         Engine.open(fp32_engines["gpt2"][0] / "rank0.engine", expected_target="cuda", sm_arch=engine.sm_arch + 1)
+
+
+def test_device_greedy_matches_host_sampler(fp32_engines):
+    # Plain greedy steps take each row's argmax on the GPU; asking for generation logits sends the
+    # step through the host sampler instead. Same tokens either way.
+    with ModelRunner.from_dir(fp32_engines["llama3"][0]) as runner:
+        device = runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS, end_id=-1)
+        host = runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS, end_id=-1, return_dict=True,
+                               return_generation_logits=True)["output_ids"]
+    assert device == host

@@ -17,6 +17,7 @@
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
 #include "norm/norm_cuda.h"
+#include "sampling/sampling_cuda.h"
 #include "trtllm/cuda_utils.h"
 
 namespace py = pybind11;
@@ -167,7 +168,7 @@ py::array gather_rows(const py::array& x_in, const py::array& rows) {
 }
 
 // Same arguments as _core.kernels.attention; kv_layer is updated in place. num_splits: decode key
-// ranges, at least what the longest sequence of the batch needs (0: exactly that, as the backend).
+// ranges per request (0: as the backend picks them).
 py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& past_len_in,
                     const py::array& new_len_in, const py::array& block_table_in, const std::string& dtype,
                     int num_heads, int num_kv_heads, int head_dim, const std::optional<py::array>& inv_freq,
@@ -190,10 +191,13 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
         throw std::invalid_argument("need kv_layer [blocks, 2, h_kv, tokens_per_block, d] and qkv [num_tokens, ...]");
     }
     const int tile_tokens = trtllm::kernels::attention_tile_tokens(num_heads, num_kv_heads);
-    // At least as many splits as the kernel needs for the longest sequence (<= 256 keys a split).
-    num_splits = std::max(num_splits, trtllm::kernels::attention_num_splits(longest));
+    int num_sms = 0;
+    CHECK_CUDA(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
     std::vector<int32_t> decode, tiles;
     trtllm::kernels::plan_attention_work(fresh, num_requests, tile_tokens, decode, tiles);
+    if (num_splits <= 0) {
+        num_splits = trtllm::kernels::attention_num_splits(static_cast<int>(decode.size()), num_kv_heads, longest, num_sms);
+    }
 
     DeviceBuffer d_qkv = upload(qkv, esz(dt), "qkv"), d_kv = upload(kv_layer, esz(dt), "kv_layer");
     DeviceBuffer d_past = upload(past_len, 4, "past_len"), d_new = upload(new_len, 4, "new_len");
@@ -207,8 +211,8 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     DeviceBuffer d_out = poisoned(static_cast<size_t>(num_tokens) * num_heads * head_dim * esz(dt));
     DeviceBuffer d_q = poisoned(sizeof(float) * static_cast<size_t>(num_tokens) * num_heads * head_dim);
     DeviceBuffer d_part = poisoned(sizeof(float) * static_cast<size_t>(trtllm::kernels::attention_partial_floats(
-                                                       std::max<int>(1, static_cast<int>(decode.size())), num_heads,
-                                                       head_dim, num_splits)));
+                                                       std::max<int64_t>(1, static_cast<int64_t>(decode.size())) *
+                                                           num_splits, num_heads, head_dim)));
 
     trtllm::kernels::PagedBatchCuda batch;
     batch.num_requests = num_requests;
@@ -239,6 +243,20 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     CHECK_CUDA(cudaDeviceSynchronize());
     CHECK_CUDA(cudaMemcpy(kv_layer.mutable_data(), d_kv.get(), d_kv.bytes(), cudaMemcpyDeviceToHost));
     return download(d_out, dt, {num_tokens, static_cast<py::ssize_t>(num_heads) * head_dim});
+}
+
+py::array_t<int32_t> argmax_rows(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits,
+                                 int vocab_size) {
+    if (logits.ndim() != 2 || vocab_size < 1 || vocab_size > logits.shape(1)) {
+        throw std::invalid_argument("need logits [rows, vocab_padded] and 1 <= vocab_size <= vocab_padded");
+    }
+    DeviceBuffer d = upload(logits, 4, "logits"), out = poisoned(sizeof(int32_t) * static_cast<size_t>(logits.shape(0)));
+    trtllm::kernels::argmax_rows_cuda(d.as<float>(), logits.shape(0), logits.shape(1), vocab_size, out.as<int32_t>(),
+                                      nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array_t<int32_t> ids(logits.shape(0));
+    CHECK_CUDA(cudaMemcpy(ids.mutable_data(), out.get(), out.bytes(), cudaMemcpyDeviceToHost));
+    return ids;
 }
 
 py::list autotune_gemm(int64_t n, int64_t k, const std::string& dtype, const std::string& out_dtype, bool has_bias,
@@ -278,6 +296,8 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("attention", &attention, "qkv"_a, "kv_layer"_a, "past_len"_a, "new_len"_a, "block_table"_a, py::kw_only(),
           "dtype"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a, "inv_freq"_a = py::none(), "q_norm"_a = py::none(),
           "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0);
+    k.def("argmax_rows", &argmax_rows, "logits"_a, "vocab_size"_a,
+          "Greedy pick of each row among its first vocab_size logits (lowest id on ties; -1 if none is finite).");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,
           "max_algos"_a = 16, "reps"_a = 20,
           "Times cuBLASLt's candidate algorithms for y[m, n] = x[m, k] w[n, k]^T at each m on GPU 0; returns per m "

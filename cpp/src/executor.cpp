@@ -354,7 +354,29 @@ void Executor::step() {
     }
     if (input.output_rows.empty()) input.output_rows.push_back(0);  // the op list always gathers >= 1 row
 
-    const float* logits = backend_->forward(input);
+    // Banned tokens per request (end_id and stop ids until min_new_tokens are out).
+    auto banned_tokens = [](const Request& r) {
+        std::vector<int32_t> banned;
+        if (r.num_generated() < r.spec.min_new_tokens) {
+            if (r.spec.end_id >= 0) banned.push_back(r.spec.end_id);
+            banned.insert(banned.end(), r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end());
+        }
+        return banned;
+    };
+    // Plain greedy (no penalties, bans, logprobs or logits to return) needs only each row's
+    // argmax: a backend that picks it on the device then copies no logits back.
+    bool argmax_only = true;
+    for (size_t i = 0; argmax_only && i < schedule.scheduled.size(); ++i) {
+        const Request& r = *schedule.scheduled[i].request;
+        const SamplingConfig& c = r.spec.sampling;
+        argmax_only = context_row_start[i] < 0 &&
+                      (sample_row[i] < 0 ||
+                       (c.temperature == 0.0f && c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f &&
+                        c.frequency_penalty == 0.0f && c.num_logprobs < 0 && !r.spec.return_generation_logits &&
+                        banned_tokens(r).empty()));
+    }
+    const int32_t* argmax = argmax_only ? backend_->forward_argmax(input) : nullptr;
+    const float* logits = argmax == nullptr ? backend_->forward(input) : nullptr;
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;
 
@@ -375,13 +397,16 @@ void Executor::step() {
         kv_->commit(r.id, r.tokens, r.num_computed);
         if (sample_row[i] < 0) continue;
 
-        const float* row = logits + sample_row[i] * row_stride;
-        std::vector<int32_t> banned;
-        if (r.num_generated() < r.spec.min_new_tokens) {
-            if (r.spec.end_id >= 0) banned.push_back(r.spec.end_id);
-            banned.insert(banned.end(), r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end());
+        const float* row = logits == nullptr ? nullptr : logits + sample_row[i] * row_stride;
+        SampledToken sampled;
+        if (row == nullptr) {
+            sampled.token = argmax[sample_row[i]];
+            if (sampled.token < 0) {
+                throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
+            }
+        } else {
+            sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned_tokens(r), r.rng);
         }
-        SampledToken sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned, r.rng);
         if (r.num_generated() == 0) r.first_token_time = Clock::now();
         r.tokens.push_back(sampled.token);
         ++generated;

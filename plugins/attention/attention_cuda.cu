@@ -19,7 +19,6 @@ namespace {
 using namespace cuda;
 
 using attn::kPrepWarps;
-using attn::kMaxKeysPerSplit;
 using attn::kTileRows;
 using attn::kv_row;
 
@@ -84,10 +83,16 @@ int attention_tile_tokens(int num_heads, int num_kv_heads) {
     return kTileRows / group;
 }
 
-int attention_num_splits(int max_seq_len) { return std::max(1, (max_seq_len + kMaxKeysPerSplit - 1) / kMaxKeysPerSplit); }
+int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms) {
+    constexpr int kMinKeysPerSplit = 64;
+    const int64_t blocks = std::max<int64_t>(1, int64_t{num_decode} * num_kv_heads);
+    const int64_t want = (2 * int64_t{num_sms} + blocks - 1) / blocks;
+    const int64_t most = std::max(1, (max_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    return static_cast<int>(std::clamp<int64_t>(want, 1, most));
+}
 
-int64_t attention_partial_floats(int max_decode, int num_heads, int head_dim, int num_splits) {
-    return int64_t{max_decode} * num_heads * num_splits * (head_dim + 2);
+int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_dim) {
+    return decode_splits * num_heads * (head_dim + 2);
 }
 
 void plan_attention_work(const int32_t* new_len, int num_requests, int tile_tokens, std::vector<int32_t>& decode,

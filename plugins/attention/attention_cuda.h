@@ -55,9 +55,12 @@ struct AttentionScratch {
 
 // Tokens per prefill tile: 64 query rows of one kv group.
 int attention_tile_tokens(int num_heads, int num_kv_heads);
-// Decode splits that keep every split at <= 256 keys for sequences up to max_seq_len.
-int attention_num_splits(int max_seq_len);
-int64_t attention_partial_floats(int max_decode, int num_heads, int head_dim, int num_splits);
+// Decode key ranges per request: enough blocks to give each of the GPU's `num_sms`
+// multiprocessors two, never ranges under 64 keys for sequences of `max_len`. A large batch
+// gets 1 (each block walks its whole sequence), batch 1 gets many.
+int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms);
+// Scratch floats for `decode_splits` = num_decode * num_splits partial results.
+int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_dim);
 // Host: the decode list and prefill tiles of a batch.
 void plan_attention_work(const int32_t* new_len, int num_requests, int tile_tokens, std::vector<int32_t>& decode,
                          std::vector<int32_t>& tiles);

@@ -25,7 +25,9 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
     return kv + index * d;
 }
 
-// grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Partial results per
+// grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range
+// of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
+// online softmax (running max and sum per head, output rescaled per tile). Partial results per
 // (decode request, head, split): o [D] unnormalized, then (m, l).
 template <class T, int D>
 __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const T* kv, PagedBatchCuda b,
@@ -43,7 +45,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
     const int chunk = (len + num_splits - 1) / num_splits;
-    if (chunk > kMaxKeysPerSplit) __trap();  // too few splits for this length: a caller bug, never corrupt memory
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
     const int64_t part0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits + split;  // + g * num_splits
     if (n <= 0) {
@@ -54,99 +55,116 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
         return;
     }
     float* qs = dec_smem;                                   // [group][D]
-    float* sc = qs + group * D;                             // [group][kMaxKeysPerSplit]
+    float* os = qs + group * D;                             // [group][D] running output
+    float* sc = os + group * D;                             // [group][kMaxKeysPerSplit]
     float* red = sc + group * kMaxKeysPerSplit;             // [kKeyGroups][kGroupChunk][D]
-    float* ml = red + kKeyGroups * kGroupChunk * D;         // [group][2]
+    float* ml = red + kKeyGroups * kGroupChunk * D;         // [group][3]: running max, sum, this tile's rescale
     for (int i = tid; i < group * D; i += blockDim.x) {
         qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
+        os[i] = 0.0f;
+    }
+    for (int g = tid; g < group; g += blockDim.x) {
+        ml[3 * g] = -INFINITY;
+        ml[3 * g + 1] = 0.0f;
     }
     __syncthreads();
-    // Scores: one key row per thread, read once in 16-byte vectors, dotted with every head of the group.
-    for (int j = tid; j < n; j += blockDim.x) {
-        const T* krow = kv_row(kv, b, r, k0 + j, 0, kh, h_kv, D);
-        for (int gb = 0; gb < group; gb += kGroupChunk) {
-            float dot[kGroupChunk];
+    const int warp = tid / 32, lane = tid % 32;
+    const int xv = tid % kVecPerRow, kg = tid / kVecPerRow;
+    for (int t0 = 0; t0 < n; t0 += kMaxKeysPerSplit) {
+        const int nt = min(kMaxKeysPerSplit, n - t0);
+        const int kt = k0 + t0;  // first key of the tile
+        // Scores: one key row per thread, read once in 16-byte vectors, dotted with every head of the group.
+        for (int j = tid; j < nt; j += blockDim.x) {
+            const T* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
+            for (int gb = 0; gb < group; gb += kGroupChunk) {
+                float dot[kGroupChunk];
 #pragma unroll
-            for (int g = 0; g < kGroupChunk; ++g) dot[g] = 0.0f;
+                for (int g = 0; g < kGroupChunk; ++g) dot[g] = 0.0f;
 #pragma unroll 4
-            for (int x0 = 0; x0 < D; x0 += V) {
-                float kf[V];
-                load_vec(krow + x0, kf);
+                for (int x0 = 0; x0 < D; x0 += V) {
+                    float kf[V];
+                    load_vec(krow + x0, kf);
+#pragma unroll
+                    for (int g = 0; g < kGroupChunk; ++g) {
+                        if (gb + g < group) {
+                            const float* qg = qs + (gb + g) * D + x0;
+#pragma unroll
+                            for (int i = 0; i < V; ++i) dot[g] += kf[i] * qg[i];
+                        }
+                    }
+                }
+#pragma unroll
+                for (int g = 0; g < kGroupChunk; ++g) {
+                    if (gb + g < group) sc[(gb + g) * kMaxKeysPerSplit + j] = dot[g] * scale;
+                }
+            }
+        }
+        __syncthreads();
+        // Online softmax: one warp per head.
+        for (int g = warp; g < group; g += kDecodeThreads / 32) {
+            float* s = sc + g * kMaxKeysPerSplit;
+            float m = ml[3 * g];
+            for (int j = lane; j < nt; j += 32) m = fmaxf(m, s[j]);
+            m = warp_max(m);  // finite: the tile has at least one key
+            float l = 0.0f;
+            for (int j = lane; j < nt; j += 32) {
+                const float e = expf(s[j] - m);
+                s[j] = e;
+                l += e;
+            }
+            l = warp_sum(l);
+            __syncwarp();
+            if (lane == 0) {
+                const float corr = expf(ml[3 * g] - m);  // 0 on the first tile
+                ml[3 * g] = m;
+                ml[3 * g + 1] = ml[3 * g + 1] * corr + l;
+                ml[3 * g + 2] = corr;
+            }
+        }
+        __syncthreads();
+        // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups), then the groups are added.
+        for (int gb = 0; gb < group; gb += kGroupChunk) {
+            float acc[kGroupChunk][V];
+#pragma unroll
+            for (int g = 0; g < kGroupChunk; ++g) {
+#pragma unroll
+                for (int i = 0; i < V; ++i) acc[g][i] = 0.0f;
+            }
+            for (int j = kg; j < nt; j += kKeyGroups) {
+                float vf[V];
+                load_vec(kv_row(kv, b, r, kt + j, 1, kh, h_kv, D) + xv * V, vf);
 #pragma unroll
                 for (int g = 0; g < kGroupChunk; ++g) {
                     if (gb + g < group) {
-                        const float* qg = qs + (gb + g) * D + x0;
+                        const float p = sc[(gb + g) * kMaxKeysPerSplit + j];
 #pragma unroll
-                        for (int i = 0; i < V; ++i) dot[g] += kf[i] * qg[i];
+                        for (int i = 0; i < V; ++i) acc[g][i] += p * vf[i];
                     }
                 }
             }
 #pragma unroll
             for (int g = 0; g < kGroupChunk; ++g) {
-                if (gb + g < group) sc[(gb + g) * kMaxKeysPerSplit + j] = dot[g] * scale;
+#pragma unroll
+                for (int i = 0; i < V; ++i) red[(kg * kGroupChunk + g) * D + xv * V + i] = acc[g][i];
             }
+            __syncthreads();
+            for (int idx = tid; idx < kGroupChunk * D; idx += blockDim.x) {
+                const int g = idx / D, x = idx % D;
+                if (gb + g >= group) continue;
+                float sum = 0.0f;
+                for (int k = 0; k < kKeyGroups; ++k) sum += red[(k * kGroupChunk + g) * D + x];
+                float& o = os[(gb + g) * D + x];
+                o = o * ml[3 * (gb + g) + 2] + sum;
+            }
+            __syncthreads();
         }
     }
-    __syncthreads();
-    // Softmax numerators of this split: one warp per head.
-    const int warp = tid / 32, lane = tid % 32;
-    for (int g = warp; g < group; g += kDecodeThreads / 32) {
-        float* s = sc + g * kMaxKeysPerSplit;
-        float m = -INFINITY;
-        for (int j = lane; j < n; j += 32) m = fmaxf(m, s[j]);
-        m = warp_max(m);
-        float l = 0.0f;
-        for (int j = lane; j < n; j += 32) {
-            const float e = expf(s[j] - m);
-            s[j] = e;
-            l += e;
-        }
-        l = warp_sum(l);
-        if (lane == 0) {
-            ml[2 * g] = m;
-            ml[2 * g + 1] = l;
-        }
-    }
-    __syncthreads();
-    // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups), then the groups are added.
-    const int xv = tid % kVecPerRow, kg = tid / kVecPerRow;
-    for (int gb = 0; gb < group; gb += kGroupChunk) {
-        float acc[kGroupChunk][V];
-#pragma unroll
-        for (int g = 0; g < kGroupChunk; ++g) {
-#pragma unroll
-            for (int i = 0; i < V; ++i) acc[g][i] = 0.0f;
-        }
-        for (int j = kg; j < n; j += kKeyGroups) {
-            float vf[V];
-            load_vec(kv_row(kv, b, r, k0 + j, 1, kh, h_kv, D) + xv * V, vf);
-#pragma unroll
-            for (int g = 0; g < kGroupChunk; ++g) {
-                if (gb + g < group) {
-                    const float p = sc[(gb + g) * kMaxKeysPerSplit + j];
-#pragma unroll
-                    for (int i = 0; i < V; ++i) acc[g][i] += p * vf[i];
-                }
-            }
-        }
-#pragma unroll
-        for (int g = 0; g < kGroupChunk; ++g) {
-#pragma unroll
-            for (int i = 0; i < V; ++i) red[(kg * kGroupChunk + g) * D + xv * V + i] = acc[g][i];
-        }
-        __syncthreads();
-        for (int idx = tid; idx < kGroupChunk * D; idx += blockDim.x) {
-            const int g = idx / D, x = idx % D;
-            if (gb + g >= group) continue;
-            float sum = 0.0f;
-            for (int k = 0; k < kKeyGroups; ++k) sum += red[(k * kGroupChunk + g) * D + x];
-            part_o[(part0 + int64_t{gb + g} * num_splits) * D + x] = sum;
-        }
-        __syncthreads();
+    for (int i = tid; i < group * D; i += blockDim.x) {
+        part_o[(part0 + int64_t{i / D} * num_splits) * D + i % D] = os[i];
     }
     for (int g = tid; g < group; g += blockDim.x) {
-        part_ml[(part0 + int64_t{g} * num_splits) * 2] = ml[2 * g];
-        part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = ml[2 * g + 1];
+        part_ml[(part0 + int64_t{g} * num_splits) * 2] = ml[3 * g];
+        part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = ml[3 * g + 1];
     }
 }
 
@@ -311,7 +329,7 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
     }
     if (w.num_decode > 0) {
         constexpr int kKeyGroups = kDecodeThreads / (D / kVec<T>);
-        const size_t smem = sizeof(float) * (size_t{2} * group + size_t(group) * D + size_t(group) * kMaxKeysPerSplit +
+        const size_t smem = sizeof(float) * (size_t{3} * group + size_t{2} * group * D + size_t(group) * kMaxKeysPerSplit +
                                              size_t{kKeyGroups} * kGroupChunk * D);
         static int configured_bytes = 0;
         if (static_cast<int>(smem) > configured_bytes && smem > 48 * 1024) {

@@ -43,6 +43,12 @@ public:
     // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
     // until the next call.
     virtual const float* forward(const StepInput& step) = 0;
+    // Runs the op list and returns, per output row, the id of its largest logit among the first
+    // vocab_size (the CPU sampler's greedy pick: lowest id on ties, NaN never wins, -1 when none
+    // is finite), valid until the next call; no logits come back. Backends that pick on the
+    // device override it; the default returns nullptr without running anything, and the caller
+    // runs forward() instead.
+    virtual const int32_t* forward_argmax(const StepInput& /*step*/) { return nullptr; }
     virtual int64_t kv_cache_bytes() const = 0;
 };
 

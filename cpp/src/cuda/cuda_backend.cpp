@@ -2,14 +2,16 @@
 //
 // Weights are uploaded once (the engine's weight blob, as one copy); the activation arena, the
 // paged KV pool and the kernels' scratch live in device memory; everything runs on one stream.
-// Each iteration the StepInput goes to the device in three copies from pinned memory, the ops
-// are enqueued, and the logits rows come back to pinned memory (the executor samples on the host).
+// Each iteration the StepInput goes to the device in three copies from pinned memory and the ops
+// are enqueued; then either the logits rows come back to pinned memory (the executor samples on
+// the host) or, for plain greedy batches, only each row's argmax does (forward_argmax).
 //
 // Pure-decode iterations are replayed from CUDA graphs, one per batch-size bucket (1, 2, 4, ...):
 // the batch is padded to the bucket with dummy one-token requests whose KV writes land in a
 // trash block past the pool's last block, so a graph's launch shapes never change. A bucket is
 // run eagerly the first time (kernels loaded, cuBLASLt plans made) and captured the second.
-// TRTLLM_CUDA_GRAPHS=0 turns graphs off.
+// TRTLLM_CUDA_GRAPHS=0 turns graphs off; TRTLLM_PROFILE=1 turns them off and prints device time per
+// op kind (prefill and decode steps apart) when the backend goes away.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
 #include "norm/norm_cuda.h"
+#include "sampling/sampling_cuda.h"
 #include "trtllm/backend.h"
 #include "trtllm/cuda_utils.h"
 #include "trtllm/json.h"
@@ -141,12 +144,15 @@ public:
         if (tile_tokens_ == 0) tile_tokens_ = 1;
         max_requests_ = info.max_batch_size;
         max_blocks_per_seq_ = (info.max_seq_len + tokens_per_block - 1) / tokens_per_block;
-        num_splits_ = kernels::attention_num_splits(info.max_seq_len);
+        CHECK_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
         q_scratch_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(info.max_num_tokens) * max_heads * info.head_dim);
+        // num_decode * num_splits <= num_decode + 2 * num_sms (attention_num_splits' target).
         partial_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(kernels::attention_partial_floats(
-                                                    max_requests_, max_heads, info.head_dim, num_splits_)));
+                                                    max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
         layout_step_buffers();
         logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
+        argmax_dev_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
+        argmax_host_ = PinnedBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
 
         block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.dtype);
         if (num_kv_blocks <= 0) {
@@ -164,13 +170,19 @@ public:
         // One block more per layer: the trash block that padded graph rows write into.
         kv_layer_bytes_ = (num_kv_blocks_ + 1) * block_bytes_;
         kv_pool_ = DeviceBuffer(static_cast<size_t>(kv_layer_bytes_ * info.num_layers));
-        graphs_enabled_ = comm_ == nullptr && !(std::getenv("TRTLLM_CUDA_GRAPHS") &&
+        profile_ = std::getenv("TRTLLM_PROFILE") != nullptr;
+        graphs_enabled_ = comm_ == nullptr && !profile_ && !(std::getenv("TRTLLM_CUDA_GRAPHS") &&
                                                 std::string(std::getenv("TRTLLM_CUDA_GRAPHS")) == "0");
         for (int b = 1; b < max_requests_; b *= 2) graph_buckets_.push_back(b);
         graph_buckets_.push_back(max_requests_);
     }
 
     ~CudaBackend() override {
+        for (const auto& [name, ms] : profile_ms_) {
+            const std::string phase = name.substr(0, name.find(' '));
+            std::fprintf(stderr, "[trtllm profile] %-24s %9.3f ms total, %8.1f us per step\n", name.c_str(), ms,
+                         1000.0 * ms / std::max(1, profile_steps_[phase]));
+        }
         for (auto& [bucket, g] : graphs_) {
             if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
         }
@@ -179,6 +191,31 @@ public:
     int64_t kv_cache_bytes() const override { return num_kv_blocks_ * block_bytes_ * model_->info().num_layers; }
 
     const float* forward(const StepInput& step) override {
+        const int64_t rows = run_step(step);
+        cudaStream_t s = stream_->get();
+        const size_t row_bytes = sizeof(float) * static_cast<size_t>(model_->info().vocab_size_padded);
+        CHECK_CUDA(cudaMemcpyAsync(logits_host_.get(), ptr(model_->logits()), row_bytes * static_cast<size_t>(rows),
+                                   cudaMemcpyDeviceToHost, s));
+        CHECK_CUDA(cudaStreamSynchronize(s));
+        return logits_host_.as<float>();
+    }
+
+    const int32_t* forward_argmax(const StepInput& step) override {
+        const int64_t rows = run_step(step);
+        cudaStream_t s = stream_->get();
+        const ModelInfo& info = model_->info();
+        kernels::argmax_rows_cuda(static_cast<const float*>(ptr(model_->logits())), rows, info.vocab_size_padded,
+                                  info.vocab_size, argmax_dev_.as<int32_t>(), s);
+        CHECK_CUDA(cudaMemcpyAsync(argmax_host_.get(), argmax_dev_.get(), sizeof(int32_t) * static_cast<size_t>(rows),
+                                   cudaMemcpyDeviceToHost, s));
+        CHECK_CUDA(cudaStreamSynchronize(s));
+        return argmax_host_.as<int32_t>();
+    }
+
+private:
+    // Enqueues one iteration; returns the number of logits rows the step asked for (the first
+    // rows of the logits slot). The caller copies back what it needs and synchronizes.
+    int64_t run_step(const StepInput& step) {
         const ModelInfo& info = model_->info();
         CHECK_CUDA(cudaSetDevice(device_));  // the executor's worker thread is not the constructing one
         const int num_requests = step.num_requests();
@@ -206,7 +243,15 @@ public:
         work.num_prefill_tiles = static_cast<int>(tiles_.size() / 2);
         work.prefill_tiles = dev_i32(off_tiles_);
         work.tile_tokens = tile_tokens_;
-        work.num_splits = num_splits_;
+        // A graph replays with any lengths up to max_seq_len; an eager step knows its longest sequence.
+        int longest = info.max_seq_len;
+        if (!pure_decode) {
+            longest = 1;
+            for (int r = 0; r < num_requests; ++r) {
+                longest = std::max(longest, step.past_len[static_cast<size_t>(r)] + step.new_len[static_cast<size_t>(r)]);
+            }
+        }
+        work.num_splits = kernels::attention_num_splits(work.num_decode, info.num_kv_heads, longest, num_sms_);
         kernels::PagedBatchCuda batch;
         batch.num_requests = padded;
         batch.past_len = dev_i32(off_past_);
@@ -229,15 +274,9 @@ public:
         } else {
             run_ops(batch, work, num_tokens, num_rows);
         }
-        const int64_t real_rows = static_cast<int64_t>(step.output_rows.size());
-        const size_t row_bytes = sizeof(float) * static_cast<size_t>(info.vocab_size_padded);
-        CHECK_CUDA(cudaMemcpyAsync(logits_host_.get(), ptr(model_->logits()), row_bytes * static_cast<size_t>(real_rows),
-                                   cudaMemcpyDeviceToHost, s));
-        CHECK_CUDA(cudaStreamSynchronize(s));
-        return logits_host_.as<float>();
+        return static_cast<int64_t>(step.output_rows.size());
     }
 
-private:
     struct Prepared {
         kernels::GemmShape shape;
         const void* bias = nullptr;
@@ -373,7 +412,46 @@ private:
 
     void run_ops(const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work, int64_t num_tokens,
                  int64_t num_rows) {
-        for (size_t i = 0; i < model_->ops().size(); ++i) run(model_->ops()[i], prepared_[i], batch, work, num_tokens, num_rows);
+        const auto& ops = model_->ops();
+        if (!profile_) {
+            for (size_t i = 0; i < ops.size(); ++i) run(ops[i], prepared_[i], batch, work, num_tokens, num_rows);
+            return;
+        }
+        // TRTLLM_PROFILE=1 (a developer aid; graphs off): device time per op kind from events around each op.
+        if (profile_events_.size() < ops.size() + 1) profile_events_ = std::vector<CudaEvent>(ops.size() + 1);
+        cudaStream_t s = stream_->get();
+        CHECK_CUDA(cudaEventRecord(profile_events_[0].get(), s));
+        for (size_t i = 0; i < ops.size(); ++i) {
+            run(ops[i], prepared_[i], batch, work, num_tokens, num_rows);
+            CHECK_CUDA(cudaEventRecord(profile_events_[i + 1].get(), s));
+        }
+        CHECK_CUDA(cudaEventSynchronize(profile_events_[ops.size()].get()));
+        const char* phase = work.num_prefill_tiles > 0 ? "prefill" : "decode";
+        for (size_t i = 0; i < ops.size(); ++i) {
+            float ms = 0.0f;
+            CHECK_CUDA(cudaEventElapsedTime(&ms, profile_events_[i].get(), profile_events_[i + 1].get()));
+            profile_ms_[std::string(phase) + " " + op_name(ops[i].kind)] += ms;
+        }
+        profile_steps_[phase] += 1;
+    }
+
+    static const char* op_name(OpKind k) {
+        switch (k) {
+            case OpKind::kEmbedding: return "embedding";
+            case OpKind::kLinear: return "linear";
+            case OpKind::kRmsNorm: return "rms_norm";
+            case OpKind::kLayerNorm: return "layer_norm";
+            case OpKind::kAddRmsNorm: return "add_rms_norm";
+            case OpKind::kAddLayerNorm: return "add_layer_norm";
+            case OpKind::kAdd: return "add";
+            case OpKind::kSiluMul: return "silu_mul";
+            case OpKind::kGeluTanh: return "gelu_tanh";
+            case OpKind::kAttention: return "attention";
+            case OpKind::kAllReduce: return "all_reduce";
+            case OpKind::kAllGather: return "all_gather";
+            case OpKind::kGatherRows: return "gather_rows";
+        }
+        return "?";
     }
 
     void run(const Op& op, const Prepared& p, const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work,
@@ -491,15 +569,19 @@ private:
     DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_;
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;
-    int max_requests_ = 0, max_blocks_per_seq_ = 0, num_splits_ = 1, tile_tokens_ = 0;
+    int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;
     size_t off_past_ = 0, off_new_ = 0, off_start_ = 0, off_table_ = 0, off_rows_ = 0, off_decode_ = 0, off_tiles_ = 0;
     size_t step_bytes_ = 0;
-    PinnedBuffer step_host_, ids_host_, logits_host_;
-    DeviceBuffer step_dev_;
+    PinnedBuffer step_host_, ids_host_, logits_host_, argmax_host_;
+    DeviceBuffer step_dev_, argmax_dev_;
     std::vector<int32_t> decode_, tiles_;
     bool graphs_enabled_ = true;
     std::vector<int> graph_buckets_;
     std::map<int, Graph> graphs_;
+    bool profile_ = false;
+    std::vector<CudaEvent> profile_events_;
+    std::map<std::string, double> profile_ms_;
+    std::map<std::string, int> profile_steps_;
 };
 
 }  // namespace

@@ -76,11 +76,24 @@ def test_autotuned_algorithm_runs_and_matches(rng):
     n, k = 256, 512
     tuned = _core.cuda_autotune_gemm(n, k, "bfloat16", "bfloat16", False, [1, 32, 128], 8, 5)
     assert [t["m"] for t in tuned] == [1, 32, 128]
-    assert all(len(t["algo"]) == 128 and t["best_us"] <= t["default_us"] for t in tuned)
+    assert all((t["algo"] == "gemv" or len(t["algo"]) == 128) and t["best_us"] <= t["default_us"] for t in tuned)
     x, w = rand(rng, (32, k), "bfloat16"), rand(rng, (n, k), "bfloat16", 0.1)
     cpu = K.gemm(x, w, None, dtype="bfloat16")
     for t in tuned:  # an algorithm tuned for one m, used at another (the runtime's bucket rule)
         assert_close(C.gemm(x, w, None, dtype="bfloat16", algo=t["algo"]), cpu, "bfloat16", atol=1e-5 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("m", [1, 3, 4, 5])  # 5: past the GEMV's rows, cuBLASLt runs it
+@pytest.mark.parametrize("out_dtype", [None, "float32"])
+def test_gemv_tactic_matches_cpu(rng, dtype, m, out_dtype):
+    n, k = 100, 2056  # k: a multiple of 8 that is not of the unrolled 1024-element step
+    x, w = rand(rng, (m, k), dtype), rand(rng, (n, k), dtype, 0.1)
+    b = rand(rng, (n,), dtype)
+    cpu = K.gemm(x, w, b, dtype=dtype, out_dtype=out_dtype)
+    bias = values(b, dtype).astype(np.float32) if out_dtype == "float32" else b
+    gpu = C.gemm(x, w, bias, dtype=dtype, out_dtype=out_dtype, algo="gemv")
+    assert_close(gpu, cpu, out_dtype or dtype, atol=1e-5 * np.sqrt(k))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

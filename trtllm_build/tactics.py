@@ -1,9 +1,10 @@
 """Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
 
 For every distinct `linear` shape of the engine (n, k, activation dtype, output dtype, bias) and
-a few m buckets (1, 8, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the runtime's
-`_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's heuristic offers
-and keeps the fastest. The result goes into the engine's `tactics`:
+a few m buckets (1, 4, 8, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
+runtime's `_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's
+heuristic offers, and for m <= 4 our GEMV kernel, and keeps the fastest ("gemv" or the
+cuBLASLt algorithm in hex). The result goes into the engine's `tactics`:
 
     {"gemm": {"cublaslt_version": 130002, "buckets": [1, 8, ...],
               "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
@@ -22,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_BUCKETS = (1, 8, 32, 128, 512)
+M_BUCKETS = (1, 4, 8, 32, 128, 512)
 
 
 def gemm_buckets(max_num_tokens: int) -> list[int]:

@@ -75,8 +75,8 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
     DeviceBuffer db = bias ? upload(*bias, esz(ydt), "bias (in out_dtype)") : DeviceBuffer();
     DeviceBuffer dy = poisoned(static_cast<size_t>(m * n) * esz(ydt));
     trtllm::kernels::CublasLtGemm g;
-    std::optional<cublasLtMatmulAlgo_t> a;
-    if (algo) a = trtllm::kernels::gemm_algo_from_hex(*algo);
+    std::optional<trtllm::kernels::GemmTactic> a;
+    if (algo) a = trtllm::kernels::gemm_tactic_from_string(*algo);
     g.run(shape, m, dx.get(), dw.get(), bias ? db.get() : nullptr, dy.get(), a ? &*a : nullptr, nullptr);
     return download(dy, ydt, {m, n});
 }
@@ -270,7 +270,7 @@ py::list autotune_gemm(int64_t n, int64_t k, const std::string& dtype, const std
     }
     py::list out;
     for (const auto& t : tuned) {
-        out.append(py::dict("m"_a = t.m, "algo"_a = trtllm::kernels::gemm_algo_to_hex(t.algo), "best_us"_a = t.best_us,
+        out.append(py::dict("m"_a = t.m, "algo"_a = trtllm::kernels::gemm_tactic_to_string(t.tactic), "best_us"_a = t.best_us,
                             "default_us"_a = t.default_us, "candidates"_a = t.candidates));
     }
     return out;
@@ -282,7 +282,8 @@ void bind_cuda_kernels(py::module_& m) {
     py::module_ k = m.def_submodule("cuda_kernels", "CUDA kernels of plugins/ over numpy arrays, for tests "
                                                     "(same conventions as _core.kernels).");
     k.def("gemm", &gemm, "x"_a, "weight"_a, "bias"_a = py::none(), py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),
-          "algo"_a = py::none(), "x[m, k] @ weight[n, k].T + bias (bias in out_dtype); algo: a tactic's hex string");
+          "algo"_a = py::none(),
+          "x[m, k] @ weight[n, k].T + bias (bias in out_dtype); algo: a tactic ('gemv' or cuBLASLt's in hex)");
     k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f);
     k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f);
     k.def("layer_norm", &layer_norm, "x"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);

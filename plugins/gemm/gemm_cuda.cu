@@ -44,7 +44,104 @@ void fill_random(void* p, DType dt, int64_t n, uint32_t seed, cudaStream_t strea
     CHECK_LAUNCH("fill_random_kernel");
 }
 
+// y[mi, j] = w[j, :] · x[mi, :] (+ bias[j]) for mi < M: one warp per output column j; each
+// lane reads 16-byte vectors of the weight row, four in flight, and uses each for all M rows.
+template <class T, class TY, int M>
+__global__ void gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const TY* __restrict__ bias,
+                            TY* __restrict__ y, int n, int k) {
+    constexpr int V = cuda::kVec<T>;
+    constexpr int kUnroll = 4;
+    const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (j >= n) return;
+    const int lane = threadIdx.x % 32;
+    const T* wr = w + int64_t{j} * k;
+    float acc[M];
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) acc[mi] = 0.0f;
+    int x0 = lane * V;
+    for (; x0 + (kUnroll - 1) * 32 * V < k; x0 += kUnroll * 32 * V) {
+        float wf[kUnroll][V];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) cuda::load_vec(wr + x0 + u * 32 * V, wf[u]);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+            for (int mi = 0; mi < M; ++mi) {
+                float xf[V];
+                cuda::load_vec(x + int64_t{mi} * k + x0 + u * 32 * V, xf);
+#pragma unroll
+                for (int i = 0; i < V; ++i) acc[mi] += wf[u][i] * xf[i];
+            }
+        }
+    }
+    for (; x0 < k; x0 += 32 * V) {
+        float wf[V];
+        cuda::load_vec(wr + x0, wf);
+#pragma unroll
+        for (int mi = 0; mi < M; ++mi) {
+            float xf[V];
+            cuda::load_vec(x + int64_t{mi} * k + x0, xf);
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[mi] += wf[i] * xf[i];
+        }
+    }
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) acc[mi] = cuda::warp_sum(acc[mi]);
+    if (lane == 0) {
+        const float b = bias != nullptr ? cuda::to_float(bias[j]) : 0.0f;
+#pragma unroll
+        for (int mi = 0; mi < M; ++mi) y[int64_t{mi} * n + j] = cuda::from_float<TY>(acc[mi] + b);
+    }
+}
+
+template <class T, class TY>
+void launch_gemv(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
+                 cudaStream_t stream) {
+    constexpr int kWarps = 4;
+    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
+    const auto* xp = static_cast<const T*>(x);
+    const auto* wp = static_cast<const T*>(w);
+    const auto* bp = static_cast<const TY*>(bias);
+    auto* yp = static_cast<TY*>(y);
+    const int ni = static_cast<int>(n), ki = static_cast<int>(k);
+    switch (m) {
+        case 1: gemv_kernel<T, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 2: gemv_kernel<T, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 3: gemv_kernel<T, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        default: gemv_kernel<T, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+    }
+    CHECK_LAUNCH("gemv_kernel");
+}
+
+void gemv(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y, cudaStream_t stream) {
+    if (s.x_dtype == DType::kBFloat16) {
+        if (s.y_dtype == DType::kFloat32) launch_gemv<__nv_bfloat16, float>(m, x, w, bias, y, s.n, s.k, stream);
+        else launch_gemv<__nv_bfloat16, __nv_bfloat16>(m, x, w, bias, y, s.n, s.k, stream);
+    } else {
+        if (s.y_dtype == DType::kFloat32) launch_gemv<__half, float>(m, x, w, bias, y, s.n, s.k, stream);
+        else launch_gemv<__half, __half>(m, x, w, bias, y, s.n, s.k, stream);
+    }
+}
+
 }  // namespace
+
+bool gemv_supported(const GemmShape& s, int64_t m) {
+    const bool half = s.x_dtype == DType::kBFloat16 || s.x_dtype == DType::kFloat16;
+    return half && (s.y_dtype == s.x_dtype || s.y_dtype == DType::kFloat32) && m >= 1 && m <= kGemvMaxRows &&
+           s.k % 8 == 0 && s.n < (int64_t{1} << 31) && s.k < (int64_t{1} << 31);
+}
+
+std::string gemm_tactic_to_string(const GemmTactic& t) { return t.gemv ? "gemv" : gemm_algo_to_hex(t.algo); }
+
+GemmTactic gemm_tactic_from_string(const std::string& text) {
+    GemmTactic t;
+    if (text == "gemv") {
+        t.gemv = true;
+    } else {
+        t.algo = gemm_algo_from_hex(text);
+    }
+    return t;
+}
 
 std::string GemmShape::key() const {
     return std::to_string(n) + "x" + std::to_string(k) + ":" + dtype_name(x_dtype) + ":" + dtype_name(y_dtype) + ":" +
@@ -157,10 +254,14 @@ CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cubl
 }
 
 void CublasLtGemm::run(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
-                       const cublasLtMatmulAlgo_t* preferred, cudaStream_t stream) {
+                       const GemmTactic* tactic, cudaStream_t stream) {
     if (m <= 0) return;
     if ((bias != nullptr) != s.has_bias) throw std::invalid_argument("GEMM: bias pointer disagrees with the shape's has_bias");
-    Plan& p = plan(s, m, preferred);
+    if (tactic != nullptr && tactic->gemv && gemv_supported(s, m) && cuda::aligned16(x) && cuda::aligned16(w)) {
+        gemv(s, m, x, w, bias, y, stream);
+        return;
+    }
+    Plan& p = plan(s, m, tactic != nullptr && !tactic->gemv ? &tactic->algo : nullptr);
     if (p.bias_epilogue) {
         CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
@@ -221,7 +322,7 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
         };
         Tuned t;
         t.m = m;
-        t.algo = base.algo;
+        t.tactic.algo = base.algo;
         t.default_us = t.best_us = time_algo(base.algo);
         t.candidates = found;
         for (int i = 0; i < found; ++i) {
@@ -229,7 +330,22 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
             const float us = time_algo(results[static_cast<size_t>(i)].algo);
             if (us > 0.0f && us < t.best_us) {
                 t.best_us = us;
-                t.algo = results[static_cast<size_t>(i)].algo;
+                t.tactic.algo = results[static_cast<size_t>(i)].algo;
+            }
+        }
+        if (gemv_supported(s, m)) {
+            const void* bp = s.has_bias ? bias.get() : nullptr;
+            for (int i = 0; i < 3; ++i) gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+            CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
+            for (int i = 0; i < reps; ++i) gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+            CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
+            CHECK_CUDA(cudaEventSynchronize(stop.get()));
+            float ms_total = 0.0f;
+            CHECK_CUDA(cudaEventElapsedTime(&ms_total, start.get(), stop.get()));
+            const float us = ms_total * 1000.0f / static_cast<float>(reps);
+            if (us < t.best_us) {
+                t.best_us = us;
+                t.tactic.gemv = true;
             }
         }
         out.push_back(t);

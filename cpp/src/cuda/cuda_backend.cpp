@@ -39,10 +39,10 @@ constexpr int64_t kReserveBytes = int64_t{512} << 20;  // left free for cuBLASLt
 // The engine's recorded GEMM algorithms (`tactics.gemm`), by shape key and m bucket.
 struct GemmTactics {
     std::vector<int64_t> buckets;
-    std::map<std::string, std::map<int64_t, cublasLtMatmulAlgo_t>> algos;
+    std::map<std::string, std::map<int64_t, kernels::GemmTactic>> algos;
 
     // The algorithm tuned for the smallest bucket >= m (the largest bucket past the end).
-    const cublasLtMatmulAlgo_t* find(const std::string& key, int64_t m) const {
+    const kernels::GemmTactic* find(const std::string& key, int64_t m) const {
         auto it = algos.find(key);
         if (it == algos.end() || it->second.empty()) return nullptr;
         auto b = it->second.lower_bound(m);
@@ -67,7 +67,7 @@ GemmTactics parse_tactics(const Model& model) {
     }
     for (const auto& [key, by_m] : gemm.at("shapes").as_object()) {
         for (const auto& [m, entry] : by_m.as_object()) {
-            t.algos[key][std::stoll(m)] = kernels::gemm_algo_from_hex(entry.at("algo").as_string());
+            t.algos[key][std::stoll(m)] = kernels::gemm_tactic_from_string(entry.at("algo").as_string());
         }
     }
     return t;

@@ -123,6 +123,20 @@ void gemv(const GemmShape& s, int64_t m, const void* x, const void* w, const voi
     }
 }
 
+// Heuristic preferences: our workspace, and split-K partial sums added in float32 (in the
+// workspace) or not split at all. cuBLASLt may otherwise add them in the output type (bf16),
+// rounding more than once, against the op set's "accumulate in float32, round once".
+cublasLtMatmulPreference_t make_preference(uint64_t workspace_bytes) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                                      sizeof(workspace_bytes)));
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                      sizeof(schemes)));
+    return pref;
+}
+
 }  // namespace
 
 bool gemv_supported(const GemmShape& s, int64_t m) {
@@ -215,11 +229,16 @@ CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cubl
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p->b, xt, static_cast<uint64_t>(s.k), static_cast<uint64_t>(m), s.k));
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p->d, yt, static_cast<uint64_t>(s.n), static_cast<uint64_t>(m), s.n));
 
-    cublasLtMatmulPreference_t pref = nullptr;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    cublasLtMatmulPreference_t pref = make_preference(workspace_.bytes());
     const uint64_t ws = workspace_.bytes();
-    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     auto find_algo = [&]() -> bool {
+        uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+        size_t written = 0;
+        if (preferred && cublasLtMatmulAlgoConfigGetAttribute(preferred, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                                              sizeof(scheme), &written) == CUBLAS_STATUS_SUCCESS &&
+            (scheme & ~uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}) != 0) {
+            preferred = nullptr;  // a split-K sum in the output type (see make_preference): not ours to run
+        }
         if (preferred) {
             cublasLtMatmulHeuristicResult_t check{};
             if (cublasLtMatmulAlgoCheck(handle_, p->desc, p->a, p->b, p->d, p->d, preferred, &check) ==
@@ -289,10 +308,7 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
     std::vector<Tuned> out;
     for (const int64_t m : ms) {
         Plan& base = plan(s, m, nullptr);  // descriptors (with the epilogue decision) + the heuristic's choice
-        cublasLtMatmulPreference_t pref = nullptr;
-        CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-        const uint64_t ws = workspace_.bytes();
-        CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+        cublasLtMatmulPreference_t pref = make_preference(workspace_.bytes());
         std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(1, max_algos)));
         int found = 0;
         CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle_, base.desc, base.a, base.b, base.d, base.d, pref,

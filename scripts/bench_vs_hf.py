@@ -12,6 +12,7 @@ the same file with its GGUF loader. Needs torch, transformers, gguf and accelera
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import tempfile
@@ -90,6 +91,8 @@ def main() -> None:
         prompts = {b: rng.integers(0, config.vocab_size, (b, args.input_len)).tolist() for b in batch_sizes}
         with ModelRunner.from_dir(engine) as runner:
             ours = {b: ours_tokens_per_s(runner, prompts[b], args.output_len) for b in batch_sizes}
+        del runner  # frees the engine's device memory (KV cache) before transformers loads on the same GPU
+        gc.collect()
     hf = hf_model(model, args.hf_dtype or args.dtype, device)
     theirs = {b: hf_tokens_per_s(hf, prompts[b], args.output_len, device) for b in batch_sizes}
     print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6}   "

@@ -24,6 +24,7 @@ from .engine_writer import write_engine
 from .graph.opset import OPSET_VERSION
 from .models import trace
 from .passes import optimize
+from .tactics import select_gemm_tactics
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,16 @@ def build_rank(checkpoint_dir: Path, output_dir: Path, rank: int, build: BuildCo
     traced_nodes = len(graph.nodes)
     graph = optimize(graph, max_num_tokens=build.max_num_tokens, max_output_rows=build.max_output_rows)
     build_options = {**dataclasses.asdict(build), "tp_rank": rank, "pass_stats": graph.meta["passes"]}
-    write_engine(output_dir / f"rank{rank}.engine", target=build.target, sm_arch=_sm_arch(build.target),
+    ops = [node.to_json() for node in graph.nodes]
+    sm_arch = _sm_arch(build.target)  # first: a clear error when there is no GPU to tune on
+    tactics: dict[str, Any] = {}
+    if build.target == "cuda":
+        tactics = select_gemm_tactics(ops, graph.meta["memory_plan"],
+                                      {name: w.shape for name, w in graph.weights.items()}, build.max_num_tokens)
+    write_engine(output_dir / f"rank{rank}.engine", target=build.target, sm_arch=sm_arch,
                  opset_version=OPSET_VERSION, build_options=build_options, model_config=model.to_dict(),
-                 ops=[node.to_json() for node in graph.nodes], inputs=graph.inputs, outputs=graph.outputs,
-                 memory_plan=graph.meta["memory_plan"], tactics={}, weights=graph.weights)
+                 ops=ops, inputs=graph.inputs, outputs=graph.outputs,
+                 memory_plan=graph.meta["memory_plan"], tactics=tactics, weights=graph.weights)
     return {"rank": rank, "traced_nodes": traced_nodes, "engine_ops": len(graph.nodes),
             "arena_bytes": graph.meta["memory_plan"]["arena_bytes"],
             "weight_bytes": sum(w.nbytes for w in graph.weights.values()), "seconds": time.perf_counter() - t0}

@@ -66,7 +66,7 @@ void bind_executor(py::module_& m) {
         .def(py::init([](const std::string& engine_path, int tokens_per_block, int64_t kv_cache_bytes,
                          double free_memory_fraction, bool enable_prefix_reuse, bool enable_chunked_context,
                          const std::string& scheduler_policy, int max_batch_size, int max_num_tokens,
-                         std::shared_ptr<trtllm::MpiComm> comm) {
+                         double free_gpu_memory_fraction, std::shared_ptr<trtllm::MpiComm> comm) {
                  trtllm::ExecutorConfig c;
                  c.tokens_per_block = tokens_per_block;
                  c.kv_cache_bytes = kv_cache_bytes;
@@ -76,13 +76,15 @@ void bind_executor(py::module_& m) {
                  c.policy = parse_policy(scheduler_policy);
                  c.max_batch_size = max_batch_size;
                  c.max_num_tokens = max_num_tokens;
+                 c.free_gpu_memory_fraction = free_gpu_memory_fraction;
                  py::gil_scoped_release release;
                  return std::make_unique<trtllm::Executor>(engine_path, c, std::move(comm));
              }),
              py::arg("engine_path"), py::arg("tokens_per_block") = 32, py::arg("kv_cache_bytes") = 0,
              py::arg("free_memory_fraction") = 0.5, py::arg("enable_prefix_reuse") = true,
              py::arg("enable_chunked_context") = true, py::arg("scheduler_policy") = "max_utilization",
-             py::arg("max_batch_size") = 0, py::arg("max_num_tokens") = 0, py::arg("comm") = py::none(),
+             py::arg("max_batch_size") = 0, py::arg("max_num_tokens") = 0,
+             py::arg("free_gpu_memory_fraction") = 0.9, py::arg("comm") = py::none(),
              "With comm (tensor parallelism), every rank constructs one on its own rank's engine file; "
              "rank 0 leads, the others follow (see trtllm/executor.h).")
         .def(

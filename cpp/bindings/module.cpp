@@ -19,6 +19,9 @@ void bind_mpi(py::module_& m);
 void bind_nccl(py::module_& m);
 #endif
 void bind_sampler(py::module_& m);
+#ifdef TRTLLM_WITH_CUDA
+void bind_cuda_kernels(py::module_& m);
+#endif
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of trtllm_runtime";
@@ -39,6 +42,9 @@ PYBIND11_MODULE(_core, m) {
   bind_nccl(m);
 #else
   m.attr("nccl_available") = false;
+#endif
+#ifdef TRTLLM_WITH_CUDA
+  bind_cuda_kernels(m);
 #endif
 
   py::register_exception<trtllm::EngineFormatError>(m, "EngineFormatError", PyExc_ValueError);

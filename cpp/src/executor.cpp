@@ -3,11 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <fstream>
+#include <cstdio>
 #include <random>
 #include <stdexcept>
 #include <string>
 
+#include "trtllm/device_info.h"
 #include "trtllm/sampler.h"
 #include "trtllm/step_broadcast.h"
 
@@ -20,15 +21,18 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
 }
 
+// C stdio, not iostreams: on the GPU image (torch loaded in the process) `ifstream >> long`
+// crashed inside libstdc++'s number parsing; fgets/sscanf need no locale facets.
 int64_t mem_available_bytes() {
-    std::ifstream meminfo("/proc/meminfo");
-    std::string key;
-    int64_t value = 0;
-    std::string unit;
-    while (meminfo >> key >> value >> unit) {
-        if (key == "MemAvailable:") return value * 1024;
+    std::FILE* meminfo = std::fopen("/proc/meminfo", "r");
+    if (meminfo == nullptr) return int64_t{4} << 30;  // no /proc: assume 4 GiB
+    char line[256];
+    long long kib = -1;
+    while (kib < 0 && std::fgets(line, sizeof(line), meminfo) != nullptr) {
+        if (std::sscanf(line, "MemAvailable: %lld kB", &kib) != 1) kib = -1;
     }
-    return int64_t{4} << 30;  // no /proc: assume 4 GiB
+    std::fclose(meminfo);
+    return kib < 0 ? int64_t{4} << 30 : static_cast<int64_t>(kib) * 1024;
 }
 
 std::string range_error(const std::string& field, int64_t value, const std::string& allowed) {
@@ -59,6 +63,25 @@ void on_every_rank(MpiComm* comm, const std::string& what, F&& step) {
     comm->check_all_ok(error, what);
 }
 
+// A CUDA engine runs only where it was tuned: a runtime with the CUDA backend and a GPU of its SM arch.
+void check_cuda_engine(const std::string& path, const ModelInfo& info) {
+    if (!cuda_available()) {
+#ifdef TRTLLM_WITH_CUDA
+        const std::string why = "no CUDA device is visible";
+#else
+        const std::string why = "trtllm_runtime was built without CUDA";
+#endif
+        throw EngineFormatError(path + ": engine was built for target 'cuda', but this runtime cannot run it (" + why +
+                                "); rebuild the engine with --target cpu, or run it on a GPU machine");
+    }
+    const int device_arch = cuda_device_sm_arch(0);
+    if (device_arch != info.sm_arch) {
+        throw EngineFormatError(path + ": engine was built for sm_" + std::to_string(info.sm_arch) +
+                                ", but the device is sm_" + std::to_string(device_arch) +
+                                "; rebuild the engine on (or for) this GPU");
+    }
+}
+
 }  // namespace
 
 Executor::Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<MpiComm> comm)
@@ -76,10 +99,7 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
         }
         num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
     }
-    on_every_rank(comm_.get(), "allocating the backend", [&] {
-        backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block,
-                                    comm_ ? make_mpi_communicator(comm_) : nullptr);
-    });
+    on_every_rank(comm_.get(), "allocating the backend", [&] { make_backend(); });
     kv_ = std::make_unique<KVCacheManager>(
         KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
     scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
@@ -90,8 +110,10 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
 }
 
 void Executor::load_and_size(const std::string& engine_path) {
-    model_ = Model::load(engine_path, "cpu");
+    model_ = Model::load(engine_path, "");  // the engine's target picks the backend
     const ModelInfo& info = model_->info();
+    const bool on_gpu = info.target == "cuda";
+    if (on_gpu) check_cuda_engine(engine_path, info);
     if (config_.tokens_per_block < 1 || config_.tokens_per_block > 1024) {
         throw std::invalid_argument(range_error("tokens_per_block", config_.tokens_per_block, "in [1, 1024]"));
     }
@@ -109,18 +131,24 @@ void Executor::load_and_size(const std::string& engine_path) {
     const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
                                                         info.kv_cache_dtype) * info.num_layers;
     int64_t budget = config_.kv_cache_bytes;
-    if (budget == 0) {
+    // More than every slot filled to max_seq_len can never be used.
+    const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
+    const int64_t max_useful_blocks = blocks_per_seq * config_.max_batch_size;
+    if (budget == 0 && on_gpu) {
+        if (!(config_.free_gpu_memory_fraction > 0.0 && config_.free_gpu_memory_fraction <= 1.0)) {
+            throw std::invalid_argument("free_gpu_memory_fraction must be in (0, 1], got " +
+                                        std::to_string(config_.free_gpu_memory_fraction));
+        }
+    } else if (budget == 0) {
         if (!(config_.free_memory_fraction > 0.0 && config_.free_memory_fraction <= 1.0)) {
             throw std::invalid_argument("free_memory_fraction must be in (0, 1], got " +
                                         std::to_string(config_.free_memory_fraction));
         }
         budget = static_cast<int64_t>(config_.free_memory_fraction * static_cast<double>(mem_available_bytes()));
-        // More than every slot filled to max_seq_len can never be used.
-        const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
-        budget = std::min(budget, blocks_per_seq * config_.max_batch_size * block_bytes);
+        budget = std::min(budget, max_useful_blocks * block_bytes);
     }
     num_kv_blocks_ = budget / block_bytes;
-    if (num_kv_blocks_ < 1) {
+    if (num_kv_blocks_ < 1 && !(on_gpu && budget == 0)) {
         throw std::invalid_argument("KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
                                     std::to_string(block_bytes) + " bytes; raise kv_cache_bytes");
     }
@@ -133,6 +161,28 @@ void Executor::load_and_size(const std::string& engine_path) {
                                                                       std::to_string(info.tp_size) + ")"
                                                                 : ""));
     }
+}
+
+void Executor::make_backend() {
+    const ModelInfo& info = model_->info();
+    std::shared_ptr<Communicator> backend_comm = comm_ ? make_mpi_communicator(comm_) : nullptr;
+    if (info.target != "cuda") {
+        backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(backend_comm));
+        return;
+    }
+    if (comm_) {
+        throw std::invalid_argument("tensor parallelism on GPUs needs the NCCL all-reduce in the CUDA backend, "
+                                    "which is not wired yet; run tp_size 1 engines on the GPU");
+    }
+#ifdef TRTLLM_WITH_CUDA
+    const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
+                                                        info.kv_cache_dtype) * info.num_layers;
+    const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
+    // num_kv_blocks_ 0: the backend sizes the pool from the GPU memory left after its other allocations.
+    backend_ = make_cuda_backend(model_, num_kv_blocks_, config_.tokens_per_block, nullptr,
+                                 config_.free_gpu_memory_fraction, blocks_per_seq * config_.max_batch_size);
+    num_kv_blocks_ = backend_->kv_cache_bytes() / block_bytes;
+#endif
 }
 
 Executor::~Executor() { shutdown(); }
@@ -385,7 +435,29 @@ void Executor::step() {
     if (input.output_rows.empty()) input.output_rows.push_back(0);  // the op list always gathers >= 1 row
 
     if (comm_) broadcast_step(*comm_, input);
-    const float* logits = backend_->forward(input);
+    // Banned tokens per request (end_id and stop ids until min_new_tokens are out).
+    auto banned_tokens = [](const Request& r) {
+        std::vector<int32_t> banned;
+        if (r.num_generated() < r.spec.min_new_tokens) {
+            if (r.spec.end_id >= 0) banned.push_back(r.spec.end_id);
+            banned.insert(banned.end(), r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end());
+        }
+        return banned;
+    };
+    // Plain greedy (no penalties, bans, logprobs or logits to return) needs only each row's
+    // argmax: a backend that picks it on the device then copies no logits back.
+    bool argmax_only = true;
+    for (size_t i = 0; argmax_only && i < schedule.scheduled.size(); ++i) {
+        const Request& r = *schedule.scheduled[i].request;
+        const SamplingConfig& c = r.spec.sampling;
+        argmax_only = context_row_start[i] < 0 &&
+                      (sample_row[i] < 0 ||
+                       (c.temperature == 0.0f && c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f &&
+                        c.frequency_penalty == 0.0f && c.num_logprobs < 0 && !r.spec.return_generation_logits &&
+                        banned_tokens(r).empty()));
+    }
+    const int32_t* argmax = argmax_only ? backend_->forward_argmax(input) : nullptr;
+    const float* logits = argmax == nullptr ? backend_->forward(input) : nullptr;
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;
 
@@ -406,13 +478,16 @@ void Executor::step() {
         kv_->commit(r.id, r.tokens, r.num_computed);
         if (sample_row[i] < 0) continue;
 
-        const float* row = logits + sample_row[i] * row_stride;
-        std::vector<int32_t> banned;
-        if (r.num_generated() < r.spec.min_new_tokens) {
-            if (r.spec.end_id >= 0) banned.push_back(r.spec.end_id);
-            banned.insert(banned.end(), r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end());
+        const float* row = logits == nullptr ? nullptr : logits + sample_row[i] * row_stride;
+        SampledToken sampled;
+        if (row == nullptr) {
+            sampled.token = argmax[sample_row[i]];
+            if (sampled.token < 0) {
+                throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
+            }
+        } else {
+            sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned_tokens(r), r.rng);
         }
-        SampledToken sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned, r.rng);
         if (r.num_generated() == 0) r.first_token_time = Clock::now();
         r.tokens.push_back(sampled.token);
         ++generated;

@@ -62,7 +62,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
         }
         ModelInfo& info = model->info_;
         info.target = meta.at("target").as_string();
-        if (info.target != expected_target) {
+        if (!expected_target.empty() && info.target != expected_target) {
             throw EngineFormatError(path + ": engine was built for target '" + info.target + "', this runtime runs '" +
                                     expected_target + "'; rebuild the engine for '" + expected_target + "'");
         }

@@ -43,11 +43,25 @@ public:
     // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
     // until the next call.
     virtual const float* forward(const StepInput& step) = 0;
+    // Runs the op list and returns, per output row, the id of its largest logit among the first
+    // vocab_size (the CPU sampler's greedy pick: lowest id on ties, NaN never wins, -1 when none
+    // is finite), valid until the next call; no logits come back. Backends that pick on the
+    // device override it; the default returns nullptr without running anything, and the caller
+    // runs forward() instead.
+    virtual const int32_t* forward_argmax(const StepInput& /*step*/) { return nullptr; }
     virtual int64_t kv_cache_bytes() const = 0;
 };
 
 // `num_kv_blocks` blocks of `tokens_per_block` tokens per layer. `comm` may be null when tp_size is 1.
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
                                           int tokens_per_block, std::shared_ptr<Communicator> comm);
+
+// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to GPU
+// tp_rank % device_count. `num_kv_blocks` <= 0: as many blocks as `free_gpu_memory_fraction` of
+// the GPU memory left after the weights, activations and scratch hold, at most `max_kv_blocks`
+// (> 0) — kv_cache_bytes() then says how many it took.
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
+                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           double free_gpu_memory_fraction = 0.9, int64_t max_kv_blocks = 0);
 
 }  // namespace trtllm

@@ -33,6 +33,7 @@ struct ExecutorConfig {
     int tokens_per_block = 32;
     int64_t kv_cache_bytes = 0;            // 0: free_memory_fraction of available memory
     double free_memory_fraction = 0.5;     // CPU: of MemAvailable; capped at what the engine's limits can use
+    double free_gpu_memory_fraction = 0.9; // CUDA: of the GPU memory free after weights and activations; same cap
     bool enable_prefix_reuse = true;
     bool enable_chunked_context = true;
     SchedulerPolicy policy = SchedulerPolicy::kMaxUtilization;
@@ -97,6 +98,7 @@ public:
 
 private:
     void load_and_size(const std::string& engine_path);  // model_, config_ limits, num_kv_blocks_
+    void make_backend();                                 // backend_ for the engine's target
     void loop();
     void follow();               // a follower's worker thread
     void admit_new_requests();   // under mutex_

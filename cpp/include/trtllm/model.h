@@ -80,7 +80,7 @@ struct ModelInfo {
 
 class Model {
 public:
-    // Opens, validates and parses the engine. `expected_target` "cpu" or "cuda".
+    // Opens, validates and parses the engine. `expected_target` "cpu" or "cuda"; "" takes the engine's.
     static std::shared_ptr<const Model> load(const std::string& path, const std::string& expected_target);
 
     const ModelInfo& info() const { return info_; }

@@ -1,0 +1,307 @@
+// _core.cuda_kernels: the CUDA kernels of plugins/ over numpy arrays, for tests (same calling
+// conventions as _core.kernels: 16-bit activations travel as uint16 bit patterns). Each call
+// copies its inputs to the device, poisons the outputs with NaN bytes (so an element the kernel
+// never writes shows up), runs the kernel, synchronizes and copies the results back.
+// Also _core.cuda_autotune_gemm, the builder's tactic search.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attention/attention_cuda.h"
+#include "elementwise/elementwise_cuda.h"
+#include "embedding/embedding_cuda.h"
+#include "gemm/gemm_cuda.h"
+#include "norm/norm_cuda.h"
+#include "sampling/sampling_cuda.h"
+#include "trtllm/cuda_utils.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+using trtllm::DeviceBuffer;
+using trtllm::DType;
+
+DType float_dtype(const std::string& name) {
+    if (name == "float32") return DType::kFloat32;
+    if (name == "bfloat16") return DType::kBFloat16;
+    if (name == "float16") return DType::kFloat16;
+    throw std::invalid_argument("dtype must be 'float32', 'bfloat16' or 'float16', got '" + name + "'");
+}
+
+py::array contiguous(const py::array& a) { return py::array::ensure(a, py::array::c_style); }
+
+// Device copy of an array whose elements are `elem_bytes` wide (checked).
+DeviceBuffer upload(const py::array& a_in, size_t elem_bytes, const char* name) {
+    const py::array a = contiguous(a_in);
+    if (static_cast<size_t>(a.itemsize()) != elem_bytes) {
+        throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.itemsize()) +
+                                    "-byte elements, expected " + std::to_string(elem_bytes));
+    }
+    DeviceBuffer d(static_cast<size_t>(a.nbytes()));
+    CHECK_CUDA(cudaMemcpy(d.get(), a.data(), static_cast<size_t>(a.nbytes()), cudaMemcpyHostToDevice));
+    return d;
+}
+
+DeviceBuffer poisoned(size_t bytes) {
+    DeviceBuffer d(bytes);
+    CHECK_CUDA(cudaMemset(d.get(), 0xff, bytes));
+    return d;
+}
+
+py::array download(const DeviceBuffer& d, DType dt, const std::vector<py::ssize_t>& shape) {
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array out = dt == DType::kFloat32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<uint16_t>(shape));
+    CHECK_CUDA(cudaMemcpy(out.mutable_data(), d.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
+size_t esz(DType dt) { return trtllm::dtype_size(dt); }
+
+py::array gemm(const py::array& x, const py::array& w, const std::optional<py::array>& bias, const std::string& dtype,
+               const std::optional<std::string>& out_dtype, const std::optional<std::string>& algo) {
+    const DType xdt = float_dtype(dtype), ydt = float_dtype(out_dtype.value_or(dtype));
+    if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1)) throw std::invalid_argument("need x [m, k], weight [n, k]");
+    const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(0);
+    trtllm::kernels::GemmShape shape{n, k, xdt, ydt, bias.has_value()};
+    DeviceBuffer dx = upload(x, esz(xdt), "x"), dw = upload(w, esz(xdt), "weight");
+    DeviceBuffer db = bias ? upload(*bias, esz(ydt), "bias (in out_dtype)") : DeviceBuffer();
+    DeviceBuffer dy = poisoned(static_cast<size_t>(m * n) * esz(ydt));
+    trtllm::kernels::CublasLtGemm g;
+    std::optional<trtllm::kernels::GemmTactic> a;
+    if (algo) a = trtllm::kernels::gemm_tactic_from_string(*algo);
+    g.run(shape, m, dx.get(), dw.get(), bias ? db.get() : nullptr, dy.get(), a ? &*a : nullptr, nullptr);
+    return download(dy, ydt, {m, n});
+}
+
+py::array rms_norm(const py::array& x, const py::array& w, const std::string& dtype, int64_t chunk, float eps) {
+    const DType dt = float_dtype(dtype);
+    const int64_t rows = x.shape(0), dim = x.shape(1);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(w, esz(dt), "weight"), dy = poisoned(dx.bytes());
+    trtllm::kernels::rms_norm_cuda(dx.get(), dw.get(), dy.get(), dt, rows, dim, chunk == 0 ? dim : chunk, eps, nullptr);
+    return download(dy, dt, shape_of(x));
+}
+
+py::tuple add_rms_norm(const py::array& a, const py::array& b, const py::array& w, const std::string& dtype, float eps) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer da = upload(a, esz(dt), "a"), dbb = upload(b, esz(dt), "b"), dw = upload(w, esz(dt), "weight");
+    DeviceBuffer dn = poisoned(da.bytes()), ds = poisoned(da.bytes());
+    trtllm::kernels::add_rms_norm_cuda(da.get(), dbb.get(), dw.get(), dn.get(), ds.get(), dt, a.shape(0), a.shape(1), eps,
+                                       nullptr);
+    return py::make_tuple(download(dn, dt, shape_of(a)), download(ds, dt, shape_of(a)));
+}
+
+py::array layer_norm(const py::array& x, const py::array& w, const py::array& bias, const std::string& dtype, float eps) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(w, esz(dt), "weight"), db = upload(bias, esz(dt), "bias");
+    DeviceBuffer dy = poisoned(dx.bytes());
+    trtllm::kernels::layer_norm_cuda(dx.get(), dw.get(), db.get(), dy.get(), dt, x.shape(0), x.shape(1), eps, nullptr);
+    return download(dy, dt, shape_of(x));
+}
+
+py::tuple add_layer_norm(const py::array& a, const py::array& b, const py::array& w, const py::array& bias,
+                         const std::string& dtype, float eps) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer da = upload(a, esz(dt), "a"), dbb = upload(b, esz(dt), "b"), dw = upload(w, esz(dt), "weight");
+    DeviceBuffer dbias = upload(bias, esz(dt), "bias"), dn = poisoned(da.bytes()), ds = poisoned(da.bytes());
+    trtllm::kernels::add_layer_norm_cuda(da.get(), dbb.get(), dw.get(), dbias.get(), dn.get(), ds.get(), dt, a.shape(0),
+                                         a.shape(1), eps, nullptr);
+    return py::make_tuple(download(dn, dt, shape_of(a)), download(ds, dt, shape_of(a)));
+}
+
+py::array add(const py::array& a, const py::array& b, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    if (a.size() != b.size()) throw std::invalid_argument("a and b differ in size");
+    DeviceBuffer da = upload(a, esz(dt), "a"), dbb = upload(b, esz(dt), "b"), dy = poisoned(da.bytes());
+    trtllm::kernels::add_cuda(da.get(), dbb.get(), dy.get(), dt, a.size(), nullptr);
+    return download(dy, dt, shape_of(a));
+}
+
+py::array silu_mul(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    const int64_t rows = x.shape(0), inter = x.shape(1) / 2;
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(static_cast<size_t>(rows * inter) * esz(dt));
+    trtllm::kernels::silu_mul_cuda(dx.get(), dy.get(), dt, rows, inter, nullptr);
+    return download(dy, dt, {rows, inter});
+}
+
+py::array gelu_tanh(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(dx.bytes());
+    trtllm::kernels::gelu_tanh_cuda(dx.get(), dy.get(), dt, x.size(), nullptr);
+    return download(dy, dt, shape_of(x));
+}
+
+py::array add_bias(const py::array& x, const py::array& bias, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), db = upload(bias, esz(dt), "bias");
+    trtllm::kernels::add_bias_cuda(dx.get(), db.get(), dt, x.shape(0), x.shape(1), nullptr);
+    return download(dx, dt, shape_of(x));
+}
+
+py::array embedding(const py::array& ids, const py::array& table, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer di = upload(ids, 4, "ids"), dt_ = upload(table, esz(dt), "table");
+    const int64_t n = ids.shape(0), hidden = table.shape(1);
+    DeviceBuffer dy = poisoned(static_cast<size_t>(n * hidden) * esz(dt));
+    trtllm::kernels::embedding_cuda(di.as<int32_t>(), dt_.get(), dy.get(), dt, n, hidden, nullptr);
+    return download(dy, dt, {n, hidden});
+}
+
+py::array gather_rows(const py::array& x_in, const py::array& rows) {
+    const py::array x = contiguous(x_in);
+    DeviceBuffer dx = upload(x, static_cast<size_t>(x.itemsize()), "x"), dr = upload(rows, 4, "rows");
+    const int64_t row_bytes = x.shape(1) * x.itemsize();
+    DeviceBuffer dy = poisoned(static_cast<size_t>(rows.shape(0) * row_bytes));
+    trtllm::kernels::gather_rows_cuda(dx.get(), dr.as<int32_t>(), dy.get(), rows.shape(0), row_bytes, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array out(x.dtype(), std::vector<py::ssize_t>{rows.shape(0), x.shape(1)});
+    CHECK_CUDA(cudaMemcpy(out.mutable_data(), dy.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+// Same arguments as _core.kernels.attention; kv_layer is updated in place. num_splits: decode key
+// ranges per request (0: as the backend picks them).
+py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& past_len_in,
+                    const py::array& new_len_in, const py::array& block_table_in, const std::string& dtype,
+                    int num_heads, int num_kv_heads, int head_dim, const std::optional<py::array>& inv_freq,
+                    const std::optional<py::array>& q_norm, const std::optional<py::array>& k_norm, float qk_norm_eps,
+                    int num_splits) {
+    const DType dt = float_dtype(dtype);
+    const py::array past_len = contiguous(past_len_in), new_len = contiguous(new_len_in),
+                    block_table = contiguous(block_table_in);
+    const int num_requests = static_cast<int>(past_len.shape(0));
+    const auto* past = static_cast<const int32_t*>(past_len.data());
+    const auto* fresh = static_cast<const int32_t*>(new_len.data());
+    std::vector<int32_t> token_start(static_cast<size_t>(num_requests));
+    int num_tokens = 0, longest = 1;
+    for (int r = 0; r < num_requests; ++r) {
+        token_start[static_cast<size_t>(r)] = num_tokens;
+        num_tokens += fresh[r];
+        longest = std::max(longest, past[r] + fresh[r]);
+    }
+    if (kv_layer.ndim() != 5 || qkv.ndim() != 2 || qkv.shape(0) != num_tokens) {
+        throw std::invalid_argument("need kv_layer [blocks, 2, h_kv, tokens_per_block, d] and qkv [num_tokens, ...]");
+    }
+    const int tile_tokens = trtllm::kernels::attention_tile_tokens(num_heads, num_kv_heads);
+    int num_sms = 0;
+    CHECK_CUDA(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
+    std::vector<int32_t> decode, tiles;
+    trtllm::kernels::plan_attention_work(fresh, num_requests, tile_tokens, decode, tiles);
+    if (num_splits <= 0) {
+        num_splits = trtllm::kernels::attention_num_splits(static_cast<int>(decode.size()), num_kv_heads, longest, num_sms);
+    }
+
+    DeviceBuffer d_qkv = upload(qkv, esz(dt), "qkv"), d_kv = upload(kv_layer, esz(dt), "kv_layer");
+    DeviceBuffer d_past = upload(past_len, 4, "past_len"), d_new = upload(new_len, 4, "new_len");
+    DeviceBuffer d_table = upload(block_table, 4, "block_table");
+    DeviceBuffer d_start = upload(py::array_t<int32_t>(token_start.size(), token_start.data()), 4, "token_start");
+    DeviceBuffer d_decode = upload(py::array_t<int32_t>(decode.size(), decode.data()), 4, "decode");
+    DeviceBuffer d_tiles = upload(py::array_t<int32_t>(tiles.size(), tiles.data()), 4, "tiles");
+    DeviceBuffer d_inv = inv_freq ? upload(*inv_freq, 4, "inv_freq") : DeviceBuffer();
+    DeviceBuffer d_qn = q_norm ? upload(*q_norm, esz(dt), "q_norm") : DeviceBuffer();
+    DeviceBuffer d_kn = k_norm ? upload(*k_norm, esz(dt), "k_norm") : DeviceBuffer();
+    DeviceBuffer d_out = poisoned(static_cast<size_t>(num_tokens) * num_heads * head_dim * esz(dt));
+    DeviceBuffer d_q = poisoned(sizeof(float) * static_cast<size_t>(num_tokens) * num_heads * head_dim);
+    DeviceBuffer d_part = poisoned(sizeof(float) * static_cast<size_t>(trtllm::kernels::attention_partial_floats(
+                                                       std::max<int64_t>(1, static_cast<int64_t>(decode.size())) *
+                                                           num_splits, num_heads, head_dim)));
+
+    trtllm::kernels::PagedBatchCuda batch;
+    batch.num_requests = num_requests;
+    batch.past_len = d_past.as<int32_t>();
+    batch.new_len = d_new.as<int32_t>();
+    batch.token_start = d_start.as<int32_t>();
+    batch.block_table = d_table.as<int32_t>();
+    batch.max_blocks_per_seq = static_cast<int>(block_table.shape(1));
+    batch.tokens_per_block = static_cast<int>(kv_layer.shape(3));
+    trtllm::kernels::AttentionParams params;
+    params.num_heads = num_heads;
+    params.num_kv_heads = num_kv_heads;
+    params.head_dim = head_dim;
+    params.rope_inv_freq = inv_freq ? d_inv.as<float>() : nullptr;
+    params.q_norm = q_norm ? d_qn.get() : nullptr;
+    params.k_norm = k_norm ? d_kn.get() : nullptr;
+    params.qk_norm_eps = qk_norm_eps;
+    trtllm::kernels::AttentionWork work;
+    work.num_tokens = num_tokens;
+    work.num_decode = static_cast<int>(decode.size());
+    work.decode_requests = d_decode.as<int32_t>();
+    work.num_prefill_tiles = static_cast<int>(tiles.size() / 2);
+    work.prefill_tiles = d_tiles.as<int32_t>();
+    work.tile_tokens = tile_tokens;
+    work.num_splits = num_splits;
+    trtllm::kernels::AttentionScratch scratch{d_q.as<float>(), d_part.as<float>()};
+    trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, d_kv.get(), batch, params, work, scratch, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    CHECK_CUDA(cudaMemcpy(kv_layer.mutable_data(), d_kv.get(), d_kv.bytes(), cudaMemcpyDeviceToHost));
+    return download(d_out, dt, {num_tokens, static_cast<py::ssize_t>(num_heads) * head_dim});
+}
+
+py::array_t<int32_t> argmax_rows(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits,
+                                 int vocab_size) {
+    if (logits.ndim() != 2 || vocab_size < 1 || vocab_size > logits.shape(1)) {
+        throw std::invalid_argument("need logits [rows, vocab_padded] and 1 <= vocab_size <= vocab_padded");
+    }
+    DeviceBuffer d = upload(logits, 4, "logits"), out = poisoned(sizeof(int32_t) * static_cast<size_t>(logits.shape(0)));
+    trtllm::kernels::argmax_rows_cuda(d.as<float>(), logits.shape(0), logits.shape(1), vocab_size, out.as<int32_t>(),
+                                      nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array_t<int32_t> ids(logits.shape(0));
+    CHECK_CUDA(cudaMemcpy(ids.mutable_data(), out.get(), out.bytes(), cudaMemcpyDeviceToHost));
+    return ids;
+}
+
+py::list autotune_gemm(int64_t n, int64_t k, const std::string& dtype, const std::string& out_dtype, bool has_bias,
+                       const std::vector<int64_t>& ms, int max_algos, int reps) {
+    trtllm::kernels::GemmShape shape{n, k, float_dtype(dtype), float_dtype(out_dtype), has_bias};
+    std::vector<trtllm::kernels::CublasLtGemm::Tuned> tuned;
+    {
+        py::gil_scoped_release release;
+        trtllm::kernels::CublasLtGemm g;
+        tuned = g.autotune(shape, ms, max_algos, reps);
+    }
+    py::list out;
+    for (const auto& t : tuned) {
+        out.append(py::dict("m"_a = t.m, "algo"_a = trtllm::kernels::gemm_tactic_to_string(t.tactic), "best_us"_a = t.best_us,
+                            "default_us"_a = t.default_us, "candidates"_a = t.candidates));
+    }
+    return out;
+}
+
+}  // namespace
+
+void bind_cuda_kernels(py::module_& m) {
+    py::module_ k = m.def_submodule("cuda_kernels", "CUDA kernels of plugins/ over numpy arrays, for tests "
+                                                    "(same conventions as _core.kernels).");
+    k.def("gemm", &gemm, "x"_a, "weight"_a, "bias"_a = py::none(), py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),
+          "algo"_a = py::none(),
+          "x[m, k] @ weight[n, k].T + bias (bias in out_dtype); algo: a tactic ('gemv' or cuBLASLt's in hex)");
+    k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f);
+    k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f);
+    k.def("layer_norm", &layer_norm, "x"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);
+    k.def("add_layer_norm", &add_layer_norm, "a"_a, "b"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);
+    k.def("add", &add, "a"_a, "b"_a, "dtype"_a);
+    k.def("silu_mul", &silu_mul, "x"_a, "dtype"_a);
+    k.def("gelu_tanh", &gelu_tanh, "x"_a, "dtype"_a);
+    k.def("add_bias", &add_bias, "x"_a, "bias"_a, "dtype"_a);
+    k.def("embedding", &embedding, "ids"_a, "table"_a, "dtype"_a);
+    k.def("gather_rows", &gather_rows, "x"_a, "rows"_a);
+    k.def("attention", &attention, "qkv"_a, "kv_layer"_a, "past_len"_a, "new_len"_a, "block_table"_a, py::kw_only(),
+          "dtype"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a, "inv_freq"_a = py::none(), "q_norm"_a = py::none(),
+          "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0);
+    k.def("argmax_rows", &argmax_rows, "logits"_a, "vocab_size"_a,
+          "Greedy pick of each row among its first vocab_size logits (lowest id on ties; -1 if none is finite).");
+    m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,
+          "max_algos"_a = 16, "reps"_a = 20,
+          "Times cuBLASLt's candidate algorithms for y[m, n] = x[m, k] w[n, k]^T at each m on GPU 0; returns per m "
+          "the fastest as {m, algo (hex), best_us, default_us, candidates}.");
+    m.def("cublaslt_version", &trtllm::kernels::CublasLtGemm::version);
+}

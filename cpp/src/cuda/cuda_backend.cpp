@@ -1,0 +1,596 @@
+// The CUDA backend: the op list of the CPU backend, run on one GPU over device memory.
+//
+// Weights are uploaded once (the engine's weight blob, as one copy); the activation arena, the
+// paged KV pool and the kernels' scratch live in device memory; everything runs on one stream.
+// Each iteration the StepInput goes to the device in three copies from pinned memory and the ops
+// are enqueued; then either the logits rows come back to pinned memory (the executor samples on
+// the host) or, for plain greedy batches, only each row's argmax does (forward_argmax).
+//
+// Pure-decode iterations are replayed from CUDA graphs, one per batch-size bucket (1, 2, 4, ...):
+// the batch is padded to the bucket with dummy one-token requests whose KV writes land in a
+// trash block past the pool's last block, so a graph's launch shapes never change. A bucket is
+// run eagerly the first time (kernels loaded, cuBLASLt plans made) and captured the second.
+// TRTLLM_CUDA_GRAPHS=0 turns graphs off; TRTLLM_PROFILE=1 turns them off and prints device time per
+// op kind (prefill and decode steps apart) when the backend goes away.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "attention/attention_cuda.h"
+#include "elementwise/elementwise_cuda.h"
+#include "embedding/embedding_cuda.h"
+#include "gemm/gemm_cuda.h"
+#include "norm/norm_cuda.h"
+#include "sampling/sampling_cuda.h"
+#include "trtllm/backend.h"
+#include "trtllm/cuda_utils.h"
+#include "trtllm/json.h"
+
+namespace trtllm {
+namespace {
+
+constexpr int64_t kReserveBytes = int64_t{512} << 20;  // left free for cuBLASLt, graphs and the CUDA context
+
+// The engine's recorded GEMM algorithms (`tactics.gemm`), by shape key and m bucket.
+struct GemmTactics {
+    std::vector<int64_t> buckets;
+    std::map<std::string, std::map<int64_t, kernels::GemmTactic>> algos;
+
+    // The algorithm tuned for the smallest bucket >= m (the largest bucket past the end).
+    const kernels::GemmTactic* find(const std::string& key, int64_t m) const {
+        auto it = algos.find(key);
+        if (it == algos.end() || it->second.empty()) return nullptr;
+        auto b = it->second.lower_bound(m);
+        if (b == it->second.end()) --b;
+        return &b->second;
+    }
+};
+
+GemmTactics parse_tactics(const Model& model) {
+    GemmTactics t;
+    const Json meta = Json::parse(model.file().metadata_json());
+    const Json& gemm = meta.at("tactics").get("gemm");
+    if (gemm.is_null()) return t;
+    const auto version = static_cast<size_t>(gemm.at("cublaslt_version").as_int());
+    if (version != kernels::CublasLtGemm::version()) {
+        // Algorithms are opaque to other cuBLASLt versions: keep the engine usable, say why it may be slower.
+        std::fprintf(stderr,
+                     "[trtllm] engine GEMM tactics were tuned with cuBLASLt %zu, this runtime has %zu; using "
+                     "cuBLASLt's heuristics instead (rebuild the engine to retune)\n",
+                     version, kernels::CublasLtGemm::version());
+        return t;
+    }
+    for (const auto& [key, by_m] : gemm.at("shapes").as_object()) {
+        for (const auto& [m, entry] : by_m.as_object()) {
+            t.algos[key][std::stoll(m)] = kernels::gemm_tactic_from_string(entry.at("algo").as_string());
+        }
+    }
+    return t;
+}
+
+// Device copy of a small host array of floats converted from `dtype` (biases for float32 logits).
+DeviceBuffer upload_as_float(const void* host, DType dtype, int64_t n) {
+    std::vector<float> f(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) f[static_cast<size_t>(i)] = load_float(host, dtype, i);
+    DeviceBuffer d(f.size() * sizeof(float));
+    CHECK_CUDA(cudaMemcpy(d.get(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+
+class CudaBackend final : public Backend {
+public:
+    CudaBackend(std::shared_ptr<const Model> model, int64_t num_kv_blocks, int tokens_per_block,
+                std::shared_ptr<Communicator> comm, double free_gpu_memory_fraction, int64_t max_kv_blocks)
+        : model_(std::move(model)), comm_(std::move(comm)), tokens_per_block_(tokens_per_block) {
+        const ModelInfo& info = model_->info();
+        if (info.tp_size > 1 && (!comm_ || comm_->size() != info.tp_size)) {
+            throw std::invalid_argument("engine is sharded for tp_size " + std::to_string(info.tp_size) +
+                                        ": run one process per rank under mpirun");
+        }
+        int count = 0;
+        CHECK_CUDA(cudaGetDeviceCount(&count));
+        if (count < 1) throw std::runtime_error("no CUDA device is visible");
+        device_ = info.tp_rank % count;
+        CHECK_CUDA(cudaSetDevice(device_));
+        stream_ = std::make_unique<CudaStream>();
+        gemm_ = std::make_unique<kernels::CublasLtGemm>();
+        tactics_ = parse_tactics(*model_);
+
+        const EngineFile& file = model_->file();
+        weights_ = DeviceBuffer(file.data_size());
+        CHECK_CUDA(cudaMemcpy(weights_.get(), file.data(), file.data_size(), cudaMemcpyHostToDevice));
+        arena_ = DeviceBuffer(static_cast<size_t>(model_->arena_bytes()));
+
+        int max_heads = 1;
+        for (const Op& op : model_->ops()) {
+            prepared_.emplace_back();
+            Prepared& p = prepared_.back();
+            if (op.kind == OpKind::kLinear) {
+                const WeightView& w = *op.weight("weight");
+                const WeightView* b = op.weight("bias");
+                const Slot& in = op.inputs.at(0);
+                const Slot& out = op.outputs.at(0);
+                if (w.dtype != in.dtype) {
+                    throw std::invalid_argument(std::string("CUDA backend: linear weight of dtype ") + dtype_name(w.dtype) +
+                                                " with " + dtype_name(in.dtype) + " activations is not supported");
+                }
+                p.shape = {w.shape[0], w.shape[1], in.dtype, out.dtype, b != nullptr};
+                if (b != nullptr) {
+                    if (b->dtype == out.dtype) {
+                        p.bias = dev(b->data);
+                    } else {  // float32 logits with a bf16/fp16 bias: the epilogue reads the bias in y's dtype
+                        p.owned = upload_as_float(b->data, b->dtype, b->numel());
+                        p.bias = p.owned.get();
+                    }
+                }
+                p.tactic_key = p.shape.key();
+            }
+            if (op.kind == OpKind::kAttention) {
+                max_heads = std::max(max_heads, op.num_heads);
+                if (op.has_rope) {
+                    const std::vector<float> inv = kernels::rope_inv_freq(op.head_dim, op.rope);
+                    p.owned = DeviceBuffer(inv.size() * sizeof(float));
+                    CHECK_CUDA(cudaMemcpy(p.owned.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+                }
+                if (tile_tokens_ == 0) tile_tokens_ = kernels::attention_tile_tokens(op.num_heads, op.num_kv_heads);
+            }
+        }
+
+        if (tile_tokens_ == 0) tile_tokens_ = 1;
+        max_requests_ = info.max_batch_size;
+        max_blocks_per_seq_ = (info.max_seq_len + tokens_per_block - 1) / tokens_per_block;
+        CHECK_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
+        q_scratch_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(info.max_num_tokens) * max_heads * info.head_dim);
+        // num_decode * num_splits <= num_decode + 2 * num_sms (attention_num_splits' target).
+        partial_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(kernels::attention_partial_floats(
+                                                    max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
+        layout_step_buffers();
+        logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
+        argmax_dev_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
+        argmax_host_ = PinnedBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
+
+        block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.dtype);
+        if (num_kv_blocks <= 0) {
+            size_t free_bytes = 0, total_bytes = 0;
+            CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+            const double usable = free_gpu_memory_fraction * (static_cast<double>(free_bytes) - kReserveBytes);
+            num_kv_blocks = static_cast<int64_t>(usable / static_cast<double>(block_bytes_ * info.num_layers)) - 1;
+            if (max_kv_blocks > 0) num_kv_blocks = std::min(num_kv_blocks, max_kv_blocks);
+            if (num_kv_blocks < 1) {
+                throw std::runtime_error("GPU memory left after weights and activations (" +
+                                         std::to_string(free_bytes >> 20) + " MiB free) holds no KV block");
+            }
+        }
+        num_kv_blocks_ = num_kv_blocks;
+        // One block more per layer: the trash block that padded graph rows write into.
+        kv_layer_bytes_ = (num_kv_blocks_ + 1) * block_bytes_;
+        kv_pool_ = DeviceBuffer(static_cast<size_t>(kv_layer_bytes_ * info.num_layers));
+        profile_ = std::getenv("TRTLLM_PROFILE") != nullptr;
+        graphs_enabled_ = comm_ == nullptr && !profile_ && !(std::getenv("TRTLLM_CUDA_GRAPHS") &&
+                                                std::string(std::getenv("TRTLLM_CUDA_GRAPHS")) == "0");
+        for (int b = 1; b < max_requests_; b *= 2) graph_buckets_.push_back(b);
+        graph_buckets_.push_back(max_requests_);
+    }
+
+    ~CudaBackend() override {
+        for (const auto& [name, ms] : profile_ms_) {
+            const std::string phase = name.substr(0, name.find(' '));
+            std::fprintf(stderr, "[trtllm profile] %-24s %9.3f ms total, %8.1f us per step\n", name.c_str(), ms,
+                         1000.0 * ms / std::max(1, profile_steps_[phase]));
+        }
+        for (auto& [bucket, g] : graphs_) {
+            if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+        }
+    }
+
+    int64_t kv_cache_bytes() const override { return num_kv_blocks_ * block_bytes_ * model_->info().num_layers; }
+
+    const float* forward(const StepInput& step) override {
+        const int64_t rows = run_step(step);
+        cudaStream_t s = stream_->get();
+        const size_t row_bytes = sizeof(float) * static_cast<size_t>(model_->info().vocab_size_padded);
+        CHECK_CUDA(cudaMemcpyAsync(logits_host_.get(), ptr(model_->logits()), row_bytes * static_cast<size_t>(rows),
+                                   cudaMemcpyDeviceToHost, s));
+        CHECK_CUDA(cudaStreamSynchronize(s));
+        return logits_host_.as<float>();
+    }
+
+    const int32_t* forward_argmax(const StepInput& step) override {
+        const int64_t rows = run_step(step);
+        cudaStream_t s = stream_->get();
+        const ModelInfo& info = model_->info();
+        kernels::argmax_rows_cuda(static_cast<const float*>(ptr(model_->logits())), rows, info.vocab_size_padded,
+                                  info.vocab_size, argmax_dev_.as<int32_t>(), s);
+        CHECK_CUDA(cudaMemcpyAsync(argmax_host_.get(), argmax_dev_.get(), sizeof(int32_t) * static_cast<size_t>(rows),
+                                   cudaMemcpyDeviceToHost, s));
+        CHECK_CUDA(cudaStreamSynchronize(s));
+        return argmax_host_.as<int32_t>();
+    }
+
+private:
+    // Enqueues one iteration; returns the number of logits rows the step asked for (the first
+    // rows of the logits slot). The caller copies back what it needs and synchronizes.
+    int64_t run_step(const StepInput& step) {
+        const ModelInfo& info = model_->info();
+        CHECK_CUDA(cudaSetDevice(device_));  // the executor's worker thread is not the constructing one
+        const int num_requests = step.num_requests();
+        int64_t num_tokens = step.num_tokens();
+        int64_t num_rows = static_cast<int64_t>(step.output_rows.size());
+        if (num_tokens < 1 || num_tokens > info.max_num_tokens || num_rows < 1 || num_rows > info.max_output_rows ||
+            num_requests < 1 || num_requests > max_requests_ || step.max_blocks_per_seq > max_blocks_per_seq_) {
+            throw std::invalid_argument("batch of " + std::to_string(num_tokens) + " tokens / " +
+                                        std::to_string(num_rows) + " output rows / " + std::to_string(num_requests) +
+                                        " requests exceeds the engine's limits");
+        }
+        bool pure_decode = graphs_enabled_ && num_rows == num_requests;
+        for (int r = 0; pure_decode && r < num_requests; ++r) {
+            pure_decode = step.new_len[static_cast<size_t>(r)] == 1 && step.output_rows[static_cast<size_t>(r)] == r;
+        }
+        const int padded = pure_decode ? *std::lower_bound(graph_buckets_.begin(), graph_buckets_.end(), num_requests)
+                                       : num_requests;
+        fill_step(step, padded);
+        if (pure_decode) num_tokens = num_rows = padded;
+
+        kernels::AttentionWork work;
+        work.num_tokens = static_cast<int>(num_tokens);
+        work.num_decode = static_cast<int>(decode_.size());
+        work.decode_requests = dev_i32(off_decode_);
+        work.num_prefill_tiles = static_cast<int>(tiles_.size() / 2);
+        work.prefill_tiles = dev_i32(off_tiles_);
+        work.tile_tokens = tile_tokens_;
+        // A graph replays with any lengths up to max_seq_len; an eager step knows its longest sequence.
+        int longest = info.max_seq_len;
+        if (!pure_decode) {
+            longest = 1;
+            for (int r = 0; r < num_requests; ++r) {
+                longest = std::max(longest, step.past_len[static_cast<size_t>(r)] + step.new_len[static_cast<size_t>(r)]);
+            }
+        }
+        work.num_splits = kernels::attention_num_splits(work.num_decode, info.num_kv_heads, longest, num_sms_);
+        kernels::PagedBatchCuda batch;
+        batch.num_requests = padded;
+        batch.past_len = dev_i32(off_past_);
+        batch.new_len = dev_i32(off_new_);
+        batch.token_start = dev_i32(off_start_);
+        batch.block_table = dev_i32(off_table_);
+        batch.max_blocks_per_seq = max_blocks_per_seq_;
+        batch.tokens_per_block = tokens_per_block_;
+
+        cudaStream_t s = stream_->get();
+        if (pure_decode) {
+            Graph& g = graphs_[padded];
+            if (g.exec == nullptr && g.eager_runs > 0) capture(g, batch, work, num_tokens, num_rows);
+            if (g.exec != nullptr) {
+                CHECK_CUDA(cudaGraphLaunch(g.exec, s));
+            } else {
+                ++g.eager_runs;
+                run_ops(batch, work, num_tokens, num_rows);
+            }
+        } else {
+            run_ops(batch, work, num_tokens, num_rows);
+        }
+        return static_cast<int64_t>(step.output_rows.size());
+    }
+
+    struct Prepared {
+        kernels::GemmShape shape;
+        const void* bias = nullptr;
+        std::string tactic_key;
+        DeviceBuffer owned;  // a converted bias, or rope inv_freq
+    };
+    struct Graph {
+        cudaGraphExec_t exec = nullptr;
+        int eager_runs = 0;
+    };
+
+    const void* dev(const void* host) const {
+        return static_cast<const std::byte*>(weights_.get()) +
+               (static_cast<const std::byte*>(host) - model_->file().data());
+    }
+    void* ptr(const Slot& s) const { return static_cast<std::byte*>(arena_.get()) + s.offset; }
+    const int32_t* dev_i32(size_t offset) const {
+        return reinterpret_cast<const int32_t*>(static_cast<const std::byte*>(step_dev_.get()) + offset);
+    }
+
+    // One pinned host block mirrored by one device block: past_len, new_len, token_start,
+    // block_table, output_rows, decode list, prefill tiles, each at a fixed offset.
+    void layout_step_buffers() {
+        const ModelInfo& info = model_->info();
+        size_t off = 0;
+        auto take = [&](size_t ints) {
+            const size_t at = off;
+            off += (ints * sizeof(int32_t) + 255) / 256 * 256;
+            return at;
+        };
+        off_past_ = take(static_cast<size_t>(max_requests_));
+        off_new_ = take(static_cast<size_t>(max_requests_));
+        off_start_ = take(static_cast<size_t>(max_requests_));
+        off_table_ = take(static_cast<size_t>(max_requests_) * static_cast<size_t>(max_blocks_per_seq_));
+        off_rows_ = take(static_cast<size_t>(std::max(info.max_output_rows, max_requests_)));
+        off_decode_ = take(static_cast<size_t>(max_requests_));
+        off_tiles_ = take(2 * static_cast<size_t>(info.max_num_tokens));
+        step_bytes_ = off;
+        step_host_ = PinnedBuffer(step_bytes_);
+        step_dev_ = DeviceBuffer(step_bytes_);
+        ids_host_ = PinnedBuffer(2 * sizeof(int32_t) * static_cast<size_t>(info.max_num_tokens));
+    }
+
+    int32_t* host_i32(size_t offset) const {
+        return reinterpret_cast<int32_t*>(static_cast<std::byte*>(step_host_.get()) + offset);
+    }
+
+    // Packs the step (padded to `padded` one-token requests for a graph) into pinned memory and
+    // copies it to the device: ids and positions straight into their arena slots.
+    void fill_step(const StepInput& step, int padded) {
+        const ModelInfo& info = model_->info();
+        const int num_requests = step.num_requests();
+        const int num_tokens = step.num_tokens();
+        const int total_tokens = num_tokens + (padded - num_requests);  // padding adds one token per dummy request
+        int32_t* ids = ids_host_.as<int32_t>();
+        int32_t* pos = ids + info.max_num_tokens;
+        std::copy(step.input_ids.begin(), step.input_ids.end(), ids);
+        std::copy(step.position_ids.begin(), step.position_ids.end(), pos);
+        std::fill(ids + num_tokens, ids + total_tokens, 0);
+        std::fill(pos + num_tokens, pos + total_tokens, 0);
+
+        int32_t* past = host_i32(off_past_);
+        int32_t* fresh = host_i32(off_new_);
+        int32_t* start = host_i32(off_start_);
+        int32_t* table = host_i32(off_table_);
+        int32_t* rows = host_i32(off_rows_);
+        const int width = step.max_blocks_per_seq;
+        for (int r = 0; r < num_requests; ++r) {
+            const auto ur = static_cast<size_t>(r);
+            past[r] = step.past_len[ur];
+            fresh[r] = step.new_len[ur];
+            start[r] = step.token_start[ur];
+            const int needed = (past[r] + fresh[r] + tokens_per_block_ - 1) / tokens_per_block_;
+            if (fresh[r] < 1 || past[r] < 0 || needed > width) {
+                throw std::invalid_argument("request " + std::to_string(r) + " has past_len " + std::to_string(past[r]) +
+                                            ", new_len " + std::to_string(fresh[r]) + " beyond its block table");
+            }
+            for (int b = 0; b < needed; ++b) {
+                const int32_t id = step.block_table[ur * static_cast<size_t>(width) + static_cast<size_t>(b)];
+                if (id < 0 || id >= num_kv_blocks_) {
+                    throw std::invalid_argument("block id " + std::to_string(id) + " is outside the KV pool [0, " +
+                                                std::to_string(num_kv_blocks_) + ")");
+                }
+                table[static_cast<int64_t>(r) * max_blocks_per_seq_ + b] = id;
+            }
+        }
+        for (int r = num_requests; r < padded; ++r) {  // dummy requests: one token at position 0 in the trash block
+            past[r] = 0;
+            fresh[r] = 1;
+            start[r] = num_tokens + (r - num_requests);
+            table[static_cast<int64_t>(r) * max_blocks_per_seq_] = static_cast<int32_t>(num_kv_blocks_);
+        }
+        std::copy(step.output_rows.begin(), step.output_rows.end(), rows);
+        for (int r = num_requests; r < padded; ++r) rows[r] = start[r];
+        for (size_t i = 0; i < step.output_rows.size(); ++i) {
+            if (step.output_rows[i] < 0 || step.output_rows[i] >= num_tokens) {
+                throw std::invalid_argument("output row " + std::to_string(step.output_rows[i]) + " is outside the batch");
+            }
+        }
+        kernels::plan_attention_work(fresh, padded, tile_tokens_, decode_, tiles_);
+        std::copy(decode_.begin(), decode_.end(), host_i32(off_decode_));
+        std::copy(tiles_.begin(), tiles_.end(), host_i32(off_tiles_));
+
+        cudaStream_t s = stream_->get();
+        // The previous iteration's copies must be done before the pinned buffers are rewritten:
+        // forward() ends with a stream sync, so they are.
+        CHECK_CUDA(cudaMemcpyAsync(ptr(model_->input_ids()), ids, sizeof(int32_t) * static_cast<size_t>(total_tokens),
+                                   cudaMemcpyHostToDevice, s));
+        CHECK_CUDA(cudaMemcpyAsync(ptr(model_->position_ids()), pos, sizeof(int32_t) * static_cast<size_t>(total_tokens),
+                                   cudaMemcpyHostToDevice, s));
+        // Up to the end of the tiles actually used; the table rows past `padded` are never read.
+        const size_t used = off_tiles_ + sizeof(int32_t) * tiles_.size();
+        CHECK_CUDA(cudaMemcpyAsync(step_dev_.get(), step_host_.get(), used, cudaMemcpyHostToDevice, s));
+    }
+
+    void capture(Graph& g, const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work, int64_t num_tokens,
+                 int64_t num_rows) {
+        cudaStream_t s = stream_->get();
+        CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        cudaGraph_t graph = nullptr;
+        try {
+            run_ops(batch, work, num_tokens, num_rows);
+        } catch (...) {
+            cudaStreamEndCapture(s, &graph);
+            if (graph != nullptr) cudaGraphDestroy(graph);
+            throw;
+        }
+        CHECK_CUDA(cudaStreamEndCapture(s, &graph));
+        const cudaError_t err = cudaGraphInstantiate(&g.exec, graph, 0);
+        cudaGraphDestroy(graph);
+        CHECK_CUDA(err);
+    }
+
+    void run_ops(const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work, int64_t num_tokens,
+                 int64_t num_rows) {
+        const auto& ops = model_->ops();
+        if (!profile_) {
+            for (size_t i = 0; i < ops.size(); ++i) run(ops[i], prepared_[i], batch, work, num_tokens, num_rows);
+            return;
+        }
+        // TRTLLM_PROFILE=1 (a developer aid; graphs off): device time per op kind from events around each op.
+        if (profile_events_.size() < ops.size() + 1) profile_events_ = std::vector<CudaEvent>(ops.size() + 1);
+        cudaStream_t s = stream_->get();
+        CHECK_CUDA(cudaEventRecord(profile_events_[0].get(), s));
+        for (size_t i = 0; i < ops.size(); ++i) {
+            run(ops[i], prepared_[i], batch, work, num_tokens, num_rows);
+            CHECK_CUDA(cudaEventRecord(profile_events_[i + 1].get(), s));
+        }
+        CHECK_CUDA(cudaEventSynchronize(profile_events_[ops.size()].get()));
+        const char* phase = work.num_prefill_tiles > 0 ? "prefill" : "decode";
+        for (size_t i = 0; i < ops.size(); ++i) {
+            float ms = 0.0f;
+            CHECK_CUDA(cudaEventElapsedTime(&ms, profile_events_[i].get(), profile_events_[i + 1].get()));
+            profile_ms_[std::string(phase) + " " + op_name(ops[i].kind)] += ms;
+        }
+        profile_steps_[phase] += 1;
+    }
+
+    static const char* op_name(OpKind k) {
+        switch (k) {
+            case OpKind::kEmbedding: return "embedding";
+            case OpKind::kLinear: return "linear";
+            case OpKind::kRmsNorm: return "rms_norm";
+            case OpKind::kLayerNorm: return "layer_norm";
+            case OpKind::kAddRmsNorm: return "add_rms_norm";
+            case OpKind::kAddLayerNorm: return "add_layer_norm";
+            case OpKind::kAdd: return "add";
+            case OpKind::kSiluMul: return "silu_mul";
+            case OpKind::kGeluTanh: return "gelu_tanh";
+            case OpKind::kAttention: return "attention";
+            case OpKind::kAllReduce: return "all_reduce";
+            case OpKind::kAllGather: return "all_gather";
+            case OpKind::kGatherRows: return "gather_rows";
+        }
+        return "?";
+    }
+
+    void run(const Op& op, const Prepared& p, const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work,
+             int64_t num_tokens, int64_t num_rows) {
+        cudaStream_t s = stream_->get();
+        const Slot& in = op.inputs.at(0);
+        const Slot& out = op.outputs.at(0);
+        const int64_t rows = in.row_dim == RowDim::kNumTokens ? num_tokens : num_rows;
+        switch (op.kind) {
+            case OpKind::kEmbedding: {
+                const WeightView& w = *op.weight("weight");
+                if (out.dtype != w.dtype) throw std::invalid_argument("embedding output dtype differs from its table");
+                kernels::embedding_cuda(static_cast<const int32_t*>(ptr(in)), dev(w.data), ptr(out), w.dtype, rows,
+                                        w.shape[1], s);
+                break;
+            }
+            case OpKind::kLinear:
+                gemm_->run(p.shape, rows, ptr(in), dev(op.weight("weight")->data), p.bias, ptr(out),
+                           tactics_.find(p.tactic_key, rows), s);
+                break;
+            case OpKind::kRmsNorm: {
+                const WeightView& w = *op.weight("weight");
+                kernels::rms_norm_cuda(ptr(in), dev(w.data), ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps, s);
+                break;
+            }
+            case OpKind::kLayerNorm:
+                kernels::layer_norm_cuda(ptr(in), dev(op.weight("weight")->data), dev(op.weight("bias")->data), ptr(out),
+                                         in.dtype, rows, in.cols, op.eps, s);
+                break;
+            case OpKind::kAddRmsNorm:
+                kernels::add_rms_norm_cuda(ptr(in), ptr(op.inputs[1]), dev(op.weight("weight")->data), ptr(out),
+                                           ptr(op.outputs[1]), in.dtype, rows, in.cols, op.eps, s);
+                break;
+            case OpKind::kAddLayerNorm:
+                kernels::add_layer_norm_cuda(ptr(in), ptr(op.inputs[1]), dev(op.weight("weight")->data),
+                                             dev(op.weight("bias")->data), ptr(out), ptr(op.outputs[1]), in.dtype, rows,
+                                             in.cols, op.eps, s);
+                break;
+            case OpKind::kAdd:
+                kernels::add_cuda(ptr(in), ptr(op.inputs[1]), ptr(out), in.dtype, rows * in.cols, s);
+                break;
+            case OpKind::kSiluMul:
+                kernels::silu_mul_cuda(ptr(in), ptr(out), in.dtype, rows, out.cols, s);
+                break;
+            case OpKind::kGeluTanh:
+                kernels::gelu_tanh_cuda(ptr(in), ptr(out), in.dtype, rows * in.cols, s);
+                break;
+            case OpKind::kAttention: {
+                kernels::AttentionParams params;
+                params.num_heads = op.num_heads;
+                params.num_kv_heads = op.num_kv_heads;
+                params.head_dim = op.head_dim;
+                params.rope_inv_freq = op.has_rope ? p.owned.as<float>() : nullptr;
+                if (const WeightView* qn = op.weight("q_norm")) {
+                    params.q_norm = dev(qn->data);
+                    params.k_norm = dev(op.weight("k_norm")->data);
+                    params.qk_norm_eps = op.qk_norm_eps;
+                }
+                void* kv_layer = static_cast<std::byte*>(kv_pool_.get()) + kv_layer_bytes_ * op.layer_idx;
+                kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>()};
+                kernels::attention_cuda(ptr(in), ptr(out), in.dtype, kv_layer, batch, params, work, scratch, s);
+                break;
+            }
+            case OpKind::kAllReduce: {
+                const int64_t count = rows * in.cols;
+                if (ptr(in) != ptr(out)) {
+                    CHECK_CUDA(cudaMemcpyAsync(ptr(out), ptr(in), static_cast<size_t>(count) * dtype_size(in.dtype),
+                                               cudaMemcpyDeviceToDevice, s));
+                }
+                if (comm_) {  // a GPU communicator (NCCL) takes device pointers on this stream's device
+                    CHECK_CUDA(cudaStreamSynchronize(s));
+                    comm_->all_reduce_sum(ptr(out), out.dtype, count);
+                }
+                if (const WeightView* b = op.weight("bias")) {
+                    kernels::add_bias_cuda(ptr(out), dev(b->data), out.dtype, rows, out.cols, s);
+                }
+                break;
+            }
+            case OpKind::kAllGather: {
+                // Ranks' shards arrive concatenated per rank; logits want them per row.
+                const int64_t count = rows * in.cols;
+                const size_t elem = dtype_size(in.dtype);
+                if (op.tp_size == 1 || !comm_) {
+                    CHECK_CUDA(cudaMemcpyAsync(ptr(out), ptr(in), static_cast<size_t>(count) * elem,
+                                               cudaMemcpyDeviceToDevice, s));
+                    break;
+                }
+                const size_t need = static_cast<size_t>(count * op.tp_size) * elem;
+                if (gather_scratch_.bytes() < need) gather_scratch_ = DeviceBuffer(need);
+                CHECK_CUDA(cudaStreamSynchronize(s));
+                comm_->all_gather(ptr(in), gather_scratch_.get(), in.dtype, count);
+                for (int r = 0; r < op.tp_size; ++r) {
+                    CHECK_CUDA(cudaMemcpy2DAsync(static_cast<std::byte*>(ptr(out)) + r * in.cols * elem,
+                                                 static_cast<size_t>(out.cols) * elem,
+                                                 static_cast<std::byte*>(gather_scratch_.get()) + r * count * elem,
+                                                 static_cast<size_t>(in.cols) * elem, static_cast<size_t>(in.cols) * elem,
+                                                 static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, s));
+                }
+                break;
+            }
+            case OpKind::kGatherRows:
+                kernels::gather_rows_cuda(ptr(in), dev_i32(off_rows_), ptr(out), num_rows,
+                                          in.cols * static_cast<int64_t>(dtype_size(in.dtype)), s);
+                break;
+        }
+    }
+
+    std::shared_ptr<const Model> model_;
+    std::shared_ptr<Communicator> comm_;
+    int tokens_per_block_;
+    int device_ = 0;
+    std::unique_ptr<CudaStream> stream_;
+    std::unique_ptr<kernels::CublasLtGemm> gemm_;
+    GemmTactics tactics_;
+    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_;
+    std::vector<Prepared> prepared_;
+    int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;
+    int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;
+    size_t off_past_ = 0, off_new_ = 0, off_start_ = 0, off_table_ = 0, off_rows_ = 0, off_decode_ = 0, off_tiles_ = 0;
+    size_t step_bytes_ = 0;
+    PinnedBuffer step_host_, ids_host_, logits_host_, argmax_host_;
+    DeviceBuffer step_dev_, argmax_dev_;
+    std::vector<int32_t> decode_, tiles_;
+    bool graphs_enabled_ = true;
+    std::vector<int> graph_buckets_;
+    std::map<int, Graph> graphs_;
+    bool profile_ = false;
+    std::vector<CudaEvent> profile_events_;
+    std::map<std::string, double> profile_ms_;
+    std::map<std::string, int> profile_steps_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
+                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           double free_gpu_memory_fraction, int64_t max_kv_blocks) {
+    return std::make_unique<CudaBackend>(std::move(model), num_kv_blocks, tokens_per_block, std::move(comm),
+                                         free_gpu_memory_fraction, max_kv_blocks);
+}
+
+}  // namespace trtllm

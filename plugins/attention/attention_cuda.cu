@@ -1,0 +1,148 @@
+#include "attention/attention_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "attention/attention_kernels.cuh"
+
+namespace trtllm::kernels::attn {
+TRTLLM_EXTERN_ATTEND(float)
+TRTLLM_EXTERN_ATTEND(__nv_bfloat16)
+TRTLLM_EXTERN_ATTEND(__half)
+}  // namespace trtllm::kernels::attn
+
+namespace trtllm::kernels {
+namespace {
+
+using namespace cuda;
+
+using attn::kPrepWarps;
+using attn::kTileRows;
+using attn::kv_row;
+
+// grid (num_tokens, ceil((h + 2 h_kv) / kPrepWarps)); one warp per head of one token.
+template <class T>
+__global__ void qkv_prep_kernel(const T* qkv, float* q_out, T* kv, PagedBatchCuda b, int h, int h_kv, int d,
+                                const float* inv_freq, const T* q_norm, const T* k_norm, float eps) {
+    extern __shared__ float prep_smem[];
+    const int token = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int head = blockIdx.y * kPrepWarps + warp;
+    if (head >= h + 2 * h_kv) return;
+    int lo = 0, hi = b.num_requests - 1;  // the request owning this token: last token_start <= token
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (b.token_start[mid] <= token) lo = mid; else hi = mid - 1;
+    }
+    const int r = lo, pos = b.past_len[r] + token - b.token_start[r];
+    float* buf = prep_smem + warp * d;
+    const T* row = qkv + (int64_t{token} * (h + 2 * h_kv) + head) * d;
+    for (int x = lane; x < d; x += 32) buf[x] = to_float(row[x]);
+    __syncwarp();
+    if (head < h + h_kv) {
+        if (q_norm != nullptr) {
+            float sq = 0.0f;
+            for (int x = lane; x < d; x += 32) sq += buf[x] * buf[x];
+            const float inv = 1.0f / sqrtf(warp_sum(sq) / static_cast<float>(d) + eps);
+            const T* w = head < h ? q_norm : k_norm;
+            for (int x = lane; x < d; x += 32) buf[x] = buf[x] * inv * to_float(w[x]);
+            __syncwarp();
+        }
+        if (inv_freq != nullptr) {
+            const int half = d / 2;
+            for (int j = lane; j < half; j += 32) {
+                const float angle = static_cast<float>(pos) * inv_freq[j];  // one float32 product, as HF
+                const float c = cosf(angle), s = sinf(angle);
+                const float x1 = buf[j], x2 = buf[j + half];
+                buf[j] = x1 * c - x2 * s;
+                buf[j + half] = x2 * c + x1 * s;
+            }
+            __syncwarp();
+        }
+    }
+    if (head < h) {
+        float* dst = q_out + (int64_t{token} * h + head) * d;
+        for (int x = lane; x < d; x += 32) dst[x] = buf[x];
+    } else {
+        const int which = head < h + h_kv ? 0 : 1;
+        const int kh = head - h - which * h_kv;
+        T* dst = kv_row(kv, b, r, pos, which, kh, h_kv, d);
+        for (int x = lane; x < d; x += 32) dst[x] = from_float<T>(buf[x]);
+    }
+}
+
+}  // namespace
+
+int attention_tile_tokens(int num_heads, int num_kv_heads) {
+    const int group = num_heads / num_kv_heads;
+    if (group > kTileRows) {
+        throw std::invalid_argument("CUDA attention: at most " + std::to_string(kTileRows) +
+                                    " query heads per kv head, got " + std::to_string(group));
+    }
+    return kTileRows / group;
+}
+
+int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms) {
+    constexpr int kMinKeysPerSplit = 64;
+    const int64_t blocks = std::max<int64_t>(1, int64_t{num_decode} * num_kv_heads);
+    const int64_t want = (2 * int64_t{num_sms} + blocks - 1) / blocks;
+    const int64_t most = std::max(1, (max_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    return static_cast<int>(std::clamp<int64_t>(want, 1, most));
+}
+
+int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_dim) {
+    return decode_splits * num_heads * (head_dim + 2);
+}
+
+void plan_attention_work(const int32_t* new_len, int num_requests, int tile_tokens, std::vector<int32_t>& decode,
+                         std::vector<int32_t>& tiles) {
+    decode.clear();
+    tiles.clear();
+    for (int r = 0; r < num_requests; ++r) {
+        if (new_len[r] == 1) {
+            decode.push_back(r);
+            continue;
+        }
+        for (int i0 = 0; i0 < new_len[r]; i0 += tile_tokens) {
+            tiles.push_back(r);
+            tiles.push_back(i0);
+        }
+    }
+}
+
+void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, const PagedBatchCuda& batch,
+                    const AttentionParams& params, const AttentionWork& work, const AttentionScratch& scratch,
+                    cudaStream_t stream) {
+    const int h = params.num_heads, h_kv = params.num_kv_heads, d = params.head_dim;
+    if (h <= 0 || h_kv <= 0 || d <= 0 || h % h_kv != 0) {
+        throw std::invalid_argument("attention: need num_heads > 0 divisible by num_kv_heads > 0 and head_dim > 0");
+    }
+    if ((params.q_norm == nullptr) != (params.k_norm == nullptr)) {
+        throw std::invalid_argument("attention: q_norm and k_norm come together");
+    }
+    if (work.num_tokens <= 0) return;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        T* kv = static_cast<T*>(kv_layer);
+        const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
+        qkv_prep_kernel<T><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
+            static_cast<const T*>(qkv), scratch.q, kv, batch, h, h_kv, d, params.rope_inv_freq,
+            static_cast<const T*>(params.q_norm), static_cast<const T*>(params.k_norm), params.qk_norm_eps);
+        CHECK_LAUNCH("qkv_prep_kernel");
+        T* o = static_cast<T*>(out);
+        switch (d) {
+            case 8: attn::launch_attend<T, 8>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            case 16: attn::launch_attend<T, 16>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            case 32: attn::launch_attend<T, 32>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            case 64: attn::launch_attend<T, 64>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            case 128: attn::launch_attend<T, 128>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            case 256: attn::launch_attend<T, 256>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
+            default:
+                throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
+                                            std::to_string(d));
+        }
+    });
+}
+
+}  // namespace trtllm::kernels

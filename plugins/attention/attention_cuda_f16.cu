@@ -1,0 +1,6 @@
+// The attend kernels for __half activations (see attention_kernels.cuh).
+#include "attention/attention_kernels.cuh"
+
+namespace trtllm::kernels::attn {
+TRTLLM_INSTANTIATE_ATTEND(__half)
+}  // namespace trtllm::kernels::attn

@@ -1,0 +1,90 @@
+// Device helpers shared by the CUDA kernels in plugins/: float conversion of the activation
+// types (round to nearest even, as the CPU reference), 16-byte vector loads, block reductions
+// and the dtype dispatch. Internal to the CUDA kernels; the op contracts live in each family's header.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "trtllm/cuda_utils.h"
+#include "trtllm/dtype.h"
+
+namespace trtllm::kernels::cuda {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+template <class T> __device__ __forceinline__ T from_float(float x);
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+
+// Elements of T in one 16-byte vector.
+template <class T> constexpr int kVec = 16 / sizeof(T);
+
+template <class T>
+__device__ __forceinline__ void load_vec(const T* p, float (&f)[kVec<T>]) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const T* e = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < kVec<T>; ++i) f[i] = to_float(e[i]);
+}
+
+template <class T>
+__device__ __forceinline__ void store_vec(T* p, const float (&f)[kVec<T>]) {
+    uint4 u;
+    T* e = reinterpret_cast<T*>(&u);
+#pragma unroll
+    for (int i = 0; i < kVec<T>; ++i) e[i] = from_float<T>(f[i]);
+    *reinterpret_cast<uint4*>(p) = u;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();  // partial[] may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+inline unsigned blocks_for(int64_t n, int threads) {
+    const int64_t b = (n + threads - 1) / threads;
+    return static_cast<unsigned>(b < 1 ? 1 : (b > (1 << 30) ? (1 << 30) : b));
+}
+
+}  // namespace trtllm::kernels::cuda
+
+// Runs the statement with `T` bound to the device type of a float activation dtype.
+#define TRTLLM_DISPATCH_FLOAT(dtype, T, ...)                                                            \
+    switch (dtype) {                                                                                    \
+        case ::trtllm::DType::kFloat32: { using T = float; __VA_ARGS__; break; }                        \
+        case ::trtllm::DType::kBFloat16: { using T = __nv_bfloat16; __VA_ARGS__; break; }               \
+        case ::trtllm::DType::kFloat16: { using T = __half; __VA_ARGS__; break; }                       \
+        default:                                                                                        \
+            throw std::invalid_argument(std::string("not a float activation dtype: ") +                 \
+                                        ::trtllm::dtype_name(dtype));                                   \
+    }

@@ -1,0 +1,120 @@
+// CUDA RMSNorm / LayerNorm (+ residual add): one block per row, float32 sums, one rounding per
+// output. The fused add stores round(a + b) first and normalizes the rounded values, as the
+// CPU reference does; each thread re-reads only the elements it wrote itself.
+#include <string>
+
+#include "cuda_common.cuh"
+#include "norm/norm_cuda.h"
+
+namespace trtllm::kernels {
+namespace {
+
+using namespace cuda;
+
+int threads_for(int64_t dim) {
+    int t = 32;
+    while (t < 1024 && t * 4 < dim) t *= 2;
+    return t;
+}
+
+// kMode: 0 rms, 1 layer norm. a + b (when b != nullptr) is rounded into `sum` first.
+template <class T, int kMode>
+__global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, T* normed, T* sum,
+                                int64_t dim, float eps) {
+    const int64_t off = int64_t{blockIdx.x} * dim;
+    const T* x = a + off;
+    if (b != nullptr) {
+        for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+            sum[off + i] = from_float<T>(to_float(a[off + i]) + to_float(b[off + i]));
+        }
+        x = sum + off;  // same thread wrote the elements it reads below
+    }
+    float mean = 0.0f;
+    if constexpr (kMode == 1) {
+        float s = 0.0f;
+        for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) s += to_float(x[i]);
+        mean = block_sum(s) / static_cast<float>(dim);
+    }
+    float sq = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = to_float(x[i]) - mean;
+        sq += v * v;
+    }
+    const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = (to_float(x[i]) - mean) * inv * to_float(weight[i]);
+        if constexpr (kMode == 1) v += to_float(bias[i]);
+        normed[off + i] = from_float<T>(v);
+    }
+}
+
+// RMSNorm of chunks smaller than a row (per-head q/k norm): one warp per chunk.
+template <class T>
+__global__ void rms_norm_chunk_kernel(const T* x, const T* weight, T* y, int64_t num_chunks, int64_t chunk, float eps) {
+    const int64_t c = int64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
+    if (c >= num_chunks) return;
+    const int lane = threadIdx.x % 32;
+    const T* in = x + c * chunk;
+    float sq = 0.0f;
+    for (int64_t i = lane; i < chunk; i += 32) sq += to_float(in[i]) * to_float(in[i]);
+    const float inv = 1.0f / sqrtf(warp_sum(sq) / static_cast<float>(chunk) + eps);
+    for (int64_t i = lane; i < chunk; i += 32) y[c * chunk + i] = from_float<T>(to_float(in[i]) * inv * to_float(weight[i]));
+}
+
+void check(int64_t rows, int64_t dim) {
+    if (rows < 0 || dim <= 0) {
+        throw std::invalid_argument("norm: need rows >= 0 and dim > 0, got rows=" + std::to_string(rows) +
+                                    " dim=" + std::to_string(dim));
+    }
+}
+
+template <int kMode>
+void launch_row(const void* a, const void* b, const void* w, const void* bias, void* normed, void* sum, DType dtype,
+                int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
+    check(rows, dim);
+    if (rows == 0) return;
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        norm_row_kernel<T, kMode><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
+            static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+            static_cast<const T*>(bias), static_cast<T*>(normed), static_cast<T*>(sum), dim, eps);
+    });
+    CHECK_LAUNCH("norm_row_kernel");
+}
+
+}  // namespace
+
+void rms_norm_cuda(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim, int64_t chunk,
+                   float eps, cudaStream_t stream) {
+    check(rows, dim);
+    if (chunk <= 0 || dim % chunk != 0) {
+        throw std::invalid_argument("rms_norm: chunk " + std::to_string(chunk) + " must divide dim " + std::to_string(dim));
+    }
+    if (chunk == dim) {
+        launch_row<0>(x, nullptr, weight, nullptr, y, nullptr, dtype, rows, dim, eps, stream);
+        return;
+    }
+    if (rows == 0) return;
+    const int64_t num_chunks = rows * (dim / chunk);
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        rms_norm_chunk_kernel<T><<<cuda::blocks_for(num_chunks, 8), 256, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(y), num_chunks, chunk, eps);
+    });
+    CHECK_LAUNCH("rms_norm_chunk_kernel");
+}
+
+void add_rms_norm_cuda(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
+                       int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
+    launch_row<0>(a, b, weight, nullptr, normed, sum, dtype, rows, dim, eps, stream);
+}
+
+void layer_norm_cuda(const void* x, const void* weight, const void* bias, void* y, DType dtype, int64_t rows,
+                     int64_t dim, float eps, cudaStream_t stream) {
+    launch_row<1>(x, nullptr, weight, bias, y, nullptr, dtype, rows, dim, eps, stream);
+}
+
+void add_layer_norm_cuda(const void* a, const void* b, const void* weight, const void* bias, void* normed, void* sum,
+                         DType dtype, int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
+    launch_row<1>(a, b, weight, bias, normed, sum, dtype, rows, dim, eps, stream);
+}
+
+}  // namespace trtllm::kernels

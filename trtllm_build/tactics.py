@@ -1,0 +1,66 @@
+"""Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
+
+For every distinct `linear` shape of the engine (n, k, activation dtype, output dtype, bias) and
+a few m buckets (1, 4, 8, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
+runtime's `_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's
+heuristic offers, and for m <= 4 our GEMV kernel, and keeps the fastest ("gemv" or the
+cuBLASLt algorithm in hex). The result goes into the engine's `tactics`:
+
+    {"gemm": {"cublaslt_version": 130002, "buckets": [1, 8, ...],
+              "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
+                                                                    "us": 5.1, "default_us": 6.0}, ...}}}}
+
+The runtime runs an m with the algorithm of the smallest bucket >= m (when cuBLASLt accepts it
+for that m). An algorithm is opaque outside the cuBLASLt version that chose it, so the version is
+recorded and a runtime with another version uses cuBLASLt's heuristic instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+M_BUCKETS = (1, 4, 8, 32, 128, 512)
+
+
+def gemm_buckets(max_num_tokens: int) -> list[int]:
+    return sorted({m for m in M_BUCKETS if m <= max_num_tokens} | {max_num_tokens})
+
+
+def gemm_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
+                weight_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int, str, str, bool]]:
+    """shape key -> (n, k, dtype, out_dtype, has_bias) of every `linear` op, keyed as the runtime keys them."""
+    tensors = memory_plan["tensors"]
+    shapes = {}
+    for op in ops:
+        if op["op"] != "linear":
+            continue
+        n, k = weight_shapes[op["weights"]["weight"]]
+        dtype, out_dtype = tensors[op["inputs"][0]]["dtype"], tensors[op["outputs"][0]]["dtype"]
+        has_bias = "bias" in op["weights"]
+        key = f"{n}x{k}:{dtype}:{out_dtype}:{'bias' if has_bias else 'nobias'}"
+        shapes[key] = (int(n), int(k), dtype, out_dtype, has_bias)
+    return shapes
+
+
+def select_gemm_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
+                        weight_shapes: dict[str, tuple[int, ...]], max_num_tokens: int) -> dict[str, Any]:
+    """Time every GEMM shape of the engine on GPU 0; returns the engine's `tactics` object."""
+    from trtllm_runtime import _core  # the runtime's device code; the builder needs nothing else of it
+
+    buckets = gemm_buckets(max_num_tokens)
+    shapes: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for key, (n, k, dtype, out_dtype, has_bias) in gemm_shapes(ops, memory_plan, weight_shapes).items():
+        tuned = _core.cuda_autotune_gemm(n, k, dtype, out_dtype, has_bias, buckets)
+        shapes[key] = {str(t["m"]): {"algo": t["algo"], "us": round(t["best_us"], 2),
+                                     "default_us": round(t["default_us"], 2)} for t in tuned}
+        gain = sum(t["default_us"] for t in tuned) / max(1e-9, sum(t["best_us"] for t in tuned))
+        log.info("tactics %s: %s us (heuristic's first choice %.2fx slower)", key,
+                 ", ".join(f"m={t['m']}: {t['best_us']:.1f}" for t in tuned), gain)
+    log.info("GEMM tactic selection: %d shapes x %d m buckets in %.1f s", len(shapes), len(buckets),
+             time.perf_counter() - t0)
+    return {"gemm": {"cublaslt_version": int(_core.cublaslt_version()), "buckets": buckets, "shapes": shapes}}

@@ -9,8 +9,12 @@ import threading
 import time
 from typing import Iterator
 
-import httpx
 import pytest
+httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
+pytest.importorskip("starlette", reason="the serve extra is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+pytest.importorskip("pydantic", reason="the serve extra is not installed")
+pytest.importorskip("jinja2", reason="the serve extra is not installed")
 
 from conftest import build_engine
 from serve_helpers import serve

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
+pytest.importorskip("starlette", reason="the serve extra is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+pytest.importorskip("pydantic", reason="the serve extra is not installed")
+pytest.importorskip("jinja2", reason="the serve extra is not installed")
 
 from serve_helpers import serve
 from trtllm_runtime import ModelRunner

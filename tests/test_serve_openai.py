@@ -3,9 +3,13 @@ answer what `LLM.generate` answers for the same prompt and seed."""
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
+httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
+openai = pytest.importorskip("openai", reason="the serve extra is not installed")
+pytest.importorskip("starlette", reason="the serve extra is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+pytest.importorskip("pydantic", reason="the serve extra is not installed")
+pytest.importorskip("jinja2", reason="the serve extra is not installed")
 import transformers
 
 from serve_helpers import serve

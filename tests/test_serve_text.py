@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+pytest.importorskip("pydantic", reason="the serve extra is not installed")
+pytest.importorskip("jinja2", reason="the serve extra is not installed")
 import transformers
 
 from tiny_tokenizer import make_tokenizer

@@ -65,7 +65,7 @@ public:
 
     ~CpuBackend() override {
         if (!profile_) return;
-        for (const auto& [kind, seconds] : op_seconds_) std::fprintf(stderr, "[trtllm profile] op kind %d: %.3f s\n", kind, seconds);
+        for (const auto& [kind, seconds] : op_seconds_) std::fprintf(stderr, "[trtllm profile] %-18s %.3f s\n", op_kind_name(static_cast<OpKind>(kind)), seconds);
     }
 
     int64_t kv_cache_bytes() const override { return kv_layer_bytes_ * model_->info().num_layers; }

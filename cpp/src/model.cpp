@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <utility>
 
 namespace trtllm {
 
@@ -18,19 +19,22 @@ const WeightView* Op::weight(const std::string& role) const {
 
 namespace {
 
+// The op set's names, the one table both directions read.
+constexpr std::pair<const char*, OpKind> kOpNames[] = {
+    {"embedding", OpKind::kEmbedding}, {"linear", OpKind::kLinear}, {"rms_norm", OpKind::kRmsNorm},
+    {"layer_norm", OpKind::kLayerNorm}, {"add_rms_norm", OpKind::kAddRmsNorm},
+    {"add_layer_norm", OpKind::kAddLayerNorm}, {"add", OpKind::kAdd}, {"silu_mul", OpKind::kSiluMul},
+    {"gelu_tanh", OpKind::kGeluTanh}, {"attention", OpKind::kAttention}, {"all_reduce", OpKind::kAllReduce},
+    {"all_gather", OpKind::kAllGather}, {"gather_rows", OpKind::kGatherRows},
+    {"quantize", OpKind::kQuantize}, {"fp8_linear", OpKind::kFp8Linear}, {"int8_linear", OpKind::kInt8Linear},
+    {"weight_only_linear", OpKind::kWeightOnlyLinear},
+};
+
 OpKind op_kind(const std::string& name) {
-    static const std::map<std::string, OpKind> kinds = {
-        {"embedding", OpKind::kEmbedding}, {"linear", OpKind::kLinear}, {"rms_norm", OpKind::kRmsNorm},
-        {"layer_norm", OpKind::kLayerNorm}, {"add_rms_norm", OpKind::kAddRmsNorm},
-        {"add_layer_norm", OpKind::kAddLayerNorm}, {"add", OpKind::kAdd}, {"silu_mul", OpKind::kSiluMul},
-        {"gelu_tanh", OpKind::kGeluTanh}, {"attention", OpKind::kAttention}, {"all_reduce", OpKind::kAllReduce},
-        {"all_gather", OpKind::kAllGather}, {"gather_rows", OpKind::kGatherRows},
-        {"quantize", OpKind::kQuantize}, {"fp8_linear", OpKind::kFp8Linear}, {"int8_linear", OpKind::kInt8Linear},
-        {"weight_only_linear", OpKind::kWeightOnlyLinear},
-    };
-    auto it = kinds.find(name);
-    if (it == kinds.end()) throw EngineFormatError("op '" + name + "' is not in op set v" + std::to_string(kOpsetVersion));
-    return it->second;
+    for (const auto& [op_name, kind] : kOpNames) {
+        if (name == op_name) return kind;
+    }
+    throw EngineFormatError("op '" + name + "' is not in op set v" + std::to_string(kOpsetVersion));
 }
 
 kernels::RopeScaling rope_scaling(const Json& j) {
@@ -42,6 +46,13 @@ kernels::RopeScaling rope_scaling(const Json& j) {
 }
 
 }  // namespace
+
+const char* op_kind_name(OpKind kind) {
+    for (const auto& [name, k] : kOpNames) {
+        if (k == kind) return name;
+    }
+    return "?";
+}
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const std::string& expected_target) {
     auto model = std::shared_ptr<Model>(new Model());

@@ -25,6 +25,9 @@ enum class OpKind {
     kQuantize, kFp8Linear, kInt8Linear, kWeightOnlyLinear,   // op set v2
 };
 
+// The op's name in the engine's op list ("linear", ...).
+const char* op_kind_name(OpKind kind);
+
 // Leading dim of an activation: bound per iteration.
 enum class RowDim { kNumTokens, kNumOutputRows };
 

@@ -430,28 +430,9 @@ private:
         for (size_t i = 0; i < ops.size(); ++i) {
             float ms = 0.0f;
             CHECK_CUDA(cudaEventElapsedTime(&ms, profile_events_[i].get(), profile_events_[i + 1].get()));
-            profile_ms_[std::string(phase) + " " + op_name(ops[i].kind)] += ms;
+            profile_ms_[std::string(phase) + " " + op_kind_name(ops[i].kind)] += ms;
         }
         profile_steps_[phase] += 1;
-    }
-
-    static const char* op_name(OpKind k) {
-        switch (k) {
-            case OpKind::kEmbedding: return "embedding";
-            case OpKind::kLinear: return "linear";
-            case OpKind::kRmsNorm: return "rms_norm";
-            case OpKind::kLayerNorm: return "layer_norm";
-            case OpKind::kAddRmsNorm: return "add_rms_norm";
-            case OpKind::kAddLayerNorm: return "add_layer_norm";
-            case OpKind::kAdd: return "add";
-            case OpKind::kSiluMul: return "silu_mul";
-            case OpKind::kGeluTanh: return "gelu_tanh";
-            case OpKind::kAttention: return "attention";
-            case OpKind::kAllReduce: return "all_reduce";
-            case OpKind::kAllGather: return "all_gather";
-            case OpKind::kGatherRows: return "gather_rows";
-        }
-        return "?";
     }
 
     void run(const Op& op, const Prepared& p, const kernels::PagedBatchCuda& batch, const kernels::AttentionWork& work,

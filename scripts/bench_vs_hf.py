@@ -30,7 +30,7 @@ def hf_model(model: Path, dtype: str, device: str):
     if model.suffix == ".gguf":
         m = transformers.AutoModelForCausalLM.from_pretrained(str(model.parent), gguf_file=model.name)
     else:
-        m = transformers.AutoModelForCausalLM.from_pretrained(model)
+        m = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
     return m.to(device=device, dtype=torch_dtype).eval()
 
 
@@ -70,11 +70,13 @@ def main() -> None:
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--target", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--hf-dtype", default=None, help="dtype for transformers (default: --dtype)")
+    p.add_argument("--engine-dir", type=Path,
+                   help="an engine already built from --model (skips convert and build: big models)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
     from trtllm_build.build import BuildConfig, build
-    from trtllm_build.convert import convert
+    from trtllm_build.convert import convert, model_config_from_hf
     from trtllm_build.default_model import default_model_path
     from trtllm_runtime import ModelRunner
 
@@ -84,10 +86,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = convert(model, Path(tmp) / "ckpt", args.dtype)
-        engine = build(Path(tmp) / "ckpt", Path(tmp) / "engine",
-                       BuildConfig(max_batch_size=max(batch_sizes), max_num_tokens=max(batch_sizes) * args.input_len,
-                                   max_seq_len=args.input_len + args.output_len, target=args.target))
+        if args.engine_dir:
+            config = model_config_from_hf(json.loads((model / "config.json").read_text()), args.dtype)
+            engine = args.engine_dir
+        else:
+            config = convert(model, Path(tmp) / "ckpt", args.dtype)
+            engine = build(Path(tmp) / "ckpt", Path(tmp) / "engine",
+                           BuildConfig(max_batch_size=max(batch_sizes), max_num_tokens=max(batch_sizes) * args.input_len,
+                                       max_seq_len=args.input_len + args.output_len, target=args.target))
         prompts = {b: rng.integers(0, config.vocab_size, (b, args.input_len)).tolist() for b in batch_sizes}
         with ModelRunner.from_dir(engine) as runner:
             ours = {b: ours_tokens_per_s(runner, prompts[b], args.output_len) for b in batch_sizes}

@@ -2,9 +2,14 @@
 # GPU check, run on a machine with a CUDA GPU: build the package with the CUDA backend, run the
 # GPU test suite, benchmark a 1B-parameter Llama-shaped model (random weights) against Hugging
 # Face transformers on the same GPU, print a short table last. Writes under $OUT:
-# gpu_check.json (summary), gpu_check.log (everything printed), pytest.log, bench_*.json.
+# gpu_check.json (summary), gpu_check.log (everything printed), pytest.log; the per-benchmark JSON
+# (in /tmp/gpu_check_json) is folded into gpu_check.json, since few files come back from $OUT.
 #
-#   scripts/gpu_check.sh [all|build|test|bench]   (default all; bench reuses an earlier build)
+#   scripts/gpu_check.sh [all|build|test|bench|bench8b]   (default all; bench* reuse an earlier build)
+#
+# bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
+# (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
+# throughput, and HF transformers on the same GPU in the same run. Needs ~50 GB of disk in /tmp.
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
 # ...) in .whl/ (or $WHEELS); they are installed into /tmp/site and put on PYTHONPATH. A machine
@@ -18,7 +23,8 @@ OUT=${OUT:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 DEBS=${DEBS:-.debs}
-mkdir -p "$OUT"
+JSON_DIR=/tmp/gpu_check_json
+mkdir -p "$OUT" "$JSON_DIR"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 start=$(date +%s)
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
@@ -58,7 +64,7 @@ if [[ $PHASE != bench ]]; then
   fi
 fi
 
-if [[ $PHASE == bench ]] && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
+if [[ $PHASE == bench* ]] && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"  # a fresh machine
   build_rc=$?
 fi
@@ -77,7 +83,7 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
     echo "trtllm-build (with GEMM tactic selection): $(($(date +%s) - t0)) s"
     run_bench() {  # name, args...
       local name=$1; shift
-      timeout 240 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir $B/engine --json "$OUT/bench_$name.json" \
+      timeout 240 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir $B/engine --json "$JSON_DIR/bench_$name.json" \
         >/dev/null || echo "bench $name failed: rc $?"
     }
     run_bench latency latency --input-len 128 --output-len 256 --iterations 3
@@ -89,13 +95,58 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
     TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine --input-len 128 \
       --output-len 32 --num-requests 256 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
     timeout 300 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_1b --target cuda --dtype bfloat16 \
-      --batch-sizes 1,16,64 --input-len 128 --output-len 128 --json "$OUT/bench_vs_hf.json" \
+      --batch-sizes 1,16,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench_vs_hf.json" \
       || echo "bench_vs_hf failed: rc $?"
   )
   bench_rc=$?
 fi
 
-BUILD_RC=$build_rc TESTS_RC=$tests_rc BENCH_RC=$bench_rc WALL_S=$(($(date +%s) - start)) GPU_NAME="$gpu_name" \
+if [[ $PHASE == bench8b ]] && ((build_rc == 0)); then
+  B=/tmp/bench8b
+  mkdir -p $B
+  (
+    set -e
+    build_args=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
+    bench8() {  # engine, name, args... (a failed benchmark is reported, the others still run)
+      local engine=$1 name=$2; shift 2
+      timeout 300 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir "$engine" \
+        --json "$JSON_DIR/bench8b_$name.json" >/dev/null || echo "bench8b $name failed: rc $?"
+    }
+    convert_and_build() {  # name, convert args...: engine in $B/engine_<name>, checkpoint deleted (disk)
+      local name=$1; shift
+      [[ -d $B/engine_$name ]] && return
+      local t0=$(date +%s)
+      "$PYTHON" -m trtllm_build.cli.convert --model-dir $B/llama_8b --output-dir $B/ckpt_$name "$@" >/dev/null
+      "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$name --output-dir $B/engine_$name \
+        "${build_args[@]}" 2>&1 | grep -E "error" || true
+      rm -rf $B/ckpt_$name
+      echo "8B $name: convert + build $(($(date +%s) - t0)) s, engine $(du -sh $B/engine_$name | cut -f1)"
+    }
+    [[ -d $B/llama_8b ]] || "$PYTHON" scripts/make_random_llama.py --out $B/llama_8b --preset 8b
+    convert_and_build bf16 --dtype bfloat16
+    bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
+    bench8 $B/engine_bf16 ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
+    bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
+    bench8 $B/engine_bf16 throughput_1k throughput --input-len 1024 --output-len 1024 --num-requests 256
+    TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine_bf16 \
+      --input-len 2048 --output-len 16 --iterations 1 2>&1 >/dev/null | grep "trtllm profile" || true
+    for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
+      calib=()
+      [[ $q == fp8 || $q == int8_sq || $q == int4_awq ]] && calib=(--calib-size 4 --calib-seq-len 128)
+      convert_and_build $q --dtype bfloat16 --quant $q "${calib[@]}"
+      bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
+      [[ $q == fp8 ]] && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
+        --num-requests 1024
+      rm -rf $B/engine_$q
+    done
+    timeout 400 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_8b --engine-dir $B/engine_bf16 --target cuda \
+      --dtype bfloat16 --batch-sizes 1,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench8b_vs_hf.json" \
+      || echo "bench_vs_hf 8B failed: rc $?"
+  )
+  bench_rc=$?
+fi
+
+JSON_DIR=$JSON_DIR BUILD_RC=$build_rc TESTS_RC=$tests_rc BENCH_RC=$bench_rc WALL_S=$(($(date +%s) - start)) GPU_NAME="$gpu_name" \
   "$PYTHON" - "$OUT" <<'PY'
 import json, os, pathlib, sys
 
@@ -113,7 +164,9 @@ except Exception as e:  # report, don't hide: the summary is the point of this s
 log = out / "pytest.log"
 if log.exists() and log.read_text().strip():
     summary["pytest_summary"] = log.read_text().strip().splitlines()[-1]
-bench = {p.stem[len("bench_"):]: json.loads(p.read_text()) for p in sorted(out.glob("bench_*.json"))}
+bench = {p.stem[len("bench_"):]: json.loads(p.read_text()) for p in sorted(pathlib.Path(os.environ["JSON_DIR"]).glob("bench_*.json"))}
+bench8 = {p.stem[len("bench8b_"):]: json.loads(p.read_text()) for p in sorted(pathlib.Path(os.environ["JSON_DIR"]).glob("bench8b_*.json"))}
+summary["bench8b"] = bench8
 summary["bench"] = bench
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -135,7 +188,22 @@ if "throughput" in bench:
 for r in bench.get("vs_hf", {}).get("results", []):
     rows.append((f"1B vs HF bs{r['batch_size']} 128/128 tok/s", f"ours {r['ours_tokens_per_s']:.0f}, HF "
                  f"{r['hf_tokens_per_s']:.0f}, {r['ratio']:.1f}x"))
-print("\n" + "\n".join(f"{k:<36} {v}" for k, v in rows))
+# 8B Llama shape: weights read per decode token (all but the embedding table), bf16.
+w8 = 2 * (128256 * 4096 + 32 * (4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336 + 2 * 4096) + 4096)
+bf16_decode = bench8.get("latency", {}).get("decode_tokens_per_s")
+for name, b in bench8.items():
+    if name.endswith("latency"):
+        scheme = name[: -len("_latency")] or "bf16"
+        extra = f" (roofline {bw / w8:.0f})" if scheme == "bf16" else (f" ({b['decode_tokens_per_s'] / bf16_decode:.2f}x bf16)" if bf16_decode else "")
+        rows.append((f"8B {scheme or 'bf16'} bs1 128/256 decode tok/s", f"{b['decode_tokens_per_s']:.1f}{extra}, TTFT {b['ttft_ms']:.1f} ms"))
+    elif name.endswith("throughput"):
+        scheme = name[: -len("_throughput")] or "bf16"
+        rows.append((f"8B {scheme} {b['num_requests']} req {b['input_len']}/{b['output_len']} tok/s", f"{b['output_tokens_per_s']:.0f}"))
+    elif name == "ttft2048":
+        rows.append(("8B bf16 bs1 2048in TTFT ms", f"{b['ttft_ms']:.1f}"))
+for r in bench8.get("vs_hf", {}).get("results", []):
+    rows.append((f"8B vs HF bs{r['batch_size']} 128/128 tok/s", f"ours {r['ours_tokens_per_s']:.0f}, HF {r['hf_tokens_per_s']:.1f}, {r['ratio']:.1f}x"))
+print("\n" + "\n".join(f"{k:<40} {v}" for k, v in rows))
 PY
 
 ((build_rc == 0 && tests_rc <= 0 && bench_rc <= 0))

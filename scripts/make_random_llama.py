@@ -6,6 +6,8 @@ need a model of a real size, and performance does not depend on the weight value
 
 Presets: 1b (hidden 2048, 16 layers, 32/8 heads, ffn 8192, vocab 32000) and 8b (the
 Llama-3.1-8B shape). Weights are drawn on the GPU when there is one (fast), saved in bfloat16.
+A byte-level tokenizer (ids 0..255, no merges) goes with it, so that calibration (`trtllm-convert
+--quant ...`) and `trtllm-run` have real text to tokenize.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ PRESETS = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
 }
+
+
+def write_byte_tokenizer(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({ch: i for i, ch in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(str(out / "tokenizer.json"))
 
 
 def main() -> None:
@@ -38,6 +50,7 @@ def main() -> None:
     with torch.device(device):
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(args.out)
+    write_byte_tokenizer(args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"{args.out}: {args.preset}, {n / 1e9:.3f} B parameters, {2 * n / 1e9:.2f} GB in bfloat16")
 

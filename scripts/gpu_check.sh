@@ -181,7 +181,8 @@ summary["bench"] = bench
 
 # 1B Llama shape, bf16: decode at batch 1 reads every weight but the embedding table once per token.
 weight_bytes = 2 * (32000 * 2048 + 16 * (2048 * 3072 + 2048 * 2048 + 2 * 2048 * 8192 + 8192 * 2048 + 2 * 2048))
-bw = 4.8e12 if "H200" in summary["gpu"] else 3.35e12
+# Measured device-to-device copy bandwidth (H100: the figure; H200: docs/cuda_backend.md).
+bw = 4.3e12 if "H200" in summary["gpu"] else 2.96e12
 rows = [("gpu", summary["gpu"]), ("build / tests / bench rc", f"{summary['build_rc']} / {summary['tests_rc']} / {summary['bench_rc']}"),
         ("pytest", summary.get("pytest_summary", "-"))]
 if "latency" in bench:

@@ -24,6 +24,7 @@ from .engine_writer import write_engine
 from .graph.opset import OPSET_VERSION
 from .models import trace
 from .passes import optimize
+from .passes.weight_layout import relayout_weight_only_for_cuda
 from .tactics import select_gemm_tactics
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def build_rank(checkpoint_dir: Path, output_dir: Path, rank: int, build: BuildCo
     graph = trace(model, weights)
     traced_nodes = len(graph.nodes)
     graph = optimize(graph, max_num_tokens=build.max_num_tokens, max_output_rows=build.max_output_rows)
+    if build.target == "cuda":  # the CUDA weight-only GEMM reads its own weight layout
+        graph = relayout_weight_only_for_cuda(graph)
     build_options = {**dataclasses.asdict(build), "tp_rank": rank, "pass_stats": graph.meta["passes"]}
     ops = [node.to_json() for node in graph.nodes]
     sm_arch = _sm_arch(build.target)  # first: a clear error when there is no GPU to tune on

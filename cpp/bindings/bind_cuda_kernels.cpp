@@ -16,6 +16,7 @@
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
+#include "gemm/weight_only_cuda.h"
 #include "norm/norm_cuda.h"
 #include "sampling/sampling_cuda.h"
 #include "trtllm/cuda_utils.h"
@@ -79,6 +80,76 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
     if (algo) a = trtllm::kernels::gemm_tactic_from_string(*algo);
     g.run(shape, m, dx.get(), dw.get(), bias ? db.get() : nullptr, dy.get(), a ? &*a : nullptr, nullptr);
     return download(dy, ydt, {m, n});
+}
+
+// weight in the CUDA layout (trtllm_build.passes.weight_layout.to_cuda_layout), uint8.
+py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
+                             const std::string& dtype, int weight_bits, int64_t group_size,
+                             const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias) {
+    const DType dt = float_dtype(dtype);
+    if (x.ndim() != 2 || weight.ndim() != 2) throw std::invalid_argument("need x [m, k] and weight [n, k or k / 2]");
+    if (std::string(py::str(weight.dtype())) != "uint8") throw std::invalid_argument("weight must be uint8 (CUDA layout)");
+    trtllm::kernels::WeightOnlyGemmCuda w;
+    w.n = weight.shape(0);
+    w.k = weight.shape(1) * (weight_bits == 4 ? 2 : 1);
+    w.weight_bits = weight_bits;
+    w.group_size = group_size;
+    w.dtype = dt;
+    const int64_t m = x.shape(0);
+    if (x.shape(1) != w.k || group_size <= 0 || weight_scale.size() != w.n * (w.k / group_size) ||
+        (pre_quant_scale && pre_quant_scale->size() != w.k) || (bias && bias->size() != w.n)) {
+        throw std::invalid_argument("weight_only_linear: x, weight_scale, pre_quant_scale or bias do not match the weight");
+    }
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(weight, 1, "weight"), ds = upload(weight_scale, esz(dt), "weight_scale");
+    DeviceBuffer dp = pre_quant_scale ? upload(*pre_quant_scale, esz(dt), "pre_quant_scale") : DeviceBuffer();
+    DeviceBuffer db = bias ? upload(*bias, esz(dt), "bias") : DeviceBuffer();
+    w.weight = dw.get();
+    w.scale = ds.get();
+    w.pre_quant_scale = pre_quant_scale ? dp.get() : nullptr;
+    w.bias = bias ? db.get() : nullptr;
+    trtllm::kernels::check_weight_only_gemm(w);
+    DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
+    DeviceBuffer dy = poisoned(static_cast<size_t>(m * w.n) * esz(dt));
+    trtllm::kernels::CublasLtGemm g;
+    trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr);
+    return download(dy, dt, {m, w.n});
+}
+
+// Device time per call of weight_only_gemm_cuda (us), random weights of the CUDA layout, for the benchmark
+// and the lead's bandwidth check: bytes of weight and scales read / time.
+double time_weight_only_linear(int64_t m, int64_t n, int64_t k, const std::string& dtype, int weight_bits,
+                               int64_t group_size, bool pre_quant_scale, int reps) {
+    const DType dt = float_dtype(dtype);
+    trtllm::kernels::WeightOnlyGemmCuda w;
+    w.n = n;
+    w.k = k;
+    w.weight_bits = weight_bits;
+    w.group_size = group_size;
+    w.dtype = dt;
+    const size_t weight_bytes = static_cast<size_t>(n * k * weight_bits / 8);
+    DeviceBuffer dw(weight_bytes), ds(static_cast<size_t>(n * (k / std::max<int64_t>(group_size, 1))) * esz(dt));
+    DeviceBuffer dp(static_cast<size_t>(k) * esz(dt)), dx(static_cast<size_t>(m * k) * esz(dt));
+    DeviceBuffer dy(static_cast<size_t>(m * n) * esz(dt));
+    CHECK_CUDA(cudaMemset(dw.get(), 0x5a, dw.bytes()));
+    CHECK_CUDA(cudaMemset(ds.get(), 0x3c, ds.bytes()));  // 0x3c3c: ~1.0 in float16, ~0.01 in bfloat16
+    CHECK_CUDA(cudaMemset(dp.get(), 0x3c, dp.bytes()));
+    CHECK_CUDA(cudaMemset(dx.get(), 0x3c, dx.bytes()));
+    w.weight = dw.get();
+    w.scale = ds.get();
+    w.pre_quant_scale = pre_quant_scale ? dp.get() : nullptr;
+    trtllm::kernels::check_weight_only_gemm(w);
+    DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
+    trtllm::kernels::CublasLtGemm g;
+    trtllm::CudaStream stream;
+    trtllm::CudaEvent start, stop;
+    for (int i = 0; i < 3; ++i) trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, stream.get());
+    CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
+    for (int i = 0; i < reps; ++i) trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, stream.get());
+    CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
+    CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    return 1000.0 * ms / std::max(1, reps);
 }
 
 py::array rms_norm(const py::array& x, const py::array& w, const std::string& dtype, int64_t chunk, float eps) {
@@ -173,7 +244,7 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
                     const py::array& new_len_in, const py::array& block_table_in, const std::string& dtype,
                     int num_heads, int num_kv_heads, int head_dim, const std::optional<py::array>& inv_freq,
                     const std::optional<py::array>& q_norm, const std::optional<py::array>& k_norm, float qk_norm_eps,
-                    int num_splits) {
+                    int num_splits, const std::optional<float>& kv_scale) {
     const DType dt = float_dtype(dtype);
     const py::array past_len = contiguous(past_len_in), new_len = contiguous(new_len_in),
                     block_table = contiguous(block_table_in);
@@ -199,7 +270,8 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
         num_splits = trtllm::kernels::attention_num_splits(static_cast<int>(decode.size()), num_kv_heads, longest, num_sms);
     }
 
-    DeviceBuffer d_qkv = upload(qkv, esz(dt), "qkv"), d_kv = upload(kv_layer, esz(dt), "kv_layer");
+    // FP8 KV cache: kv_layer holds the float8_e4m3fn bits as uint8.
+    DeviceBuffer d_qkv = upload(qkv, esz(dt), "qkv"), d_kv = upload(kv_layer, kv_scale ? 1 : esz(dt), "kv_layer");
     DeviceBuffer d_past = upload(past_len, 4, "past_len"), d_new = upload(new_len, 4, "new_len");
     DeviceBuffer d_table = upload(block_table, 4, "block_table");
     DeviceBuffer d_start = upload(py::array_t<int32_t>(token_start.size(), token_start.data()), 4, "token_start");
@@ -230,6 +302,8 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     params.q_norm = q_norm ? d_qn.get() : nullptr;
     params.k_norm = k_norm ? d_kn.get() : nullptr;
     params.qk_norm_eps = qk_norm_eps;
+    float kv_scale_value = kv_scale.value_or(1.0f);
+    if (kv_scale) params.kv_scale = &kv_scale_value;  // read on the host
     trtllm::kernels::AttentionWork work;
     work.num_tokens = num_tokens;
     work.num_decode = static_cast<int>(decode.size());
@@ -296,7 +370,15 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("gather_rows", &gather_rows, "x"_a, "rows"_a);
     k.def("attention", &attention, "qkv"_a, "kv_layer"_a, "past_len"_a, "new_len"_a, "block_table"_a, py::kw_only(),
           "dtype"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a, "inv_freq"_a = py::none(), "q_norm"_a = py::none(),
-          "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0);
+          "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0, "kv_scale"_a = py::none(),
+          "kv_scale: FP8 KV cache (kv_layer uint8 float8_e4m3fn bits) with this per-layer scale");
+    k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
+          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(),
+          "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout (cuda_k_interleaved_v1), "
+          "weight_scale [n, k / group_size], pre_quant_scale [k], bias [n] in the activation dtype");
+    k.def("time_weight_only_linear", &time_weight_only_linear, "m"_a, "n"_a, "k"_a, py::kw_only(), "dtype"_a,
+          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = false, "reps"_a = 50,
+          "Device microseconds per weight_only_linear call on synthetic weights (for bandwidth checks)");
     k.def("argmax_rows", &argmax_rows, "logits"_a, "vocab_size"_a,
           "Greedy pick of each row among its first vocab_size logits (lowest id on ties; -1 if none is finite).");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,

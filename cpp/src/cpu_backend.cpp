@@ -146,6 +146,11 @@ private:
                 break;
             }
             case OpKind::kWeightOnlyLinear: {
+                if (op.weight_layout != "row_major") {
+                    throw std::invalid_argument("weight_only_linear weight_layout '" + op.weight_layout +
+                                                "' is not runnable on the CPU backend (needs row_major: build the engine "
+                                                "with --target cpu)");
+                }
                 const WeightView& w = *op.weight("weight");
                 const int64_t n = w.shape.at(0), k = w.shape.at(1) * (op.weight_bits == 4 ? 2 : 1);
                 const WeightView& s = *op.weight("weight_scale");

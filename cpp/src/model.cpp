@@ -194,7 +194,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
             if (op.kind == OpKind::kWeightOnlyLinear) {
                 op.weight_bits = static_cast<int>(attrs.at("weight_bits").as_int());
                 op.group_size = attrs.at("group_size").as_int();
-                const std::string& layout = attrs.at("weight_layout").as_string();
+                op.weight_layout = attrs.at("weight_layout").as_string();
+                const std::string& layout = op.weight_layout;
                 if (layout != "row_major" && expected_target == "cpu") {
                     throw EngineFormatError(path + ": weight_only_linear weight_layout '" + layout +
                                             "' is not runnable on the CPU backend (needs row_major)");

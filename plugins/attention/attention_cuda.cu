@@ -8,9 +8,11 @@
 #include "attention/attention_kernels.cuh"
 
 namespace trtllm::kernels::attn {
-TRTLLM_EXTERN_ATTEND(float)
-TRTLLM_EXTERN_ATTEND(__nv_bfloat16)
-TRTLLM_EXTERN_ATTEND(__half)
+TRTLLM_EXTERN_ATTEND(float, float)
+TRTLLM_EXTERN_ATTEND(__nv_bfloat16, __nv_bfloat16)
+TRTLLM_EXTERN_ATTEND(__nv_bfloat16, Fp8KvCache)
+TRTLLM_EXTERN_ATTEND(__half, __half)
+TRTLLM_EXTERN_ATTEND(__half, Fp8KvCache)
 }  // namespace trtllm::kernels::attn
 
 namespace trtllm::kernels {
@@ -18,14 +20,17 @@ namespace {
 
 using namespace cuda;
 
+using attn::Fp8KvCache;
+using attn::KvScale;
 using attn::kPrepWarps;
 using attn::kTileRows;
 using attn::kv_row;
 
-// grid (num_tokens, ceil((h + 2 h_kv) / kPrepWarps)); one warp per head of one token.
-template <class T>
-__global__ void qkv_prep_kernel(const T* qkv, float* q_out, T* kv, PagedBatchCuda b, int h, int h_kv, int d,
-                                const float* inv_freq, const T* q_norm, const T* k_norm, float eps) {
+// grid (num_tokens, ceil((h + 2 h_kv) / kPrepWarps)); one warp per head of one token. C: the cache's
+// element type (T, or Fp8KvCache: k and v are quantized from their float32 values).
+template <class T, class C>
+__global__ void qkv_prep_kernel(const T* qkv, float* q_out, C* kv, KvScale kvs, PagedBatchCuda b, int h, int h_kv,
+                                int d, const float* inv_freq, const T* q_norm, const T* k_norm, float eps) {
     extern __shared__ float prep_smem[];
     const int token = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int head = blockIdx.y * kPrepWarps + warp;
@@ -67,8 +72,8 @@ __global__ void qkv_prep_kernel(const T* qkv, float* q_out, T* kv, PagedBatchCud
     } else {
         const int which = head < h + h_kv ? 0 : 1;
         const int kh = head - h - which * h_kv;
-        T* dst = kv_row(kv, b, r, pos, which, kh, h_kv, d);
-        for (int x = lane; x < d; x += 32) dst[x] = from_float<T>(buf[x]);
+        C* dst = kv_row(kv, b, r, pos, which, kh, h_kv, d);
+        for (int x = lane; x < d; x += 32) attn::store_kv(dst + x, buf[x], kvs);
     }
 }
 
@@ -111,6 +116,42 @@ void plan_attention_work(const int32_t* new_len, int num_requests, int tile_toke
     }
 }
 
+namespace {
+
+template <class T, class C>
+void run_attention(const T* qkv, T* out, C* kv, KvScale kvs, const PagedBatchCuda& batch, const AttentionParams& params,
+                   const AttentionWork& work, const AttentionScratch& scratch, cudaStream_t stream) {
+    const int h = params.num_heads, h_kv = params.num_kv_heads, d = params.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
+    qkv_prep_kernel<T, C><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
+        qkv, scratch.q, kv, kvs, batch, h, h_kv, d, params.rope_inv_freq, static_cast<const T*>(params.q_norm),
+        static_cast<const T*>(params.k_norm), params.qk_norm_eps);
+    CHECK_LAUNCH("qkv_prep_kernel");
+    switch (d) {
+        case 8: attn::launch_attend<T, C, 8>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 16: attn::launch_attend<T, C, 16>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 32: attn::launch_attend<T, C, 32>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 64: attn::launch_attend<T, C, 64>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 128: attn::launch_attend<T, C, 128>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 256: attn::launch_attend<T, C, 256>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        default:
+            throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
+                                        std::to_string(d));
+    }
+}
+
+// The FP8 cache's scales from the host copy of kv_scale, checked as the CPU checks them.
+KvScale fp8_kv_scale(const float* kv_scale) {
+    const float s = *kv_scale;
+    if (!(std::isfinite(s) && s > 0.0f)) {
+        throw std::invalid_argument("attention: kv_scale " + std::to_string(s) + " must be finite and > 0");
+    }
+    return KvScale{s, 1.0f / s};
+}
+
+}  // namespace
+
 void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, const PagedBatchCuda& batch,
                     const AttentionParams& params, const AttentionWork& work, const AttentionScratch& scratch,
                     cudaStream_t stream) {
@@ -122,26 +163,26 @@ void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, con
         throw std::invalid_argument("attention: q_norm and k_norm come together");
     }
     if (work.num_tokens <= 0) return;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        T* kv = static_cast<T*>(kv_layer);
-        const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
-        qkv_prep_kernel<T><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
-            static_cast<const T*>(qkv), scratch.q, kv, batch, h, h_kv, d, params.rope_inv_freq,
-            static_cast<const T*>(params.q_norm), static_cast<const T*>(params.k_norm), params.qk_norm_eps);
-        CHECK_LAUNCH("qkv_prep_kernel");
-        T* o = static_cast<T*>(out);
-        switch (d) {
-            case 8: attn::launch_attend<T, 8>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            case 16: attn::launch_attend<T, 16>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            case 32: attn::launch_attend<T, 32>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            case 64: attn::launch_attend<T, 64>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            case 128: attn::launch_attend<T, 128>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            case 256: attn::launch_attend<T, 256>(work, batch, scratch.q, kv, o, h, h_kv, scale, scratch.partial, stream); break;
-            default:
-                throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
-                                            std::to_string(d));
+    if (params.kv_scale != nullptr) {
+        const KvScale kvs = fp8_kv_scale(params.kv_scale);
+        auto* kv = static_cast<Fp8KvCache*>(kv_layer);
+        if (dtype == DType::kBFloat16) {
+            using T = __nv_bfloat16;
+            run_attention<T, Fp8KvCache>(static_cast<const T*>(qkv), static_cast<T*>(out), kv, kvs, batch, params, work,
+                                         scratch, stream);
+        } else if (dtype == DType::kFloat16) {
+            using T = __half;
+            run_attention<T, Fp8KvCache>(static_cast<const T*>(qkv), static_cast<T*>(out), kv, kvs, batch, params, work,
+                                         scratch, stream);
+        } else {
+            throw std::invalid_argument(std::string("CUDA attention: the FP8 KV cache needs bfloat16 or float16 "
+                                                    "activations, got ") + dtype_name(dtype));
         }
+        return;
+    }
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        run_attention<T, T>(static_cast<const T*>(qkv), static_cast<T*>(out), static_cast<T*>(kv_layer), KvScale{}, batch,
+                            params, work, scratch, stream);
     });
 }
 

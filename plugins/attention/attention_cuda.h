@@ -65,7 +65,9 @@ int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_
 void plan_attention_work(const int32_t* new_len, int num_requests, int tile_tokens, std::vector<int32_t>& decode,
                          std::vector<int32_t>& tiles);
 
-// `params` pointers (rope_inv_freq, q_norm, k_norm) are device pointers.
+// `params` pointers (rope_inv_freq, q_norm, k_norm) are device pointers; params.kv_scale (FP8 KV
+// cache, bfloat16 / float16 activations) is read on the host at launch: kv_layer then holds
+// float8_e4m3fn, written and read through attention/kv_cache_access.cuh.
 void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, const PagedBatchCuda& batch,
                     const AttentionParams& params, const AttentionWork& work, const AttentionScratch& scratch,
                     cudaStream_t stream);

@@ -2,5 +2,6 @@
 #include "attention/attention_kernels.cuh"
 
 namespace trtllm::kernels::attn {
-TRTLLM_INSTANTIATE_ATTEND(__half)
+TRTLLM_INSTANTIATE_ATTEND(__half, __half)
+TRTLLM_INSTANTIATE_ATTEND(__half, Fp8KvCache)
 }  // namespace trtllm::kernels::attn

@@ -2,5 +2,5 @@
 #include "attention/attention_kernels.cuh"
 
 namespace trtllm::kernels::attn {
-TRTLLM_INSTANTIATE_ATTEND(float)
+TRTLLM_INSTANTIATE_ATTEND(float, float)
 }  // namespace trtllm::kernels::attn

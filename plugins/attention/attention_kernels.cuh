@@ -4,6 +4,7 @@
 #pragma once
 
 #include "attention/attention_cuda.h"
+#include "attention/kv_cache_access.cuh"
 #include "cuda_common.cuh"
 
 namespace trtllm::kernels::attn {
@@ -25,12 +26,13 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
     return kv + index * d;
 }
 
+// C is the cache's element type (T, or Fp8KvCache read through kv_cache_access.cuh).
 // grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range
 // of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
 // online softmax (running max and sum per head, output rescaled per tile). Partial results per
 // (decode request, head, split): o [D] unnormalized, then (m, l).
-template <class T, int D>
-__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const T* kv, PagedBatchCuda b,
+template <class T, class C, int D>
+__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
                                                                 float* part_ml) {
@@ -75,7 +77,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
         const int kt = k0 + t0;  // first key of the tile
         // Scores: one key row per thread, read once in 16-byte vectors, dotted with every head of the group.
         for (int j = tid; j < nt; j += blockDim.x) {
-            const T* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
+            const C* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
             for (int gb = 0; gb < group; gb += kGroupChunk) {
                 float dot[kGroupChunk];
 #pragma unroll
@@ -83,7 +85,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
 #pragma unroll 4
                 for (int x0 = 0; x0 < D; x0 += V) {
                     float kf[V];
-                    load_vec(krow + x0, kf);
+                    load_kv_vec<T>(krow + x0, kf, kvs);
 #pragma unroll
                     for (int g = 0; g < kGroupChunk; ++g) {
                         if (gb + g < group) {
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
             }
             for (int j = kg; j < nt; j += kKeyGroups) {
                 float vf[V];
-                load_vec(kv_row(kv, b, r, kt + j, 1, kh, h_kv, D) + xv * V, vf);
+                load_kv_vec<T>(kv_row(kv, b, r, kt + j, 1, kh, h_kv, D) + xv * V, vf, kvs);
 #pragma unroll
                 for (int g = 0; g < kGroupChunk; ++g) {
                     if (gb + g < group) {
@@ -200,8 +202,9 @@ constexpr size_t prefill_smem_bytes() {
 
 // grid (num_prefill_tiles, h_kv), kPrefillThreads threads: rows (token, head of the kv group) of
 // one tile, two threads per row (each half of the key tile's scores and half of the output dims).
-template <class T, int D>
-__global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q, const T* kv, T* out, PagedBatchCuda b,
+template <class T, class C, int D>
+__global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q, const C* kv, KvScale kvs, T* out,
+                                                                  PagedBatchCuda b,
                                                                   const int32_t* tiles, int tile_tokens, int h,
                                                                   int h_kv, float scale) {
     constexpr int V = kVec<T>;
@@ -239,10 +242,10 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
         for (int idx = tid; idx < nk * (D / V); idx += blockDim.x) {
             const int j = idx / (D / V), xv = idx % (D / V);
             float f[V];
-            load_vec(kv_row(kv, b, r, k0 + j, 0, kh, h_kv, D) + xv * V, f);
+            load_kv_vec<T>(kv_row(kv, b, r, k0 + j, 0, kh, h_kv, D) + xv * V, f, kvs);
 #pragma unroll
             for (int i = 0; i < V; ++i) ks[j * kKStride + xv * V + i] = f[i];
-            load_vec(kv_row(kv, b, r, k0 + j, 1, kh, h_kv, D) + xv * V, f);
+            load_kv_vec<T>(kv_row(kv, b, r, k0 + j, 1, kh, h_kv, D) + xv * V, f, kvs);
 #pragma unroll
             for (int i = 0; i < V; ++i) vs[j * kKStride + xv * V + i] = f[i];
         }
@@ -311,20 +314,20 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
     }
 }
 
-template <class T, int D>
-void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, T* kv, T* out, int h, int h_kv,
-                   float scale, float* partial, cudaStream_t stream) {
+template <class T, class C, int D>
+void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const C* kv, KvScale kvs, T* out,
+                   int h, int h_kv, float scale, float* partial, cudaStream_t stream) {
     const int group = h / h_kv;
     if (w.num_prefill_tiles > 0) {
         constexpr size_t smem = prefill_smem_bytes<D>();
         static const bool configured = [] {
-            CHECK_CUDA(cudaFuncSetAttribute(prefill_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            CHECK_CUDA(cudaFuncSetAttribute(prefill_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
             return true;
         }();
         (void)configured;
-        prefill_kernel<T, D><<<dim3(w.num_prefill_tiles, h_kv), kPrefillThreads, smem, stream>>>(
-            q, kv, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale);
+        prefill_kernel<T, C, D><<<dim3(w.num_prefill_tiles, h_kv), kPrefillThreads, smem, stream>>>(
+            q, kv, kvs, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale);
         CHECK_LAUNCH("prefill_kernel");
     }
     if (w.num_decode > 0) {
@@ -333,14 +336,14 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
                                              size_t{kKeyGroups} * kGroupChunk * D);
         static int configured_bytes = 0;
         if (static_cast<int>(smem) > configured_bytes && smem > 48 * 1024) {
-            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
             configured_bytes = static_cast<int>(smem);
         }
         float* part_o = partial;
         float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
-        decode_kernel<T, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, kv, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml);
+        decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
+            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml);
         CHECK_LAUNCH("decode_kernel");
         decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h, D,
                                                                           w.num_splits, out);
@@ -349,33 +352,24 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
 }
 
 
-#define TRTLLM_INSTANTIATE_ATTEND(T)                                                                            \
-    template void launch_attend<T, 8>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    template void launch_attend<T, 16>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    template void launch_attend<T, 32>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    template void launch_attend<T, 64>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    template void launch_attend<T, 128>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                        float, float*, cudaStream_t);                                           \
-    template void launch_attend<T, 256>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                        float, float*, cudaStream_t);
+#define TRTLLM_ATTEND_SIGNATURE(T, C, D)                                                                      \
+    void launch_attend<T, C, D>(const AttentionWork&, const PagedBatchCuda&, const float*, const C*, KvScale, T*, int, \
+                                int, float, float*, cudaStream_t)
+#define TRTLLM_INSTANTIATE_ATTEND(T, C)                                                                          \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 8);                                                                   \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 16);                                                                  \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 32);                                                                  \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 64);                                                                  \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 128);                                                                 \
+    template TRTLLM_ATTEND_SIGNATURE(T, C, 256);
 
 // In the translation units that call launch_attend without instantiating it.
-#define TRTLLM_EXTERN_ATTEND(T)                                                                                 \
-    extern template void launch_attend<T, 8>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    extern template void launch_attend<T, 16>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    extern template void launch_attend<T, 32>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    extern template void launch_attend<T, 64>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                       float, float*, cudaStream_t);                                            \
-    extern template void launch_attend<T, 128>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                        float, float*, cudaStream_t);                                           \
-    extern template void launch_attend<T, 256>(const AttentionWork&, const PagedBatchCuda&, const float*, T*, T*, int, int, \
-                                        float, float*, cudaStream_t);
+#define TRTLLM_EXTERN_ATTEND(T, C)                                                                               \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 8);                                                            \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 16);                                                           \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 32);                                                           \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 64);                                                           \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 128);                                                          \
+    extern template TRTLLM_ATTEND_SIGNATURE(T, C, 256);
 
 }  // namespace trtllm::kernels::attn

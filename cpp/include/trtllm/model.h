@@ -61,6 +61,7 @@ struct Op {
     // weight_only_linear
     int weight_bits = 0;
     int64_t group_size = 0;
+    std::string weight_layout;                   // "row_major" (CPU) or kernels::kCudaWeightLayout
 
     const WeightView* weight(const std::string& role) const;
 };

@@ -25,6 +25,7 @@
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
+#include "gemm/weight_only_cuda.h"
 #include "norm/norm_cuda.h"
 #include "sampling/sampling_cuda.h"
 #include "trtllm/backend.h"
@@ -107,6 +108,7 @@ public:
         arena_ = DeviceBuffer(static_cast<size_t>(model_->arena_bytes()));
 
         int max_heads = 1;
+        int64_t wo_scratch_elems = 0;
         for (const Op& op : model_->ops()) {
             prepared_.emplace_back();
             Prepared& p = prepared_.back();
@@ -130,6 +132,11 @@ public:
                 }
                 p.tactic_key = p.shape.key();
             }
+            if (op.kind == OpKind::kWeightOnlyLinear) {
+                p.weight_only = prepare_weight_only(op);
+                wo_scratch_elems = std::max(wo_scratch_elems,
+                                            kernels::weight_only_scratch_elems(p.weight_only, info.max_num_tokens));
+            }
             if (op.kind == OpKind::kAttention) {
                 max_heads = std::max(max_heads, op.num_heads);
                 if (op.has_rope) {
@@ -142,6 +149,7 @@ public:
         }
 
         if (tile_tokens_ == 0) tile_tokens_ = 1;
+        wo_scratch_ = DeviceBuffer(static_cast<size_t>(wo_scratch_elems) * dtype_size(info.dtype));
         max_requests_ = info.max_batch_size;
         max_blocks_per_seq_ = (info.max_seq_len + tokens_per_block - 1) / tokens_per_block;
         CHECK_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
@@ -154,7 +162,8 @@ public:
         argmax_dev_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
         argmax_host_ = PinnedBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
 
-        block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.dtype);
+        // An FP8 cache takes 1 byte per element: twice the blocks of a 16-bit one in the same memory.
+        block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.kv_cache_dtype);
         if (num_kv_blocks <= 0) {
             size_t free_bytes = 0, total_bytes = 0;
             CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -277,8 +286,42 @@ private:
         return static_cast<int64_t>(step.output_rows.size());
     }
 
+    // A weight_only_linear's device tensors; the engine must hold the CUDA layout.
+    kernels::WeightOnlyGemmCuda prepare_weight_only(const Op& op) const {
+        if (op.weight_layout != kernels::kCudaWeightLayout) {
+            throw std::invalid_argument("weight_only_linear weight_layout '" + op.weight_layout +
+                                        "' is not runnable on the CUDA backend (needs " + kernels::kCudaWeightLayout +
+                                        ": build the engine with --target cuda)");
+        }
+        const WeightView& w = *op.weight("weight");
+        const WeightView& s = *op.weight("weight_scale");
+        const WeightView* pre = op.weight("pre_quant_scale");
+        const WeightView* b = op.weight("bias");
+        const Slot& in = op.inputs.at(0);
+        kernels::WeightOnlyGemmCuda g;
+        g.n = w.shape.at(0);
+        g.k = w.shape.at(1) * (op.weight_bits == 4 ? 2 : 1);
+        g.weight_bits = op.weight_bits;
+        g.group_size = op.group_size;
+        g.dtype = in.dtype;
+        const bool shapes_ok = w.dtype == DType::kUInt8 && s.dtype == in.dtype && op.group_size > 0 &&
+                               s.numel() == g.n * (g.k / op.group_size) && (!pre || (pre->dtype == in.dtype && pre->numel() == g.k)) &&
+                               (!b || (b->dtype == in.dtype && b->numel() == g.n)) && op.outputs.at(0).dtype == in.dtype;
+        if (!shapes_ok) {
+            throw std::invalid_argument("weight_only_linear: weight (uint8), weight_scale, pre_quant_scale, bias and output "
+                                        "must match the layout and the activation dtype " + std::string(dtype_name(in.dtype)));
+        }
+        g.weight = dev(w.data);
+        g.scale = dev(s.data);
+        g.pre_quant_scale = pre ? dev(pre->data) : nullptr;
+        g.bias = b ? dev(b->data) : nullptr;
+        kernels::check_weight_only_gemm(g);
+        return g;
+    }
+
     struct Prepared {
         kernels::GemmShape shape;
+        kernels::WeightOnlyGemmCuda weight_only;
         const void* bias = nullptr;
         std::string tactic_key;
         DeviceBuffer owned;  // a converted bias, or rope inv_freq
@@ -453,6 +496,9 @@ private:
                 gemm_->run(p.shape, rows, ptr(in), dev(op.weight("weight")->data), p.bias, ptr(out),
                            tactics_.find(p.tactic_key, rows), s);
                 break;
+            case OpKind::kWeightOnlyLinear:
+                kernels::weight_only_gemm_cuda(p.weight_only, ptr(in), ptr(out), rows, wo_scratch_.get(), *gemm_, s);
+                break;
             case OpKind::kRmsNorm: {
                 const WeightView& w = *op.weight("weight");
                 kernels::rms_norm_cuda(ptr(in), dev(w.data), ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps, s);
@@ -491,6 +537,8 @@ private:
                     params.k_norm = dev(op.weight("k_norm")->data);
                     params.qk_norm_eps = op.qk_norm_eps;
                 }
+                // The FP8 cache's scale is a constant of the engine: the host copy, read at launch.
+                if (const WeightView* kv = op.weight("kv_scale")) params.kv_scale = static_cast<const float*>(kv->data);
                 void* kv_layer = static_cast<std::byte*>(kv_pool_.get()) + kv_layer_bytes_ * op.layer_idx;
                 kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>()};
                 kernels::attention_cuda(ptr(in), ptr(out), in.dtype, kv_layer, batch, params, work, scratch, s);
@@ -548,6 +596,7 @@ private:
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
     GemmTactics tactics_;
     DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_;
+    DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;
     int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;

@@ -1,0 +1,357 @@
+#include "gemm/weight_only_cuda.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "cuda_common.cuh"
+
+namespace trtllm::kernels {
+namespace {
+
+using cuda::from_float;
+using cuda::to_float;
+
+constexpr int kGemvWarps = 4;
+constexpr int kGemvRowsPerWarp = 2;   // rows sharing each x load
+constexpr int kGemvUnroll = 2;        // 16-byte weight vectors in flight per row and lane
+
+// Two values of the activation dtype in one 32-bit register (.x in the low half): the
+// dequantization runs on pairs, as the hardware's 16-bit vector math does.
+template <class T>
+using Pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+
+template <class T>
+__device__ __forceinline__ Pair<T> as_pair(uint32_t bits) {
+    Pair<T> p;
+    *reinterpret_cast<uint32_t*>(&p) = bits;
+    return p;
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t as_bits(Pair<T> p) {
+    return *reinterpret_cast<uint32_t*>(&p);
+}
+
+// Correctly rounded products (mul.rn.{bf16x2,f16x2}): the float32 product of two 16-bit values is
+// exact, so this is the op set's "float32 product, one rounding to the activation dtype".
+template <class T>
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+    return as_bits<T>(__hmul2(as_pair<T>(a), as_pair<T>(b)));
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+    return as_bits<T>(__hsub2(as_pair<T>(a), as_pair<T>(b)));
+}
+
+template <class T>
+__device__ __forceinline__ float2 to_float2(uint32_t bits) {
+    if constexpr (std::is_same_v<T, __half>) {
+        return __half22float2(as_pair<T>(bits));
+    } else {  // bfloat16 is the upper half of a float32
+        return make_float2(__uint_as_float(bits << 16), __uint_as_float(bits & 0xffff0000u));
+    }
+}
+
+// 16 bytes of int4 weights (32 inputs, layout in the header) times the group's scale pair ->
+// 16 pairs of dequantized weights in input order. A nibble u becomes the exact 16-bit value
+// 128 + u (bfloat16) / 1024 + u (float16) by or-ing in the exponent; minus 136 / 1032 gives q.
+template <class T>
+__device__ __forceinline__ void dequant_int4(const uint4 v, uint32_t scale2, uint32_t (&w)[16]) {
+    constexpr bool kHalf = std::is_same_v<T, __half>;
+    constexpr uint32_t kMagic = kHalf ? 0x64006400u : 0x43004300u;
+    constexpr uint32_t kOffset = kHalf ? 0x64086408u : 0x43084308u;
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t u = ((words[q] >> (4 * j)) & 0x000f000fu) | kMagic;
+            w[4 * q + j] = mul2<T>(sub2<T>(u, kOffset), scale2);
+        }
+    }
+}
+
+// 16 bytes of int8 weights (16 inputs, offset binary) -> 8 dequantized pairs. float16: 1024 + u is
+// exact in a half, so a byte permute builds a pair; bfloat16 (8-bit significand) goes through
+// float32's 2^23 + u and keeps the upper halves (q is exact in bfloat16).
+template <class T>
+__device__ __forceinline__ void dequant_int8(const uint4 v, uint32_t scale2, uint32_t (&w)[8]) {
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            uint32_t qpair;
+            if constexpr (std::is_same_v<T, __half>) {
+                const uint32_t u = __byte_perm(words[q], 0x64646464u, j == 0 ? 0x4140u : 0x4342u);
+                qpair = sub2<T>(u, 0x64806480u);  // - 1152
+            } else {
+                const float lo = __uint_as_float(__byte_perm(words[q], 0x4b000000u, 0x7440u | (2 * j))) - 8388736.0f;
+                const float hi = __uint_as_float(__byte_perm(words[q], 0x4b000000u, 0x7440u | (2 * j + 1))) - 8388736.0f;
+                qpair = __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
+            }
+            w[2 * q + j] = mul2<T>(qpair, scale2);
+        }
+    }
+}
+
+template <class T, int BITS>
+struct Dequant {
+    static constexpr int kInputs = 128 / BITS;  // inputs per 16-byte weight vector
+    static constexpr int kPairs = kInputs / 2;
+    __device__ __forceinline__ static void run(const uint4 v, uint32_t scale2, uint32_t (&w)[kPairs]) {
+        if constexpr (BITS == 4) {
+            dequant_int4<T>(v, scale2, w);
+        } else {
+            dequant_int8<T>(v, scale2, w);
+        }
+    }
+};
+
+template <class T>
+__device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
+    const uint32_t s = *reinterpret_cast<const uint16_t*>(scale + index);
+    return s | (s << 16);
+}
+
+// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
+// Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
+// dequantizes them once and uses them for all m rows of x.
+template <class T, int BITS, int M>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+                            const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
+                            int k, int group_size) {
+    using D = Dequant<T, BITS>;
+    constexpr int R = kGemvRowsPerWarp;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+    if (row0 >= n) return;
+    const int64_t row_bytes = int64_t{k} * BITS / 8;
+    const int groups = k / group_size;
+    const int num_vecs = k / D::kInputs;
+    const uint8_t* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) rows[r] = w + min(row0 + r, n - 1) * row_bytes;  // a row past n is computed, not stored
+    float acc[M][R];
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
+    }
+    for (int v0 = lane; v0 < num_vecs; v0 += 32 * kGemvUnroll) {
+        uint4 wv[kGemvUnroll][R];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
+            if (v >= num_vecs) break;
+            const int k0 = v * D::kInputs;
+            uint32_t wd[R][D::kPairs];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const int row = min(row0 + r, n - 1);
+                D::run(wv[u][r], scale_pair(scale, int64_t{row} * groups + k0 / group_size), wd[r]);
+            }
+            uint32_t pre_pairs[D::kPairs];
+            if (pre != nullptr) {
+#pragma unroll
+                for (int i = 0; i < D::kPairs / 4; ++i) {
+                    const uint4 p = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
+                    pre_pairs[4 * i] = p.x, pre_pairs[4 * i + 1] = p.y, pre_pairs[4 * i + 2] = p.z, pre_pairs[4 * i + 3] = p.w;
+                }
+            }
+#pragma unroll
+            for (int mi = 0; mi < M; ++mi) {
+                if (mi >= m) break;
+                uint32_t xp[D::kPairs];
+#pragma unroll
+                for (int i = 0; i < D::kPairs / 4; ++i) {
+                    const uint4 p = *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * i);
+                    xp[4 * i] = p.x, xp[4 * i + 1] = p.y, xp[4 * i + 2] = p.z, xp[4 * i + 3] = p.w;
+                }
+                if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+#pragma unroll
+                    for (int i = 0; i < D::kPairs; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < D::kPairs; ++i) {
+                    const float2 xf = to_float2<T>(xp[i]);
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        const float2 wf = to_float2<T>(wd[r][i]);
+                        acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
+                        acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[mi][r] = cuda::warp_sum(acc[mi][r]);
+    }
+    if (lane != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int row = row0 + r;
+        if (row >= n) break;
+        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
+#pragma unroll
+        for (int mi = 0; mi < M; ++mi) {
+            if (mi < m) y[int64_t{mi} * n + row] = from_float<T>(acc[mi][r] + b);
+        }
+    }
+}
+
+// out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as
+// the GEMV). One thread per 16-byte weight vector.
+template <class T, int BITS>
+__global__ void weight_only_dequantize_kernel(const uint8_t* __restrict__ w, const T* __restrict__ scale, T* __restrict__ out,
+                                              int64_t num_vecs, int k, int group_size) {
+    using D = Dequant<T, BITS>;
+    const int64_t vec = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (vec >= num_vecs) return;
+    const int vecs_per_row = k / D::kInputs;
+    const int64_t row = vec / vecs_per_row;
+    const int k0 = static_cast<int>(vec % vecs_per_row) * D::kInputs;
+    uint32_t wd[D::kPairs];
+    D::run(*reinterpret_cast<const uint4*>(w + vec * 16), scale_pair(scale, row * (k / group_size) + k0 / group_size), wd);
+    uint4* dst = reinterpret_cast<uint4*>(out + row * k + k0);
+#pragma unroll
+    for (int i = 0; i < D::kPairs / 4; ++i) dst[i] = make_uint4(wd[4 * i], wd[4 * i + 1], wd[4 * i + 2], wd[4 * i + 3]);
+}
+
+// out [rows, k] = round(x * pre_quant_scale), eight inputs per thread.
+template <class T>
+__global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restrict__ pre, T* __restrict__ out,
+                                       int64_t num_vecs, int k) {
+    const int64_t vec = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (vec >= num_vecs) return;
+    const int k0 = static_cast<int>(vec % (k / 8)) * 8;
+    const uint4 xv = reinterpret_cast<const uint4*>(x)[vec];
+    const uint4 pv = *reinterpret_cast<const uint4*>(pre + k0);
+    reinterpret_cast<uint4*>(out)[vec] =
+        make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
+}
+
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
+    const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+        static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
+        static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));
+    CHECK_LAUNCH("weight_only_gemv_kernel");
+}
+
+// The kernel's M is a bound on m: 1, 2, 4 or 8 rows of accumulators.
+template <class T, int BITS>
+void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    if (m == 1) launch_gemv<T, BITS, 1>(w, x, y, m, stream);
+    else if (m == 2) launch_gemv<T, BITS, 2>(w, x, y, m, stream);
+    else if (m <= 4) launch_gemv<T, BITS, 4>(w, x, y, m, stream);
+    else launch_gemv<T, BITS, 8>(w, x, y, m, stream);
+}
+
+// m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
+template <class T, int BITS>
+void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
+                     CublasLtGemm& gemm, cudaStream_t stream) {
+    constexpr int kThreads = 256;
+    T* wd = static_cast<T*>(scratch);
+    const int64_t num_vecs = w.n * w.k / Dequant<T, BITS>::kInputs;
+    weight_only_dequantize_kernel<T, BITS><<<cuda::blocks_for(num_vecs, kThreads), kThreads, 0, stream>>>(
+        static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, num_vecs, static_cast<int>(w.k),
+        static_cast<int>(w.group_size));
+    CHECK_LAUNCH("weight_only_dequantize_kernel");
+    const GemmShape shape{w.n, w.k, w.dtype, w.dtype, w.bias != nullptr};
+    if (w.pre_quant_scale == nullptr) {
+        gemm.run(shape, m, x, wd, w.bias, y, nullptr, stream);
+        return;
+    }
+    T* xs = wd + w.n * w.k;
+    for (int64_t r0 = 0; r0 < m; r0 += kWeightOnlyChunkRows) {
+        const int64_t rows = std::min(kWeightOnlyChunkRows, m - r0);
+        const int64_t vecs = rows * w.k / 8;
+        pre_quant_scale_kernel<T><<<cuda::blocks_for(vecs, kThreads), kThreads, 0, stream>>>(
+            static_cast<const T*>(x) + r0 * w.k, static_cast<const T*>(w.pre_quant_scale), xs, vecs,
+            static_cast<int>(w.k));
+        CHECK_LAUNCH("pre_quant_scale_kernel");
+        gemm.run(shape, rows, xs, wd, w.bias, static_cast<T*>(y) + r0 * w.n, nullptr, stream);
+    }
+}
+
+template <class T>
+void dispatch(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch, CublasLtGemm& gemm,
+              cudaStream_t stream) {
+    if (m <= kWeightOnlyGemvMaxRows) {
+        if (w.weight_bits == 4) gemv<T, 4>(w, x, y, m, stream);
+        else gemv<T, 8>(w, x, y, m, stream);
+    } else {
+        if (w.weight_bits == 4) run_dequantized<T, 4>(w, x, y, m, scratch, gemm, stream);
+        else run_dequantized<T, 8>(w, x, y, m, scratch, gemm, stream);
+    }
+}
+
+}  // namespace
+
+void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
+    if (w.dtype != DType::kBFloat16 && w.dtype != DType::kFloat16) {
+        throw std::invalid_argument(std::string("CUDA weight_only_linear: activations must be bfloat16 or float16, got ") +
+                                    dtype_name(w.dtype));
+    }
+    if (w.weight_bits != 8 && w.weight_bits != 4) {
+        throw std::invalid_argument("CUDA weight_only_linear: weight_bits must be 8 or 4, got " +
+                                    std::to_string(w.weight_bits));
+    }
+    const int64_t per_vec = 128 / w.weight_bits;
+    if (w.n < 1 || w.k < per_vec || w.k % per_vec != 0 || w.group_size < per_vec || w.group_size % per_vec != 0 ||
+        w.k % w.group_size != 0 || w.n >= (int64_t{1} << 31) || w.k >= (int64_t{1} << 31)) {
+        throw std::invalid_argument("CUDA weight_only_linear: n = " + std::to_string(w.n) + ", k = " + std::to_string(w.k) +
+                                    ", group_size = " + std::to_string(w.group_size) + " for int" +
+                                    std::to_string(w.weight_bits) + ": k and group_size must be multiples of " +
+                                    std::to_string(per_vec) + " and group_size must divide k");
+    }
+    if (w.weight == nullptr || w.scale == nullptr) throw std::invalid_argument("CUDA weight_only_linear: missing weight or scale");
+    for (const void* p : {w.weight, w.pre_quant_scale}) {
+        if (p != nullptr && !cuda::aligned16(p)) {
+            throw std::invalid_argument("CUDA weight_only_linear: weight and pre_quant_scale must be 16-byte aligned");
+        }
+    }
+}
+
+int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m) {
+    if (max_m <= kWeightOnlyGemvMaxRows) return 0;
+    const int64_t x_rows = w.pre_quant_scale != nullptr ? std::min(max_m, kWeightOnlyChunkRows) : 0;
+    return w.n * w.k + x_rows * w.k;
+}
+
+void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
+                           CublasLtGemm& gemm, cudaStream_t stream) {
+    if (m <= 0) return;
+    if (!cuda::aligned16(x)) throw std::invalid_argument("CUDA weight_only_linear: x must be 16-byte aligned");
+    if (m > kWeightOnlyGemvMaxRows && (scratch == nullptr || !cuda::aligned16(scratch))) {
+        throw std::invalid_argument("CUDA weight_only_linear: m = " + std::to_string(m) +
+                                    " needs a 16-byte aligned scratch of weight_only_scratch_elems()");
+    }
+    if (w.dtype == DType::kBFloat16) {
+        dispatch<__nv_bfloat16>(w, x, y, m, scratch, gemm, stream);
+    } else {
+        dispatch<__half>(w, x, y, m, scratch, gemm, stream);
+    }
+}
+
+}  // namespace trtllm::kernels

@@ -1,0 +1,55 @@
+// `weight_only_linear` on the GPU (W8A16 / W4A16, AWQ): docs/opset.md, weight layout
+// "cuda_k_interleaved_v1" (written at build time by trtllm_build/passes/weight_layout.py):
+//
+//   weight: uint8, each row of K inputs in K (int8) or K / 2 (int4) bytes, values in offset binary
+//           (u = q + 128, resp. q + 8). int4: every 32-bit word (little endian) holds 8 consecutive
+//           inputs e = 0..7 with input e in nibble (e % 2) * 4 + e / 2, so that (word >> 4j) & 0x000f000f
+//           puts inputs 2j and 2j + 1 in the two 16-bit halves at once.
+//   weight_scale: [N, K / G] in the activation dtype (unchanged).
+//
+// Small m (decode, m <= kWeightOnlyGemvMaxRows): a GEMV kernel reads each weight row once, in
+// 16-byte coalesced vectors, dequantizes in registers with paired 16-bit math (w = round(q * s),
+// one rounding, as the op set says) and accumulates in float32. Larger m: the whole weight is
+// dequantized (same arithmetic) into a scratch [N, K] and cuBLASLt runs the GEMM.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gemm/gemm_cuda.h"
+#include "trtllm/dtype.h"
+
+namespace trtllm::kernels {
+
+inline constexpr const char* kCudaWeightLayout = "cuda_k_interleaved_v1";
+constexpr int64_t kWeightOnlyGemvMaxRows = 8;
+// Rows of x given a pre_quant_scale at a time on the cuBLASLt path (bounds the scratch for x * s).
+constexpr int64_t kWeightOnlyChunkRows = 1024;
+
+// One weight_only_linear's device tensors (layout above).
+struct WeightOnlyGemmCuda {
+    int64_t n = 0, k = 0;
+    int weight_bits = 8;                   // 8 or 4
+    int64_t group_size = 0;                // G: divides k, a multiple of the inputs per 16-byte vector
+    DType dtype = DType::kBFloat16;        // activations, scales, bias and output: bfloat16 or float16
+    const void* weight = nullptr;
+    const void* scale = nullptr;           // [n, k / G]
+    const void* pre_quant_scale = nullptr; // [k] or nullptr
+    const void* bias = nullptr;            // [n] or nullptr
+};
+
+// Throws std::invalid_argument unless the kernels can run `w` (dtype, bits, k and G multiples of
+// the inputs per 16-byte vector: 16 for int8, 32 for int4).
+void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
+
+// Scratch elements (of the activation dtype) the cuBLASLt path needs: dequantized weight, then
+// x * pre_quant_scale for up to kWeightOnlyChunkRows rows.
+int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m);
+
+// y [m, n] = round(x' · wᵀ + bias), x [m, k] (all device pointers, activation dtype). `scratch`
+// holds weight_only_scratch_elems(w, m) elements when m > kWeightOnlyGemvMaxRows (else unused).
+void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
+                           CublasLtGemm& gemm, cudaStream_t stream);
+
+}  // namespace trtllm::kernels

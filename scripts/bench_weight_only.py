@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Weight-only GEMV vs the bf16 GEMM at decode sizes on the Llama-3.1-8B shapes (GPU 0).
+
+    python scripts/bench_weight_only.py [--m 1] [--reps 200]
+
+Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), int8 weight-only
+(per channel), int4 per channel and int4 AWQ (group 128, with a pre_quant_scale as o_proj / down_proj
+have), in microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from trtllm_runtime import _core
+
+SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--m", type=int, default=1)
+    p.add_argument("--reps", type=int, default=200)
+    args = p.parse_args()
+    C = _core.cuda_kernels
+    total = {"bf16": 0.0, "int8_wo": 0.0, "int4_wo": 0.0, "int4_awq": 0.0}
+    print(f"{'layer':8} {'n x k':>12} | {'bf16 us':>8} {'GB/s':>6} | {'int8 us':>8} {'GB/s':>6} | "
+          f"{'int4 us':>8} {'GB/s':>6} | {'awq us':>8} {'GB/s':>6}")
+    for name, (n, k) in SHAPES.items():
+        tuned = _core.cuda_autotune_gemm(n, k, "bfloat16", "bfloat16", False, [args.m], 16, args.reps)[0]
+        runs = {"bf16": (tuned["best_us"], 2 * n * k)}
+        for label, bits, group, pre in (("int8_wo", 8, k, False), ("int4_wo", 4, k, False),
+                                        ("int4_awq", 4, 128, True)):
+            us = C.time_weight_only_linear(args.m, n, k, dtype="bfloat16", weight_bits=bits, group_size=group,
+                                           pre_quant_scale=pre, reps=args.reps)
+            runs[label] = (us, n * k * bits // 8 + 2 * n * (k // group))
+        cells = []
+        for label, (us, nbytes) in runs.items():
+            total[label] += us
+            cells.append(f"{us:8.1f} {nbytes / us / 1e3:6.0f}")
+        print(f"{name:8} {f'{n}x{k}':>12} | " + " | ".join(cells))
+    print("per layer (us): " + ", ".join(f"{k} {v:.1f}" for k, v in total.items()) +
+          f"; speedup vs bf16: int8 {total['bf16'] / total['int8_wo']:.2f}x, "
+          f"int4 {total['bf16'] / total['int4_wo']:.2f}x, awq {total['bf16'] / total['int4_awq']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

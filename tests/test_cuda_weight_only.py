@@ -1,0 +1,119 @@
+"""CUDA weight-only GEMM (W8A16 / W4A16, AWQ) and FP8 KV cache attention against the CPU kernels.
+
+weight_only_linear: both sides multiply the same dequantized weights (round(q * scale) in the
+activation dtype, bit-identical by the op set's contract) by the same x' = round(x * pre_quant_scale)
+and sum in float32, in different orders: |gpu - cpu| <= 2 eps |cpu| + 1e-5 sum_k |x' w|.
+
+FP8 KV cache: without rope and norms the cached codes are bit-identical (cvt.rn.satfinite of the
+same float32 products); with rope the float32 k may differ in its last bit between the backends'
+angle computations, so a code may move to its neighbour, rarely. Outputs as the other attention
+tests (4e-3 of the output scale).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from test_cuda_kernels import C, K, assert_close, attention_case, rand, values
+from trtllm_build.passes.weight_layout import to_cuda_layout
+from trtllm_build.quantization import numerics
+
+pytestmark = pytest.mark.gpu
+
+NP_DTYPE = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def weight_only_case(rng, dtype, bits, group, n, k, pre, bias):
+    np_dtype = np.dtype(NP_DTYPE[dtype])
+    w = rng.standard_normal((n, k)).astype(np.float32) * 0.2
+    q, scale = numerics.quantize_groupwise(w, bits, group, np_dtype)
+    packed = numerics.pack_int4(q) if bits == 4 else q
+    kw = dict(dtype=dtype, weight_bits=bits, group_size=group,
+              pre_quant_scale=rng.uniform(0.5, 2.0, k).astype(np_dtype).view(np.uint16) if pre else None,
+              bias=rand(rng, (n,), dtype) if bias else None)
+    return packed, scale.view(np.uint16), kw
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("bits,group", [(8, 64), (8, 128), (8, 0), (4, 64), (4, 128), (4, 0)])  # 0: G = K
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 33, 128])
+@pytest.mark.parametrize("pre,bias", [(False, False), (True, True), (True, False)])
+def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
+    n, k = 203, 384  # n odd: a warp's second row falls off the end
+    group = group or k
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, bias)
+    x = rand(rng, (m, k), dtype)
+    cpu = K.weight_only_linear(x, packed, scale, **kw)
+    gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
+    magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0  # pre_quant_scale <= 2
+    assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_linear_against_float64_reference(rng, bits):
+    # An independent check of the contract (not via the CPU kernel): x' = round(x * s), w = round(q * scale).
+    dtype, n, k, group, m = "bfloat16", 64, 256, 128, 4
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, True, False)
+    x = rand(rng, (m, k), dtype)
+    gpu = values(C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw), dtype)
+    pre = values(kw["pre_quant_scale"], dtype).astype(np.float32)
+    xs = (values(x, dtype).astype(np.float32) * pre).astype(ml_dtypes.bfloat16).astype(np.float64)
+    ref = xs @ numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), bits).astype(np.float64).T
+    bound = 2 * float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps) * np.abs(ref) + 1e-5 * np.abs(ref).max()
+    assert np.all(np.abs(gpu - ref) <= bound)
+
+
+def test_weight_only_linear_rejects_groups_the_kernel_cannot_read(rng):
+    packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 16, 8, 64, False, False)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        C.weight_only_linear(rand(rng, (1, 64), "bfloat16"), to_cuda_layout(packed, 4), scale, **kw)
+
+
+def fp8_cache(rng, shape) -> np.ndarray:
+    """Random float8_e4m3fn codes (uint8), no NaN codes."""
+    codes = rng.integers(0, 256, size=shape).astype(np.uint8)
+    codes[(codes & 0x7F) == 0x7F] = 0
+    return codes
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("rope", [False, True])
+def test_attention_with_fp8_kv_cache_matches_cpu(rng, dtype, rope):
+    # decode (new 1), prefill (past 0), chunked prefill (past > 0, new > 1)
+    qkv, kv, past, new, table, kwargs = attention_case(rng, dtype, h=8, h_kv=2, d=64, past=[37, 0, 20, 5, 300],
+                                                       new=[1, 70, 9, 1, 1], rope=rope)
+    kv_scale = 4.0 / 448  # random codes reach 4, as the new keys do
+    cache = fp8_cache(rng, kv.shape)
+    kv_cpu, kv_gpu = cache.copy(), cache.copy()
+    cpu = K.attention(qkv, kv_cpu, past, new, table, **kwargs, kv_scale=kv_scale)
+    gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs, kv_scale=kv_scale)
+    if rope:
+        differ = kv_gpu != kv_cpu
+        assert differ.mean() < 1e-2, "more than 1% of the cached FP8 codes differ"
+        assert np.all(np.abs(kv_gpu[differ].astype(np.int16) - kv_cpu[differ]) == 1), "a code moved past its neighbour"
+    else:
+        np.testing.assert_array_equal(kv_gpu, kv_cpu)
+    assert not np.array_equal(kv_gpu, cache), "the new keys were not written"
+    scale = np.abs(values(cpu, dtype)).max()
+    assert_close(gpu, cpu, dtype, atol=4e-3 * scale)
+
+
+def test_attention_fp8_kv_decode_splits_match_cpu(rng):
+    dtype = "bfloat16"
+    for num_splits in (1, 7):
+        qkv, kv, past, new, table, kwargs = attention_case(rng, dtype, h=16, h_kv=2, d=128, past=[600, 3, 255],
+                                                           new=[1, 1, 1], tokens_per_block=32, rope=False)
+        cache = fp8_cache(rng, kv.shape)
+        kv_cpu, kv_gpu = cache.copy(), cache.copy()
+        cpu = K.attention(qkv, kv_cpu, past, new, table, **kwargs, kv_scale=0.01)
+        gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs, kv_scale=0.01, num_splits=num_splits)
+        np.testing.assert_array_equal(kv_gpu, kv_cpu)
+        assert_close(gpu, cpu, dtype, atol=4e-3 * np.abs(values(cpu, dtype)).max())

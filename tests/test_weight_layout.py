@@ -1,0 +1,79 @@
+"""The CUDA weight layout of weight_only_linear (passes/weight_layout.py, docs/opset.md): the bit
+arrangement the kernel reads, the round trip back to row-major, and the build pass on a tiny graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_passes import IDS
+from test_quant_passes import fused, quantized
+from graph_reference import run_graph
+from trtllm_build.graph.opset import GraphError
+from trtllm_build.passes import quantize_linears
+from trtllm_build.passes.weight_layout import (CUDA_WEIGHT_LAYOUT, from_cuda_layout, relayout_weight_only_for_cuda,
+                                               to_cuda_layout)
+from trtllm_build.quantization.numerics import pack_int4
+
+RNG = np.random.default_rng(0)
+
+
+def random_int(bits: int, n: int, k: int) -> np.ndarray:
+    lo, hi = (-8, 8) if bits == 4 else (-128, 128)
+    return RNG.integers(lo, hi, size=(n, k)).astype(np.int8)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_relayout_then_undo_gives_back_the_row_major_weight(bits):
+    q = random_int(bits, 13, 64)
+    row_major = pack_int4(q) if bits == 4 else q
+    cuda = to_cuda_layout(row_major, bits)
+    assert cuda.dtype == np.uint8 and cuda.shape == row_major.shape
+    back = from_cuda_layout(cuda, bits)
+    assert back.dtype == row_major.dtype
+    np.testing.assert_array_equal(back, row_major)
+
+
+def test_int8_layout_is_offset_binary():
+    q = np.array([[-128, -1, 0, 1, 127] + [0] * 11], np.int8)
+    np.testing.assert_array_equal(to_cuda_layout(q, 8)[0, :5], [0, 127, 128, 129, 255])
+
+
+def test_int4_word_puts_inputs_2j_and_2j_plus_1_in_the_two_halves_of_a_shift_by_4j():
+    # What the kernel does with each 32-bit word: (word >> 4j) & 0x000f000f = (u[2j], u[2j + 1]).
+    q = random_int(4, 3, 32)
+    words = to_cuda_layout(pack_int4(q), 4).view("<u4")
+    u = q.astype(np.int32) + 8
+    for w in range(4):
+        for j in range(4):
+            halves = (words[:, w].astype(np.int64) >> (4 * j)) & 0x000F000F
+            np.testing.assert_array_equal(halves & 0xFFFF, u[:, 8 * w + 2 * j])
+            np.testing.assert_array_equal(halves >> 16, u[:, 8 * w + 2 * j + 1])
+
+
+@pytest.mark.parametrize("algo", ["W8A16", "W4A16"])
+def test_pass_relayouts_every_weight_only_linear_and_keeps_the_integers(algo):
+    graph = quantize_linears(fused(quantized(algo)))
+    out = relayout_weight_only_for_cuda(graph)
+    nodes = [n for n in out.nodes if n.op == "weight_only_linear"]
+    assert nodes and all(n.attrs["weight_layout"] == CUDA_WEIGHT_LAYOUT for n in nodes)
+    assert out.meta["passes"]["relayout_weight_only_for_cuda"] == len(nodes)
+    bits = nodes[0].attrs["weight_bits"]
+    for n in nodes:
+        name = n.weights["weight"]
+        np.testing.assert_array_equal(from_cuda_layout(out.weights[name], bits), graph.weights[name])
+    # the input graph is untouched (passes are pure)
+    assert all(n.attrs["weight_layout"] == "row_major" for n in graph.nodes if n.op == "weight_only_linear")
+    # and undoing the layout gives an engine graph that computes the same logits
+    undone = out.copy()
+    for n in undone.nodes:
+        if n.op == "weight_only_linear":
+            undone.weights[n.weights["weight"]] = from_cuda_layout(undone.weights[n.weights["weight"]], bits)
+            n.attrs["weight_layout"] = "row_major"
+    np.testing.assert_array_equal(run_graph(undone, IDS)["logits"], run_graph(graph, IDS)["logits"])
+
+
+def test_pass_rejects_groups_the_kernel_cannot_read():
+    graph = quantize_linears(fused(quantized("W4A16_AWQ")))  # group 16 < 32 inputs per 16-byte vector
+    with pytest.raises(GraphError, match="multiples of 32"):
+        relayout_weight_only_for_cuda(graph)

@@ -3,7 +3,8 @@
 
     python scripts/bench_weight_only.py [--m 1] [--reps 200]
 
-Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), int8 weight-only
+Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), and the weight-only
+GEMV (m <= 16; the dequantize + cuBLASLt path past that): int8 weight-only
 (per channel), int4 per channel and int4 AWQ (group 128, with a pre_quant_scale as o_proj / down_proj
 have), in microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
 """
@@ -22,7 +23,6 @@ def main() -> None:
     p.add_argument("--m", type=int, default=1)
     p.add_argument("--reps", type=int, default=200)
     args = p.parse_args()
-    C = _core.cuda_kernels
     total = {"bf16": 0.0, "int8_wo": 0.0, "int4_wo": 0.0, "int4_awq": 0.0}
     print(f"{'layer':8} {'n x k':>12} | {'bf16 us':>8} {'GB/s':>6} | {'int8 us':>8} {'GB/s':>6} | "
           f"{'int4 us':>8} {'GB/s':>6} | {'awq us':>8} {'GB/s':>6}")
@@ -31,8 +31,8 @@ def main() -> None:
         runs = {"bf16": (tuned["best_us"], 2 * n * k)}
         for label, bits, group, pre in (("int8_wo", 8, k, False), ("int4_wo", 4, k, False),
                                         ("int4_awq", 4, 128, True)):
-            us = C.time_weight_only_linear(args.m, n, k, dtype="bfloat16", weight_bits=bits, group_size=group,
-                                           pre_quant_scale=pre, reps=args.reps)
+            tuned_wo = _core.cuda_autotune_weight_only(n, k, "bfloat16", bits, group, pre, False, [args.m], args.reps)[0]
+            us = tuned_wo["gemv_us"] or tuned_wo["dequant_us"]
             runs[label] = (us, n * k * bits // 8 + 2 * n * (k // group))
         cells = []
         for label, (us, nbytes) in runs.items():

@@ -19,7 +19,7 @@ from test_quantization import tiny_llama  # noqa: F401  (fixture)
 from trtllm_build.build import BuildConfig, build
 from trtllm_build.convert import convert
 from trtllm_build.quantization.options import QuantOptions
-from trtllm_runtime import ModelRunner
+from trtllm_runtime import Engine, ModelRunner, _core
 
 pytestmark = pytest.mark.gpu
 
@@ -44,6 +44,13 @@ def test_quantized_engine_on_gpu_matches_cpu_engine(tiny_llama, tmp_path, scheme
                              BuildConfig(max_batch_size=4, max_num_tokens=64, target=target,
                                          gather_context_logits=True))
                for target in ("cpu", "cuda")}
+    if SCHEMES[scheme].scheme is not None:  # weight-only linears: the CUDA layout and a timed path per bucket
+        engine = Engine.open(engines["cuda"] / "rank0.engine", expected_target="cuda",
+                             sm_arch=_core.cuda_device_sm_arch())
+        layouts = {op["attrs"]["weight_layout"] for op in engine.ops if op["op"] == "weight_only_linear"}
+        assert layouts == {"cuda_k_interleaved_v1"}
+        shapes = engine.tactics["weight_only"]["shapes"]
+        assert len(shapes) == 4 and all(e["path"] in ("gemv", "dequant_gemm") for v in shapes.values() for e in v.values())
     cpu, gpu = generate(engines["cpu"]), generate(engines["cuda"])
     for i in range(len(PROMPTS)):
         scale = np.abs(cpu["context_logits"][i]).max()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from test_cuda_kernels import C, K, assert_close, attention_case, rand, values
+from trtllm_runtime import _core
 from trtllm_build.passes.weight_layout import to_cuda_layout
 from trtllm_build.quantization import numerics
 
@@ -43,7 +44,7 @@ def weight_only_case(rng, dtype, bits, group, n, k, pre, bias):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("bits,group", [(8, 64), (8, 128), (8, 0), (4, 64), (4, 128), (4, 0)])  # 0: G = K
-@pytest.mark.parametrize("m", [1, 2, 3, 8, 33, 128])
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 13, 33, 128])
 @pytest.mark.parametrize("pre,bias", [(False, False), (True, True), (True, False)])
 def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
     n, k = 203, 384  # n odd: a warp's second row falls off the end
@@ -51,10 +52,11 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
     packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, bias)
     x = rand(rng, (m, k), dtype)
     cpu = K.weight_only_linear(x, packed, scale, **kw)
-    gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw)
     deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
     magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0  # pre_quant_scale <= 2
-    assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
+    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):  # both paths where both run
+        gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw, path=path)
+        assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -69,6 +71,15 @@ def test_weight_only_linear_against_float64_reference(rng, bits):
     ref = xs @ numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), bits).astype(np.float64).T
     bound = 2 * float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps) * np.abs(ref) + 1e-5 * np.abs(ref).max()
     assert np.all(np.abs(gpu - ref) <= bound)
+
+
+def test_weight_only_autotune_times_both_paths_and_picks_the_faster():
+    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64], 5)
+    assert [t["m"] for t in tuned] == [1, 16, 64]
+    for t in tuned:
+        assert t["dequant_us"] > 0 and (t["gemv_us"] > 0) == (t["m"] <= 16)
+        faster = "gemv" if 0 < t["gemv_us"] < t["dequant_us"] else "dequant_gemm"
+        assert t["path"] == faster
 
 
 def test_weight_only_linear_rejects_groups_the_kernel_cannot_read(rng):

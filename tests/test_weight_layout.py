@@ -77,3 +77,17 @@ def test_pass_rejects_groups_the_kernel_cannot_read():
     graph = quantize_linears(fused(quantized("W4A16_AWQ")))  # group 16 < 32 inputs per 16-byte vector
     with pytest.raises(GraphError, match="multiples of 32"):
         relayout_weight_only_for_cuda(graph)
+
+
+def test_weight_only_tactic_keys_name_each_layer_shape_as_the_cuda_backend_does():
+    from trtllm_build.passes import optimize
+    from trtllm_build.tactics import weight_only_shapes
+
+    graph = relayout_weight_only_for_cuda(optimize(quantized("W4A16"), max_num_tokens=16, max_output_rows=4))
+    ops = [node.to_json() for node in graph.nodes]
+    shapes = weight_only_shapes(ops, graph.meta["memory_plan"], {k: w.shape for k, w in graph.weights.items()})
+    # qkv 128x64, o 64x64, gate_up 192x64, down 64x96; per channel (G = K), float32 tiny model
+    assert shapes == {"128x64:int4:g64:float32:nopre:nobias": (128, 64, 4, 64, "float32", False, False),
+                      "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False),
+                      "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False),
+                      "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False)}

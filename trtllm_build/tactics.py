@@ -1,7 +1,7 @@
 """Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
 
 For every distinct `linear` shape of the engine (n, k, activation dtype, output dtype, bias) and
-a few m buckets (1, 4, 8, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
+a few m buckets (1, 4, 8, 16, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
 runtime's `_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's
 heuristic offers, and for m <= 4 our GEMV kernel, and keeps the fastest ("gemv" or the
 cuBLASLt algorithm in hex). The result goes into the engine's `tactics`:
@@ -9,6 +9,12 @@ cuBLASLt algorithm in hex). The result goes into the engine's `tactics`:
     {"gemm": {"cublaslt_version": 130002, "buckets": [1, 8, ...],
               "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
                                                                     "us": 5.1, "default_us": 6.0}, ...}}}}
+
+Every `weight_only_linear` shape (n, k, weight_bits, group_size, dtype, pre_quant_scale, bias) gets
+the faster of its two CUDA paths per bucket, timed by `_core.cuda_autotune_weight_only`:
+
+    {"weight_only": {"buckets": [...], "shapes": {"4096x14336:int4:g128:bfloat16:pre:nobias":
+        {"1": {"path": "gemv", "gemv_us": 9.8, "dequant_us": 80.1}, ...}}}}
 
 The runtime runs an m with the algorithm of the smallest bucket >= m (when cuBLASLt accepts it
 for that m). An algorithm is opaque outside the cuBLASLt version that chose it, so the version is
@@ -23,7 +29,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_BUCKETS = (1, 4, 8, 32, 128, 512)
+M_BUCKETS = (1, 4, 8, 16, 32, 128, 512)  # 16: the weight-only GEMV's last size
 
 
 def gemm_buckets(max_num_tokens: int) -> list[int]:
@@ -46,6 +52,40 @@ def gemm_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
     return shapes
 
 
+def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
+                       weight_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int, int, int, str, bool, bool]]:
+    """shape key -> (n, k, weight_bits, group_size, dtype, has_pre_quant_scale, has_bias) of every
+    `weight_only_linear` op, keyed as the runtime keys them."""
+    tensors = memory_plan["tensors"]
+    shapes = {}
+    for op in ops:
+        if op["op"] != "weight_only_linear":
+            continue
+        bits, group = int(op["attrs"]["weight_bits"]), int(op["attrs"]["group_size"])
+        n, packed_k = weight_shapes[op["weights"]["weight"]]
+        k = packed_k * (2 if bits == 4 else 1)
+        dtype = tensors[op["inputs"][0]]["dtype"]
+        pre, bias = "pre_quant_scale" in op["weights"], "bias" in op["weights"]
+        key = f"{n}x{k}:int{bits}:g{group}:{dtype}:{'pre' if pre else 'nopre'}:{'bias' if bias else 'nobias'}"
+        shapes[key] = (int(n), int(k), bits, group, dtype, pre, bias)
+    return shapes
+
+
+def _select_weight_only_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
+                                weight_shapes: dict[str, tuple[int, ...]], buckets: list[int]) -> dict[str, Any]:
+    from trtllm_runtime import _core
+
+    shapes: dict[str, Any] = {}
+    for key, (n, k, bits, group, dtype, pre, bias) in weight_only_shapes(ops, memory_plan, weight_shapes).items():
+        tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets)
+        shapes[key] = {str(t["m"]): {"path": t["path"], "gemv_us": round(t["gemv_us"], 2),
+                                     "dequant_us": round(t["dequant_us"], 2)} for t in tuned}
+        log.info("weight-only tactics %s: %s", key,
+                 ", ".join(f"m={t['m']}: {t['path']} {min(x for x in (t['gemv_us'], t['dequant_us']) if x > 0):.1f} us"
+                           for t in tuned))
+    return {"buckets": buckets, "shapes": shapes}
+
+
 def select_gemm_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
                         weight_shapes: dict[str, tuple[int, ...]], max_num_tokens: int) -> dict[str, Any]:
     """Time every GEMM shape of the engine on GPU 0; returns the engine's `tactics` object."""
@@ -63,4 +103,7 @@ def select_gemm_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
                  ", ".join(f"m={t['m']}: {t['best_us']:.1f}" for t in tuned), gain)
     log.info("GEMM tactic selection: %d shapes x %d m buckets in %.1f s", len(shapes), len(buckets),
              time.perf_counter() - t0)
-    return {"gemm": {"cublaslt_version": int(_core.cublaslt_version()), "buckets": buckets, "shapes": shapes}}
+    tactics = {"gemm": {"cublaslt_version": int(_core.cublaslt_version()), "buckets": buckets, "shapes": shapes}}
+    if weight_only_shapes(ops, memory_plan, weight_shapes):
+        tactics["weight_only"] = _select_weight_only_tactics(ops, memory_plan, weight_shapes, buckets)
+    return tactics

@@ -85,7 +85,8 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
 // weight in the CUDA layout (trtllm_build.passes.weight_layout.to_cuda_layout), uint8.
 py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
                              const std::string& dtype, int weight_bits, int64_t group_size,
-                             const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias) {
+                             const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias,
+                             const std::optional<std::string>& path) {
     const DType dt = float_dtype(dtype);
     if (x.ndim() != 2 || weight.ndim() != 2) throw std::invalid_argument("need x [m, k] and weight [n, k or k / 2]");
     if (std::string(py::str(weight.dtype())) != "uint8") throw std::invalid_argument("weight must be uint8 (CUDA layout)");
@@ -111,45 +112,36 @@ py::array weight_only_linear(const py::array& x, const py::array& weight, const 
     DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
     DeviceBuffer dy = poisoned(static_cast<size_t>(m * w.n) * esz(dt));
     trtllm::kernels::CublasLtGemm g;
-    trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr);
+    std::optional<trtllm::kernels::WeightOnlyPath> p;
+    if (path) p = trtllm::kernels::weight_only_path_from_name(*path);
+    trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr, p ? &*p : nullptr);
     return download(dy, dt, {m, w.n});
 }
 
-// Device time per call of weight_only_gemm_cuda (us), random weights of the CUDA layout, for the benchmark
-// and the lead's bandwidth check: bytes of weight and scales read / time.
-double time_weight_only_linear(int64_t m, int64_t n, int64_t k, const std::string& dtype, int weight_bits,
-                               int64_t group_size, bool pre_quant_scale, int reps) {
-    const DType dt = float_dtype(dtype);
+py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, int weight_bits, int64_t group_size,
+                              bool pre_quant_scale, bool bias, const std::vector<int64_t>& ms, int reps) {
     trtllm::kernels::WeightOnlyGemmCuda w;
     w.n = n;
     w.k = k;
     w.weight_bits = weight_bits;
     w.group_size = group_size;
-    w.dtype = dt;
-    const size_t weight_bytes = static_cast<size_t>(n * k * weight_bits / 8);
-    DeviceBuffer dw(weight_bytes), ds(static_cast<size_t>(n * (k / std::max<int64_t>(group_size, 1))) * esz(dt));
-    DeviceBuffer dp(static_cast<size_t>(k) * esz(dt)), dx(static_cast<size_t>(m * k) * esz(dt));
-    DeviceBuffer dy(static_cast<size_t>(m * n) * esz(dt));
-    CHECK_CUDA(cudaMemset(dw.get(), 0x5a, dw.bytes()));
-    CHECK_CUDA(cudaMemset(ds.get(), 0x3c, ds.bytes()));  // 0x3c3c: ~1.0 in float16, ~0.01 in bfloat16
-    CHECK_CUDA(cudaMemset(dp.get(), 0x3c, dp.bytes()));
-    CHECK_CUDA(cudaMemset(dx.get(), 0x3c, dx.bytes()));
-    w.weight = dw.get();
-    w.scale = ds.get();
-    w.pre_quant_scale = pre_quant_scale ? dp.get() : nullptr;
-    trtllm::kernels::check_weight_only_gemm(w);
-    DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
-    trtllm::kernels::CublasLtGemm g;
-    trtllm::CudaStream stream;
-    trtllm::CudaEvent start, stop;
-    for (int i = 0; i < 3; ++i) trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, stream.get());
-    CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
-    for (int i = 0; i < reps; ++i) trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, stream.get());
-    CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
-    CHECK_CUDA(cudaEventSynchronize(stop.get()));
-    float ms = 0.0f;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-    return 1000.0 * ms / std::max(1, reps);
+    w.dtype = float_dtype(dtype);
+    // Only whether these are set matters to the tuner (it allocates its own tensors).
+    static const char kSet = 0;
+    w.weight = w.scale = &kSet;
+    w.pre_quant_scale = pre_quant_scale ? &kSet : nullptr;
+    w.bias = bias ? &kSet : nullptr;
+    std::vector<trtllm::kernels::WeightOnlyTuned> tuned;
+    {
+        py::gil_scoped_release release;
+        tuned = trtllm::kernels::autotune_weight_only(w, ms, reps);
+    }
+    py::list out;
+    for (const auto& t : tuned) {
+        out.append(py::dict("m"_a = t.m, "path"_a = trtllm::kernels::weight_only_path_name(t.path),
+                            "gemv_us"_a = t.gemv_us, "dequant_us"_a = t.dequant_us));
+    }
+    return out;
 }
 
 py::array rms_norm(const py::array& x, const py::array& w, const std::string& dtype, int64_t chunk, float eps) {
@@ -373,12 +365,14 @@ void bind_cuda_kernels(py::module_& m) {
           "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0, "kv_scale"_a = py::none(),
           "kv_scale: FP8 KV cache (kv_layer uint8 float8_e4m3fn bits) with this per-layer scale");
     k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
-          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(),
+          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
           "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout (cuda_k_interleaved_v1), "
-          "weight_scale [n, k / group_size], pre_quant_scale [k], bias [n] in the activation dtype");
-    k.def("time_weight_only_linear", &time_weight_only_linear, "m"_a, "n"_a, "k"_a, py::kw_only(), "dtype"_a,
-          "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = false, "reps"_a = 50,
-          "Device microseconds per weight_only_linear call on synthetic weights (for bandwidth checks)");
+          "weight_scale [n, k / group_size], pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or "
+          "'dequant_gemm' (None: the default for m)");
+    m.def("cuda_autotune_weight_only", &autotune_weight_only, "n"_a, "k"_a, "dtype"_a, "weight_bits"_a, "group_size"_a,
+          "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20,
+          "Times the weight-only GEMV and dequantize + cuBLASLt paths at each m on GPU 0 (synthetic weights); returns "
+          "per m {m, path (the faster), gemv_us (0 past the GEMV's rows), dequant_us}.");
     k.def("argmax_rows", &argmax_rows, "logits"_a, "vocab_size"_a,
           "Greedy pick of each row among its first vocab_size logits (lowest id on ties; -1 if none is finite).");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,

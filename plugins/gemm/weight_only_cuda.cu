@@ -257,13 +257,14 @@ void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m,
     CHECK_LAUNCH("weight_only_gemv_kernel");
 }
 
-// The kernel's M is a bound on m: 1, 2, 4 or 8 rows of accumulators.
+// The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.
 template <class T, int BITS>
 void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     if (m == 1) launch_gemv<T, BITS, 1>(w, x, y, m, stream);
     else if (m == 2) launch_gemv<T, BITS, 2>(w, x, y, m, stream);
     else if (m <= 4) launch_gemv<T, BITS, 4>(w, x, y, m, stream);
-    else launch_gemv<T, BITS, 8>(w, x, y, m, stream);
+    else if (m <= 8) launch_gemv<T, BITS, 8>(w, x, y, m, stream);
+    else launch_gemv<T, BITS, 16>(w, x, y, m, stream);
 }
 
 // m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
@@ -296,8 +297,8 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
 
 template <class T>
 void dispatch(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch, CublasLtGemm& gemm,
-              cudaStream_t stream) {
-    if (m <= kWeightOnlyGemvMaxRows) {
+              cudaStream_t stream, WeightOnlyPath path) {
+    if (path == WeightOnlyPath::kGemv) {
         if (w.weight_bits == 4) gemv<T, 4>(w, x, y, m, stream);
         else gemv<T, 8>(w, x, y, m, stream);
     } else {
@@ -333,25 +334,87 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
     }
 }
 
+const char* weight_only_path_name(WeightOnlyPath path) {
+    return path == WeightOnlyPath::kGemv ? "gemv" : "dequant_gemm";
+}
+
+WeightOnlyPath weight_only_path_from_name(const std::string& name) {
+    if (name == "gemv") return WeightOnlyPath::kGemv;
+    if (name == "dequant_gemm") return WeightOnlyPath::kDequantGemm;
+    throw std::invalid_argument("weight-only tactic '" + name + "' is not 'gemv' or 'dequant_gemm'");
+}
+
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m) {
-    if (max_m <= kWeightOnlyGemvMaxRows) return 0;
+    if (max_m <= 0) return 0;
     const int64_t x_rows = w.pre_quant_scale != nullptr ? std::min(max_m, kWeightOnlyChunkRows) : 0;
     return w.n * w.k + x_rows * w.k;
 }
 
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
-                           CublasLtGemm& gemm, cudaStream_t stream) {
+                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path) {
     if (m <= 0) return;
     if (!cuda::aligned16(x)) throw std::invalid_argument("CUDA weight_only_linear: x must be 16-byte aligned");
-    if (m > kWeightOnlyGemvMaxRows && (scratch == nullptr || !cuda::aligned16(scratch))) {
+    WeightOnlyPath use = m <= kWeightOnlyDefaultGemvRows ? WeightOnlyPath::kGemv : WeightOnlyPath::kDequantGemm;
+    if (path != nullptr) use = *path;
+    if (m > kWeightOnlyGemvMaxRows) use = WeightOnlyPath::kDequantGemm;
+    if (use == WeightOnlyPath::kDequantGemm && (scratch == nullptr || !cuda::aligned16(scratch))) {
         throw std::invalid_argument("CUDA weight_only_linear: m = " + std::to_string(m) +
                                     " needs a 16-byte aligned scratch of weight_only_scratch_elems()");
     }
     if (w.dtype == DType::kBFloat16) {
-        dispatch<__nv_bfloat16>(w, x, y, m, scratch, gemm, stream);
+        dispatch<__nv_bfloat16>(w, x, y, m, scratch, gemm, stream, use);
     } else {
-        dispatch<__half>(w, x, y, m, scratch, gemm, stream);
+        dispatch<__half>(w, x, y, m, scratch, gemm, stream, use);
     }
+}
+
+std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shape, const std::vector<int64_t>& ms,
+                                                  int reps) {
+    if (ms.empty()) return {};
+    const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+    const size_t esz = dtype_size(shape.dtype);
+    WeightOnlyGemmCuda w = shape;
+    DeviceBuffer weight(static_cast<size_t>(w.n * w.k * w.weight_bits / 8));
+    DeviceBuffer scale(static_cast<size_t>(w.n * (w.k / w.group_size)) * esz), pre(static_cast<size_t>(w.k) * esz);
+    DeviceBuffer bias(static_cast<size_t>(w.n) * esz), x(static_cast<size_t>(max_m * w.k) * esz);
+    DeviceBuffer y(static_cast<size_t>(max_m * w.n) * esz);
+    // Speed does not depend on the values: bytes of 0x3c give finite 16-bit numbers near 1 (fp16) / 0.01 (bf16).
+    CHECK_CUDA(cudaMemset(weight.get(), 0x5a, weight.bytes()));
+    for (const DeviceBuffer* b : {&scale, &pre, &bias, &x}) CHECK_CUDA(cudaMemset(b->get(), 0x3c, b->bytes()));
+    w.weight = weight.get();
+    w.scale = scale.get();
+    w.pre_quant_scale = shape.pre_quant_scale != nullptr ? pre.get() : nullptr;
+    w.bias = shape.bias != nullptr ? bias.get() : nullptr;
+    check_weight_only_gemm(w);
+    DeviceBuffer scratch(static_cast<size_t>(weight_only_scratch_elems(w, max_m)) * esz);
+    CublasLtGemm gemm;
+    CudaStream stream;
+    CudaEvent start, stop;
+    auto time_path = [&](int64_t m, WeightOnlyPath path) {
+        for (int i = 0; i < 3; ++i) weight_only_gemm_cuda(w, x.get(), y.get(), m, scratch.get(), gemm, stream.get(), &path);
+        CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
+        for (int i = 0; i < reps; ++i) {
+            weight_only_gemm_cuda(w, x.get(), y.get(), m, scratch.get(), gemm, stream.get(), &path);
+        }
+        CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
+        CHECK_CUDA(cudaEventSynchronize(stop.get()));
+        float ms_total = 0.0f;
+        CHECK_CUDA(cudaEventElapsedTime(&ms_total, start.get(), stop.get()));
+        return ms_total * 1000.0f / static_cast<float>(std::max(1, reps));
+    };
+    std::vector<WeightOnlyTuned> out;
+    for (const int64_t m : ms) {
+        WeightOnlyTuned t;
+        t.m = m;
+        t.dequant_us = time_path(m, WeightOnlyPath::kDequantGemm);
+        t.path = WeightOnlyPath::kDequantGemm;
+        if (m <= kWeightOnlyGemvMaxRows) {
+            t.gemv_us = time_path(m, WeightOnlyPath::kGemv);
+            if (t.gemv_us < t.dequant_us) t.path = WeightOnlyPath::kGemv;
+        }
+        out.push_back(t);
+    }
+    return out;
 }
 
 }  // namespace trtllm::kernels

@@ -7,15 +7,21 @@
 //           puts inputs 2j and 2j + 1 in the two 16-bit halves at once.
 //   weight_scale: [N, K / G] in the activation dtype (unchanged).
 //
-// Small m (decode, m <= kWeightOnlyGemvMaxRows): a GEMV kernel reads each weight row once, in
-// 16-byte coalesced vectors, dequantizes in registers with paired 16-bit math (w = round(q * s),
-// one rounding, as the op set says) and accumulates in float32. Larger m: the whole weight is
-// dequantized (same arithmetic) into a scratch [N, K] and cuBLASLt runs the GEMM.
+// Two paths compute the same y (the same dequantized weights, float32 sums):
+//   GEMV (m <= kWeightOnlyGemvMaxRows): reads each weight row once, in 16-byte coalesced vectors,
+//     dequantizes in registers with paired 16-bit math (w = round(q * s), one rounding, as the op
+//     set says) and accumulates in float32: bandwidth-bound at decode sizes;
+//   dequantize + cuBLASLt: the whole weight is dequantized (same arithmetic) into a scratch
+//     [N, K] and cuBLASLt runs the GEMM: for prefill.
+// The builder times both per m bucket (autotune_weight_only) and records the faster in the engine;
+// without a recorded choice the GEMV runs up to kWeightOnlyDefaultGemvRows.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "gemm/gemm_cuda.h"
 #include "trtllm/dtype.h"
@@ -23,7 +29,12 @@
 namespace trtllm::kernels {
 
 inline constexpr const char* kCudaWeightLayout = "cuda_k_interleaved_v1";
-constexpr int64_t kWeightOnlyGemvMaxRows = 8;
+constexpr int64_t kWeightOnlyGemvMaxRows = 16;
+constexpr int64_t kWeightOnlyDefaultGemvRows = 8;
+
+enum class WeightOnlyPath : int32_t { kGemv, kDequantGemm };
+const char* weight_only_path_name(WeightOnlyPath path);             // "gemv" / "dequant_gemm"
+WeightOnlyPath weight_only_path_from_name(const std::string& name);  // std::invalid_argument if unknown
 // Rows of x given a pre_quant_scale at a time on the cuBLASLt path (bounds the scratch for x * s).
 constexpr int64_t kWeightOnlyChunkRows = 1024;
 
@@ -43,13 +54,25 @@ struct WeightOnlyGemmCuda {
 // the inputs per 16-byte vector: 16 for int8, 32 for int4).
 void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
 
-// Scratch elements (of the activation dtype) the cuBLASLt path needs: dequantized weight, then
-// x * pre_quant_scale for up to kWeightOnlyChunkRows rows.
+// Scratch elements (of the activation dtype) the dequantize + cuBLASLt path needs for up to max_m
+// rows: the dequantized weight, then x * pre_quant_scale for up to kWeightOnlyChunkRows rows.
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m);
 
-// y [m, n] = round(x' · wᵀ + bias), x [m, k] (all device pointers, activation dtype). `scratch`
-// holds weight_only_scratch_elems(w, m) elements when m > kWeightOnlyGemvMaxRows (else unused).
+// y [m, n] = round(x' · wᵀ + bias), x [m, k] (all device pointers, activation dtype). `path`: the
+// recorded choice for this m (a GEMV choice past kWeightOnlyGemvMaxRows is ignored), or nullptr
+// for the default. `scratch` holds weight_only_scratch_elems(w, m) elements (unused by the GEMV).
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
-                           CublasLtGemm& gemm, cudaStream_t stream);
+                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path = nullptr);
+
+struct WeightOnlyTuned {
+    int64_t m = 0;
+    WeightOnlyPath path = WeightOnlyPath::kGemv;
+    float gemv_us = 0.0f;     // 0 where the GEMV does not apply (m > kWeightOnlyGemvMaxRows)
+    float dequant_us = 0.0f;
+};
+// Times both paths at each m on synthetic weights of w's shape (w's pointers are ignored) on the
+// current device; returns the faster per m.
+std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& w, const std::vector<int64_t>& ms,
+                                                  int reps);
 
 }  // namespace trtllm::kernels

@@ -52,6 +52,39 @@ struct GemmTactics {
     }
 };
 
+// The engine's recorded weight-only paths (`tactics.weight_only`), by shape key and m bucket.
+struct WeightOnlyTactics {
+    std::map<std::string, std::map<int64_t, kernels::WeightOnlyPath>> paths;
+
+    const kernels::WeightOnlyPath* find(const std::string& key, int64_t m) const {
+        auto it = paths.find(key);
+        if (it == paths.end() || it->second.empty()) return nullptr;
+        auto b = it->second.lower_bound(m);
+        if (b == it->second.end()) --b;
+        return &b->second;
+    }
+};
+
+WeightOnlyTactics parse_weight_only_tactics(const Model& model) {
+    WeightOnlyTactics t;
+    const Json meta = Json::parse(model.file().metadata_json());
+    const Json& wo = meta.at("tactics").get("weight_only");
+    if (wo.is_null()) return t;
+    for (const auto& [key, by_m] : wo.at("shapes").as_object()) {
+        for (const auto& [m, entry] : by_m.as_object()) {
+            t.paths[key][std::stoll(m)] = kernels::weight_only_path_from_name(entry.at("path").as_string());
+        }
+    }
+    return t;
+}
+
+// Keyed as trtllm_build/tactics.py keys weight-only shapes.
+std::string weight_only_key(const kernels::WeightOnlyGemmCuda& w) {
+    return std::to_string(w.n) + "x" + std::to_string(w.k) + ":int" + std::to_string(w.weight_bits) + ":g" +
+           std::to_string(w.group_size) + ":" + dtype_name(w.dtype) + ":" + (w.pre_quant_scale ? "pre" : "nopre") +
+           ":" + (w.bias ? "bias" : "nobias");
+}
+
 GemmTactics parse_tactics(const Model& model) {
     GemmTactics t;
     const Json meta = Json::parse(model.file().metadata_json());
@@ -101,6 +134,7 @@ public:
         stream_ = std::make_unique<CudaStream>();
         gemm_ = std::make_unique<kernels::CublasLtGemm>();
         tactics_ = parse_tactics(*model_);
+        weight_only_tactics_ = parse_weight_only_tactics(*model_);
 
         const EngineFile& file = model_->file();
         weights_ = DeviceBuffer(file.data_size());
@@ -134,6 +168,7 @@ public:
             }
             if (op.kind == OpKind::kWeightOnlyLinear) {
                 p.weight_only = prepare_weight_only(op);
+                p.tactic_key = weight_only_key(p.weight_only);
                 wo_scratch_elems = std::max(wo_scratch_elems,
                                             kernels::weight_only_scratch_elems(p.weight_only, info.max_num_tokens));
             }
@@ -497,7 +532,8 @@ private:
                            tactics_.find(p.tactic_key, rows), s);
                 break;
             case OpKind::kWeightOnlyLinear:
-                kernels::weight_only_gemm_cuda(p.weight_only, ptr(in), ptr(out), rows, wo_scratch_.get(), *gemm_, s);
+                kernels::weight_only_gemm_cuda(p.weight_only, ptr(in), ptr(out), rows, wo_scratch_.get(), *gemm_, s,
+                                               weight_only_tactics_.find(p.tactic_key, rows));
                 break;
             case OpKind::kRmsNorm: {
                 const WeightView& w = *op.weight("weight");
@@ -595,6 +631,7 @@ private:
     std::unique_ptr<CudaStream> stream_;
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
     GemmTactics tactics_;
+    WeightOnlyTactics weight_only_tactics_;
     DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_;
     DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;

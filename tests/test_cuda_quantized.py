@@ -26,8 +26,7 @@ pytestmark = pytest.mark.gpu
 PROMPTS = [[5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71], [7, 2, 90], [33]]
 NEW_TOKENS = 16
 SCHEMES = {"int8_wo": QuantOptions("int8_wo"), "int4_awq": QuantOptions("int4_awq", group_size=32),
-           "int4_wo": QuantOptions("int4_wo"), "kv_fp8": QuantOptions(None, kv_cache="fp8"),
-           "int4_awq_kv_fp8": QuantOptions("int4_awq", group_size=32, kv_cache="fp8")}
+           "kv_fp8": QuantOptions(None, kv_cache="fp8")}
 
 
 def generate(engine):

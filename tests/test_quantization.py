@@ -163,3 +163,16 @@ def test_convert_cli_rejects_bad_quant_flags(tiny_llama, tmp_path, capsys):
     assert convert_main(args + ["--quant", "int4_awq", "--group-size", "48"]) == 2
     assert "group_size 48 does not divide" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_cpu_backend_refuses_an_engine_in_the_cuda_weight_layout(tiny_llama, tmp_path, monkeypatch):
+    import trtllm_build.build as build_module
+    from trtllm_build.passes.weight_layout import relayout_weight_only_for_cuda
+    from trtllm_runtime import EngineFormatError
+
+    real_optimize = build_module.optimize  # a CPU engine whose weights went through the CUDA pass
+    monkeypatch.setattr(build_module, "optimize",
+                        lambda graph, **kw: relayout_weight_only_for_cuda(real_optimize(graph, **kw)))
+    engine = build_quantized(tiny_llama, tmp_path, SCHEMES["int8_wo"])
+    with pytest.raises((ValueError, EngineFormatError), match="cuda_k_interleaved_v1.*not runnable on the CPU"):
+        ModelRunner.from_dir(engine)

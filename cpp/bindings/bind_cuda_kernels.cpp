@@ -127,10 +127,10 @@ py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, in
     w.group_size = group_size;
     w.dtype = float_dtype(dtype);
     // Only whether these are set matters to the tuner (it allocates its own tensors).
-    static const char kSet = 0;
-    w.weight = w.scale = &kSet;
-    w.pre_quant_scale = pre_quant_scale ? &kSet : nullptr;
-    w.bias = bias ? &kSet : nullptr;
+    alignas(16) static const char kSet[16] = {};
+    w.weight = w.scale = kSet;
+    w.pre_quant_scale = pre_quant_scale ? kSet : nullptr;
+    w.bias = bias ? kSet : nullptr;
     std::vector<trtllm::kernels::WeightOnlyTuned> tuned;
     {
         py::gil_scoped_release release;

@@ -371,6 +371,7 @@ void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, 
 std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shape, const std::vector<int64_t>& ms,
                                                   int reps) {
     if (ms.empty()) return {};
+    check_weight_only_gemm(shape);
     const int64_t max_m = *std::max_element(ms.begin(), ms.end());
     const size_t esz = dtype_size(shape.dtype);
     WeightOnlyGemmCuda w = shape;
@@ -385,7 +386,6 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
     w.scale = scale.get();
     w.pre_quant_scale = shape.pre_quant_scale != nullptr ? pre.get() : nullptr;
     w.bias = shape.bias != nullptr ? bias.get() : nullptr;
-    check_weight_only_gemm(w);
     DeviceBuffer scratch(static_cast<size_t>(weight_only_scratch_elems(w, max_m)) * esz);
     CublasLtGemm gemm;
     CudaStream stream;

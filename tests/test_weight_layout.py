@@ -91,3 +91,33 @@ def test_weight_only_tactic_keys_name_each_layer_shape_as_the_cuda_backend_does(
                       "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False),
                       "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False),
                       "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False)}
+
+
+def _bits_as(bits: np.ndarray, dtype) -> np.ndarray:
+    """16-bit patterns -> float64 values of a 16-bit float dtype (bfloat16 via float32's upper half)."""
+    bits = np.asarray(bits, np.uint32)
+    if dtype == "bfloat16":
+        return (bits << np.uint32(16)).view(np.float32).astype(np.float64)
+    return bits.astype(np.uint16).view(np.float16).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype,magic,offset", [("bfloat16", 0x4300, 136.0), ("float16", 0x6400, 1032.0)])
+def test_int4_magic_numbers_of_the_kernel_give_back_q(dtype, magic, offset):
+    # weight_only_cuda.cu dequant_int4: ((word >> 4j) & 0x000f000f) | magic in both halves, minus offset.
+    q = random_int(4, 5, 64)
+    words = to_cuda_layout(pack_int4(q), 4).view("<u4").astype(np.uint32)
+    for j in range(4):
+        pair = ((words >> np.uint32(4 * j)) & np.uint32(0x000F000F)) | np.uint32(magic | magic << 16)
+        np.testing.assert_array_equal(_bits_as(pair & np.uint32(0xFFFF), dtype) - offset, q[:, 2 * j::8])
+        np.testing.assert_array_equal(_bits_as(pair >> np.uint32(16), dtype) - offset, q[:, 2 * j + 1::8])
+
+
+def test_int8_magic_numbers_of_the_kernel_give_back_q():
+    # dequant_int8: float16 0x6400 | u minus 1152; bfloat16 via float32 0x4b000000 | u minus 2^23 + 128.
+    q = random_int(8, 3, 32)
+    u = to_cuda_layout(q, 8).astype(np.uint32)
+    np.testing.assert_array_equal(_bits_as(np.uint32(0x6400) | u, "float16") - 1152.0, q)
+    f = (np.uint32(0x4B000000) | u).view(np.float32) - np.float32(8388736.0)
+    np.testing.assert_array_equal(f, q)
+    # and the float32 q keeps its value in its upper 16 bits (what the byte permute 0x7632 keeps)
+    np.testing.assert_array_equal(_bits_as(f.view(np.uint32) >> np.uint32(16), "bfloat16"), q)

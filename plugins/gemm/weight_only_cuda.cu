@@ -15,7 +15,10 @@ using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
 constexpr int kGemvRowsPerWarp = 2;   // rows sharing each x load
-constexpr int kGemvUnroll = 2;        // 16-byte weight vectors in flight per row and lane
+// 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
+// the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
+// of many rows of x dominate anyway.
+constexpr int gemv_unroll(int m_bound) { return m_bound <= 2 ? 4 : 2; }
 
 // Two values of the activation dtype in one 32-bit register (.x in the low half): the
 // dequantization runs on pairs, as the hardware's 16-bit vector math does.
@@ -127,6 +130,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
     constexpr int R = kGemvRowsPerWarp;
+    constexpr int kGemvUnroll = gemv_unroll(M);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;

@@ -3,7 +3,7 @@ a tiny bfloat16 Llama with int8 weight-only, int4 AWQ (group 32) and the FP8 KV 
 
 Both backends run the op set's quantized math (same dequantized weights, same FP8 codes, float32
 sums in different orders), so the logits agree to bfloat16 rounding compounded over the layers:
-within 2% of the logit scale (our bf16 GPU vs CPU engines measure well under that), and greedy
+within 3% of the logit scale (a bound from the bf16 rounding flips, not yet measured on a GPU), and greedy
 tokens are identical for 16 new tokens unless the first difference is a near tie in the CPU's
 logits (top-2 gap within 1% of the logit scale), as in test_cuda_runtime.
 """
@@ -53,8 +53,8 @@ def test_quantized_engine_on_gpu_matches_cpu_engine(tiny_llama, tmp_path, scheme
     cpu, gpu = generate(engines["cpu"]), generate(engines["cuda"])
     for i in range(len(PROMPTS)):
         scale = np.abs(cpu["context_logits"][i]).max()
-        assert np.abs(gpu["context_logits"][i] - cpu["context_logits"][i]).max() <= 2e-2 * scale, f"prompt {i}"
-        assert np.abs(gpu["generation_logits"][i][0] - cpu["generation_logits"][i][0]).max() <= 2e-2 * scale
+        assert np.abs(gpu["context_logits"][i] - cpu["context_logits"][i]).max() <= 3e-2 * scale, f"prompt {i}"
+        assert np.abs(gpu["generation_logits"][i][0] - cpu["generation_logits"][i][0]).max() <= 3e-2 * scale
         ours, theirs = gpu["output_ids"][i], cpu["output_ids"][i]
         j = next((j for j in range(NEW_TOKENS) if ours[j] != theirs[j]), None)
         if j is not None:

@@ -213,6 +213,40 @@ def test_attention_qk_norm_and_no_rope_match_cpu(rng, dtype):
     check_attention(attention_case(rng, dtype, h=2, h_kv=1, d=32, past=[0, 8], new=[5, 2], rope=False), dtype)
 
 
+# Tensor-core prefill (bf16/fp16, head_dim 64/128): q is rounded to the activation dtype for Q·Kᵀ
+# and the probabilities for P·V (docs/cuda_backend.md), where the CPU keeps both in float32. Each
+# rounding perturbs a softmax weight by <= 2^-9 (bf16) / 2^-11 (fp16) relative, so a row moves by
+# at most that times max|v| (~4.5 here) and typically far less: atol = 1e-2 (bf16) / 3e-3 (fp16)
+# of max|out| leaves ~5x headroom over the worst case; a wrong mask or fragment moves short rows
+# by O(|v|).
+TC_ATOL = {"bfloat16": 1e-2, "float16": 3e-3}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("h, h_kv, tokens_per_block", [(4, 4, 16), (8, 2, 32), (16, 2, 64), (8, 1, 128)])
+def test_tensor_core_prefill_matches_cpu(rng, dtype, d, h, h_kv, tokens_per_block):
+    # GQA 1 / 4 / 8; fresh prefills, chunked-prefill continuations (past > 0), a decode row and a
+    # 2-token chunk in one batch; lengths off the 64-row and 64-key tiles
+    case = attention_case(rng, dtype, h=h, h_kv=h_kv, d=d, past=[0, 37, 0, 300, 5, 9, 64],
+                          new=[17, 100, 257, 1000, 2, 1, 1], tokens_per_block=tokens_per_block)
+    qkv, kv, past, new, table, kwargs = case
+    kv_cpu, kv_gpu = kv.copy(), kv.copy()
+    cpu = K.attention(qkv, kv_cpu, past, new, table, **kwargs)
+    gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs)
+    assert_close(kv_gpu, kv_cpu, dtype, atol=1e-5)
+    assert_close(gpu, cpu, dtype, atol=TC_ATOL[dtype] * np.abs(values(cpu, dtype)).max())
+
+
+def test_tensor_core_prefill_first_rows_are_exact_means(rng):
+    # Row 0 of a fresh prefill sees one key: its output is that key's v, bit for bit (p = 1).
+    case = attention_case(rng, "bfloat16", h=8, h_kv=2, d=128, past=[0], new=[65], rope=False)
+    qkv, kv, past, new, table, kwargs = case
+    out = C.attention(qkv, kv.copy(), past, new, table, **kwargs)
+    v0 = qkv[0, (8 + 2) * 128:].reshape(2, 128)
+    assert np.array_equal(out[0].reshape(8, 128), np.repeat(v0, 4, axis=0))
+
+
 def test_argmax_rows_matches_cpu_greedy(rng):
     vocab, padded = 1000, 1003
     logits = rng.standard_normal((6, padded)).astype(np.float32)

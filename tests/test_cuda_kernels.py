@@ -274,8 +274,10 @@ def test_top_k_1_is_argmax(rng):
     assert tokens.tolist() == [int(np.argmax(r)) for r in logits]
 
 
-# (temperature, top_k, top_p, min_p): each filter alone and all together
-FILTERS = [(1.0, 0, 1.0, 0.0), (0.7, 40, 1.0, 0.0), (1.3, 0, 0.8, 0.0), (1.0, 0, 1.0, 0.05), (0.9, 200, 0.9, 0.02)]
+# (temperature, top_k, top_p, min_p): each filter alone, all together, and a top_p that keeps
+# nearly all of top_k (its cutoff then sits next to tokens top_k dropped)
+FILTERS = [(1.0, 0, 1.0, 0.0), (0.7, 40, 1.0, 0.0), (1.3, 0, 0.8, 0.0), (1.0, 0, 1.0, 0.05), (0.9, 200, 0.9, 0.02),
+           (1.0, 5, 0.999, 0.0)]
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p, min_p", FILTERS)

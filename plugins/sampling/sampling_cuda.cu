@@ -122,7 +122,7 @@ __device__ __forceinline__ void flush_run(Shared& sh, int bin, uint32_t count, u
     if (by_mass) atomicAdd(&sh.mass[bin], static_cast<unsigned long long>(mass));
 }
 
-// The cutoff key: the kept tokens are exactly the candidates with key >= it.
+// The cutoff key: the kept tokens are exactly the candidates (drawable, key >= floor_key) with key >= it.
 __device__ uint64_t find_cutoff(const float* row, int vocab, uint64_t floor_key, const Target& target, float max_logit,
                                 double inv_temperature, Shared& sh) {
     const int tid = threadIdx.x;
@@ -287,7 +287,10 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logi
             }
             mass = block_reduce(static_cast<unsigned long long>(mass), SumOp{}, sh.red_u64);
             const double threshold = static_cast<double>(p.top_p) * static_cast<double>(mass);
-            cutoff = find_cutoff(row, vocab, cutoff, Target{true, 0, threshold}, max_logit, inv_temperature, sh);
+            // A descent may stop at the floor of a bin that also holds tokens below top_k's cutoff.
+            const uint64_t top_p_cutoff =
+                find_cutoff(row, vocab, cutoff, Target{true, 0, threshold}, max_logit, inv_temperature, sh);
+            cutoff = top_p_cutoff > cutoff ? top_p_cutoff : cutoff;
         }
         token = draw_kept(row, vocab, cutoff, p.min_p, p.uniform, max_logit, inv_temperature, sh);
     }

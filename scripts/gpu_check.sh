@@ -103,6 +103,8 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
       --output-len 64 --iterations 1 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
     TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine --input-len 128 \
       --output-len 32 --num-requests 256 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
+    timeout 120 "$PYTHON" scripts/bench_prefill_attention.py --json "$OUT/bench_prefill_attention.json" \
+      || echo "bench_prefill_attention failed: rc $?"
     timeout 300 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_1b --target cuda --dtype bfloat16 \
       --batch-sizes 1,16,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench_vs_hf.json" \
       || echo "bench_vs_hf failed: rc $?"
@@ -195,6 +197,10 @@ if "ttft2048" in bench:
 if "throughput" in bench:
     b = bench["throughput"]
     rows.append(("1B 512 req 128/128 out tok/s", f"{b['output_tokens_per_s']:.0f} (ITL p50 {b['inter_token_ms']['p50']:.1f} ms)"))
+for r in bench.get("prefill_attention", []):
+    if r["tokens"] == 2048:
+        rows.append((f"{r['shape']} 2048-token prefill attention ms", f"{r['all_layers_ms']:.1f} all layers "
+                     f"({r['layer_ms']:.3f} per layer, {r['tflops']:.0f} TFLOP/s)"))
 for r in bench.get("vs_hf", {}).get("results", []):
     rows.append((f"1B vs HF bs{r['batch_size']} 128/128 tok/s", f"ours {r['ours_tokens_per_s']:.0f}, HF "
                  f"{r['hf_tokens_per_s']:.0f}, {r['ratio']:.1f}x"))

@@ -444,20 +444,32 @@ void Executor::step() {
         }
         return banned;
     };
-    // Plain greedy (no penalties, bans, logprobs or logits to return) needs only each row's
-    // argmax: a backend that picks it on the device then copies no logits back.
-    bool argmax_only = true;
-    for (size_t i = 0; argmax_only && i < schedule.scheduled.size(); ++i) {
+    // Without penalties, bans, top logprobs or logits to return, a backend that samples on the
+    // device does (greedy, temperature, top_k, top_p, min_p) and copies no logits back.
+    bool on_device = backend_->samples_on_device();
+    for (size_t i = 0; on_device && i < schedule.scheduled.size(); ++i) {
         const Request& r = *schedule.scheduled[i].request;
         const SamplingConfig& c = r.spec.sampling;
-        argmax_only = context_row_start[i] < 0 &&
-                      (sample_row[i] < 0 ||
-                       (c.temperature == 0.0f && c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f &&
-                        c.frequency_penalty == 0.0f && c.num_logprobs < 0 && !r.spec.return_generation_logits &&
-                        banned_tokens(r).empty()));
+        on_device = context_row_start[i] < 0 &&
+                    (sample_row[i] < 0 ||
+                     (c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f && c.frequency_penalty == 0.0f &&
+                      c.num_logprobs <= 0 && !r.spec.return_generation_logits && banned_tokens(r).empty()));
     }
-    const int32_t* argmax = argmax_only ? backend_->forward_argmax(input) : nullptr;
-    const float* logits = argmax == nullptr ? backend_->forward(input) : nullptr;
+    const kernels::RowSample* device_samples = nullptr;
+    if (on_device) {
+        std::vector<kernels::RowSampling> rows(input.output_rows.size());  // rows nobody samples: greedy
+        for (size_t i = 0; i < schedule.scheduled.size(); ++i) {
+            if (sample_row[i] < 0) continue;
+            Request& r = *schedule.scheduled[i].request;
+            const SamplingConfig& c = r.spec.sampling;
+            // The uniform comes from the request's stream exactly as the CPU sampler takes it.
+            const double u = c.temperature == 0.0f ? 0.0 : draw_uniform(r.rng);
+            rows[static_cast<size_t>(sample_row[i])] = {c.temperature, c.top_k, c.top_p, c.min_p, u,
+                                                        c.num_logprobs == 0 ? 1 : 0};
+        }
+        device_samples = backend_->forward_sample(input, rows);
+    }
+    const float* logits = device_samples == nullptr ? backend_->forward(input) : nullptr;
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;
 
@@ -481,10 +493,11 @@ void Executor::step() {
         const float* row = logits == nullptr ? nullptr : logits + sample_row[i] * row_stride;
         SampledToken sampled;
         if (row == nullptr) {
-            sampled.token = argmax[sample_row[i]];
-            if (sampled.token < 0) {
-                throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
-            }
+            const kernels::RowSample& picked = device_samples[sample_row[i]];
+            if (picked.token == kernels::kPosInfLogit) throw std::invalid_argument("sampling: logits contain +inf");
+            if (picked.token < 0) throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
+            sampled.token = picked.token;
+            sampled.logprob = picked.logprob;
         } else {
             sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned_tokens(r), r.rng);
         }

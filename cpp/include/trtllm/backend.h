@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "attention/attention.h"
+#include "sampling/sampling.h"
 #include "trtllm/model.h"
 
 namespace trtllm {
@@ -43,12 +45,16 @@ public:
     // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
     // until the next call.
     virtual const float* forward(const StepInput& step) = 0;
-    // Runs the op list and returns, per output row, the id of its largest logit among the first
-    // vocab_size (the CPU sampler's greedy pick: lowest id on ties, NaN never wins, -1 when none
-    // is finite), valid until the next call; no logits come back. Backends that pick on the
-    // device override it; the default returns nullptr without running anything, and the caller
-    // runs forward() instead.
-    virtual const int32_t* forward_argmax(const StepInput& /*step*/) { return nullptr; }
+    // Whether forward_sample is available: the backend samples on the device.
+    virtual bool samples_on_device() const { return false; }
+    // Runs the op list and samples output row i with rows[i] (kernels::sample_rows_cuda's
+    // semantics: greedy, temperature, top_k, top_p, min_p); returns per output row the token (or
+    // a kernels::kNoFiniteLogit / kPosInfLogit code) and its logprob, valid until the next call.
+    // No logits come back. Only for backends whose samples_on_device() is true.
+    virtual const kernels::RowSample* forward_sample(const StepInput& /*step*/,
+                                                     const std::vector<kernels::RowSampling>& /*rows*/) {
+        throw std::logic_error("this backend does not sample on the device");
+    }
     virtual int64_t kv_cache_bytes() const = 0;
 };
 

@@ -4,7 +4,7 @@
 // paged KV pool and the kernels' scratch live in device memory; everything runs on one stream.
 // Each iteration the StepInput goes to the device in three copies from pinned memory and the ops
 // are enqueued; then either the logits rows come back to pinned memory (the executor samples on
-// the host) or, for plain greedy batches, only each row's argmax does (forward_argmax).
+// the host) or the rows are sampled on the device and only tokens come back (forward_sample).
 //
 // Pure-decode iterations are replayed from CUDA graphs, one per batch-size bucket (1, 2, 4, ...):
 // the batch is padded to the bucket with dummy one-token requests whose KV writes land in a
@@ -151,8 +151,11 @@ public:
                                                     max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
         layout_step_buffers();
         logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
-        argmax_dev_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
-        argmax_host_ = PinnedBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
+        const auto max_rows = static_cast<size_t>(info.max_output_rows);
+        sample_params_host_ = PinnedBuffer(sizeof(kernels::RowSampling) * max_rows);
+        sample_params_dev_ = DeviceBuffer(sizeof(kernels::RowSampling) * max_rows);
+        samples_dev_ = DeviceBuffer(sizeof(kernels::RowSample) * max_rows);
+        samples_host_ = PinnedBuffer(sizeof(kernels::RowSample) * max_rows);
 
         block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.dtype);
         if (num_kv_blocks <= 0) {
@@ -200,16 +203,28 @@ public:
         return logits_host_.as<float>();
     }
 
-    const int32_t* forward_argmax(const StepInput& step) override {
-        const int64_t rows = run_step(step);
+    bool samples_on_device() const override { return true; }
+
+    const kernels::RowSample* forward_sample(const StepInput& step,
+                                             const std::vector<kernels::RowSampling>& rows) override {
+        if (rows.size() != step.output_rows.size()) {
+            throw std::invalid_argument("forward_sample: " + std::to_string(rows.size()) + " sampling rows for " +
+                                        std::to_string(step.output_rows.size()) + " output rows");
+        }
+        const int64_t num_rows = run_step(step);
         cudaStream_t s = stream_->get();
         const ModelInfo& info = model_->info();
-        kernels::argmax_rows_cuda(static_cast<const float*>(ptr(model_->logits())), rows, info.vocab_size_padded,
-                                  info.vocab_size, argmax_dev_.as<int32_t>(), s);
-        CHECK_CUDA(cudaMemcpyAsync(argmax_host_.get(), argmax_dev_.get(), sizeof(int32_t) * static_cast<size_t>(rows),
-                                   cudaMemcpyDeviceToHost, s));
+        const size_t params_bytes = sizeof(kernels::RowSampling) * rows.size();
+        std::memcpy(sample_params_host_.get(), rows.data(), params_bytes);  // the last step's copy is done: it synced
+        CHECK_CUDA(cudaMemcpyAsync(sample_params_dev_.get(), sample_params_host_.get(), params_bytes,
+                                   cudaMemcpyHostToDevice, s));
+        kernels::sample_rows_cuda(static_cast<const float*>(ptr(model_->logits())), num_rows, info.vocab_size_padded,
+                                  info.vocab_size, sample_params_dev_.as<kernels::RowSampling>(),
+                                  samples_dev_.as<kernels::RowSample>(), s);
+        CHECK_CUDA(cudaMemcpyAsync(samples_host_.get(), samples_dev_.get(),
+                                   sizeof(kernels::RowSample) * static_cast<size_t>(num_rows), cudaMemcpyDeviceToHost, s));
         CHECK_CUDA(cudaStreamSynchronize(s));
-        return argmax_host_.as<int32_t>();
+        return samples_host_.as<kernels::RowSample>();
     }
 
 private:
@@ -553,8 +568,8 @@ private:
     int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;
     size_t off_past_ = 0, off_new_ = 0, off_start_ = 0, off_table_ = 0, off_rows_ = 0, off_decode_ = 0, off_tiles_ = 0;
     size_t step_bytes_ = 0;
-    PinnedBuffer step_host_, ids_host_, logits_host_, argmax_host_;
-    DeviceBuffer step_dev_, argmax_dev_;
+    PinnedBuffer step_host_, ids_host_, logits_host_, sample_params_host_, samples_host_;
+    DeviceBuffer step_dev_, sample_params_dev_, samples_dev_;
     std::vector<int32_t> decode_, tiles_;
     bool graphs_enabled_ = true;
     std::vector<int> graph_buckets_;

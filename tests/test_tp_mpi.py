@@ -257,12 +257,14 @@ def test_orchestrator_mode_fails_requests_when_the_ranks_die(mpi, tp_engines):
 # default; NCCL inside them) and off:
 # - float32 engines: logits within 1e-4 of the logit scale (the GPU-vs-CPU bound of
 #   test_cuda_runtime.py; TP only changes the summation order), greedy tokens identical.
-# - bfloat16 engines: logits within BF16_TP_TOL of the scale (TP adds roundings: each rank rounds
-#   its partial sums to bf16 before the all-reduce; measured on the CPU backend, which rounds the
-#   same way, at most 0.8% for these models), greedy tokens identical for the first
-#   BF16_GREEDY_PREFIX tokens unless the first difference is a near tie in the TP=1 logits.
+# - bfloat16 engines: context and first-token logits within BF16_TP_TOL of the scale (TP adds
+#   roundings: each rank rounds its partial sums to bf16 before the all-reduce; the CPU backend,
+#   which rounds the same way, measured at most 1.8% at TP=2 and TP=4 on these models), greedy
+#   tokens identical for the first BF16_GREEDY_PREFIX tokens unless the first difference is a
+#   near tie: TP=1's margin between the two tokens within twice the largest logit difference of
+#   the two runs at that step (on the CPU such divergences had margins of 0 to 0.6 times it).
 
-BF16_TP_TOL = 2e-2
+BF16_TP_TOL = 3e-2
 BF16_GREEDY_PREFIX = 8
 GPU_DTYPES = ("float32", "bfloat16")
 
@@ -360,8 +362,9 @@ def test_bf16_tp_on_gpus_close_to_tp1_on_gpu(gpu_tp_run, gpu_tp1_outputs, family
         j = next((j for j in range(BF16_GREEDY_PREFIX) if ours[j] != theirs[j]), None)
         if j is not None:
             logits = ref["generation_logits"][i][j]
-            gap = abs(logits[theirs[j]] - logits[ours[j]])
-            assert gap <= 1e-2 * np.abs(logits).max(), f"prompt {i}: token {j} differs, not a near tie (gap {gap:.3g})"
+            gap = logits[theirs[j]] - logits[ours[j]]
+            diff = np.abs(got[f"generation{i}"][j] - logits).max()
+            assert gap <= 2 * diff, f"prompt {i}: token {j} differs, not a near tie (margin {gap:.3g}, diff {diff:.3g})"
 
 
 @pytest.mark.gpu

@@ -1,7 +1,8 @@
 """Tensor parallelism across processes on the CPU: ranks under mpiexec (MPICH in CI) give the
 TP=1 engine's greedy tokens and logits, followers run every iteration and return None, a rank
 that fails to load or dies or stalls ends the launch quickly with a message that names it, and
-orchestrator mode (one plain process starting the ranks) gives the same results."""
+orchestrator mode (one plain process starting the ranks) gives the same results. The tests marked
+gpu (two or more GPUs) do the same with CUDA engines, one GPU per rank and NCCL between them."""
 
 from __future__ import annotations
 
@@ -311,9 +312,13 @@ def gpu_tp1_outputs(gpu_engines) -> dict[tuple[str, str], dict]:
     return out
 
 
+EAGER_FAMILIES = ("llama3", "gpt2")  # rope + GQA; learned positions + biased row-parallel linears
+
+
 @pytest.fixture(scope="module")
 def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
-    """run(tp, graphs=True) -> dir of one mpiexec launch running every (family, dtype) on tp GPUs."""
+    """run(tp, graphs=True) -> dir of one mpiexec launch on tp GPUs running every (family, dtype)
+    (without CUDA graphs: the float32 engines of EAGER_FAMILIES)."""
     runs: dict[tuple[int, bool], Path] = {}
 
     def run(tp: int, graphs: bool = True) -> Path:
@@ -321,8 +326,9 @@ def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
             pytest.skip(f"needs {tp} GPUs, {gpus} visible")
         if (tp, graphs) not in runs:
             out_dir = tmp_path_factory.mktemp(f"gpu_tp{tp}_run")
+            cases = [(f, d) for f in FAMILIES for d in GPU_DTYPES] if graphs else [(f, "float32") for f in EAGER_FAMILIES]
             tasks = [{"kind": "generate", "name": f"{family}_{dtype}", "engine_dir": str(gpu_engines[family, dtype, tp]),
-                      "prompts": PROMPTS, "new_tokens": NEW_TOKENS} for family in FAMILIES for dtype in GPU_DTYPES]
+                      "prompts": PROMPTS, "new_tokens": NEW_TOKENS} for family, dtype in cases]
             proc, _ = run_driver(tp, tasks, out_dir, env={"TRTLLM_CUDA_GRAPHS": "1" if graphs else "0"})
             assert proc.returncode == 0, proc.stdout + proc.stderr
             runs[tp, graphs] = out_dir
@@ -341,7 +347,7 @@ def test_fp32_tp_on_gpus_matches_tp1_on_gpu(gpu_tp_run, gpu_tp1_outputs, family,
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama3", "gpt2"])  # rope + GQA; learned positions + biased row-parallel
+@pytest.mark.parametrize("family", EAGER_FAMILIES)
 def test_fp32_tp2_on_gpus_without_cuda_graphs_matches_tp1(gpu_tp_run, gpu_tp1_outputs, family):
     assert_matches_tp1(gpu_tp_run(2, graphs=False), f"{family}_float32", gpu_tp1_outputs[family, "float32"],
                        rel_tol=1e-4)

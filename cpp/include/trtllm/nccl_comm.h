@@ -17,9 +17,6 @@
 
 namespace trtllm {
 
-// True when this build has the NCCL communicator.
-bool nccl_available();
-
 class NcclCommunicator {
 public:
     // Collective over `mpi`. Picks this rank's GPU by its local rank (device `local_rank`; a rank

@@ -13,8 +13,6 @@
 
 namespace trtllm {
 
-bool nccl_available() { return true; }
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

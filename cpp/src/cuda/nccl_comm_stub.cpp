@@ -6,8 +6,6 @@
 
 namespace trtllm {
 
-bool nccl_available() { return false; }
-
 struct NcclCommunicator::Impl {};
 
 namespace {

@@ -130,6 +130,10 @@ tp_phase() {
   echo "tp: $(nvidia-smi -L | wc -l) GPUs; $(mpiexec --version 2>&1 | grep -m1 -i version)"
   df -h "$dir" | tail -1
   local build_flags=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
+  # MPI itself first: a launcher or network problem shows here, not as every TP test failing.
+  timeout 60 mpiexec -n 2 "$PYTHON" -c "from trtllm_runtime import _core, parallel; c = parallel.world_comm(); \
+print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_core.nccl_available}, \
+{_core.mpi_library_version}')" || { echo "tp: mpiexec -n 2 failed; see above"; return 1; }
   # Making and converting the 8B (disk and CPU) overlaps the tests (GPUs, lightly).
   (
     set -e

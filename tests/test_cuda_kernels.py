@@ -341,3 +341,23 @@ def test_sampling_error_codes(rng):
     logits[2, :] = np.nan
     tokens, _ = sample_rows(logits, 100, [0.3] * 3, 1.0)
     assert tokens.tolist() == [-2, -1, -1]
+
+
+@pytest.mark.parametrize("dtype, shard_cols", [(np.float32, 64), (np.float32, 6), (np.float32, 5), (np.uint16, 7),
+                                               (np.uint8, 9)])  # 16-, 8-, 4-, 2- and 1-byte moves
+@pytest.mark.parametrize("tp", [2, 3])
+def test_concat_shards_matches_cpu(rng, dtype, shard_cols, tp):
+    gathered = rng.integers(0, 250, (tp, 5, shard_cols)).astype(dtype)
+    want = np.concatenate(list(gathered), axis=1)  # [rows, tp * shard_cols], rank r's columns r-th
+    np.testing.assert_array_equal(C.concat_shards(gathered), want)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_float32_staging_of_16bit_all_reduce_is_exact_then_rounds_to_nearest_even(rng, dtype):
+    x = rand(rng, (3, 1000), dtype, scale=5.0)
+    np.testing.assert_array_equal(C.widen_to_float(x, dtype), values(x, dtype).astype(np.float32))
+    f = (rng.standard_normal((3, 1000)) * 5).astype(np.float32)
+    f[0, :4] = [1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, -(1.0 + 2.0**-8), 65504.0 * 4]  # bf16 ties to even; fp16 overflow
+    with np.errstate(over="ignore"):
+        want = f.astype(NP_DTYPE[dtype]).view(np.uint16)  # numpy and ml_dtypes round to nearest even
+    np.testing.assert_array_equal(C.narrow_from_float(f, dtype), want)

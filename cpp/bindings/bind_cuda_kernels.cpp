@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention/attention_cuda.h"
+#include "collective/collective_cuda.h"
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
@@ -165,6 +166,36 @@ py::array gather_rows(const py::array& x_in, const py::array& rows) {
     py::array out(x.dtype(), std::vector<py::ssize_t>{rows.shape(0), x.shape(1)});
     CHECK_CUDA(cudaMemcpy(out.mutable_data(), dy.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
     return out;
+}
+
+py::array concat_shards(const py::array& gathered_in) {
+    const py::array gathered = contiguous(gathered_in);
+    if (gathered.ndim() != 3) throw std::invalid_argument("gathered must be [tp, rows, shard_cols]");
+    const int64_t tp = gathered.shape(0), rows = gathered.shape(1), cols = gathered.shape(2);
+    const auto elem = static_cast<size_t>(gathered.itemsize());
+    DeviceBuffer dg = upload(gathered, elem, "gathered");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(gathered.nbytes()));
+    trtllm::kernels::concat_shards_cuda(dg.get(), dy.get(), elem, rows, cols, static_cast<int>(tp), nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array out(gathered.dtype(), std::vector<py::ssize_t>{rows, tp * cols});
+    CHECK_CUDA(cudaMemcpy(out.mutable_data(), dy.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+py::array widen_to_float(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(x.size()) * sizeof(float));
+    trtllm::kernels::widen_to_float_cuda(dx.get(), dt, dy.as<float>(), x.size(), nullptr);
+    return download(dy, DType::kFloat32, shape_of(x));
+}
+
+py::array narrow_from_float(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, sizeof(float), "x (float32)");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(x.size()) * esz(dt));
+    trtllm::kernels::narrow_from_float_cuda(dx.as<float>(), dy.get(), dt, x.size(), nullptr);
+    return download(dy, dt, shape_of(x));
 }
 
 // Same arguments as _core.kernels.attention; kv_layer is updated in place. num_splits: decode key
@@ -393,6 +424,9 @@ void bind_cuda_kernels(py::module_& m) {
           "top_p"_a, "min_p"_a, "uniform"_a, "want_logprob"_a = false,
           "Device sampling of each row among its first vocab_size logits (sampling_cuda.h); returns "
           "(tokens, logprobs); tokens -1: no finite logit, -2: +inf logit with temperature > 0.");
+    k.def("concat_shards", &concat_shards, "gathered"_a);
+    k.def("widen_to_float", &widen_to_float, "x"_a, "dtype"_a, "x (dtype) -> float32, exact");
+    k.def("narrow_from_float", &narrow_from_float, "x"_a, "dtype"_a, "x (float32) -> dtype, rounded to nearest even");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,
           "max_algos"_a = 16, "reps"_a = 20,
           "Times cuBLASLt's candidate algorithms for y[m, n] = x[m, k] w[n, k]^T at each m on GPU 0; returns per m "

@@ -13,7 +13,9 @@
 
 namespace trtllm {
 
-// Sums / gathers a tensor over the tensor-parallel ranks (MPI on CPU, NCCL on GPU).
+class NcclCommunicator;  // nccl_comm.h: the GPU's collectives, enqueued on a stream
+
+// Sums / gathers a host tensor over the tensor-parallel ranks (the CPU backend's, over MPI).
 class Communicator {
 public:
     virtual ~Communicator() = default;
@@ -45,6 +47,9 @@ public:
     // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
     // until the next call.
     virtual const float* forward(const StepInput& step) = 0;
+    // Runs the op list and waits for it; nothing comes back (a tensor-parallel follower: the
+    // leader samples).
+    virtual void forward_without_output(const StepInput& step) { forward(step); }
     // Whether forward_sample is available: the backend samples on the device.
     virtual bool samples_on_device() const { return false; }
     // Runs the op list and samples output row i with rows[i] (kernels::sample_rows_cuda's
@@ -62,12 +67,12 @@ public:
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
                                           int tokens_per_block, std::shared_ptr<Communicator> comm);
 
-// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to GPU
-// tp_rank % device_count. `num_kv_blocks` <= 0: as many blocks as `free_gpu_memory_fraction` of
-// the GPU memory left after the weights, activations and scratch hold, at most `max_kv_blocks`
-// (> 0) — kv_cache_bytes() then says how many it took.
+// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to the GPU of
+// `nccl` (null when tp_size is 1: GPU 0). `num_kv_blocks` <= 0: as many blocks as
+// `free_gpu_memory_fraction` of the GPU memory left after the weights, activations and scratch
+// hold, at most `max_kv_blocks` (> 0) — kv_cache_bytes() then says how many it took.
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
-                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           int tokens_per_block, std::shared_ptr<NcclCommunicator> nccl,
                                            double free_gpu_memory_fraction = 0.9, int64_t max_kv_blocks = 0);
 
 }  // namespace trtllm

@@ -5,20 +5,26 @@
 # gpu_check.json (summary), gpu_check.log (everything printed), pytest.log; the per-benchmark JSON
 # (in /tmp/gpu_check_json) is folded into gpu_check.json, since few files come back from $OUT.
 #
-#   scripts/gpu_check.sh [all|build|test|bench|bench8b]   (default all; bench* reuse an earlier build)
+#   scripts/gpu_check.sh [PHASES]   PHASES: comma-separated, of build, test, bench (the 1B model),
+#                                   bench8b, tp; all = build,test,bench (the default). A phase
+#                                   that needs the build reuses an earlier one on the same machine.
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
 # (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
 # throughput, and HF transformers on the same GPU in the same run. Needs ~50 GB of disk in /tmp.
+# tp (two or more GPUs): tensor parallelism, see tp_phase below.
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
 # ...) in .whl/ (or $WHEELS); they are installed into /tmp/site and put on PYTHONPATH. A machine
 # without OpenBLAS (the CPU backend, the reference, needs it) gets it from the Debian packages
 # libopenblas0-pthread, libopenblas-pthread-dev and libgfortran5 in $DEBS (default .debs/),
-# unpacked into /tmp/openblas.
+# unpacked into /tmp/openblas. A machine without MPI (tensor parallelism needs it) gets MPICH from
+# its PyPI wheel in $MPI_WHEELS (default .gpu/mpi/), see setup_mpi.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PHASE=${1:-all}
+[[ $PHASE == all ]] && PHASE=build,test,bench
+has() { [[ ",$PHASE," == *",$1,"* ]]; }
 OUT=${OUT:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -44,19 +50,35 @@ if ! ldconfig -p | grep -q libopenblas && compgen -G "$DEBS/*.deb" >/dev/null; t
 fi
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
 
+# MPI for tensor parallelism: GPU images have none. MPICH's PyPI wheel (mpich-*.whl) holds
+# mpiexec, mpi.h and libmpi; `pip --target` would drop its lib/, so it goes in with --prefix, and
+# CMake finds it through MPI_HOME (the module gets an rpath to it).
+setup_mpi() {
+  command -v mpiexec >/dev/null && return 0
+  local wheels=("${MPI_WHEELS:-.gpu/mpi}"/mpich-*.whl)
+  if [[ ! -e ${wheels[0]} ]]; then
+    echo "no MPI and no mpich wheel in ${MPI_WHEELS:-.gpu/mpi}: built without tensor parallelism"
+    return 0
+  fi
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --prefix /tmp/mpich "${wheels[0]}" || return 1
+  export PATH=/tmp/mpich/bin:$PATH
+  cmake_args+=(-Ccmake.define.MPI_HOME=/tmp/mpich)
+}
+setup_mpi
+
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader || true
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 nvcc --version | tail -1 || true
 
 build_rc=0
 tests_rc=-1
-if [[ $PHASE != bench ]]; then
+if has build || has test || has tp; then
   t0=$(date +%s)
   # No build isolation: GPU machines may have no package index; the build tools come from above.
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"
   build_rc=$?
   echo "build: rc $build_rc in $(($(date +%s) - t0)) s"
-  if ((build_rc == 0)) && [[ $PHASE != build ]]; then
+  if ((build_rc == 0)) && has test; then
     # SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in two halves
     # (.gpu/smol_a, .gpu/smol_b) over two calls on the same warm machine; the GPU SmolLM2 tests
     # run once both have arrived, and skip before.
@@ -73,12 +95,12 @@ if [[ $PHASE != bench ]]; then
   fi
 fi
 
-if [[ $PHASE == bench* ]] && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
+if ! has build && ! has test && ! has tp && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"  # a fresh machine
   build_rc=$?
 fi
 bench_rc=-1
-if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
+if has bench && ((build_rc == 0)); then
   B=/tmp/bench
   mkdir -p $B
   (
@@ -103,6 +125,8 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
       --output-len 64 --iterations 1 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
     TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine --input-len 128 \
       --output-len 32 --num-requests 256 2>&1 >/dev/null | grep "trtllm profile" | tee -a "$OUT/profile.log" || true
+    timeout 120 "$PYTHON" scripts/bench_prefill_attention.py --json "$JSON_DIR/bench_prefill_attention.json" \
+      || echo "bench_prefill_attention failed: rc $?"
     timeout 300 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_1b --target cuda --dtype bfloat16 \
       --batch-sizes 1,16,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench_vs_hf.json" \
       || echo "bench_vs_hf failed: rc $?"
@@ -110,7 +134,7 @@ if [[ $PHASE == all || $PHASE == bench ]] && ((build_rc == 0)); then
   bench_rc=$?
 fi
 
-if [[ $PHASE == bench8b ]] && ((build_rc == 0)); then
+if has bench8b && ((build_rc == 0)); then
   B=/tmp/bench8b
   mkdir -p $B
   (
@@ -158,7 +182,114 @@ if [[ $PHASE == bench8b ]] && ((build_rc == 0)); then
       --dtype bfloat16 --batch-sizes 1,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench8b_vs_hf.json" \
       || echo "bench_vs_hf 8B failed: rc $?"
   )
-  bench_rc=$?
+  rc=$?
+  ((bench_rc <= 0)) && bench_rc=$rc
+fi
+
+# --- tensor parallelism (phase tp; two or more GPUs) ----------------------------------------------
+# The TP GPU tests (tiny models of every family, TP=2 against TP=1 on the GPU), then the
+# Llama-3.1-8B shape with random weights converted and built at TP=1 and TP=2: greedy tokens of
+# TP=2 against TP=1 (scripts/tp_check.py), and trtllm-bench latency (bs1, 128 in / 256 out) and
+# throughput (256 requests, 128/128) at both, with the scaling. Writes $OUT/tp_summary.json (details in $JSON_DIR); its
+# summary lines are the last it prints. The 8B files go to $TP_DIR (default /tmp/bench_tp), about
+# 64 GB at the peak (checkpoints and the HF dir are deleted once used); an HF dir or a TP=1 engine
+# (same build flags) made by an earlier phase is reused when TP_HF / TP_ENGINE1 name it.
+tp_phase() {
+  local dir=${TP_DIR:-/tmp/bench_tp} t0 rc=0
+  local hf=${TP_HF:-$dir/llama_8b} engine1=${TP_ENGINE1:-$dir/engine_tp1} engine2=$dir/engine_tp2
+  export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}  # this workplace's rule for shared GPUs (KINDS.md)
+  mkdir -p "$dir"
+  echo "tp: $(nvidia-smi -L | wc -l) GPUs; $(mpiexec --version 2>&1 | grep -m1 -i version)"
+  df -h "$dir" | tail -1
+  local build_flags=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
+  # MPI itself first: a launcher or network problem shows here, not as every TP test failing.
+  timeout 60 mpiexec -n 2 "$PYTHON" -c "from trtllm_runtime import _core, parallel; c = parallel.world_comm(); \
+print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_core.nccl_available}, \
+{_core.mpi_library_version}')" || { echo "tp: mpiexec -n 2 failed; see above"; return 1; }
+  # Making and converting the 8B (disk and CPU) overlaps the tests (GPUs, lightly).
+  (
+    set -e
+    t0=$(date +%s)
+    [[ -f $hf/config.json ]] || "$PYTHON" scripts/make_random_llama.py --out "$hf" --preset 8b
+    echo "tp: 8B HF dir ready in $(($(date +%s) - t0)) s"
+    t0=$(date +%s)
+    local pids=()
+    if [[ ! -f $engine1/config.json ]]; then
+      "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp1" --dtype bfloat16 \
+        --log-level WARNING &
+      pids+=($!)
+    fi
+    "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp2" --dtype bfloat16 \
+      --tp-size 2 --log-level WARNING
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    echo "tp: converted TP=1 and TP=2 in $(($(date +%s) - t0)) s"
+    [[ -n ${TP_HF:-} ]] || rm -rf "$hf"  # ours: 16 GB less on disk for the engines
+  ) > "$JSON_DIR/tp_prepare.log" 2>&1 &
+  local prepare=$!
+  t0=$(date +%s)
+  timeout 300 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_tp_mpi.py \
+    tests/test_cuda_kernels.py::test_concat_shards_matches_cpu \
+    tests/test_cuda_kernels.py::test_float32_staging_of_16bit_all_reduce_is_exact_then_rounds_to_nearest_even \
+    2>&1 | tee "$OUT/tp_pytest.log"
+  ((PIPESTATUS[0] == 0)) || rc=1
+  echo "tp: tests in $(($(date +%s) - t0)) s"
+  wait $prepare || { echo "tp: making / converting the 8B failed:"; tail -20 "$JSON_DIR/tp_prepare.log"; return 1; }
+  cat "$JSON_DIR/tp_prepare.log"
+
+  # One GPU each, so the two builds' GEMM tactic timings do not disturb each other.
+  t0=$(date +%s)
+  local build1=
+  if [[ ! -f $engine1/config.json ]]; then
+    CUDA_VISIBLE_DEVICES=0 "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir "$dir/ckpt_tp1" \
+      --output-dir "$engine1" "${build_flags[@]}" > "$JSON_DIR/tp_build1.log" 2>&1 &
+    build1=$!
+  fi
+  CUDA_VISIBLE_DEVICES=1 "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir "$dir/ckpt_tp2" \
+    --output-dir "$engine2" "${build_flags[@]}" > "$JSON_DIR/tp_build2.log" 2>&1 || { tail "$JSON_DIR/tp_build2.log"; return 1; }
+  [[ -z $build1 ]] || wait "$build1" || { tail "$JSON_DIR/tp_build1.log"; return 1; }
+  rm -rf "$dir/ckpt_tp1" "$dir/ckpt_tp2"
+  echo "tp: built TP=1 and TP=2 engines in $(($(date +%s) - t0)) s"
+
+  timeout 240 "$PYTHON" scripts/tp_check.py --reference "$engine1" --candidate "$engine2" --new-tokens 32 \
+    --num-prompts 4 --json "$JSON_DIR/tp_greedy.json" || rc=1
+
+  local tp engine launch
+  for tp in 1 2; do
+    engine=$engine1 launch=()
+    ((tp == 2)) && engine=$engine2 launch=(mpiexec -n 2)
+    timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
+      --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_tp$tp.json" >/dev/null || { echo "tp: latency TP=$tp failed"; rc=1; }
+    timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
+      --output-len 128 --num-requests 256 --json "$JSON_DIR/tp_throughput_tp$tp.json" >/dev/null || { echo "tp: throughput TP=$tp failed"; rc=1; }
+  done
+  "$PYTHON" - "$JSON_DIR" "$OUT" <<'PY' || rc=1
+import json, pathlib, sys
+
+out = pathlib.Path(sys.argv[1])
+load = lambda name: json.loads((out / name).read_text()) if (out / name).exists() else None
+summary = {"greedy": load("tp_greedy.json")}
+for mode, key in (("latency", "decode_tokens_per_s"), ("throughput", "output_tokens_per_s")):
+    r1, r2 = load(f"tp_{mode}_tp1.json"), load(f"tp_{mode}_tp2.json")
+    summary[mode] = {"tp1": r1, "tp2": r2, "scaling": r2[key] / r1[key] if r1 and r2 else None}
+(pathlib.Path(sys.argv[2]) / "tp_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+g, lat, thr = summary["greedy"], summary["latency"], summary["throughput"]
+print(f"tp 8B greedy TP=2 vs TP=1: {g['identical']}/{g['prompts']} prompts identical for {g['new_tokens']} tokens, "
+      f"{g['clear_divergences']} clear divergences" if g else "tp 8B greedy: no result")
+if lat["scaling"]:
+    print(f"tp 8B bs1 decode tok/s: TP=1 {lat['tp1']['decode_tokens_per_s']:.1f}, TP=2 {lat['tp2']['decode_tokens_per_s']:.1f}, "
+          f"scaling {lat['scaling']:.2f}x (target >= 1.6x); TTFT ms {lat['tp1']['ttft_ms']:.1f} / {lat['tp2']['ttft_ms']:.1f}")
+if thr["scaling"]:
+    print(f"tp 8B 256 req 128/128 out tok/s: TP=1 {thr['tp1']['output_tokens_per_s']:.0f}, "
+          f"TP=2 {thr['tp2']['output_tokens_per_s']:.0f}, scaling {thr['scaling']:.2f}x")
+PY
+  return $rc
+}
+tp_rc=-1
+if has tp && ((build_rc == 0)); then
+  t0=$(date +%s)
+  tp_phase
+  tp_rc=$?
+  echo "tp phase: rc $tp_rc in $(($(date +%s) - t0)) s"
 fi
 
 JSON_DIR=$JSON_DIR BUILD_RC=$build_rc TESTS_RC=$tests_rc BENCH_RC=$bench_rc WALL_S=$(($(date +%s) - start)) GPU_NAME="$gpu_name" \
@@ -201,6 +332,10 @@ if "ttft2048" in bench:
 if "throughput" in bench:
     b = bench["throughput"]
     rows.append(("1B 512 req 128/128 out tok/s", f"{b['output_tokens_per_s']:.0f} (ITL p50 {b['inter_token_ms']['p50']:.1f} ms)"))
+for r in bench.get("prefill_attention", []):
+    if r["tokens"] == 2048:
+        rows.append((f"{r['shape']} 2048-token prefill attention ms", f"{r['all_layers_ms']:.1f} all layers "
+                     f"({r['layer_ms']:.3f} per layer, {r['tflops']:.0f} TFLOP/s)"))
 for r in bench.get("vs_hf", {}).get("results", []):
     rows.append((f"1B vs HF bs{r['batch_size']} 128/128 tok/s", f"ours {r['ours_tokens_per_s']:.0f}, HF "
                  f"{r['hf_tokens_per_s']:.0f}, {r['ratio']:.1f}x"))
@@ -222,4 +357,4 @@ for r in bench8.get("vs_hf", {}).get("results", []):
 print("\n" + "\n".join(f"{k:<40} {v}" for k, v in rows))
 PY
 
-((build_rc == 0 && tests_rc <= 0 && bench_rc <= 0))
+((build_rc == 0 && tests_rc <= 0 && bench_rc <= 0 && tp_rc <= 0))

@@ -4,7 +4,7 @@ SPEC: {"out_dir": ..., "tasks": [...]}; each task is one of
   {"kind": "generate", "name", "engine_dir", "prompts", "new_tokens"}: ModelRunner on every rank,
       greedy with context and generation logits; rank 0 saves the outputs, every rank its role.
   {"kind": "collectives", "name"}: MpiComm.all_reduce_sum / all_gather on seeded random data.
-  {"kind": "nccl", "name"}: the NCCL communicator on GPU `local_rank` (GPU machines only).
+  {"kind": "nccl", "name"}: the NCCL communicator on this rank's GPU (GPU machines only).
   {"kind": "die", "rank"}: after loading `engine_dir`, that rank exits without a word.
   {"kind": "stall", "rank"}: that rank never opens `engine_dir` (it sleeps); the others do.
 """
@@ -65,8 +65,7 @@ def nccl(task: dict, out_dir: Path, comm) -> None:
     results = {}
     for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16)):
         x = rng.standard_normal(4096).astype(dtype)
-        total, gathered = _core.nccl_collectives_check(comm, x.view(np.uint16) if name == "bfloat16" else x, name,
-                                                       comm.local_rank)
+        total, gathered = _core.nccl_collectives_check(comm, x.view(np.uint16) if name == "bfloat16" else x, name)
         results[f"input_{name}"], results[f"sum_{name}"], results[f"gathered_{name}"] = x, total, gathered
     np.savez(out_dir / f"{task['name']}.rank{comm.rank}.npz", **{k: np.asarray(v).view(np.uint8)
                                                                  for k, v in results.items()})

@@ -213,7 +213,47 @@ def test_attention_qk_norm_and_no_rope_match_cpu(rng, dtype):
     check_attention(attention_case(rng, dtype, h=2, h_kv=1, d=32, past=[0, 8], new=[5, 2], rope=False), dtype)
 
 
-def test_argmax_rows_matches_cpu_greedy(rng):
+# Tensor-core prefill (bf16/fp16, head_dim 64/128): q is rounded to the activation dtype for Q·Kᵀ
+# and the probabilities for P·V (docs/cuda_backend.md), where the CPU keeps both in float32. Each
+# rounding perturbs a softmax weight by <= 2^-9 (bf16) / 2^-11 (fp16) relative, so a row moves by
+# at most that times max|v| (~4.5 here) and typically far less: atol = 1e-2 (bf16) / 3e-3 (fp16)
+# of max|out| leaves ~5x headroom over the worst case; a wrong mask or fragment moves short rows
+# by O(|v|).
+TC_ATOL = {"bfloat16": 1e-2, "float16": 3e-3}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("h, h_kv, tokens_per_block", [(4, 4, 16), (8, 2, 32), (16, 2, 64), (8, 1, 128)])
+def test_tensor_core_prefill_matches_cpu(rng, dtype, d, h, h_kv, tokens_per_block):
+    # GQA 1 / 4 / 8; fresh prefills, chunked-prefill continuations (past > 0), a decode row and a
+    # 2-token chunk in one batch; lengths off the 64-row and 64-key tiles
+    case = attention_case(rng, dtype, h=h, h_kv=h_kv, d=d, past=[0, 37, 0, 300, 5, 9, 64],
+                          new=[17, 100, 257, 1000, 2, 1, 1], tokens_per_block=tokens_per_block)
+    qkv, kv, past, new, table, kwargs = case
+    kv_cpu, kv_gpu = kv.copy(), kv.copy()
+    cpu = K.attention(qkv, kv_cpu, past, new, table, **kwargs)
+    gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs)
+    assert_close(kv_gpu, kv_cpu, dtype, atol=1e-5)
+    assert_close(gpu, cpu, dtype, atol=TC_ATOL[dtype] * np.abs(values(cpu, dtype)).max())
+
+
+def test_tensor_core_prefill_first_rows_are_exact_means(rng):
+    # Row 0 of a fresh prefill sees one key: its output is that key's v, bit for bit (p = 1).
+    case = attention_case(rng, "bfloat16", h=8, h_kv=2, d=128, past=[0], new=[65], rope=False)
+    qkv, kv, past, new, table, kwargs = case
+    out = C.attention(qkv, kv.copy(), past, new, table, **kwargs)
+    v0 = qkv[0, (8 + 2) * 128:].reshape(2, 128)
+    assert np.array_equal(out[0].reshape(8, 128), np.repeat(v0, 4, axis=0))
+
+
+def sample_rows(logits, vocab, uniform, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, want_logprob=False):
+    rows = logits.shape[0]
+    return C.sample_rows(logits, vocab, temperature=[temperature] * rows, top_k=[top_k] * rows, top_p=[top_p] * rows,
+                         min_p=[min_p] * rows, uniform=list(uniform), want_logprob=want_logprob)
+
+
+def test_greedy_rows_match_cpu_greedy(rng):
     vocab, padded = 1000, 1003
     logits = rng.standard_normal((6, padded)).astype(np.float32)
     logits[:, vocab:] = 100.0          # padding columns are never picked
@@ -223,4 +263,101 @@ def test_argmax_rows_matches_cpu_greedy(rng):
     logits[4, 999] = 60.0              # the last real column
     want = [int(np.argmax(np.where(np.isnan(r[:vocab]), -np.inf, r[:vocab]))) for r in logits]
     want[3] = -1
-    assert C.argmax_rows(logits, vocab).tolist() == want
+    tokens, _ = sample_rows(logits, vocab, [0.5] * 6, temperature=0.0)
+    assert tokens.tolist() == want
+
+
+def test_top_k_1_is_argmax(rng):
+    logits = rng.standard_normal((8, 5000)).astype(np.float32)
+    logits[0, [7, 4000]] = 9.0  # tie: the lower id
+    tokens, _ = sample_rows(logits, 5000, rng.random(8), temperature=0.7, top_k=1)
+    assert tokens.tolist() == [int(np.argmax(r)) for r in logits]
+
+
+# (temperature, top_k, top_p, min_p): each filter alone, all together, and a top_p that keeps
+# nearly all of top_k (its cutoff then sits next to tokens top_k dropped)
+FILTERS = [(1.0, 0, 1.0, 0.0), (0.7, 40, 1.0, 0.0), (1.3, 0, 0.8, 0.0), (1.0, 0, 1.0, 0.05), (0.9, 200, 0.9, 0.02),
+           (1.0, 5, 0.999, 0.0)]
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p", FILTERS)
+@pytest.mark.parametrize("vocab", [1000, 128256])
+def test_samples_stay_in_the_cpu_kept_set(rng, vocab, temperature, top_k, top_p, min_p):
+    from test_sampler import reference_probs
+
+    logits = (rng.standard_normal(vocab) * 3.0).astype(np.float32)
+    logits[rng.integers(0, vocab, 5)] = -np.inf  # banned-like tokens are never drawn
+    allowed = reference_probs(logits, temperature, top_k, top_p, min_p) > 0
+    uniform = np.concatenate([[0.0, 1.0 - 2.0**-53], rng.random(62)])
+    tokens, _ = sample_rows(np.tile(logits, (64, 1)), vocab, uniform, temperature, top_k, top_p, min_p)
+    assert np.all(tokens >= 0) and np.all(allowed[tokens]), f"drawn outside the kept set: {tokens[~allowed[tokens]]}"
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p", FILTERS)
+def test_stratified_draws_match_the_kept_distribution(rng, temperature, top_k, top_p, min_p):
+    # Inverse CDF: evenly spaced uniforms put round(N p) +- 1 draws on every kept token.
+    from test_sampler import reference_probs
+
+    vocab, n = 300, 4000
+    logits = (rng.standard_normal(vocab) * 2.0).astype(np.float32)
+    probs = reference_probs(logits, temperature, top_k, top_p, min_p)
+    tokens, _ = sample_rows(np.tile(logits, (n, 1)), vocab, (np.arange(n) + 0.5) / n, temperature, top_k, top_p,
+                            min_p)
+    counts = np.bincount(tokens, minlength=vocab)
+    assert np.abs(counts - n * probs).max() <= 1.01
+
+
+def test_temperature_frequencies_match_softmax(rng):
+    from test_sampler import chi2_pvalue
+
+    vocab, n, temperature = 64, 20000, 0.8
+    logits = rng.standard_normal(vocab).astype(np.float32)
+    tokens, _ = sample_rows(np.tile(logits, (n, 1)), vocab, rng.random(n), temperature)
+    x = logits.astype(np.float64) / np.float64(np.float32(temperature))
+    probs = np.exp(x - x.max())
+    assert chi2_pvalue(np.bincount(tokens, minlength=vocab), probs / probs.sum()) > 1e-4
+
+
+def test_same_uniforms_give_same_tokens(rng):
+    logits = (rng.standard_normal((32, 32000)) * 2.0).astype(np.float32)
+    uniform = rng.random(32)
+    first, _ = sample_rows(logits, 32000, uniform, 1.0, 50, 0.95)
+    second, _ = sample_rows(logits, 32000, uniform, 1.0, 50, 0.95)
+    assert first.tolist() == second.tolist()
+
+
+def test_logprob_is_log_softmax_of_raw_logits(rng):
+    logits = (rng.standard_normal((4, 3000)) * 2.0).astype(np.float32)
+    tokens, logprobs = sample_rows(logits, 3000, rng.random(4), 0.5, 10, want_logprob=True)
+    x = logits.astype(np.float64)
+    log_z = x.max(axis=1) + np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1))
+    np.testing.assert_allclose(logprobs, x[np.arange(4), tokens] - log_z, rtol=1e-6, atol=1e-6)
+
+
+def test_sampling_error_codes(rng):
+    logits = rng.standard_normal((3, 100)).astype(np.float32)
+    logits[0, 5] = np.inf     # +inf with temperature > 0: the CPU sampler throws
+    logits[1, :] = -np.inf    # nothing drawable
+    logits[2, :] = np.nan
+    tokens, _ = sample_rows(logits, 100, [0.3] * 3, 1.0)
+    assert tokens.tolist() == [-2, -1, -1]
+
+
+@pytest.mark.parametrize("dtype, shard_cols", [(np.float32, 64), (np.float32, 6), (np.float32, 5), (np.uint16, 7),
+                                               (np.uint8, 9)])  # 16-, 8-, 4-, 2- and 1-byte moves
+@pytest.mark.parametrize("tp", [2, 3])
+def test_concat_shards_matches_cpu(rng, dtype, shard_cols, tp):
+    gathered = rng.integers(0, 250, (tp, 5, shard_cols)).astype(dtype)
+    want = np.concatenate(list(gathered), axis=1)  # [rows, tp * shard_cols], rank r's columns r-th
+    np.testing.assert_array_equal(C.concat_shards(gathered), want)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_float32_staging_of_16bit_all_reduce_is_exact_then_rounds_to_nearest_even(rng, dtype):
+    x = rand(rng, (3, 1000), dtype, scale=5.0)
+    np.testing.assert_array_equal(C.widen_to_float(x, dtype), values(x, dtype).astype(np.float32))
+    f = (rng.standard_normal((3, 1000)) * 5).astype(np.float32)
+    f[0, :4] = [1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, -(1.0 + 2.0**-8), 65504.0 * 4]  # bf16 ties to even; fp16 overflow
+    with np.errstate(over="ignore"):
+        want = f.astype(NP_DTYPE[dtype]).view(np.uint16)  # numpy and ml_dtypes round to nearest even
+    np.testing.assert_array_equal(C.narrow_from_float(f, dtype), want)

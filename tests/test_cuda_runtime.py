@@ -123,3 +123,24 @@ def test_device_greedy_matches_host_sampler(fp32_engines):
         host = runner.generate(PROMPTS, max_new_tokens=NEW_TOKENS, end_id=-1, return_dict=True,
                                return_generation_logits=True)["output_ids"]
     assert device == host
+
+
+def test_device_sampling_is_seeded_and_batch_invariant(fp32_engines):
+    # temperature / top_k / top_p rows are sampled on the GPU with the request's seeded stream:
+    # a seed repeats its tokens, alone or batched, and other seeds give other tokens.
+    sampling = dict(max_new_tokens=NEW_TOKENS, end_id=-1, temperature=1.0, top_k=20, top_p=0.9)
+    with ModelRunner.from_dir(fp32_engines["llama3"][0], enable_prefix_reuse=False) as runner:
+        first = runner.generate(PROMPTS, random_seed=7, **sampling)
+        assert runner.generate(PROMPTS, random_seed=7, **sampling) == first
+        assert [runner.generate([p], random_seed=7, **sampling)[0] for p in PROMPTS] == first
+        assert any(runner.generate(PROMPTS, random_seed=s, **sampling) != first for s in (8, 9, 10))
+
+
+def test_device_logprobs_match_host_sampler(fp32_engines):
+    # num_logprobs 0 stays on the device; 1 (a top list) sends the step to the host sampler.
+    with ModelRunner.from_dir(fp32_engines["llama3"][0]) as runner:
+        device = runner.generate(PROMPTS, max_new_tokens=8, end_id=-1, return_dict=True, num_logprobs=0)
+        host = runner.generate(PROMPTS, max_new_tokens=8, end_id=-1, return_dict=True, num_logprobs=1)
+    assert device["output_ids"] == host["output_ids"]
+    for d, h in zip(device["logprobs"], host["logprobs"]):
+        np.testing.assert_allclose(d, h, rtol=1e-5, atol=1e-5)

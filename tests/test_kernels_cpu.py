@@ -285,6 +285,12 @@ def test_gather_rows_in_the_requested_order(rng) -> None:
     assert np.array_equal(K.gather_rows(x, rows), x[rows])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.uint8])
+def test_concat_shards_puts_rank_r_in_the_r_th_column_block(rng, dtype) -> None:
+    gathered = rng.integers(0, 250, (3, 5, 7)).astype(dtype)  # [tp, rows, shard_cols], as an all-gather leaves it
+    assert np.array_equal(K.concat_shards(gathered), np.concatenate(list(gathered), axis=1))
+
+
 # ---------------------------------------------------------------------------------------------
 # rope_inv_freq vs transformers
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention/attention_cuda.h"
+#include "collective/collective_cuda.h"
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
@@ -230,6 +231,36 @@ py::array gather_rows(const py::array& x_in, const py::array& rows) {
     return out;
 }
 
+py::array concat_shards(const py::array& gathered_in) {
+    const py::array gathered = contiguous(gathered_in);
+    if (gathered.ndim() != 3) throw std::invalid_argument("gathered must be [tp, rows, shard_cols]");
+    const int64_t tp = gathered.shape(0), rows = gathered.shape(1), cols = gathered.shape(2);
+    const auto elem = static_cast<size_t>(gathered.itemsize());
+    DeviceBuffer dg = upload(gathered, elem, "gathered");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(gathered.nbytes()));
+    trtllm::kernels::concat_shards_cuda(dg.get(), dy.get(), elem, rows, cols, static_cast<int>(tp), nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array out(gathered.dtype(), std::vector<py::ssize_t>{rows, tp * cols});
+    CHECK_CUDA(cudaMemcpy(out.mutable_data(), dy.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+py::array widen_to_float(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(x.size()) * sizeof(float));
+    trtllm::kernels::widen_to_float_cuda(dx.get(), dt, dy.as<float>(), x.size(), nullptr);
+    return download(dy, DType::kFloat32, shape_of(x));
+}
+
+py::array narrow_from_float(const py::array& x, const std::string& dtype) {
+    const DType dt = float_dtype(dtype);
+    DeviceBuffer dx = upload(x, sizeof(float), "x (float32)");
+    DeviceBuffer dy = poisoned(static_cast<size_t>(x.size()) * esz(dt));
+    trtllm::kernels::narrow_from_float_cuda(dx.as<float>(), dy.get(), dt, x.size(), nullptr);
+    return download(dy, dt, shape_of(x));
+}
+
 // Same arguments as _core.kernels.attention; kv_layer is updated in place. num_splits: decode key
 // ranges per request (0: as the backend picks them).
 py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& past_len_in,
@@ -311,18 +342,107 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     return download(d_out, dt, {num_tokens, static_cast<py::ssize_t>(num_heads) * head_dim});
 }
 
-py::array_t<int32_t> argmax_rows(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits,
-                                 int vocab_size) {
+// Mean device time in ms of one attention op (qkv_prep + attend) over a single fresh prefill of
+// `num_tokens` tokens (rope on, identity block table), after one warm-up call: for benchmarks.
+double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int head_dim, const std::string& dtype,
+                            int tokens_per_block, int iters) {
+    const DType dt = float_dtype(dtype);
+    if (num_tokens < 2 || tokens_per_block < 1 || iters < 1) {
+        throw std::invalid_argument("need num_tokens >= 2 (a prefill), tokens_per_block >= 1, iters >= 1");
+    }
+    const int num_blocks = (num_tokens + tokens_per_block - 1) / tokens_per_block;
+    std::vector<int32_t> table(static_cast<size_t>(num_blocks));
+    for (int i = 0; i < num_blocks; ++i) table[static_cast<size_t>(i)] = i;
+    const int32_t past = 0, fresh = num_tokens, start = 0;
+    const int tile_tokens = trtllm::kernels::attention_tile_tokens(num_heads, num_kv_heads);
+    std::vector<int32_t> decode, tiles;
+    trtllm::kernels::plan_attention_work(&fresh, 1, tile_tokens, decode, tiles);
+    auto to_device = [](const auto* p, size_t n) {
+        DeviceBuffer d(sizeof(*p) * n);
+        CHECK_CUDA(cudaMemcpy(d.get(), p, d.bytes(), cudaMemcpyHostToDevice));
+        return d;
+    };
+    DeviceBuffer d_past = to_device(&past, 1), d_new = to_device(&fresh, 1), d_start = to_device(&start, 1);
+    DeviceBuffer d_table = to_device(table.data(), table.size()), d_tiles = to_device(tiles.data(), tiles.size());
+    const size_t qkv_elems = static_cast<size_t>(num_tokens) * (num_heads + 2 * num_kv_heads) * head_dim;
+    DeviceBuffer d_qkv(qkv_elems * esz(dt));
+    CHECK_CUDA(cudaMemset(d_qkv.get(), 0x3c, d_qkv.bytes()));  // small finite values in every float dtype
+    DeviceBuffer d_kv(static_cast<size_t>(trtllm::kernels::kv_block_bytes(num_kv_heads, tokens_per_block, head_dim, dt)) *
+                      num_blocks);
+    DeviceBuffer d_out(static_cast<size_t>(num_tokens) * num_heads * head_dim * esz(dt));
+    DeviceBuffer d_q(sizeof(float) * static_cast<size_t>(num_tokens) * num_heads * head_dim);
+    const std::vector<float> inv = trtllm::kernels::rope_inv_freq(head_dim, trtllm::kernels::RopeParams{});
+    DeviceBuffer d_inv = to_device(inv.data(), inv.size());
+
+    trtllm::kernels::PagedBatchCuda batch;
+    batch.num_requests = 1;
+    batch.past_len = d_past.as<int32_t>();
+    batch.new_len = d_new.as<int32_t>();
+    batch.token_start = d_start.as<int32_t>();
+    batch.block_table = d_table.as<int32_t>();
+    batch.max_blocks_per_seq = num_blocks;
+    batch.tokens_per_block = tokens_per_block;
+    trtllm::kernels::AttentionParams params;
+    params.num_heads = num_heads;
+    params.num_kv_heads = num_kv_heads;
+    params.head_dim = head_dim;
+    params.rope_inv_freq = d_inv.as<float>();
+    trtllm::kernels::AttentionWork work;
+    work.num_tokens = num_tokens;
+    work.num_prefill_tiles = static_cast<int>(tiles.size() / 2);
+    work.prefill_tiles = d_tiles.as<int32_t>();
+    work.tile_tokens = tile_tokens;
+    trtllm::kernels::AttentionScratch scratch{d_q.as<float>(), nullptr};
+    auto run = [&] {
+        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, d_kv.get(), batch, params, work, scratch, nullptr);
+    };
+    py::gil_scoped_release release;
+    run();
+    trtllm::CudaEvent begin, end;
+    CHECK_CUDA(cudaEventRecord(begin.get(), nullptr));
+    for (int i = 0; i < iters; ++i) run();
+    CHECK_CUDA(cudaEventRecord(end.get(), nullptr));
+    CHECK_CUDA(cudaEventSynchronize(end.get()));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
+    return static_cast<double>(ms) / iters;
+}
+
+// The device sampler over rows of float32 logits, one RowSampling per row from the per-row arrays;
+// returns (tokens int32, logprobs float32).
+py::tuple sample_rows(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits, int vocab_size,
+                      const std::vector<float>& temperature, const std::vector<int32_t>& top_k,
+                      const std::vector<float>& top_p, const std::vector<float>& min_p,
+                      const std::vector<double>& uniform, bool want_logprob) {
+    const auto rows = static_cast<size_t>(logits.shape(0));
     if (logits.ndim() != 2 || vocab_size < 1 || vocab_size > logits.shape(1)) {
         throw std::invalid_argument("need logits [rows, vocab_padded] and 1 <= vocab_size <= vocab_padded");
     }
-    DeviceBuffer d = upload(logits, 4, "logits"), out = poisoned(sizeof(int32_t) * static_cast<size_t>(logits.shape(0)));
-    trtllm::kernels::argmax_rows_cuda(d.as<float>(), logits.shape(0), logits.shape(1), vocab_size, out.as<int32_t>(),
-                                      nullptr);
+    if (temperature.size() != rows || top_k.size() != rows || top_p.size() != rows || min_p.size() != rows ||
+        uniform.size() != rows) {
+        throw std::invalid_argument("need one temperature, top_k, top_p, min_p and uniform per row");
+    }
+    std::vector<trtllm::kernels::RowSampling> params(rows);
+    for (size_t r = 0; r < rows; ++r) {
+        params[r] = {temperature[r], top_k[r], top_p[r], min_p[r], uniform[r], want_logprob ? 1 : 0};
+    }
+    DeviceBuffer d = upload(logits, 4, "logits");
+    DeviceBuffer d_params(sizeof(trtllm::kernels::RowSampling) * rows);
+    CHECK_CUDA(cudaMemcpy(d_params.get(), params.data(), d_params.bytes(), cudaMemcpyHostToDevice));
+    DeviceBuffer d_out = poisoned(sizeof(trtllm::kernels::RowSample) * rows);
+    trtllm::kernels::sample_rows_cuda(d.as<float>(), logits.shape(0), logits.shape(1), vocab_size,
+                                      d_params.as<trtllm::kernels::RowSampling>(),
+                                      d_out.as<trtllm::kernels::RowSample>(), nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
-    py::array_t<int32_t> ids(logits.shape(0));
-    CHECK_CUDA(cudaMemcpy(ids.mutable_data(), out.get(), out.bytes(), cudaMemcpyDeviceToHost));
-    return ids;
+    std::vector<trtllm::kernels::RowSample> out(rows);
+    CHECK_CUDA(cudaMemcpy(out.data(), d_out.get(), d_out.bytes(), cudaMemcpyDeviceToHost));
+    py::array_t<int32_t> tokens(logits.shape(0));
+    py::array_t<float> logprobs(logits.shape(0));
+    for (size_t r = 0; r < rows; ++r) {
+        tokens.mutable_data()[r] = out[r].token;
+        logprobs.mutable_data()[r] = out[r].logprob;
+    }
+    return py::make_tuple(tokens, logprobs);
 }
 
 py::list autotune_gemm(int64_t n, int64_t k, const std::string& dtype, const std::string& out_dtype, bool has_bias,
@@ -364,6 +484,16 @@ void bind_cuda_kernels(py::module_& m) {
           "dtype"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a, "inv_freq"_a = py::none(), "q_norm"_a = py::none(),
           "k_norm"_a = py::none(), "qk_norm_eps"_a = 1e-6f, "num_splits"_a = 0, "kv_scale"_a = py::none(),
           "kv_scale: FP8 KV cache (kv_layer uint8 float8_e4m3fn bits) with this per-layer scale");
+    k.def("attention_prefill_ms", &attention_prefill_ms, "num_tokens"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a,
+          "dtype"_a = "bfloat16", "tokens_per_block"_a = 32, "iters"_a = 20,
+          "Mean ms of one attention op over a fresh prefill of num_tokens tokens (benchmark).");
+    k.def("sample_rows", &sample_rows, "logits"_a, "vocab_size"_a, py::kw_only(), "temperature"_a, "top_k"_a,
+          "top_p"_a, "min_p"_a, "uniform"_a, "want_logprob"_a = false,
+          "Device sampling of each row among its first vocab_size logits (sampling_cuda.h); returns "
+          "(tokens, logprobs); tokens -1: no finite logit, -2: +inf logit with temperature > 0.");
+    k.def("concat_shards", &concat_shards, "gathered"_a);
+    k.def("widen_to_float", &widen_to_float, "x"_a, "dtype"_a, "x (dtype) -> float32, exact");
+    k.def("narrow_from_float", &narrow_from_float, "x"_a, "dtype"_a, "x (float32) -> dtype, rounded to nearest even");
     k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
           "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
           "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout (cuda_k_interleaved_v1), "

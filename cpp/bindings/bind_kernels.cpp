@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "collective/collective.h"
 #include "cpu_common.h"
 #include "elementwise/elementwise.h"
 #include "embedding/embedding.h"
@@ -396,6 +397,19 @@ py::array gather_rows(const py::array& x, const py::array& rows) {
     return y;
 }
 
+// gathered [tp, rows, shard_cols] of any dtype -> [rows, tp * shard_cols].
+py::array concat_shards(const py::array& gathered) {
+    if (gathered.ndim() != 3 || !(gathered.flags() & py::array::c_style)) {
+        throw std::invalid_argument("gathered must be a C-contiguous [tp, rows, shard_cols] array, got shape " +
+                                    shape_str(gathered));
+    }
+    const int64_t tp = gathered.shape(0), rows = gathered.shape(1), cols = gathered.shape(2);
+    py::array y(gathered.dtype(), std::vector<py::ssize_t>{rows, tp * cols});
+    trtllm::kernels::concat_shards_cpu(gathered.data(), y.mutable_data(), static_cast<size_t>(gathered.itemsize()),
+                                       rows, cols, static_cast<int>(tp));
+    return y;
+}
+
 py::array quantize(const py::array& x, const py::array& scale, const std::string& dtype, const std::string& out_dtype) {
     const DType dt = activation_dtype(dtype);
     check_2d(x, "x");
@@ -615,6 +629,8 @@ void bind_kernels(py::module_& m) {
     k.def("add_bias", &add_bias, "x"_a, "bias"_a, "dtype"_a, "x [rows, n] + bias [n], as a new array");
     k.def("embedding", &embedding, "ids"_a, "table"_a, "dtype"_a);
     k.def("gather_rows", &gather_rows, "x"_a, "rows"_a);
+    k.def("concat_shards", &concat_shards, "gathered"_a,
+          "gathered [tp, rows, shard_cols] (an all-gather's layout) -> [rows, tp * shard_cols] (all_gather's)");
     k.def("rope_inv_freq", &rope_inv_freq, "head_dim"_a, "theta"_a, "scaling"_a = "none", "factor"_a = 1.0f,
           "low_freq_factor"_a = 1.0f, "high_freq_factor"_a = 4.0f, "original_max_position_embeddings"_a = 8192);
     k.def("attention", &attention, "qkv"_a, "kv_layer"_a, "past_len"_a, "new_len"_a, "block_table"_a, py::kw_only(),

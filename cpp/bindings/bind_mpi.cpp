@@ -39,6 +39,7 @@ void bind_mpi(py::module_& m) {
         .def_property_readonly("rank", &trtllm::MpiComm::rank)
         .def_property_readonly("size", &trtllm::MpiComm::size)
         .def_property_readonly("local_rank", &trtllm::MpiComm::local_rank)
+        .def_property_readonly("local_size", &trtllm::MpiComm::local_size)
         .def_property_readonly("timeout_s", &trtllm::MpiComm::timeout_s)
         .def("check_all_ok", &trtllm::MpiComm::check_all_ok, py::arg("error"), py::arg("what"),
              py::call_guard<py::gil_scoped_release>(),

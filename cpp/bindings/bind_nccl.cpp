@@ -34,7 +34,7 @@ void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
 void bind_nccl(py::module_& m) {
     m.def(
         "nccl_collectives_check",
-        [](std::shared_ptr<trtllm::MpiComm> comm, py::array a, const std::string& dtype, int device) {
+        [](std::shared_ptr<trtllm::MpiComm> comm, py::array a, const std::string& dtype) {
             const trtllm::DType dt = trtllm::dtype_from_name(dtype);
             if (!(a.flags() & py::array::c_style) || static_cast<size_t>(a.itemsize()) != trtllm::dtype_size(dt)) {
                 throw py::value_error("nccl_collectives_check needs a C-contiguous array of " + dtype + " items");
@@ -44,18 +44,20 @@ void bind_nccl(py::module_& m) {
             py::array gathered = py::module_::import("numpy").attr("empty")(comm->size() * a.size(), a.dtype());
             {
                 py::gil_scoped_release release;
-                trtllm::NcclCommunicator nccl(comm, device, nullptr);
+                trtllm::NcclCommunicator nccl(comm);  // on GPU local_rank, made current
+                auto d_in = device_bytes(bytes);
                 auto d_sum = device_bytes(bytes);
                 auto d_gathered = device_bytes(bytes * comm->size());
-                copy(d_sum.get(), a.data(), bytes, cudaMemcpyHostToDevice);
-                nccl.all_gather(d_sum.get(), d_gathered.get(), dt, a.size());
-                nccl.all_reduce_sum(d_sum.get(), dt, a.size());
-                nccl.synchronize();
+                copy(d_in.get(), a.data(), bytes, cudaMemcpyHostToDevice);
+                nccl.all_gather(d_in.get(), d_gathered.get(), dt, a.size(), nullptr);
+                nccl.all_reduce_sum(d_in.get(), d_sum.get(), dt, a.size(), nullptr);
+                nccl.synchronize(nullptr);
                 copy(sum.mutable_data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
                 copy(gathered.mutable_data(), d_gathered.get(), bytes * comm->size(), cudaMemcpyDeviceToHost);
             }
             return py::make_tuple(sum, gathered);
         },
-        py::arg("comm"), py::arg("array"), py::arg("dtype"), py::arg("device"),
-        "Collective: (the sum over the ranks, every rank's array in rank order), through NCCL on `device`.");
+        py::arg("comm"), py::arg("array"), py::arg("dtype"),
+        "Collective: (the sum over the ranks, every rank's array in rank order), through NCCL on this rank's GPU "
+        "(its local rank).");
 }

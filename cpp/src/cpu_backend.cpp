@@ -10,6 +10,7 @@
 #include <string>
 
 #include "attention/attention.h"
+#include "collective/collective.h"
 #include "elementwise/elementwise.h"
 #include "embedding/embedding.h"
 #include "gemm/gemm.h"
@@ -247,13 +248,7 @@ private:
                 } else {
                     std::memcpy(gather_scratch_.data(), ptr(in), count * elem);
                 }
-                auto* dst = static_cast<std::byte*>(ptr(out));
-                for (int r = 0; r < op.tp_size; ++r) {
-                    for (int64_t row = 0; row < rows; ++row) {
-                        std::memcpy(dst + (row * out.cols + r * in.cols) * elem,
-                                    gather_scratch_.data() + (r * count + row * in.cols) * elem, in.cols * elem);
-                    }
-                }
+                kernels::concat_shards_cpu(gather_scratch_.data(), ptr(out), elem, rows, in.cols, op.tp_size);
                 break;
             }
             case OpKind::kQuantize:

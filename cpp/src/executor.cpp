@@ -9,6 +9,7 @@
 #include <string>
 
 #include "trtllm/device_info.h"
+#include "trtllm/nccl_comm.h"
 #include "trtllm/sampler.h"
 #include "trtllm/step_broadcast.h"
 
@@ -99,7 +100,9 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
         }
         num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
     }
-    on_every_rank(comm_.get(), "allocating the backend", [&] { make_backend(); });
+    make_backend();
+    // A GPU rank sizes its KV pool from its own free memory: the leader hands out blocks all have.
+    if (comm_) num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
     kv_ = std::make_unique<KVCacheManager>(
         KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
     scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
@@ -165,23 +168,26 @@ void Executor::load_and_size(const std::string& engine_path) {
 
 void Executor::make_backend() {
     const ModelInfo& info = model_->info();
-    std::shared_ptr<Communicator> backend_comm = comm_ ? make_mpi_communicator(comm_) : nullptr;
     if (info.target != "cuda") {
-        backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(backend_comm));
+        on_every_rank(comm_.get(), "allocating the backend", [&] {
+            backend_ = make_cpu_backend(model_, num_kv_blocks_, config_.tokens_per_block,
+                                        comm_ ? make_mpi_communicator(comm_) : nullptr);
+        });
         return;
     }
-    if (comm_) {
-        throw std::invalid_argument("tensor parallelism on GPUs needs the NCCL all-reduce in the CUDA backend, "
-                                    "which is not wired yet; run tp_size 1 engines on the GPU");
-    }
 #ifdef TRTLLM_WITH_CUDA
-    const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
-                                                        info.kv_cache_dtype) * info.num_layers;
-    const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
-    // num_kv_blocks_ 0: the backend sizes the pool from the GPU memory left after its other allocations.
-    backend_ = make_cuda_backend(model_, num_kv_blocks_, config_.tokens_per_block, nullptr,
-                                 config_.free_gpu_memory_fraction, blocks_per_seq * config_.max_batch_size);
-    num_kv_blocks_ = backend_->kv_cache_bytes() / block_bytes;
+    // One GPU per rank, NCCL between them. Collective, and a rank that cannot join ends the job:
+    // so it comes before the allocations below, which may fail on one rank only.
+    std::shared_ptr<NcclCommunicator> nccl = comm_ ? std::make_shared<NcclCommunicator>(comm_) : nullptr;
+    on_every_rank(comm_.get(), "allocating the backend", [&] {
+        const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block,
+                                                            info.head_dim, info.kv_cache_dtype) * info.num_layers;
+        const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
+        // num_kv_blocks_ 0: the backend sizes the pool from the GPU memory left after its other allocations.
+        backend_ = make_cuda_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(nccl),
+                                     config_.free_gpu_memory_fraction, blocks_per_seq * config_.max_batch_size);
+        num_kv_blocks_ = backend_->kv_cache_bytes() / block_bytes;
+    });
 #endif
 }
 
@@ -371,7 +377,8 @@ void Executor::loop() {
 void Executor::follow() {
     try {
         while (std::optional<StepInput> step = receive_step(*comm_)) {
-            backend_->forward(*step);
+            // The leader samples; a follower only runs the ops (a GPU skips copying the logits back).
+            backend_->forward_without_output(*step);
             std::lock_guard<std::mutex> lock(mutex_);
             stats_.iterations += 1;
         }
@@ -444,20 +451,32 @@ void Executor::step() {
         }
         return banned;
     };
-    // Plain greedy (no penalties, bans, logprobs or logits to return) needs only each row's
-    // argmax: a backend that picks it on the device then copies no logits back.
-    bool argmax_only = true;
-    for (size_t i = 0; argmax_only && i < schedule.scheduled.size(); ++i) {
+    // Without penalties, bans, top logprobs or logits to return, a backend that samples on the
+    // device does (greedy, temperature, top_k, top_p, min_p) and copies no logits back.
+    bool on_device = backend_->samples_on_device();
+    for (size_t i = 0; on_device && i < schedule.scheduled.size(); ++i) {
         const Request& r = *schedule.scheduled[i].request;
         const SamplingConfig& c = r.spec.sampling;
-        argmax_only = context_row_start[i] < 0 &&
-                      (sample_row[i] < 0 ||
-                       (c.temperature == 0.0f && c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f &&
-                        c.frequency_penalty == 0.0f && c.num_logprobs < 0 && !r.spec.return_generation_logits &&
-                        banned_tokens(r).empty()));
+        on_device = context_row_start[i] < 0 &&
+                    (sample_row[i] < 0 ||
+                     (c.repetition_penalty == 1.0f && c.presence_penalty == 0.0f && c.frequency_penalty == 0.0f &&
+                      c.num_logprobs <= 0 && !r.spec.return_generation_logits && banned_tokens(r).empty()));
     }
-    const int32_t* argmax = argmax_only ? backend_->forward_argmax(input) : nullptr;
-    const float* logits = argmax == nullptr ? backend_->forward(input) : nullptr;
+    const kernels::RowSample* device_samples = nullptr;
+    if (on_device) {
+        std::vector<kernels::RowSampling> rows(input.output_rows.size());  // rows nobody samples: greedy
+        for (size_t i = 0; i < schedule.scheduled.size(); ++i) {
+            if (sample_row[i] < 0) continue;
+            Request& r = *schedule.scheduled[i].request;
+            const SamplingConfig& c = r.spec.sampling;
+            // The uniform comes from the request's stream exactly as the CPU sampler takes it.
+            const double u = c.temperature == 0.0f ? 0.0 : draw_uniform(r.rng);
+            rows[static_cast<size_t>(sample_row[i])] = {c.temperature, c.top_k, c.top_p, c.min_p, u,
+                                                        c.num_logprobs == 0 ? 1 : 0};
+        }
+        device_samples = backend_->forward_sample(input, rows);
+    }
+    const float* logits = device_samples == nullptr ? backend_->forward(input) : nullptr;
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;
 
@@ -481,10 +500,11 @@ void Executor::step() {
         const float* row = logits == nullptr ? nullptr : logits + sample_row[i] * row_stride;
         SampledToken sampled;
         if (row == nullptr) {
-            sampled.token = argmax[sample_row[i]];
-            if (sampled.token < 0) {
-                throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
-            }
+            const kernels::RowSample& picked = device_samples[sample_row[i]];
+            if (picked.token == kernels::kPosInfLogit) throw std::invalid_argument("sampling: logits contain +inf");
+            if (picked.token < 0) throw std::invalid_argument("no token can be drawn (every logit is -inf or NaN)");
+            sampled.token = picked.token;
+            sampled.logprob = picked.logprob;
         } else {
             sampled = sample_token(row, vocab, r.spec.sampling, r.tokens, r.num_prompt, banned_tokens(r), r.rng);
         }

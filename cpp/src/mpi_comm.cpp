@@ -115,19 +115,25 @@ std::shared_ptr<MpiComm> MpiComm::world(double timeout_s) {
     // Errors come back as codes (turned into exceptions or an abort naming the rank) instead of
     // MPI's default handler killing the job without saying what we were doing.
     MPI_Comm_set_errhandler(impl->comm, MPI_ERRORS_RETURN);
-    int rank = 0, size = 1, local_rank = 0;
+    int rank = 0, size = 1, local_rank = 0, local_size = 1;
     MPI_Comm_rank(impl->comm, &rank);
     MPI_Comm_size(impl->comm, &size);
     MPI_Comm node = MPI_COMM_NULL;
     check_mpi(MPI_Comm_split_type(impl->comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node),
               "MPI_Comm_split_type");
     MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_size(node, &local_size);
     MPI_Comm_free(&node);
-    return std::shared_ptr<MpiComm>(new MpiComm(std::move(impl), rank, size, local_rank, timeout_s));
+    return std::shared_ptr<MpiComm>(new MpiComm(std::move(impl), rank, size, local_rank, local_size, timeout_s));
 }
 
-MpiComm::MpiComm(std::unique_ptr<Impl> impl, int rank, int size, int local_rank, double timeout_s)
-    : impl_(std::move(impl)), rank_(rank), size_(size), local_rank_(local_rank), timeout_s_(timeout_s) {}
+MpiComm::MpiComm(std::unique_ptr<Impl> impl, int rank, int size, int local_rank, int local_size, double timeout_s)
+    : impl_(std::move(impl)),
+      rank_(rank),
+      size_(size),
+      local_rank_(local_rank),
+      local_size_(local_size),
+      timeout_s_(timeout_s) {}
 
 MpiComm::~MpiComm() {
     int finalized = 0;

@@ -138,7 +138,7 @@ int32_t draw(const float* logits, int vocab_size, const SamplingConfig& config,
              std::mt19937_64& rng, Scratch& s) {
     // One draw per sampled token whatever the filters keep, so changing top_k or top_p never
     // shifts the rest of a seeded stream.
-    const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    const double u = draw_uniform(rng);
 
     const double inv_temperature = 1.0 / static_cast<double>(config.temperature);
     auto& cand = s.candidates;
@@ -262,6 +262,8 @@ void fill_logprobs(const float* logits, int vocab_size, int k, SampledToken& out
 }
 
 }  // namespace
+
+double draw_uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 std::string validate_sampling(const SamplingConfig& c) {
     // Negated comparisons so NaN fails every check.

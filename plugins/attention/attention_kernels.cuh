@@ -1,9 +1,11 @@
-// Kernels of the attention op's attend step (decode, combine, prefill) and their launcher,
+// Kernels of the attention op's attend step (decode, combine, prefill on CUDA cores; the
+// tensor-core prefill for bf16/fp16 and head_dim 64/128 is in attention_prefill_tc.cuh) and their launcher,
 // shared by the per-dtype translation units attention_cuda_{f32,bf16,f16}.cu (split so that a
 // parallel build compiles the 15 instantiations of each dtype at the same time).
 #pragma once
 
 #include "attention/attention_cuda.h"
+#include "attention/attention_prefill_tc.cuh"
 #include "attention/kv_cache_access.cuh"
 #include "cuda_common.cuh"
 
@@ -318,7 +320,12 @@ template <class T, class C, int D>
 void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const C* kv, KvScale kvs, T* out,
                    int h, int h_kv, float scale, float* partial, cudaStream_t stream) {
     const int group = h / h_kv;
-    if (w.num_prefill_tiles > 0) {
+    static_assert(kTcRows == kTileRows, "the tensor-core kernel takes the plan's tiles of kTileRows query rows");
+    // The tensor-core prefill copies cache tiles as they are (cp.async of T): an FP8 cache takes the
+    // CUDA-core prefill, which dequantizes through kv_cache_access.cuh.
+    if constexpr (std::is_same_v<C, T> && tc_prefill_supported<T, D>()) {
+        if (w.num_prefill_tiles > 0) launch_prefill_tc<T, D>(w, b, q, kv, out, h, h_kv, scale, stream);
+    } else if (w.num_prefill_tiles > 0) {
         constexpr size_t smem = prefill_smem_bytes<D>();
         static const bool configured = [] {
             CHECK_CUDA(cudaFuncSetAttribute(prefill_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,

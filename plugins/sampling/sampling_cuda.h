@@ -1,18 +1,27 @@
-// Sampling on the GPU. Greedy only for now: the executor picks plain greedy rows on the device
-// (no logits copied back); every other sampling mode runs the CPU sampler (trtllm/sampler.h)
-// on logits rows copied to the host.
+// Sampling on the GPU: greedy, temperature, top_k, top_p and min_p per row, with the semantics of
+// the CPU sampler (trtllm/sampler.h) for the tokens it keeps; only token ids and logprobs come
+// back to the host. Penalties, banned tokens and top logprobs stay on the CPU sampler.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "sampling/sampling.h"
+
 namespace trtllm::kernels {
 
-// out[r] = the id of the largest of logits[r * row_stride + 0 .. vocab_size), as the CPU
-// sampler's greedy pick: the lowest id wins ties, NaN never wins, -1 when every logit is -inf
-// or NaN. Device pointers.
-void argmax_rows_cuda(const float* logits, int64_t rows, int64_t row_stride, int vocab_size, int32_t* out,
-                      cudaStream_t stream);
+// One block per row of logits[r * row_stride + 0 .. vocab_size) (float32), params[r] -> out[r].
+// Device pointers.
+//   temperature 0: the largest logit, lowest id on ties, NaN never wins (the CPU greedy pick).
+//   else: the kept set is the CPU sampler's (top_k tokens in the order "larger logit, then lower
+//     id"; of those the smallest prefix whose mass reaches top_p; of those the tokens with
+//     weight >= min_p * max weight), and `uniform` picks a token by inverse CDF over the kept
+//     tokens in id order, with weights exp((logit - max) / temperature) in 2^-40 fixed point (so
+//     every sum is exact and a uniform gives the same token on every run; tokens under 2^-41 of
+//     the top weight are kept but never drawn).
+//   out.token is kNoFiniteLogit / kPosInfLogit where the CPU sampler throws.
+void sample_rows_cuda(const float* logits, int64_t rows, int64_t row_stride, int vocab_size, const RowSampling* params,
+                      RowSample* out, cudaStream_t stream);
 
 }  // namespace trtllm::kernels

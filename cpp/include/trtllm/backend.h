@@ -4,14 +4,18 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "attention/attention.h"
+#include "sampling/sampling.h"
 #include "trtllm/model.h"
 
 namespace trtllm {
 
-// Sums / gathers a tensor over the tensor-parallel ranks (MPI on CPU, NCCL on GPU).
+class NcclCommunicator;  // nccl_comm.h: the GPU's collectives, enqueued on a stream
+
+// Sums / gathers a host tensor over the tensor-parallel ranks (the CPU backend's, over MPI).
 class Communicator {
 public:
     virtual ~Communicator() = default;
@@ -43,12 +47,19 @@ public:
     // Runs the op list; returns logits [num_output_rows, vocab_size_padded] in float32, valid
     // until the next call.
     virtual const float* forward(const StepInput& step) = 0;
-    // Runs the op list and returns, per output row, the id of its largest logit among the first
-    // vocab_size (the CPU sampler's greedy pick: lowest id on ties, NaN never wins, -1 when none
-    // is finite), valid until the next call; no logits come back. Backends that pick on the
-    // device override it; the default returns nullptr without running anything, and the caller
-    // runs forward() instead.
-    virtual const int32_t* forward_argmax(const StepInput& /*step*/) { return nullptr; }
+    // Runs the op list and waits for it; nothing comes back (a tensor-parallel follower: the
+    // leader samples).
+    virtual void forward_without_output(const StepInput& step) { forward(step); }
+    // Whether forward_sample is available: the backend samples on the device.
+    virtual bool samples_on_device() const { return false; }
+    // Runs the op list and samples output row i with rows[i] (kernels::sample_rows_cuda's
+    // semantics: greedy, temperature, top_k, top_p, min_p); returns per output row the token (or
+    // a kernels::kNoFiniteLogit / kPosInfLogit code) and its logprob, valid until the next call.
+    // No logits come back. Only for backends whose samples_on_device() is true.
+    virtual const kernels::RowSample* forward_sample(const StepInput& /*step*/,
+                                                     const std::vector<kernels::RowSampling>& /*rows*/) {
+        throw std::logic_error("this backend does not sample on the device");
+    }
     virtual int64_t kv_cache_bytes() const = 0;
 };
 
@@ -56,12 +67,12 @@ public:
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
                                           int tokens_per_block, std::shared_ptr<Communicator> comm);
 
-// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to GPU
-// tp_rank % device_count. `num_kv_blocks` <= 0: as many blocks as `free_gpu_memory_fraction` of
-// the GPU memory left after the weights, activations and scratch hold, at most `max_kv_blocks`
-// (> 0) — kv_cache_bytes() then says how many it took.
+// Only in builds with the CUDA backend (TRTLLM_WITH_CUDA). Uploads the weights to the GPU of
+// `nccl` (null when tp_size is 1: GPU 0). `num_kv_blocks` <= 0: as many blocks as
+// `free_gpu_memory_fraction` of the GPU memory left after the weights, activations and scratch
+// hold, at most `max_kv_blocks` (> 0) — kv_cache_bytes() then says how many it took.
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
-                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           int tokens_per_block, std::shared_ptr<NcclCommunicator> nccl,
                                            double free_gpu_memory_fraction = 0.9, int64_t max_kv_blocks = 0);
 
 }  // namespace trtllm

@@ -98,7 +98,7 @@ public:
 
 private:
     void load_and_size(const std::string& engine_path);  // model_, config_ limits, num_kv_blocks_
-    void make_backend();                                 // backend_ for the engine's target
+    void make_backend();                                 // backend_ for the engine's target, on every rank
     void loop();
     void follow();               // a follower's worker thread
     void admit_new_requests();   // under mutex_

@@ -46,8 +46,9 @@ public:
 
     int rank() const { return rank_; }
     int size() const { return size_; }
-    // This rank's index among the ranks on its machine (picks its GPU).
+    // This rank's index among the ranks on its machine, and their count (one GPU per rank).
     int local_rank() const { return local_rank_; }
+    int local_size() const { return local_size_; }
     double timeout_s() const { return timeout_s_; }
 
     // Startup agreement: every rank passes its own error ("" when fine). Throws
@@ -86,10 +87,10 @@ public:
     struct Impl;
 
 private:
-    MpiComm(std::unique_ptr<Impl> impl, int rank, int size, int local_rank, double timeout_s);
+    MpiComm(std::unique_ptr<Impl> impl, int rank, int size, int local_rank, int local_size, double timeout_s);
 
     std::unique_ptr<Impl> impl_;
-    int rank_ = 0, size_ = 1, local_rank_ = 0;
+    int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
     double timeout_s_ = 300.0;
     std::atomic<bool> in_use_{false};
 };

@@ -4,12 +4,19 @@
 // paged KV pool and the kernels' scratch live in device memory; everything runs on one stream.
 // Each iteration the StepInput goes to the device in three copies from pinned memory and the ops
 // are enqueued; then either the logits rows come back to pinned memory (the executor samples on
-// the host) or, for plain greedy batches, only each row's argmax does (forward_argmax).
+// the host) or the rows are sampled on the device and only tokens come back (forward_sample).
 //
 // Pure-decode iterations are replayed from CUDA graphs, one per batch-size bucket (1, 2, 4, ...):
 // the batch is padded to the bucket with dummy one-token requests whose KV writes land in a
 // trash block past the pool's last block, so a graph's launch shapes never change. A bucket is
-// run eagerly the first time (kernels loaded, cuBLASLt plans made) and captured the second.
+// run eagerly the first time (kernels loaded, cuBLASLt plans made, NCCL connected) and captured
+// the second.
+//
+// Tensor parallelism: one rank per process and GPU, the NCCL communicator's. all_reduce and
+// all_gather are NCCL collectives on the backend's stream, so decode graphs capture them too
+// (every rank captures and replays the same buckets at the same steps: the leader's batch plan
+// decides, see step_broadcast.h); waits go through NcclCommunicator::synchronize, which has the
+// job's deadline.
 // TRTLLM_CUDA_GRAPHS=0 turns graphs off; TRTLLM_PROFILE=1 turns them off and prints device time per
 // op kind (prefill and decode steps apart) when the backend goes away.
 #include <algorithm>
@@ -22,6 +29,7 @@
 #include <vector>
 
 #include "attention/attention_cuda.h"
+#include "collective/collective_cuda.h"
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
@@ -31,6 +39,7 @@
 #include "trtllm/backend.h"
 #include "trtllm/cuda_utils.h"
 #include "trtllm/json.h"
+#include "trtllm/nccl_comm.h"
 
 namespace trtllm {
 namespace {
@@ -119,17 +128,17 @@ DeviceBuffer upload_as_float(const void* host, DType dtype, int64_t n) {
 class CudaBackend final : public Backend {
 public:
     CudaBackend(std::shared_ptr<const Model> model, int64_t num_kv_blocks, int tokens_per_block,
-                std::shared_ptr<Communicator> comm, double free_gpu_memory_fraction, int64_t max_kv_blocks)
-        : model_(std::move(model)), comm_(std::move(comm)), tokens_per_block_(tokens_per_block) {
+                std::shared_ptr<NcclCommunicator> nccl, double free_gpu_memory_fraction, int64_t max_kv_blocks)
+        : model_(std::move(model)), nccl_(std::move(nccl)), tokens_per_block_(tokens_per_block) {
         const ModelInfo& info = model_->info();
-        if (info.tp_size > 1 && (!comm_ || comm_->size() != info.tp_size)) {
+        if (info.tp_size > 1 && (!nccl_ || nccl_->size() != info.tp_size)) {
             throw std::invalid_argument("engine is sharded for tp_size " + std::to_string(info.tp_size) +
                                         ": run one process per rank under mpirun");
         }
         int count = 0;
         CHECK_CUDA(cudaGetDeviceCount(&count));
         if (count < 1) throw std::runtime_error("no CUDA device is visible");
-        device_ = info.tp_rank % count;
+        device_ = nccl_ ? nccl_->device() : 0;
         CHECK_CUDA(cudaSetDevice(device_));
         stream_ = std::make_unique<CudaStream>();
         gemm_ = std::make_unique<kernels::CublasLtGemm>();
@@ -186,6 +195,7 @@ public:
         if (tile_tokens_ == 0) tile_tokens_ = 1;
         wo_scratch_ = DeviceBuffer(static_cast<size_t>(wo_scratch_elems) * dtype_size(info.dtype));
         max_requests_ = info.max_batch_size;
+        allocate_collective_scratch();
         max_blocks_per_seq_ = (info.max_seq_len + tokens_per_block - 1) / tokens_per_block;
         CHECK_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
         q_scratch_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(info.max_num_tokens) * max_heads * info.head_dim);
@@ -194,8 +204,11 @@ public:
                                                     max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
         layout_step_buffers();
         logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
-        argmax_dev_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
-        argmax_host_ = PinnedBuffer(sizeof(int32_t) * static_cast<size_t>(info.max_output_rows));
+        const auto max_rows = static_cast<size_t>(info.max_output_rows);
+        sample_params_host_ = PinnedBuffer(sizeof(kernels::RowSampling) * max_rows);
+        sample_params_dev_ = DeviceBuffer(sizeof(kernels::RowSampling) * max_rows);
+        samples_dev_ = DeviceBuffer(sizeof(kernels::RowSample) * max_rows);
+        samples_host_ = PinnedBuffer(sizeof(kernels::RowSample) * max_rows);
 
         // An FP8 cache takes 1 byte per element: twice the blocks of a 16-bit one in the same memory.
         block_bytes_ = kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.kv_cache_dtype);
@@ -215,8 +228,8 @@ public:
         kv_layer_bytes_ = (num_kv_blocks_ + 1) * block_bytes_;
         kv_pool_ = DeviceBuffer(static_cast<size_t>(kv_layer_bytes_ * info.num_layers));
         profile_ = std::getenv("TRTLLM_PROFILE") != nullptr;
-        graphs_enabled_ = comm_ == nullptr && !profile_ && !(std::getenv("TRTLLM_CUDA_GRAPHS") &&
-                                                std::string(std::getenv("TRTLLM_CUDA_GRAPHS")) == "0");
+        graphs_enabled_ = !profile_ && !(std::getenv("TRTLLM_CUDA_GRAPHS") &&
+                                         std::string(std::getenv("TRTLLM_CUDA_GRAPHS")) == "0");
         for (int b = 1; b < max_requests_; b *= 2) graph_buckets_.push_back(b);
         graph_buckets_.push_back(max_requests_);
     }
@@ -240,23 +253,50 @@ public:
         const size_t row_bytes = sizeof(float) * static_cast<size_t>(model_->info().vocab_size_padded);
         CHECK_CUDA(cudaMemcpyAsync(logits_host_.get(), ptr(model_->logits()), row_bytes * static_cast<size_t>(rows),
                                    cudaMemcpyDeviceToHost, s));
-        CHECK_CUDA(cudaStreamSynchronize(s));
+        synchronize();
         return logits_host_.as<float>();
     }
 
-    const int32_t* forward_argmax(const StepInput& step) override {
-        const int64_t rows = run_step(step);
+    void forward_without_output(const StepInput& step) override {
+        run_step(step);
+        synchronize();
+    }
+
+    bool samples_on_device() const override { return true; }
+
+    const kernels::RowSample* forward_sample(const StepInput& step,
+                                             const std::vector<kernels::RowSampling>& rows) override {
+        if (rows.size() != step.output_rows.size()) {
+            throw std::invalid_argument("forward_sample: " + std::to_string(rows.size()) + " sampling rows for " +
+                                        std::to_string(step.output_rows.size()) + " output rows");
+        }
+        const int64_t num_rows = run_step(step);
         cudaStream_t s = stream_->get();
         const ModelInfo& info = model_->info();
-        kernels::argmax_rows_cuda(static_cast<const float*>(ptr(model_->logits())), rows, info.vocab_size_padded,
-                                  info.vocab_size, argmax_dev_.as<int32_t>(), s);
-        CHECK_CUDA(cudaMemcpyAsync(argmax_host_.get(), argmax_dev_.get(), sizeof(int32_t) * static_cast<size_t>(rows),
-                                   cudaMemcpyDeviceToHost, s));
-        CHECK_CUDA(cudaStreamSynchronize(s));
-        return argmax_host_.as<int32_t>();
+        const size_t params_bytes = sizeof(kernels::RowSampling) * rows.size();
+        std::memcpy(sample_params_host_.get(), rows.data(), params_bytes);  // the last step's copy is done: it synced
+        CHECK_CUDA(cudaMemcpyAsync(sample_params_dev_.get(), sample_params_host_.get(), params_bytes,
+                                   cudaMemcpyHostToDevice, s));
+        kernels::sample_rows_cuda(static_cast<const float*>(ptr(model_->logits())), num_rows, info.vocab_size_padded,
+                                  info.vocab_size, sample_params_dev_.as<kernels::RowSampling>(),
+                                  samples_dev_.as<kernels::RowSample>(), s);
+        CHECK_CUDA(cudaMemcpyAsync(samples_host_.get(), samples_dev_.get(),
+                                   sizeof(kernels::RowSample) * static_cast<size_t>(num_rows), cudaMemcpyDeviceToHost, s));
+        synchronize();
+        return samples_host_.as<kernels::RowSample>();
     }
 
 private:
+    // The end of an iteration. Under tensor parallelism a peer that died would leave this rank's
+    // collectives waiting forever: the communicator's wait has the job's deadline.
+    void synchronize() {
+        if (nccl_) {
+            nccl_->synchronize(stream_->get());
+        } else {
+            CHECK_CUDA(cudaStreamSynchronize(stream_->get()));
+        }
+    }
+
     // Enqueues one iteration; returns the number of logits rows the step asked for (the first
     // rows of the logits slot). The caller copies back what it needs and synchronizes.
     int64_t run_step(const StepInput& step) {
@@ -396,6 +436,46 @@ private:
         step_host_ = PinnedBuffer(step_bytes_);
         step_dev_ = DeviceBuffer(step_bytes_);
         ids_host_ = PinnedBuffer(2 * sizeof(int32_t) * static_cast<size_t>(info.max_num_tokens));
+    }
+
+    // Device scratch of the collectives, sized for the largest op at the engine's limits now: a
+    // graph capture must not allocate.
+    void allocate_collective_scratch() {
+        if (!nccl_) return;
+        const ModelInfo& info = model_->info();
+        size_t gather_bytes = 0, reduce_floats = 0;
+        for (const Op& op : model_->ops()) {
+            const Slot& in = op.inputs.at(0);
+            const int64_t max_rows = in.row_dim == RowDim::kNumTokens ? std::max(info.max_num_tokens, max_requests_)
+                                                                      : std::max(info.max_output_rows, max_requests_);
+            const auto count = static_cast<size_t>(max_rows * in.cols);
+            if (op.kind == OpKind::kAllGather) {
+                gather_bytes = std::max(gather_bytes, count * static_cast<size_t>(op.tp_size) * dtype_size(in.dtype));
+            } else if (op.kind == OpKind::kAllReduce && reduces_in_float32(in.dtype)) {
+                reduce_floats = std::max(reduce_floats, count);
+            }
+        }
+        gather_scratch_ = DeviceBuffer(gather_bytes);
+        reduce_scratch_ = DeviceBuffer(reduce_floats * sizeof(float));
+    }
+
+    // docs/opset.md: 16-bit activations are summed in float32 and rounded once. NCCL adds in the
+    // buffer's dtype, rounding after each addition: with two ranks there is one addition (of two
+    // 16-bit values, exact in float32), so NCCL's own result is that. With more, it would round
+    // tp_size - 1 times: those all-reduces go through float32 (twice the bytes on the wire).
+    bool reduces_in_float32(DType dtype) const {
+        return (dtype == DType::kBFloat16 || dtype == DType::kFloat16) && nccl_->size() > 2;
+    }
+
+    void all_reduce(const void* in, void* out, DType dtype, int64_t count, cudaStream_t s) {
+        if (!reduces_in_float32(dtype)) {
+            nccl_->all_reduce_sum(in, out, dtype, count, s);
+            return;
+        }
+        float* sum = reduce_scratch_.as<float>();
+        kernels::widen_to_float_cuda(in, dtype, sum, count, s);
+        nccl_->all_reduce_sum(sum, sum, DType::kFloat32, count, s);
+        kernels::narrow_from_float_cuda(sum, out, dtype, count, s);
     }
 
     int32_t* host_i32(size_t offset) const {
@@ -582,13 +662,11 @@ private:
             }
             case OpKind::kAllReduce: {
                 const int64_t count = rows * in.cols;
-                if (ptr(in) != ptr(out)) {
+                if (nccl_) {
+                    all_reduce(ptr(in), ptr(out), out.dtype, count, s);
+                } else if (ptr(in) != ptr(out)) {
                     CHECK_CUDA(cudaMemcpyAsync(ptr(out), ptr(in), static_cast<size_t>(count) * dtype_size(in.dtype),
                                                cudaMemcpyDeviceToDevice, s));
-                }
-                if (comm_) {  // a GPU communicator (NCCL) takes device pointers on this stream's device
-                    CHECK_CUDA(cudaStreamSynchronize(s));
-                    comm_->all_reduce_sum(ptr(out), out.dtype, count);
                 }
                 if (const WeightView* b = op.weight("bias")) {
                     kernels::add_bias_cuda(ptr(out), dev(b->data), out.dtype, rows, out.cols, s);
@@ -596,25 +674,16 @@ private:
                 break;
             }
             case OpKind::kAllGather: {
-                // Ranks' shards arrive concatenated per rank; logits want them per row.
+                // NCCL gathers the ranks' shards one after another; the op concatenates them per row.
                 const int64_t count = rows * in.cols;
                 const size_t elem = dtype_size(in.dtype);
-                if (op.tp_size == 1 || !comm_) {
+                if (!nccl_) {  // tp_size 1: the whole row is this rank's
                     CHECK_CUDA(cudaMemcpyAsync(ptr(out), ptr(in), static_cast<size_t>(count) * elem,
                                                cudaMemcpyDeviceToDevice, s));
                     break;
                 }
-                const size_t need = static_cast<size_t>(count * op.tp_size) * elem;
-                if (gather_scratch_.bytes() < need) gather_scratch_ = DeviceBuffer(need);
-                CHECK_CUDA(cudaStreamSynchronize(s));
-                comm_->all_gather(ptr(in), gather_scratch_.get(), in.dtype, count);
-                for (int r = 0; r < op.tp_size; ++r) {
-                    CHECK_CUDA(cudaMemcpy2DAsync(static_cast<std::byte*>(ptr(out)) + r * in.cols * elem,
-                                                 static_cast<size_t>(out.cols) * elem,
-                                                 static_cast<std::byte*>(gather_scratch_.get()) + r * count * elem,
-                                                 static_cast<size_t>(in.cols) * elem, static_cast<size_t>(in.cols) * elem,
-                                                 static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, s));
-                }
+                nccl_->all_gather(ptr(in), gather_scratch_.get(), in.dtype, count, s);
+                kernels::concat_shards_cuda(gather_scratch_.get(), ptr(out), elem, rows, in.cols, op.tp_size, s);
                 break;
             }
             case OpKind::kGatherRows:
@@ -625,22 +694,22 @@ private:
     }
 
     std::shared_ptr<const Model> model_;
-    std::shared_ptr<Communicator> comm_;
+    std::shared_ptr<NcclCommunicator> nccl_;  // null without tensor parallelism; outlives the graphs below
     int tokens_per_block_;
     int device_ = 0;
     std::unique_ptr<CudaStream> stream_;
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
     GemmTactics tactics_;
     WeightOnlyTactics weight_only_tactics_;
-    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_;
+    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_, reduce_scratch_;
     DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;
     int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;
     size_t off_past_ = 0, off_new_ = 0, off_start_ = 0, off_table_ = 0, off_rows_ = 0, off_decode_ = 0, off_tiles_ = 0;
     size_t step_bytes_ = 0;
-    PinnedBuffer step_host_, ids_host_, logits_host_, argmax_host_;
-    DeviceBuffer step_dev_, argmax_dev_;
+    PinnedBuffer step_host_, ids_host_, logits_host_, sample_params_host_, samples_host_;
+    DeviceBuffer step_dev_, sample_params_dev_, samples_dev_;
     std::vector<int32_t> decode_, tiles_;
     bool graphs_enabled_ = true;
     std::vector<int> graph_buckets_;
@@ -654,9 +723,9 @@ private:
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int64_t num_kv_blocks,
-                                           int tokens_per_block, std::shared_ptr<Communicator> comm,
+                                           int tokens_per_block, std::shared_ptr<NcclCommunicator> nccl,
                                            double free_gpu_memory_fraction, int64_t max_kv_blocks) {
-    return std::make_unique<CudaBackend>(std::move(model), num_kv_blocks, tokens_per_block, std::move(comm),
+    return std::make_unique<CudaBackend>(std::move(model), num_kv_blocks, tokens_per_block, std::move(nccl),
                                          free_gpu_memory_fraction, max_kv_blocks);
 }
 

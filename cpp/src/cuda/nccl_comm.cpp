@@ -5,19 +5,23 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 namespace trtllm {
+
 namespace {
 
-void check_cuda(cudaError_t err, const char* what) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorString(err));
-}
+using Clock = std::chrono::steady_clock;
 
 void check_nccl(ncclResult_t result, const char* what) {
-    if (result != ncclSuccess) throw std::runtime_error(std::string(what) + " failed: " + ncclGetErrorString(result));
+    if (result != ncclSuccess) {
+        throw std::runtime_error(std::string(what) + " failed: " + ncclGetErrorString(result) + " (" +
+                                 ncclGetLastError(nullptr) + ")");
+    }
 }
 
 ncclDataType_t nccl_type(DType dtype) {
@@ -33,76 +37,139 @@ ncclDataType_t nccl_type(DType dtype) {
     throw std::invalid_argument(std::string("NCCL collectives of ") + dtype_name(dtype) + " are not supported");
 }
 
+// This rank's GPU: device `local_rank` of those visible. A rank that sees exactly one GPU takes
+// it: its launcher pinned each rank to its own (CUDA_VISIBLE_DEVICES); should two ranks still
+// share one, NCCL's init refuses ("Duplicate GPU detected").
+int pick_device(const MpiComm& mpi) {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        throw std::runtime_error(std::string("no CUDA device is visible: ") + cudaGetErrorString(err));
+    }
+    if (count < 1) throw std::runtime_error("no CUDA device is visible");
+    if (count == 1) return 0;
+    if (mpi.local_size() > count) {
+        throw std::runtime_error("this machine runs " + std::to_string(mpi.local_size()) + " ranks but has " +
+                                 std::to_string(count) + " GPUs; tensor parallelism needs one GPU per rank (start "
+                                 "at most " + std::to_string(count) + " ranks per machine)");
+    }
+    return mpi.local_rank();
+}
+
 }  // namespace
 
 struct NcclCommunicator::Impl {
-    std::shared_ptr<MpiComm> mpi;
-    cudaStream_t stream = nullptr;
     ncclComm_t comm = nullptr;
 };
 
-NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi, int device, void* cuda_stream)
-    : impl_(std::make_unique<Impl>()) {
-    impl_->mpi = std::move(mpi);
-    impl_->stream = static_cast<cudaStream_t>(cuda_stream);
-    MpiComm& m = *impl_->mpi;
+namespace {
+
+// ncclCommInitRank returns once every rank has joined; a rank that never does (dead, stuck, or
+// unreachable over the network) would keep the others in it forever. A watchdog ends the job
+// after timeout_s instead. (A nonblocking communicator has a pollable init, but NCCL then runs
+// every later collective's launch on a thread of its own, which would slow every eager step.)
+ncclComm_t join_nccl(const MpiComm& mpi, const ncclUniqueId& id) {
+    std::mutex mutex;
+    std::condition_variable joined_cv;
+    bool joined = false;
+    std::thread watchdog([&] {
+        std::unique_lock<std::mutex> lock(mutex);
+        if (!joined_cv.wait_for(lock, std::chrono::duration<double>(mpi.timeout_s()), [&] { return joined; })) {
+            mpi.abort("joining NCCL did not complete within " + std::to_string(mpi.timeout_s()) +
+                      " s (TRTLLM_TP_TIMEOUT_S): another rank died or is stuck, or the ranks cannot reach each other "
+                      "(multi-machine: set NCCL_SOCKET_IFNAME / NCCL_IB_HCA; NCCL_DEBUG=INFO says more)");
+        }
+    });
+    ncclComm_t comm = nullptr;
+    const ncclResult_t result = ncclCommInitRank(&comm, mpi.size(), id, mpi.rank());
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        joined = true;
+    }
+    joined_cv.notify_one();
+    watchdog.join();
+    if (result != ncclSuccess) {
+        mpi.abort(std::string("ncclCommInitRank failed: ") + ncclGetErrorString(result) + " (" +
+                  ncclGetLastError(nullptr) + "; one GPU per rank, NCCL_DEBUG=INFO says more)");
+    }
+    return comm;
+}
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi)
+    : mpi_(std::move(mpi)), impl_(std::make_unique<Impl>()) {
+    MpiComm& m = *mpi_;
     std::string error;
     try {
-        check_cuda(cudaSetDevice(device), ("cudaSetDevice(" + std::to_string(device) + ")").c_str());
+        device_ = pick_device(m);
+        const cudaError_t err = cudaSetDevice(device_);
+        if (err != cudaSuccess) {
+            throw std::runtime_error("cudaSetDevice(" + std::to_string(device_) + ") failed: " + cudaGetErrorString(err));
+        }
     } catch (const std::exception& e) {
         error = e.what();
     }
     m.check_all_ok(error, "selecting each rank's GPU");
+    // From here on a failing rank ends the job: its peers would be waiting inside NCCL.
     ncclUniqueId id{};
-    if (m.rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    if (m.rank() == 0) {
+        const ncclResult_t result = ncclGetUniqueId(&id);
+        if (result != ncclSuccess) m.abort(std::string("ncclGetUniqueId failed: ") + ncclGetErrorString(result));
+    }
     m.broadcast(&id, sizeof id, 0, "broadcast of the NCCL unique id");
-    check_nccl(ncclCommInitRank(&impl_->comm, m.size(), id, m.rank()), "ncclCommInitRank");
+    impl_->comm = join_nccl(m, id);
 }
 
 NcclCommunicator::~NcclCommunicator() {
     if (impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }
 
-int NcclCommunicator::rank() const { return impl_->mpi->rank(); }
-int NcclCommunicator::size() const { return impl_->mpi->size(); }
-
-void NcclCommunicator::all_reduce_sum(void* data, DType dtype, int64_t count) {
-    check_nccl(ncclAllReduce(data, data, static_cast<size_t>(count), nccl_type(dtype), ncclSum, impl_->comm,
-                             impl_->stream), "ncclAllReduce");
+void NcclCommunicator::all_reduce_sum(const void* in, void* out, DType dtype, int64_t count, void* stream) {
+    check_nccl(ncclAllReduce(in, out, static_cast<size_t>(count), nccl_type(dtype), ncclSum, impl_->comm,
+                             static_cast<cudaStream_t>(stream)),
+               "ncclAllReduce");
 }
 
-void NcclCommunicator::all_gather(const void* in, void* out, DType dtype, int64_t count) {
-    check_nccl(ncclAllGather(in, out, static_cast<size_t>(count), nccl_type(dtype), impl_->comm, impl_->stream),
+void NcclCommunicator::all_gather(const void* in, void* out, DType dtype, int64_t count, void* stream) {
+    check_nccl(ncclAllGather(in, out, static_cast<size_t>(count), nccl_type(dtype), impl_->comm,
+                             static_cast<cudaStream_t>(stream)),
                "ncclAllGather");
 }
 
-void NcclCommunicator::synchronize() {
-    const MpiComm& m = *impl_->mpi;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(m.timeout_s());
+void NcclCommunicator::synchronize(void* stream) {
+    const MpiComm& m = *mpi_;
+    const auto start = Clock::now();
+    const auto deadline = start + std::chrono::duration<double>(m.timeout_s());
+    // Spin (yielding the core) for as long as a step may take, then back off: a sleep's wake-up
+    // latency would add to every decode step.
+    const auto spin_for = std::chrono::milliseconds(50);
     auto pause = std::chrono::microseconds(2);
-    for (int polls = 0;; ++polls) {
-        const cudaError_t status = cudaStreamQuery(impl_->stream);
+    while (true) {
+        const cudaError_t status = cudaStreamQuery(static_cast<cudaStream_t>(stream));
         if (status == cudaSuccess) return;
         if (status != cudaErrorNotReady) m.abort(std::string("CUDA stream failed: ") + cudaGetErrorString(status));
         ncclResult_t async_error = ncclSuccess;
         ncclCommGetAsyncError(impl_->comm, &async_error);
-        if (async_error != ncclSuccess) {
+        if (async_error != ncclSuccess && async_error != ncclInProgress) {
             ncclCommAbort(impl_->comm);
             impl_->comm = nullptr;
             m.abort(std::string("NCCL failed: ") + ncclGetErrorString(async_error));
         }
-        if (std::chrono::steady_clock::now() > deadline) {
+        const auto now = Clock::now();
+        if (now > deadline) {
             ncclCommAbort(impl_->comm);
             impl_->comm = nullptr;
             m.abort("the GPU work of an iteration did not complete within " + std::to_string(m.timeout_s()) +
                     " s (TRTLLM_TP_TIMEOUT_S): another rank died, is stuck, or never reached a collective");
         }
-        if (polls < 2000) {  // spin (yielding) first: a decode step's sync is short
+        if (now - start < spin_for) {
             std::this_thread::yield();
             continue;
         }
         std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::microseconds(200));
+        pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }
 }
 

@@ -503,8 +503,6 @@ void bind_cuda_kernels(py::module_& m) {
           "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20,
           "Times the weight-only GEMV and dequantize + cuBLASLt paths at each m on GPU 0 (synthetic weights); returns "
           "per m {m, path (the faster), gemv_us (0 past the GEMV's rows), dequant_us}.");
-    k.def("argmax_rows", &argmax_rows, "logits"_a, "vocab_size"_a,
-          "Greedy pick of each row among its first vocab_size logits (lowest id on ties; -1 if none is finite).");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,
           "max_algos"_a = 16, "reps"_a = 20,
           "Times cuBLASLt's candidate algorithms for y[m, n] = x[m, k] w[n, k]^T at each m on GPU 0; returns per m "

@@ -110,3 +110,16 @@ def test_cuda_build_rejects_a_quantized_gemm_not_aligned_to_16(tmp_path):
     ckpt = convert_quantized(tmp_path / "hf", tmp_path / "ckpt", "fp8", "bfloat16")
     with pytest.raises(BuildError, match="multiples of 16"):
         build_for(ckpt, tmp_path / "engine", "cuda")
+
+
+def test_tactic_shapes_include_the_quantized_gemms_keyed_by_input_dtype():
+    from trtllm_build.tactics import gemm_shapes
+
+    ops = [{"op": "quantize", "inputs": ["h"], "outputs": ["x8"], "weights": {"out_scale": "s"}},
+           {"op": "fp8_linear", "inputs": ["xf"], "outputs": ["y"], "weights": {"weight": "wf"}},
+           {"op": "int8_linear", "inputs": ["x8"], "outputs": ["y"], "weights": {"weight": "wi", "bias": "b"}}]
+    plan = {"tensors": {"h": {"dtype": "bfloat16"}, "xf": {"dtype": "float8_e4m3fn"}, "x8": {"dtype": "int8"},
+                        "y": {"dtype": "bfloat16"}}}
+    shapes = gemm_shapes(ops, plan, {"wf": (64, 32), "wi": (48, 32), "s": (1,)})
+    assert shapes == {"64x32:float8_e4m3fn:bfloat16:nobias": (64, 32, "float8_e4m3fn", "bfloat16", False),
+                      "48x32:int8:bfloat16:bias": (48, 32, "int8", "bfloat16", True)}

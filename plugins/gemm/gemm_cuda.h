@@ -56,7 +56,7 @@ constexpr size_t kInt8ScratchBytes = size_t{64} << 20;
 
 // A GEMM tactic: a cuBLASLt algorithm, or our GEMV kernel for decode-sized m (<= kGemvMaxRows
 // rows of bf16/fp16, fp8 or int8 activations: every weight element is read once, in 16-byte
-// vectors, for all the rows, by one warp per output column).
+// vectors, for all the rows; one warp per output column, four for fp8 / int8).
 constexpr int64_t kGemvMaxRows = 4;
 struct GemmTactic {
     bool gemv = false;

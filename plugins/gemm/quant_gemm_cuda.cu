@@ -1,10 +1,12 @@
 // Quantized GEMV (decode: m <= 4) and the int8 epilogue. The GEMV is the bf16 GEMV's scheme with
-// 1-byte elements: one warp per output column, each lane reading 16-byte vectors (16 weights) of
-// the row, four in flight, used for all m rows. FP8 products are exact in float32 and summed in
-// float32; int8 products are summed exactly in int32 by dp4a. The epilogue multiplies and adds
-// with __fmul_rn / __fadd_rn so that nvcc cannot contract them into one FMA: the op contract
-// rounds after the multiply, as the CPU emulation does.
+// 1-byte elements: each warp computes kCols output columns, its lanes reading 16-byte vectors
+// (16 weights) of each row, so x is loaded (and, for fp8, widened) once for kCols columns and all
+// m rows. FP8 products are exact in float32 and summed in float32; int8 products are summed
+// exactly in int32 by dp4a. The epilogue multiplies and adds with __fmul_rn / __fadd_rn so that
+// nvcc cannot contract them into one FMA: the op contract rounds after the multiply, as the CPU
+// emulation does.
 #include <string>
+#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "gemm/quant_gemm_cuda.h"
@@ -14,27 +16,29 @@ namespace trtllm::kernels {
 namespace {
 
 constexpr int kBytesPerLoad = 16;
+constexpr int kCols = 4;   // output columns per warp; n % 16 == 0 makes every block full
+constexpr int kWarps = 4;  // warps per block: 16 columns
 
-__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t two) {
-    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-    return __half22float2(__half2(h));
-}
-
-// acc += Σ of the 16 products of two 16-byte vectors of fp8 (float acc) or int8 (int acc).
-__device__ __forceinline__ void dot16(const uint4& a, const uint4& b, float& acc) {
-    const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+// 16 float8_e4m3fn values -> float32, exactly, in integer and float ops instead of conversion
+// instructions (a quarter of the ALU rate): the sign and the 7 exponent/mantissa bits shifted
+// into a float's bits give value * 2^-120 for normals and subnormals alike (the fp8 subnormal
+// lands on a float denormal), and one multiply by 2^120 is exact. Needs denormals kept (no
+// --use_fast_math). The NaN code 0x7f becomes 480: activations are NaN only if the model is.
+__device__ __forceinline__ void fp8x16_to_float(const uint4& v, float (&f)[16]) {
+    const float k2pow120 = __uint_as_float((127u + 120u) << 23);
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const float2 a0 = fp8x2_to_float2(av[i]), a1 = fp8x2_to_float2(av[i] >> 16);
-        const float2 b0 = fp8x2_to_float2(bv[i]), b1 = fp8x2_to_float2(bv[i] >> 16);
-        acc += a0.x * b0.x;  // products of two E4M3 values are exact in float32
-        acc += a0.y * b0.y;
-        acc += a1.x * b1.x;
-        acc += a1.y * b1.y;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const uint32_t byte = words[i] >> (8 * b);
+            const uint32_t bits = ((byte & 0x80u) << 24) | ((byte & 0x7fu) << 20);
+            f[4 * i + b] = __uint_as_float(bits) * k2pow120;
+        }
     }
 }
 
-__device__ __forceinline__ void dot16(const uint4& a, const uint4& b, int& acc) {
+__device__ __forceinline__ void dot16_int8(const uint4& a, const uint4& b, int& acc) {
     acc = __dp4a(static_cast<int>(a.x), static_cast<int>(b.x), acc);
     acc = __dp4a(static_cast<int>(a.y), static_cast<int>(b.y), acc);
     acc = __dp4a(static_cast<int>(a.z), static_cast<int>(b.z), acc);
@@ -58,43 +62,59 @@ __device__ __forceinline__ float epilogue(int acc, float /*alpha*/, const float*
     return __fmul_rn(__int2float_rn(acc), alpha_per_n[j]);
 }
 
+// Acc float: fp8 inputs; Acc int: int8 inputs. Columns j0 .. j0 + kCols - 1 of y[M, n].
 template <class Acc, class TY, int M>
 __global__ void quant_gemv_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w,
                                   const TY* __restrict__ bias, TY* __restrict__ y, int n, int k, float alpha,
                                   const float* __restrict__ alpha_per_n) {
     constexpr int V = kBytesPerLoad;
-    constexpr int kUnroll = 4;
-    const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (j >= n) return;
+    constexpr bool kFp8 = std::is_same_v<Acc, float>;
+    const int j0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kCols;
+    if (j0 >= n) return;  // n % kCols == 0: the warp's columns all exist
     const int lane = threadIdx.x % 32;
-    const uint8_t* wr = w + int64_t{j} * k;
-    Acc acc[M];
+    Acc acc[M][kCols];
 #pragma unroll
-    for (int mi = 0; mi < M; ++mi) acc[mi] = 0;
-    int x0 = lane * V;
-    for (; x0 + (kUnroll - 1) * 32 * V < k; x0 += kUnroll * 32 * V) {
-        uint4 wv[kUnroll];
+    for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) wv[u] = load16(wr + x0 + u * 32 * V);
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-            for (int mi = 0; mi < M; ++mi) dot16(wv[u], load16(x + int64_t{mi} * k + x0 + u * 32 * V), acc[mi]);
-        }
+        for (int c = 0; c < kCols; ++c) acc[mi][c] = 0;
     }
-    for (; x0 < k; x0 += 32 * V) {
-        const uint4 wv = load16(wr + x0);
+    for (int x0 = lane * V; x0 < k; x0 += 32 * V) {
+        uint4 wv[kCols];
 #pragma unroll
-        for (int mi = 0; mi < M; ++mi) dot16(wv, load16(x + int64_t{mi} * k + x0), acc[mi]);
-    }
-#pragma unroll
-    for (int mi = 0; mi < M; ++mi) acc[mi] = warp_sum_acc(acc[mi]);
-    if (lane == 0) {
+        for (int c = 0; c < kCols; ++c) wv[c] = load16(w + int64_t{j0 + c} * k + x0);
 #pragma unroll
         for (int mi = 0; mi < M; ++mi) {
-            float v = epilogue(acc[mi], alpha, alpha_per_n, j);
-            if (bias != nullptr) v = __fadd_rn(v, cuda::to_float(bias[j]));
-            y[int64_t{mi} * n + j] = cuda::from_float<TY>(v);
+            const uint4 xv = load16(x + int64_t{mi} * k + x0);
+            if constexpr (kFp8) {
+                float xf[V], wf[V];
+                fp8x16_to_float(xv, xf);
+#pragma unroll
+                for (int c = 0; c < kCols; ++c) {
+                    fp8x16_to_float(wv[c], wf);
+#pragma unroll
+                    for (int i = 0; i < V; ++i) acc[mi][c] += wf[i] * xf[i];  // exact products
+                }
+            } else {
+#pragma unroll
+                for (int c = 0; c < kCols; ++c) dot16_int8(wv[c], xv, acc[mi][c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[mi][c] = warp_sum_acc(acc[mi][c]);
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const int j = j0 + c;
+#pragma unroll
+            for (int mi = 0; mi < M; ++mi) {
+                float v = epilogue(acc[mi][c], alpha, alpha_per_n, j);
+                if (bias != nullptr) v = __fadd_rn(v, cuda::to_float(bias[j]));
+                y[int64_t{mi} * n + j] = cuda::from_float<TY>(v);
+            }
         }
     }
 }
@@ -102,8 +122,7 @@ __global__ void quant_gemv_kernel(const uint8_t* __restrict__ x, const uint8_t* 
 template <class Acc, class TY>
 void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
                        const GemmScales& s, cudaStream_t stream) {
-    constexpr int kWarps = 4;
-    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
+    const dim3 grid(static_cast<unsigned>((n + kWarps * kCols - 1) / (kWarps * kCols)));
     const auto* xp = static_cast<const uint8_t*>(x);
     const auto* wp = static_cast<const uint8_t*>(w);
     const auto* bp = static_cast<const TY*>(bias);

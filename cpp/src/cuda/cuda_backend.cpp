@@ -368,6 +368,15 @@ private:
             }
             return;
         }
+        const bool can_quantize = op.kind == OpKind::kQuantize || op.kind == OpKind::kRmsNorm ||
+                                  op.kind == OpKind::kLayerNorm || op.kind == OpKind::kAddRmsNorm ||
+                                  op.kind == OpKind::kAddLayerNorm || op.kind == OpKind::kSiluMul ||
+                                  op.kind == OpKind::kGeluTanh;
+        if (!can_quantize) {
+            throw std::invalid_argument(std::string("CUDA backend: ") + op_kind_name(op.kind) + " cannot write a " +
+                                        dtype_name(out.dtype) + " output (op set v2 quantizes norms, activations "
+                                        "and `quantize` only)");
+        }
         const WeightView& s = quant_scale(op, "out_scale", out.cols);
         const kernels::OutputQuant host =
             kernels::make_output_quant(out.dtype, static_cast<const float*>(s.data), s.numel());
@@ -379,6 +388,7 @@ private:
         gemm_->run(p.shape, rows, ptr(op.inputs.at(0)), dev(op.weight("weight")->data), p.bias, ptr(op.outputs.at(0)),
                    tactics_.find(p.tactic_key, rows), s, &p.scales);
     }
+
     struct Graph {
         cudaGraphExec_t exec = nullptr;
         int eager_runs = 0;

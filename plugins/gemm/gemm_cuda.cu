@@ -126,6 +126,12 @@ void gemv(const GemmShape& s, int64_t m, const void* x, const void* w, const voi
     }
 }
 
+// cuBLASLt's int8 GEMM wants more than 16 rows of x (torch._int_mm refuses m <= 16 for this
+// reason): fewer rows run padded with zero rows to this many, and only the real rows are kept.
+constexpr int64_t kInt8MinRows = 32;
+
+int64_t lt_rows(const GemmShape& s, int64_t m) { return s.x_dtype == DType::kInt8 ? std::max(m, kInt8MinRows) : m; }
+
 // Heuristic preferences: our workspace, and split-K partial sums added in float32 (in the
 // workspace) or not split at all. cuBLASLt may otherwise add them in the output type (bf16),
 // rounding more than once, against the op set's "accumulate in float32, round once".
@@ -307,13 +313,25 @@ cublasStatus_t CublasLtGemm::matmul(const Plan& p, const cublasLtMatmulAlgo_t& a
 
 void CublasLtGemm::run_int8(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
                             const cublasLtMatmulAlgo_t* preferred, const GemmScales& scales, cudaStream_t stream) {
+    // Made on the first int8 GEMM, an eager run: a CUDA graph captures a bucket only after running it eagerly.
     if (int32_scratch_.bytes() == 0) int32_scratch_ = DeviceBuffer(kInt8ScratchBytes);
-    const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(int32_scratch_.bytes()) / (s.n * 4));
+    const int64_t chunk = std::max(kInt8MinRows, static_cast<int64_t>(int32_scratch_.bytes()) / (s.n * 4));
+    if (chunk * s.n * 4 > static_cast<int64_t>(int32_scratch_.bytes())) {
+        throw std::invalid_argument("int8 GEMM " + s.key() + ": n too large for the int32 scratch");
+    }
     auto* acc = int32_scratch_.as<int32_t>();
     for (int64_t m0 = 0; m0 < m; m0 += chunk) {
         const int64_t rows = std::min(chunk, m - m0);
-        Plan& p = plan(s, rows, preferred);
-        CHECK_CUBLAS(matmul(p, p.algo, s, static_cast<const int8_t*>(x) + m0 * s.k, w, acc, &scales, stream));
+        const void* xs = static_cast<const int8_t*>(x) + m0 * s.k;
+        if (rows < kInt8MinRows) {
+            const size_t real = static_cast<size_t>(rows * s.k), padded = static_cast<size_t>(kInt8MinRows * s.k);
+            if (int8_padded_x_.bytes() < padded) int8_padded_x_ = DeviceBuffer(padded);
+            CHECK_CUDA(cudaMemcpyAsync(int8_padded_x_.get(), xs, real, cudaMemcpyDeviceToDevice, stream));
+            CHECK_CUDA(cudaMemsetAsync(int8_padded_x_.as<int8_t>() + real, 0, padded - real, stream));
+            xs = int8_padded_x_.get();
+        }
+        Plan& p = plan(s, lt_rows(s, rows), preferred);
+        CHECK_CUBLAS(matmul(p, p.algo, s, xs, w, acc, &scales, stream));
         int8_epilogue_cuda(acc, scales.alpha_per_n, bias, static_cast<std::byte*>(y) + m0 * s.n * dtype_size(s.y_dtype),
                            s.y_dtype, rows, s.n, stream);
     }
@@ -360,15 +378,16 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
     const bool quantized = is_quantized_gemm(s), int8 = s.x_dtype == DType::kInt8;
     if (quantized) check_quantized_gemm_shape(s);
     CudaStream stream;
-    DeviceBuffer x(static_cast<size_t>(max_m * s.k) * dtype_size(s.x_dtype));
+    const int64_t max_lt_m = lt_rows(s, max_m);
+    DeviceBuffer x(static_cast<size_t>(max_lt_m * s.k) * dtype_size(s.x_dtype));
     DeviceBuffer w(static_cast<size_t>(s.n * s.k) * dtype_size(s.x_dtype));
     DeviceBuffer y(static_cast<size_t>(max_m * s.n) * dtype_size(s.y_dtype));
     DeviceBuffer bias(s.has_bias ? static_cast<size_t>(s.n) * dtype_size(s.y_dtype) : 0);
     // int8: cuBLASLt writes int32 accumulators (the whole m at once here), our epilogue reads them.
-    DeviceBuffer acc(int8 ? static_cast<size_t>(max_m * s.n) * sizeof(int32_t) : 0);
+    DeviceBuffer acc(int8 ? static_cast<size_t>(max_lt_m * s.n) * sizeof(int32_t) : 0);
     DeviceBuffer alpha_per_n(int8 ? static_cast<size_t>(s.n) * sizeof(float) : 0);
     if (quantized) {
-        fill_random_quantized(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
+        fill_random_quantized(x.get(), s.x_dtype, max_lt_m * s.k, 1, stream.get());
         fill_random_quantized(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
     } else {
         fill_random(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
@@ -382,7 +401,8 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
     CudaEvent start, stop;
     std::vector<Tuned> out;
     for (const int64_t m : ms) {
-        Plan& base = plan(s, m, nullptr);  // descriptors (with the epilogue decision) + the heuristic's choice
+        // Descriptors (with the epilogue decision) + the heuristic's choice; int8 at its padded rows.
+        Plan& base = plan(s, lt_rows(s, m), nullptr);
         cublasLtMatmulPreference_t pref = make_preference(workspace_.bytes());
         std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(1, max_algos)));
         int found = 0;

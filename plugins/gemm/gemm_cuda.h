@@ -13,9 +13,10 @@
 // whose x_dtype is float8_e4m3fn or int8 (the weight's dtype too) takes GemmScales. FP8: cuBLASLt
 // E4M3 x E4M3 with float32 accumulation, alpha = input_scale * weight_scale as its scalar, the bias
 // in its epilogue. INT8: cuBLASLt int8 x int8 -> exact int32 into a scratch (row chunks of at most
-// kInt8ScratchBytes), then our epilogue y = round(float(acc) * alpha[n] + bias), the op contract's
-// roundings exactly. Both need k % 16 == 0 and n % 16 == 0 (cuBLASLt's 16-byte leading dimensions
-// and our GEMV's 16-byte loads); the CUDA backend rejects other shapes at engine load.
+// kInt8ScratchBytes; fewer than 32 rows padded with zero rows), then our epilogue
+// y = round(float(acc) * alpha[n] + bias), the op contract's roundings exactly. Both need
+// k % 16 == 0 and n % 16 == 0 (cuBLASLt's 16-byte leading dimensions and our GEMV's 16-byte
+// loads); the CUDA backend rejects other shapes at engine load.
 #pragma once
 
 #include <cublasLt.h>
@@ -108,6 +109,7 @@ private:
     cublasLtHandle_t handle_ = nullptr;
     DeviceBuffer workspace_;
     DeviceBuffer int32_scratch_;  // int8 accumulators, kInt8ScratchBytes, made on the first int8 GEMM
+    DeviceBuffer int8_padded_x_;  // int8 x of fewer than 32 rows, padded with zero rows for cuBLASLt
     std::map<std::string, std::unique_ptr<Plan>> plans_;
 };
 

@@ -232,8 +232,9 @@ def test_int8_linear_matches_cpu_bit_for_bit(rng, m, algo, out_dtype, bias):
 
 
 def test_int8_linear_in_row_chunks_matches_cpu(rng):
-    """m * n * 4 bytes beyond the 64 MiB int32 scratch: the GEMM runs in row chunks."""
-    m, n, k = 1100, 16384, 32
+    """m * n * 4 bytes beyond the 64 MiB int32 scratch: the GEMM runs in chunks of 1024 rows, the last
+    one (5 rows) padded to cuBLASLt's minimum."""
+    m, n, k = 1029, 16384, 32
     x = rng.integers(-128, 128, (m, k), dtype=np.int8)
     w = rng.integers(-127, 128, (n, k), dtype=np.int8)
     weight_scale = rng.uniform(0.5, 2.0, n).astype(np.float32) / 127

@@ -90,7 +90,7 @@ if has build || has test || has tp; then
     fi
     xdist=()
     "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4 --dist loadfile)
-    timeout 300 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
+    timeout 480 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi

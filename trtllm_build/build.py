@@ -86,6 +86,21 @@ def _sm_arch(target: str) -> int | None:
     return int(_core.cuda_device_sm_arch(0))
 
 
+CUDA_QUANT_GEMM_ALIGN = 16  # cuBLASLt FP8 / INT8: 16-byte leading dimensions (and our GEMV's 16-byte loads)
+
+
+def _check_cuda_quantized_gemms(ops: list[dict[str, Any]], weight_shapes: dict[str, tuple[int, ...]]) -> None:
+    """The CUDA backend runs fp8_linear / int8_linear with n and k multiples of 16; say so at build time."""
+    for op in ops:
+        if op["op"] not in ("fp8_linear", "int8_linear"):
+            continue
+        n, k = weight_shapes[op["weights"]["weight"]]
+        if n % CUDA_QUANT_GEMM_ALIGN or k % CUDA_QUANT_GEMM_ALIGN:
+            raise BuildError(f"{op['op']} writing {op['outputs'][0]!r} has weight [{n}, {k}]: the cuda target needs "
+                             f"n and k multiples of {CUDA_QUANT_GEMM_ALIGN} (cuBLASLt FP8/INT8 alignment); build "
+                             "for --target cpu, or convert with a weight-only scheme")
+
+
 def _check_replaceable(output_dir: Path) -> None:
     """Only an empty dir or an earlier engine dir may be replaced: never delete a user's other files."""
     if not output_dir.exists():
@@ -108,11 +123,13 @@ def build_rank(checkpoint_dir: Path, output_dir: Path, rank: int, build: BuildCo
         graph = relayout_weight_only_for_cuda(graph)
     build_options = {**dataclasses.asdict(build), "tp_rank": rank, "pass_stats": graph.meta["passes"]}
     ops = [node.to_json() for node in graph.nodes]
+    weight_shapes = {name: w.shape for name, w in graph.weights.items()}
+    if build.target == "cuda":
+        _check_cuda_quantized_gemms(ops, weight_shapes)
     sm_arch = _sm_arch(build.target)  # first: a clear error when there is no GPU to tune on
     tactics: dict[str, Any] = {}
     if build.target == "cuda":
-        tactics = select_gemm_tactics(ops, graph.meta["memory_plan"],
-                                      {name: w.shape for name, w in graph.weights.items()}, build.max_num_tokens)
+        tactics = select_gemm_tactics(ops, graph.meta["memory_plan"], weight_shapes, build.max_num_tokens)
     write_engine(output_dir / f"rank{rank}.engine", target=build.target, sm_arch=sm_arch,
                  opset_version=OPSET_VERSION, build_options=build_options, model_config=model.to_dict(),
                  ops=ops, inputs=graph.inputs, outputs=graph.outputs,

@@ -1,10 +1,12 @@
 """Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
 
-For every distinct `linear` shape of the engine (n, k, activation dtype, output dtype, bias) and
+For every distinct GEMM shape of the engine (`linear`, `fp8_linear`, `int8_linear`: n, k, input
+dtype, output dtype, bias) and
 a few m buckets (1, 4, 8, 16, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
 runtime's `_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's
-heuristic offers, and for m <= 4 our GEMV kernel, and keeps the fastest ("gemv" or the
-cuBLASLt algorithm in hex). The result goes into the engine's `tactics`:
+heuristic offers, and for m <= 4 our GEMV kernel (bf16/fp16, fp8 or int8 inputs), and keeps the
+fastest ("gemv" or the cuBLASLt algorithm in hex). A quantized shape's input dtype is
+float8_e4m3fn or int8 (its key says so); int8 timings include the int32 -> output epilogue. The result goes into the engine's `tactics`:
 
     {"gemm": {"cublaslt_version": 130002, "buckets": [1, 8, ...],
               "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
@@ -30,6 +32,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 M_BUCKETS = (1, 4, 8, 16, 32, 128, 512)  # 16: the weight-only GEMV's last size
+GEMM_OPS = ("linear", "fp8_linear", "int8_linear")  # the ops CublasLtGemm runs, keyed alike
 
 
 def gemm_buckets(max_num_tokens: int) -> list[int]:
@@ -38,11 +41,12 @@ def gemm_buckets(max_num_tokens: int) -> list[int]:
 
 def gemm_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
                 weight_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int, str, str, bool]]:
-    """shape key -> (n, k, dtype, out_dtype, has_bias) of every `linear` op, keyed as the runtime keys them."""
+    """shape key -> (n, k, dtype, out_dtype, has_bias) of every GEMM op, keyed as the runtime keys them
+    (dtype: the input's, float8_e4m3fn / int8 for the quantized linears)."""
     tensors = memory_plan["tensors"]
     shapes = {}
     for op in ops:
-        if op["op"] != "linear":
+        if op["op"] not in GEMM_OPS:
             continue
         n, k = weight_shapes[op["weights"]["weight"]]
         dtype, out_dtype = tensors[op["inputs"][0]]["dtype"], tensors[op["outputs"][0]]["dtype"]

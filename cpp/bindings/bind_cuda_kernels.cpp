@@ -2,6 +2,7 @@
 // conventions as _core.kernels: 16-bit activations travel as uint16 bit patterns). Each call
 // copies its inputs to the device, poisons the outputs with NaN bytes (so an element the kernel
 // never writes shows up), runs the kernel, synchronizes and copies the results back.
+// Quantized arrays travel as raw bytes, as in _core.kernels: float8_e4m3fn as uint8 bit patterns, int8 as int8.
 // Also _core.cuda_autotune_gemm, the builder's tactic search.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -17,8 +18,11 @@
 #include "elementwise/elementwise_cuda.h"
 #include "embedding/embedding_cuda.h"
 #include "gemm/gemm_cuda.h"
+#include "gemm/quant_gemm_cuda.h"
 #include "gemm/weight_only_cuda.h"
 #include "norm/norm_cuda.h"
+#include "quantization/quantize.h"
+#include "quantization/quantize_cuda.h"
 #include "sampling/sampling_cuda.h"
 #include "trtllm/cuda_utils.h"
 
@@ -35,6 +39,17 @@ DType float_dtype(const std::string& name) {
     if (name == "bfloat16") return DType::kBFloat16;
     if (name == "float16") return DType::kFloat16;
     throw std::invalid_argument("dtype must be 'float32', 'bfloat16' or 'float16', got '" + name + "'");
+}
+
+DType quantized_dtype(const std::string& name) {
+    if (name == "float8_e4m3fn") return DType::kFloat8E4M3;
+    if (name == "int8") return DType::kInt8;
+    throw std::invalid_argument("quantized dtype must be 'float8_e4m3fn' or 'int8', got '" + name + "'");
+}
+
+// A GEMM's input dtype: a float activation dtype, or a quantized one (fp8_linear / int8_linear).
+DType gemm_input_dtype(const std::string& name) {
+    return name == "float8_e4m3fn" || name == "int8" ? quantized_dtype(name) : float_dtype(name);
 }
 
 py::array contiguous(const py::array& a) { return py::array::ensure(a, py::array::c_style); }
@@ -66,6 +81,45 @@ py::array download(const DeviceBuffer& d, DType dt, const std::vector<py::ssize_
 
 std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 size_t esz(DType dt) { return trtllm::dtype_size(dt); }
+
+py::array download_quantized(const DeviceBuffer& d, DType dt, const std::vector<py::ssize_t>& shape) {
+    CHECK_CUDA(cudaDeviceSynchronize());
+    py::array out = dt == DType::kInt8 ? py::array(py::array_t<int8_t>(shape)) : py::array(py::array_t<uint8_t>(shape));
+    CHECK_CUDA(cudaMemcpy(out.mutable_data(), d.get(), static_cast<size_t>(out.nbytes()), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+// An output quantization on the device, from float32 scales [1] or [cols] (1 / scale as the backend computes it).
+struct DeviceQuant {
+    DeviceBuffer inv_scale;
+    trtllm::kernels::OutputQuantCuda q;
+};
+
+std::optional<DeviceQuant> device_quant(const std::optional<py::array>& scale, const std::optional<std::string>& out_dtype) {
+    if (scale.has_value() != out_dtype.has_value()) throw std::invalid_argument("pass out_scale and out_dtype together");
+    if (!scale) return std::nullopt;
+    const py::array s = contiguous(*scale);
+    if (std::string(py::str(s.dtype())) != "float32") throw std::invalid_argument("out_scale must be float32");
+    const auto host = trtllm::kernels::make_output_quant(quantized_dtype(*out_dtype), static_cast<const float*>(s.data()),
+                                                         static_cast<int64_t>(s.size()));
+    DeviceQuant d;
+    d.inv_scale = DeviceBuffer(host.inv_scale.size() * sizeof(float));
+    CHECK_CUDA(cudaMemcpy(d.inv_scale.get(), host.inv_scale.data(), d.inv_scale.bytes(), cudaMemcpyHostToDevice));
+    d.q = {host.dtype, d.inv_scale.as<float>(), static_cast<int64_t>(host.inv_scale.size())};
+    return d;
+}
+
+const trtllm::kernels::OutputQuantCuda* quant_ptr(const std::optional<DeviceQuant>& d) { return d ? &d->q : nullptr; }
+
+// Bytes of an output of `elems` elements: 1 per element when quantized.
+size_t out_bytes(const std::optional<DeviceQuant>& d, DType dt, int64_t elems) {
+    return static_cast<size_t>(elems) * (d ? 1 : esz(dt));
+}
+
+py::array download_out(const DeviceBuffer& b, const std::optional<DeviceQuant>& d, DType dt,
+                       const std::vector<py::ssize_t>& shape) {
+    return d ? download_quantized(b, d->q.dtype, shape) : download(b, dt, shape);
+}
 
 py::array gemm(const py::array& x, const py::array& w, const std::optional<py::array>& bias, const std::string& dtype,
                const std::optional<std::string>& out_dtype, const std::optional<std::string>& algo) {
@@ -145,39 +199,51 @@ py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, in
     return out;
 }
 
-py::array rms_norm(const py::array& x, const py::array& w, const std::string& dtype, int64_t chunk, float eps) {
+py::array rms_norm(const py::array& x, const py::array& w, const std::string& dtype, int64_t chunk, float eps,
+                   const std::optional<py::array>& out_scale, const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const auto quant = device_quant(out_scale, out_dtype);
     const int64_t rows = x.shape(0), dim = x.shape(1);
-    DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(w, esz(dt), "weight"), dy = poisoned(dx.bytes());
-    trtllm::kernels::rms_norm_cuda(dx.get(), dw.get(), dy.get(), dt, rows, dim, chunk == 0 ? dim : chunk, eps, nullptr);
-    return download(dy, dt, shape_of(x));
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(w, esz(dt), "weight");
+    DeviceBuffer dy = poisoned(out_bytes(quant, dt, rows * dim));
+    trtllm::kernels::rms_norm_cuda(dx.get(), dw.get(), dy.get(), dt, rows, dim, chunk == 0 ? dim : chunk, eps, nullptr,
+                                   quant_ptr(quant));
+    return download_out(dy, quant, dt, shape_of(x));
 }
 
-py::tuple add_rms_norm(const py::array& a, const py::array& b, const py::array& w, const std::string& dtype, float eps) {
+py::tuple add_rms_norm(const py::array& a, const py::array& b, const py::array& w, const std::string& dtype, float eps,
+                       const std::optional<py::array>& out_scale, const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const auto quant = device_quant(out_scale, out_dtype);
     DeviceBuffer da = upload(a, esz(dt), "a"), dbb = upload(b, esz(dt), "b"), dw = upload(w, esz(dt), "weight");
-    DeviceBuffer dn = poisoned(da.bytes()), ds = poisoned(da.bytes());
+    DeviceBuffer dn = poisoned(out_bytes(quant, dt, a.size())), ds = poisoned(da.bytes());
     trtllm::kernels::add_rms_norm_cuda(da.get(), dbb.get(), dw.get(), dn.get(), ds.get(), dt, a.shape(0), a.shape(1), eps,
-                                       nullptr);
-    return py::make_tuple(download(dn, dt, shape_of(a)), download(ds, dt, shape_of(a)));
+                                       nullptr, quant_ptr(quant));
+    return py::make_tuple(download_out(dn, quant, dt, shape_of(a)), download(ds, dt, shape_of(a)));
 }
 
-py::array layer_norm(const py::array& x, const py::array& w, const py::array& bias, const std::string& dtype, float eps) {
+py::array layer_norm(const py::array& x, const py::array& w, const py::array& bias, const std::string& dtype, float eps,
+                     const std::optional<py::array>& out_scale, const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const auto quant = device_quant(out_scale, out_dtype);
     DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(w, esz(dt), "weight"), db = upload(bias, esz(dt), "bias");
-    DeviceBuffer dy = poisoned(dx.bytes());
-    trtllm::kernels::layer_norm_cuda(dx.get(), dw.get(), db.get(), dy.get(), dt, x.shape(0), x.shape(1), eps, nullptr);
-    return download(dy, dt, shape_of(x));
+    DeviceBuffer dy = poisoned(out_bytes(quant, dt, x.size()));
+    trtllm::kernels::layer_norm_cuda(dx.get(), dw.get(), db.get(), dy.get(), dt, x.shape(0), x.shape(1), eps, nullptr,
+                                     quant_ptr(quant));
+    return download_out(dy, quant, dt, shape_of(x));
 }
 
 py::tuple add_layer_norm(const py::array& a, const py::array& b, const py::array& w, const py::array& bias,
-                         const std::string& dtype, float eps) {
+                         const std::string& dtype, float eps, const std::optional<py::array>& out_scale,
+                         const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const auto quant = device_quant(out_scale, out_dtype);
     DeviceBuffer da = upload(a, esz(dt), "a"), dbb = upload(b, esz(dt), "b"), dw = upload(w, esz(dt), "weight");
-    DeviceBuffer dbias = upload(bias, esz(dt), "bias"), dn = poisoned(da.bytes()), ds = poisoned(da.bytes());
+    DeviceBuffer dbias = upload(bias, esz(dt), "bias"), dn = poisoned(out_bytes(quant, dt, a.size()));
+    DeviceBuffer ds = poisoned(da.bytes());
     trtllm::kernels::add_layer_norm_cuda(da.get(), dbb.get(), dw.get(), dbias.get(), dn.get(), ds.get(), dt, a.shape(0),
-                                         a.shape(1), eps, nullptr);
-    return py::make_tuple(download(dn, dt, shape_of(a)), download(ds, dt, shape_of(a)));
+                                         a.shape(1), eps, nullptr, quant_ptr(quant));
+    return py::make_tuple(download_out(dn, quant, dt, shape_of(a)), download(ds, dt, shape_of(a)));
 }
 
 py::array add(const py::array& a, const py::array& b, const std::string& dtype) {
@@ -188,19 +254,74 @@ py::array add(const py::array& a, const py::array& b, const std::string& dtype) 
     return download(dy, dt, shape_of(a));
 }
 
-py::array silu_mul(const py::array& x, const std::string& dtype) {
+py::array silu_mul(const py::array& x, const std::string& dtype, const std::optional<py::array>& out_scale,
+                   const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const auto quant = device_quant(out_scale, out_dtype);
     const int64_t rows = x.shape(0), inter = x.shape(1) / 2;
-    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(static_cast<size_t>(rows * inter) * esz(dt));
-    trtllm::kernels::silu_mul_cuda(dx.get(), dy.get(), dt, rows, inter, nullptr);
-    return download(dy, dt, {rows, inter});
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(out_bytes(quant, dt, rows * inter));
+    trtllm::kernels::silu_mul_cuda(dx.get(), dy.get(), dt, rows, inter, nullptr, quant_ptr(quant));
+    return download_out(dy, quant, dt, {rows, inter});
 }
 
-py::array gelu_tanh(const py::array& x, const std::string& dtype) {
+// x [rows, cols] (or any shape without out_scale).
+py::array gelu_tanh(const py::array& x, const std::string& dtype, const std::optional<py::array>& out_scale,
+                    const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
-    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(dx.bytes());
-    trtllm::kernels::gelu_tanh_cuda(dx.get(), dy.get(), dt, x.size(), nullptr);
-    return download(dy, dt, shape_of(x));
+    const auto quant = device_quant(out_scale, out_dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(out_bytes(quant, dt, x.size()));
+    const int64_t cols = x.ndim() > 0 ? x.shape(x.ndim() - 1) : 1;
+    trtllm::kernels::gelu_tanh_cuda(dx.get(), dy.get(), dt, x.size(), nullptr, quant_ptr(quant), cols);
+    return download_out(dy, quant, dt, shape_of(x));
+}
+
+py::array quantize(const py::array& x, const py::array& scale, const std::string& dtype, const std::string& out_dtype) {
+    const DType dt = float_dtype(dtype);
+    if (x.ndim() != 2) throw std::invalid_argument("quantize: need x [rows, cols]");
+    const auto quant = device_quant(scale, out_dtype);
+    DeviceBuffer dx = upload(x, esz(dt), "x"), dy = poisoned(static_cast<size_t>(x.size()));
+    trtllm::kernels::quantize_cuda(dx.get(), dt, dy.get(), quant->q, x.shape(0), x.shape(1), nullptr);
+    return download_quantized(dy, quant->q.dtype, shape_of(x));
+}
+
+// fp8_linear / int8_linear: x [m, k] and weight [n, k] quantized (fp8 as uint8 bits), bias [n] in out_dtype.
+py::array quant_linear(DType qdt, const py::array& x, const py::array& w, const trtllm::kernels::GemmScales& scales,
+                       const std::optional<py::array>& bias, const std::string& out_dtype,
+                       const std::optional<std::string>& algo) {
+    const DType ydt = float_dtype(out_dtype);
+    if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1)) throw std::invalid_argument("need x [m, k], weight [n, k]");
+    const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(0);
+    trtllm::kernels::GemmShape shape{n, k, qdt, ydt, bias.has_value()};
+    DeviceBuffer dx = upload(x, 1, "x"), dw = upload(w, 1, "weight");
+    DeviceBuffer db = bias ? upload(*bias, esz(ydt), "bias (in out_dtype)") : DeviceBuffer();
+    DeviceBuffer dy = poisoned(static_cast<size_t>(m * n) * esz(ydt));
+    trtllm::kernels::CublasLtGemm g;
+    std::optional<trtllm::kernels::GemmTactic> a;
+    if (algo) a = trtllm::kernels::gemm_tactic_from_string(*algo);
+    g.run(shape, m, dx.get(), dw.get(), bias ? db.get() : nullptr, dy.get(), a ? &*a : nullptr, nullptr, &scales);
+    return download(dy, ydt, {m, n});
+}
+
+py::array fp8_linear(const py::array& x, const py::array& w, float weight_scale, float input_scale,
+                     const std::optional<py::array>& bias, const std::string& out_dtype,
+                     const std::optional<std::string>& algo) {
+    trtllm::kernels::GemmScales scales;
+    scales.alpha = input_scale * weight_scale;
+    return quant_linear(DType::kFloat8E4M3, x, w, scales, bias, out_dtype, algo);
+}
+
+py::array int8_linear(const py::array& x, const py::array& w, const py::array_t<float, py::array::c_style | py::array::forcecast>& weight_scale,
+                      float input_scale, const std::optional<py::array>& bias, const std::string& out_dtype,
+                      const std::optional<std::string>& algo) {
+    if (w.ndim() != 2 || weight_scale.ndim() != 1 || weight_scale.shape(0) != w.shape(0)) {
+        throw std::invalid_argument("int8_linear: need weight [n, k] and weight_scale [n]");
+    }
+    std::vector<float> alpha(static_cast<size_t>(weight_scale.shape(0)));
+    for (size_t i = 0; i < alpha.size(); ++i) alpha[i] = input_scale * weight_scale.data()[i];
+    DeviceBuffer d_alpha = upload(py::array_t<float>(alpha.size(), alpha.data()), 4, "alpha");
+    trtllm::kernels::GemmScales scales;
+    scales.alpha_per_n = d_alpha.as<float>();
+    return quant_linear(DType::kInt8, x, w, scales, bias, out_dtype, algo);
 }
 
 py::array add_bias(const py::array& x, const py::array& bias, const std::string& dtype) {
@@ -447,7 +568,7 @@ py::tuple sample_rows(const py::array_t<float, py::array::c_style | py::array::f
 
 py::list autotune_gemm(int64_t n, int64_t k, const std::string& dtype, const std::string& out_dtype, bool has_bias,
                        const std::vector<int64_t>& ms, int max_algos, int reps) {
-    trtllm::kernels::GemmShape shape{n, k, float_dtype(dtype), float_dtype(out_dtype), has_bias};
+    trtllm::kernels::GemmShape shape{n, k, gemm_input_dtype(dtype), float_dtype(out_dtype), has_bias};
     std::vector<trtllm::kernels::CublasLtGemm::Tuned> tuned;
     {
         py::gil_scoped_release release;
@@ -470,13 +591,25 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("gemm", &gemm, "x"_a, "weight"_a, "bias"_a = py::none(), py::kw_only(), "dtype"_a, "out_dtype"_a = py::none(),
           "algo"_a = py::none(),
           "x[m, k] @ weight[n, k].T + bias (bias in out_dtype); algo: a tactic ('gemv' or cuBLASLt's in hex)");
-    k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f);
-    k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f);
-    k.def("layer_norm", &layer_norm, "x"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);
-    k.def("add_layer_norm", &add_layer_norm, "a"_a, "b"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f);
+    k.def("rms_norm", &rms_norm, "x"_a, "weight"_a, "dtype"_a, "chunk"_a = 0, "eps"_a = 1e-6f,
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none());
+    k.def("add_rms_norm", &add_rms_norm, "a"_a, "b"_a, "weight"_a, "dtype"_a, "eps"_a = 1e-6f,
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none());
+    k.def("layer_norm", &layer_norm, "x"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f,
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none());
+    k.def("add_layer_norm", &add_layer_norm, "a"_a, "b"_a, "weight"_a, "bias"_a, "dtype"_a, "eps"_a = 1e-5f,
+          "out_scale"_a = py::none(), "out_dtype"_a = py::none());
     k.def("add", &add, "a"_a, "b"_a, "dtype"_a);
-    k.def("silu_mul", &silu_mul, "x"_a, "dtype"_a);
-    k.def("gelu_tanh", &gelu_tanh, "x"_a, "dtype"_a);
+    k.def("silu_mul", &silu_mul, "x"_a, "dtype"_a, "out_scale"_a = py::none(), "out_dtype"_a = py::none());
+    k.def("gelu_tanh", &gelu_tanh, "x"_a, "dtype"_a, "out_scale"_a = py::none(), "out_dtype"_a = py::none());
+    k.def("quantize", &quantize, "x"_a, "scale"_a, py::kw_only(), "dtype"_a, "out_dtype"_a,
+          "x [rows, cols] -> quantized (uint8 fp8 bits or int8) with float32 scale [1] or [cols]");
+    k.def("fp8_linear", &fp8_linear, "x"_a, "weight"_a, "weight_scale"_a, "input_scale"_a, "bias"_a = py::none(),
+          py::kw_only(), "out_dtype"_a = "float32", "algo"_a = py::none(),
+          "x fp8 bits [m, k] @ weight fp8 bits [n, k].T * (input_scale * weight_scale) + bias (bias in out_dtype)");
+    k.def("int8_linear", &int8_linear, "x"_a, "weight"_a, "weight_scale"_a, "input_scale"_a, "bias"_a = py::none(),
+          py::kw_only(), "out_dtype"_a = "float32", "algo"_a = py::none(),
+          "float(x int8 [m, k] @ weight int8 [n, k].T) * (input_scale * weight_scale[n]) + bias (bias in out_dtype)");
     k.def("add_bias", &add_bias, "x"_a, "bias"_a, "dtype"_a);
     k.def("embedding", &embedding, "ids"_a, "table"_a, "dtype"_a);
     k.def("gather_rows", &gather_rows, "x"_a, "rows"_a);
@@ -506,6 +639,7 @@ void bind_cuda_kernels(py::module_& m) {
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,
           "max_algos"_a = 16, "reps"_a = 20,
           "Times cuBLASLt's candidate algorithms for y[m, n] = x[m, k] w[n, k]^T at each m on GPU 0; returns per m "
-          "the fastest as {m, algo (hex), best_us, default_us, candidates}.");
+          "the fastest as {m, algo (hex or 'gemv'), best_us, default_us, candidates}. dtype float8_e4m3fn / int8: "
+          "the quantized GEMM of fp8_linear / int8_linear (n, k multiples of 16).");
     m.def("cublaslt_version", &trtllm::kernels::CublasLtGemm::version);
 }

@@ -2,6 +2,7 @@
 // and pointers allow (the arena is 256-byte aligned), scalars otherwise.
 #include "cuda_common.cuh"
 #include "elementwise/elementwise_cuda.h"
+#include "quantization/quantize_cuda.cuh"
 
 namespace trtllm::kernels {
 namespace {
@@ -76,6 +77,26 @@ __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
     }
 }
 
+// Quantized outputs (op set v2): the same float32 math as the kernels above, one element per
+// thread step, stored through `store` (Q(v, out_scale[col])).
+template <class T, class Store>
+__global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int64_t inter) {
+    const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const int64_t r = i / inter, c = i % inter;
+        const T* gate = x + r * 2 * inter + c;
+        store(i, c, silu(to_float(gate[0])) * to_float(gate[inter]));
+    }
+}
+
+template <class T, class Store>
+__global__ void gelu_quant_kernel(const T* x, Store store, int64_t n, int64_t cols) {
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
+        store(i, i % cols, gelu_tanh_f(to_float(x[i])));
+    }
+}
+
 template <class T>
 __global__ void add_bias_kernel(T* x, const T* bias, int64_t rows, int64_t n) {
     const int64_t total = rows * n, stride = int64_t{gridDim.x} * blockDim.x;
@@ -101,7 +122,24 @@ void add_cuda(const void* a, const void* b, void* y, DType dtype, int64_t n, cud
     CHECK_LAUNCH("add_kernel");
 }
 
-void gelu_tanh_cuda(const void* x, void* y, DType dtype, int64_t n, cudaStream_t stream) {
+void gelu_tanh_cuda(const void* x, void* y, DType dtype, int64_t n, cudaStream_t stream, const OutputQuantCuda* quant,
+                    int64_t cols) {
+    if (quant != nullptr) {
+        if (quant->per_channel() && (cols <= 0 || n % cols != 0)) {
+            throw std::invalid_argument("gelu_tanh: per-channel quantization needs cols dividing n");
+        }
+        if (!quant->per_channel()) cols = 1;
+        check_output_quant(*quant, cols, "gelu_tanh");
+        if (n <= 0) return;
+        TRTLLM_DISPATCH_FLOAT(dtype, T, {
+            TRTLLM_DISPATCH_STORE(T, quant, y, {
+                gelu_quant_kernel<T, Store><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                           store, n, cols);
+            });
+        });
+        CHECK_LAUNCH("gelu_quant_kernel");
+        return;
+    }
     if (n <= 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (n % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
@@ -115,8 +153,20 @@ void gelu_tanh_cuda(const void* x, void* y, DType dtype, int64_t n, cudaStream_t
     CHECK_LAUNCH("gelu_kernel");
 }
 
-void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t inter, cudaStream_t stream) {
+void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t inter, cudaStream_t stream,
+                   const OutputQuantCuda* quant) {
+    if (quant != nullptr) check_output_quant(*quant, inter, "silu_mul");
     if (rows <= 0 || inter <= 0) return;
+    if (quant != nullptr) {
+        TRTLLM_DISPATCH_FLOAT(dtype, T, {
+            TRTLLM_DISPATCH_STORE(T, quant, y, {
+                silu_mul_quant_kernel<T, Store><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
+                    static_cast<const T*>(x), store, rows, inter);
+            });
+        });
+        CHECK_LAUNCH("silu_mul_quant_kernel");
+        return;
+    }
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (inter % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
             silu_mul_kernel<T, true><<<blocks_for(rows * inter / kVec<T>, kThreads), kThreads, 0, stream>>>(

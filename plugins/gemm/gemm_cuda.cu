@@ -6,6 +6,7 @@
 
 #include "cuda_common.cuh"
 #include "elementwise/elementwise_cuda.h"
+#include "gemm/quant_gemm_cuda.h"
 
 namespace trtllm::kernels {
 namespace {
@@ -23,6 +24,8 @@ cudaDataType_t cuda_type(DType dt) {
         case DType::kFloat32: return CUDA_R_32F;
         case DType::kBFloat16: return CUDA_R_16BF;
         case DType::kFloat16: return CUDA_R_16F;
+        case DType::kFloat8E4M3: return CUDA_R_8F_E4M3;
+        case DType::kInt8: return CUDA_R_8I;
         default: throw std::invalid_argument(std::string("cuBLASLt GEMM: unsupported dtype ") + dtype_name(dt));
     }
 }
@@ -123,6 +126,12 @@ void gemv(const GemmShape& s, int64_t m, const void* x, const void* w, const voi
     }
 }
 
+// cuBLASLt's int8 GEMM wants more than 16 rows of x (torch._int_mm refuses m <= 16 for this
+// reason): fewer rows run padded with zero rows to this many, and only the real rows are kept.
+constexpr int64_t kInt8MinRows = 32;
+
+int64_t lt_rows(const GemmShape& s, int64_t m) { return s.x_dtype == DType::kInt8 ? std::max(m, kInt8MinRows) : m; }
+
 // Heuristic preferences: our workspace, and split-K partial sums added in float32 (in the
 // workspace) or not split at all. cuBLASLt may otherwise add them in the output type (bf16),
 // rounding more than once, against the op set's "accumulate in float32, round once".
@@ -139,7 +148,20 @@ cublasLtMatmulPreference_t make_preference(uint64_t workspace_bytes) {
 
 }  // namespace
 
+bool is_quantized_gemm(const GemmShape& s) { return s.x_dtype == DType::kFloat8E4M3 || s.x_dtype == DType::kInt8; }
+
+void check_quantized_gemm_shape(const GemmShape& s) {
+    const bool y_ok = s.y_dtype == DType::kBFloat16 || s.y_dtype == DType::kFloat16 || s.y_dtype == DType::kFloat32;
+    if (!is_quantized_gemm(s) || !y_ok || s.k <= 0 || s.n <= 0 || s.k % 16 != 0 || s.n % 16 != 0 ||
+        s.n >= (int64_t{1} << 31) || s.k >= (int64_t{1} << 31)) {
+        throw std::invalid_argument("quantized GEMM " + s.key() +
+                                    ": the CUDA backend needs fp8 / int8 inputs, a bf16 / fp16 / float32 output and "
+                                    "n, k multiples of 16 (cuBLASLt's 16-byte leading dimensions)");
+    }
+}
+
 bool gemv_supported(const GemmShape& s, int64_t m) {
+    if (is_quantized_gemm(s)) return m >= 1 && m <= kGemvMaxRows && s.k % 16 == 0 && s.n % 16 == 0;
     const bool half = s.x_dtype == DType::kBFloat16 || s.x_dtype == DType::kFloat16;
     return half && (s.y_dtype == s.x_dtype || s.y_dtype == DType::kFloat32) && m >= 1 && m <= kGemvMaxRows &&
            s.k % 8 == 0 && s.n < (int64_t{1} << 31) && s.k < (int64_t{1} << 31);
@@ -220,8 +242,11 @@ CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cubl
     if (it != plans_.end()) return *it->second;
 
     auto p = std::make_unique<Plan>();
-    const cudaDataType_t xt = cuda_type(s.x_dtype), yt = cuda_type(s.y_dtype);
-    CHECK_CUBLAS(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    // int8: exact int32 accumulators out (our epilogue scales them); everything else float32 compute.
+    const bool int8 = s.x_dtype == DType::kInt8;
+    const cudaDataType_t xt = cuda_type(s.x_dtype), yt = int8 ? CUDA_R_32I : cuda_type(s.y_dtype);
+    CHECK_CUBLAS(cublasLtMatmulDescCreate(&p->desc, int8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F,
+                                          int8 ? CUDA_R_32I : CUDA_R_32F));
     const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
     CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
@@ -257,7 +282,7 @@ CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cubl
         return true;
     };
     bool ok = false;
-    if (s.has_bias) {
+    if (s.has_bias && !int8) {
         const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
         p->bias_epilogue = ok = find_algo();
@@ -272,21 +297,75 @@ CublasLtGemm::Plan& CublasLtGemm::plan(const GemmShape& s, int64_t m, const cubl
     return *(plans_[key] = std::move(p));
 }
 
+cublasStatus_t CublasLtGemm::matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const GemmShape& s,
+                                    const void* x, const void* w, void* y, const GemmScales* scales,
+                                    cudaStream_t stream) {
+    if (s.x_dtype == DType::kInt8) {  // int32 scalars with int32 compute; alpha is applied in our epilogue
+        const int32_t alpha = 1, beta = 0;
+        return cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo, workspace_.get(),
+                              workspace_.bytes(), stream);
+    }
+    // fp8: alpha = fl(input_scale * weight_scale), so D = fl(acc * alpha) (+ bias), as the op says.
+    const float alpha = scales != nullptr ? scales->alpha : 1.0f, beta = 0.0f;
+    return cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo, workspace_.get(),
+                          workspace_.bytes(), stream);
+}
+
+void CublasLtGemm::run_int8(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
+                            const cublasLtMatmulAlgo_t* preferred, const GemmScales& scales, cudaStream_t stream) {
+    // Made on the first int8 GEMM, an eager run: a CUDA graph captures a bucket only after running it eagerly.
+    if (int32_scratch_.bytes() == 0) int32_scratch_ = DeviceBuffer(kInt8ScratchBytes);
+    const int64_t chunk = std::max(kInt8MinRows, static_cast<int64_t>(int32_scratch_.bytes()) / (s.n * 4));
+    if (chunk * s.n * 4 > static_cast<int64_t>(int32_scratch_.bytes())) {
+        throw std::invalid_argument("int8 GEMM " + s.key() + ": n too large for the int32 scratch");
+    }
+    auto* acc = int32_scratch_.as<int32_t>();
+    for (int64_t m0 = 0; m0 < m; m0 += chunk) {
+        const int64_t rows = std::min(chunk, m - m0);
+        const void* xs = static_cast<const int8_t*>(x) + m0 * s.k;
+        if (rows < kInt8MinRows) {
+            const size_t real = static_cast<size_t>(rows * s.k), padded = static_cast<size_t>(kInt8MinRows * s.k);
+            if (int8_padded_x_.bytes() < padded) int8_padded_x_ = DeviceBuffer(padded);
+            CHECK_CUDA(cudaMemcpyAsync(int8_padded_x_.get(), xs, real, cudaMemcpyDeviceToDevice, stream));
+            CHECK_CUDA(cudaMemsetAsync(int8_padded_x_.as<int8_t>() + real, 0, padded - real, stream));
+            xs = int8_padded_x_.get();
+        }
+        Plan& p = plan(s, lt_rows(s, rows), preferred);
+        CHECK_CUBLAS(matmul(p, p.algo, s, xs, w, acc, &scales, stream));
+        int8_epilogue_cuda(acc, scales.alpha_per_n, bias, static_cast<std::byte*>(y) + m0 * s.n * dtype_size(s.y_dtype),
+                           s.y_dtype, rows, s.n, stream);
+    }
+}
+
 void CublasLtGemm::run(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
-                       const GemmTactic* tactic, cudaStream_t stream) {
+                       const GemmTactic* tactic, cudaStream_t stream, const GemmScales* scales) {
     if (m <= 0) return;
     if ((bias != nullptr) != s.has_bias) throw std::invalid_argument("GEMM: bias pointer disagrees with the shape's has_bias");
+    const bool quantized = is_quantized_gemm(s);
+    if (quantized) {
+        check_quantized_gemm_shape(s);
+        if (scales == nullptr || (s.x_dtype == DType::kInt8 && scales->alpha_per_n == nullptr)) {
+            throw std::invalid_argument("quantized GEMM " + s.key() + " needs its scales");
+        }
+    }
     if (tactic != nullptr && tactic->gemv && gemv_supported(s, m) && cuda::aligned16(x) && cuda::aligned16(w)) {
-        gemv(s, m, x, w, bias, y, stream);
+        if (quantized) {
+            quant_gemv_cuda(s, m, x, w, bias, y, *scales, stream);
+        } else {
+            gemv(s, m, x, w, bias, y, stream);
+        }
         return;
     }
-    Plan& p = plan(s, m, tactic != nullptr && !tactic->gemv ? &tactic->algo : nullptr);
+    const cublasLtMatmulAlgo_t* preferred = tactic != nullptr && !tactic->gemv ? &tactic->algo : nullptr;
+    if (s.x_dtype == DType::kInt8) {
+        run_int8(s, m, x, w, bias, y, preferred, *scales, stream);
+        return;
+    }
+    Plan& p = plan(s, m, preferred);
     if (p.bias_epilogue) {
         CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
-    const float alpha = 1.0f, beta = 0.0f;
-    CHECK_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo,
-                                workspace_.get(), workspace_.bytes(), stream));
+    CHECK_CUBLAS(matmul(p, p.algo, s, x, w, y, scales, stream));
     if (s.has_bias && !p.bias_epilogue) {
         add_bias_cuda(y, bias, s.y_dtype, m, s.n, stream);
     }
@@ -296,18 +375,34 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
                                                         int max_algos, int reps) {
     if (ms.empty()) return {};
     const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+    const bool quantized = is_quantized_gemm(s), int8 = s.x_dtype == DType::kInt8;
+    if (quantized) check_quantized_gemm_shape(s);
     CudaStream stream;
-    DeviceBuffer x(static_cast<size_t>(max_m * s.k) * dtype_size(s.x_dtype));
+    const int64_t max_lt_m = lt_rows(s, max_m);
+    DeviceBuffer x(static_cast<size_t>(max_lt_m * s.k) * dtype_size(s.x_dtype));
     DeviceBuffer w(static_cast<size_t>(s.n * s.k) * dtype_size(s.x_dtype));
     DeviceBuffer y(static_cast<size_t>(max_m * s.n) * dtype_size(s.y_dtype));
     DeviceBuffer bias(s.has_bias ? static_cast<size_t>(s.n) * dtype_size(s.y_dtype) : 0);
-    fill_random(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
-    fill_random(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+    // int8: cuBLASLt writes int32 accumulators (the whole m at once here), our epilogue reads them.
+    DeviceBuffer acc(int8 ? static_cast<size_t>(max_lt_m * s.n) * sizeof(int32_t) : 0);
+    DeviceBuffer alpha_per_n(int8 ? static_cast<size_t>(s.n) * sizeof(float) : 0);
+    if (quantized) {
+        fill_random_quantized(x.get(), s.x_dtype, max_lt_m * s.k, 1, stream.get());
+        fill_random_quantized(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+    } else {
+        fill_random(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
+        fill_random(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+    }
+    if (int8) fill_random(alpha_per_n.get(), DType::kFloat32, s.n, 4, stream.get());
     if (s.has_bias) fill_random(bias.get(), s.y_dtype, s.n, 3, stream.get());
+    GemmScales scales;
+    scales.alpha = 1e-2f;
+    scales.alpha_per_n = int8 ? alpha_per_n.as<float>() : nullptr;
     CudaEvent start, stop;
     std::vector<Tuned> out;
     for (const int64_t m : ms) {
-        Plan& base = plan(s, m, nullptr);  // descriptors (with the epilogue decision) + the heuristic's choice
+        // Descriptors (with the epilogue decision) + the heuristic's choice; int8 at its padded rows.
+        Plan& base = plan(s, lt_rows(s, m), nullptr);
         cublasLtMatmulPreference_t pref = make_preference(workspace_.bytes());
         std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(1, max_algos)));
         int found = 0;
@@ -318,12 +413,15 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
             const void* bp = bias.get();
             CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(base.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
         }
-        const float alpha = 1.0f, beta = 0.0f;
         auto time_algo = [&](const cublasLtMatmulAlgo_t& algo) -> float {
-            auto once = [&] {
-                return cublasLtMatmul(handle_, base.desc, &alpha, w.get(), base.a, x.get(), base.b, &beta, y.get(),
-                                      base.d, y.get(), base.d, &algo, workspace_.get(), workspace_.bytes(),
-                                      stream.get());
+            auto once = [&] {  // int8: the epilogue is part of every cuBLASLt candidate's time
+                const cublasStatus_t st = matmul(base, algo, s, x.get(), w.get(), int8 ? acc.get() : y.get(), &scales,
+                                                 stream.get());
+                if (int8 && st == CUBLAS_STATUS_SUCCESS) {
+                    int8_epilogue_cuda(acc.as<int32_t>(), scales.alpha_per_n, s.has_bias ? bias.get() : nullptr,
+                                       y.get(), s.y_dtype, m, s.n, stream.get());
+                }
+                return st;
             };
             for (int i = 0; i < 3; ++i) {
                 if (once() != CUBLAS_STATUS_SUCCESS) return -1.0f;
@@ -351,9 +449,16 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
         }
         if (gemv_supported(s, m)) {
             const void* bp = s.has_bias ? bias.get() : nullptr;
-            for (int i = 0; i < 3; ++i) gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+            auto once = [&] {
+                if (quantized) {
+                    quant_gemv_cuda(s, m, x.get(), w.get(), bp, y.get(), scales, stream.get());
+                } else {
+                    gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+                }
+            };
+            for (int i = 0; i < 3; ++i) once();
             CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
-            for (int i = 0; i < reps; ++i) gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+            for (int i = 0; i < reps; ++i) once();
             CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
             CHECK_CUDA(cudaEventSynchronize(stop.get()));
             float ms_total = 0.0f;

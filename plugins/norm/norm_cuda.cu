@@ -5,6 +5,7 @@
 
 #include "cuda_common.cuh"
 #include "norm/norm_cuda.h"
+#include "quantization/quantize_cuda.cuh"
 
 namespace trtllm::kernels {
 namespace {
@@ -17,9 +18,10 @@ int threads_for(int64_t dim) {
     return t;
 }
 
-// kMode: 0 rms, 1 layer norm. a + b (when b != nullptr) is rounded into `sum` first.
-template <class T, int kMode>
-__global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, T* normed, T* sum,
+// kMode: 0 rms, 1 layer norm. a + b (when b != nullptr) is rounded into `sum` first. The
+// normalized values go through `normed` (the activation dtype, or quantized).
+template <class T, int kMode, class Store>
+__global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
@@ -44,7 +46,7 @@ __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = (to_float(x[i]) - mean) * inv * to_float(weight[i]);
         if constexpr (kMode == 1) v += to_float(bias[i]);
-        normed[off + i] = from_float<T>(v);
+        normed(off + i, i, v);
     }
 }
 
@@ -70,13 +72,16 @@ void check(int64_t rows, int64_t dim) {
 
 template <int kMode>
 void launch_row(const void* a, const void* b, const void* w, const void* bias, void* normed, void* sum, DType dtype,
-                int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
+                int64_t rows, int64_t dim, float eps, cudaStream_t stream, const OutputQuantCuda* quant) {
     check(rows, dim);
+    if (quant != nullptr) check_output_quant(*quant, dim, "norm");
     if (rows == 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        norm_row_kernel<T, kMode><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
-            static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
-            static_cast<const T*>(bias), static_cast<T*>(normed), static_cast<T*>(sum), dim, eps);
+        TRTLLM_DISPATCH_STORE(T, quant, normed, {
+            norm_row_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
+                static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+                static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
+        });
     });
     CHECK_LAUNCH("norm_row_kernel");
 }
@@ -84,15 +89,16 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
 }  // namespace
 
 void rms_norm_cuda(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim, int64_t chunk,
-                   float eps, cudaStream_t stream) {
+                   float eps, cudaStream_t stream, const OutputQuantCuda* quant) {
     check(rows, dim);
     if (chunk <= 0 || dim % chunk != 0) {
         throw std::invalid_argument("rms_norm: chunk " + std::to_string(chunk) + " must divide dim " + std::to_string(dim));
     }
     if (chunk == dim) {
-        launch_row<0>(x, nullptr, weight, nullptr, y, nullptr, dtype, rows, dim, eps, stream);
+        launch_row<0>(x, nullptr, weight, nullptr, y, nullptr, dtype, rows, dim, eps, stream, quant);
         return;
     }
+    if (quant != nullptr) throw std::invalid_argument("rms_norm: a quantized output needs chunk == dim on CUDA");
     if (rows == 0) return;
     const int64_t num_chunks = rows * (dim / chunk);
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
@@ -103,18 +109,19 @@ void rms_norm_cuda(const void* x, const void* weight, void* y, DType dtype, int6
 }
 
 void add_rms_norm_cuda(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
-                       int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
-    launch_row<0>(a, b, weight, nullptr, normed, sum, dtype, rows, dim, eps, stream);
+                       int64_t rows, int64_t dim, float eps, cudaStream_t stream, const OutputQuantCuda* quant) {
+    launch_row<0>(a, b, weight, nullptr, normed, sum, dtype, rows, dim, eps, stream, quant);
 }
 
 void layer_norm_cuda(const void* x, const void* weight, const void* bias, void* y, DType dtype, int64_t rows,
-                     int64_t dim, float eps, cudaStream_t stream) {
-    launch_row<1>(x, nullptr, weight, bias, y, nullptr, dtype, rows, dim, eps, stream);
+                     int64_t dim, float eps, cudaStream_t stream, const OutputQuantCuda* quant) {
+    launch_row<1>(x, nullptr, weight, bias, y, nullptr, dtype, rows, dim, eps, stream, quant);
 }
 
 void add_layer_norm_cuda(const void* a, const void* b, const void* weight, const void* bias, void* normed, void* sum,
-                         DType dtype, int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
-    launch_row<1>(a, b, weight, bias, normed, sum, dtype, rows, dim, eps, stream);
+                         DType dtype, int64_t rows, int64_t dim, float eps, cudaStream_t stream,
+                         const OutputQuantCuda* quant) {
+    launch_row<1>(a, b, weight, bias, normed, sum, dtype, rows, dim, eps, stream, quant);
 }
 
 }  // namespace trtllm::kernels

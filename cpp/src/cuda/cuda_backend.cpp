@@ -6,6 +6,11 @@
 // are enqueued; then either the logits rows come back to pinned memory (the executor samples on
 // the host) or the rows are sampled on the device and only tokens come back (forward_sample).
 //
+// Quantized ops (op set v2): `quantize` and the fused quantized outputs of norms and activations
+// store Q(x, out_scale) with 1 / out_scale computed on the host as the CPU backend does;
+// fp8_linear / int8_linear run through CublasLtGemm with GemmScales (see gemm_cuda.h), tuned per
+// shape and m bucket like `linear`. Activations of dtype fp8 / int8 are 1-byte arena slots.
+//
 // Pure-decode iterations are replayed from CUDA graphs, one per batch-size bucket (1, 2, 4, ...):
 // the batch is padded to the bucket with dummy one-token requests whose KV writes land in a
 // trash block past the pool's last block, so a graph's launch shapes never change. A bucket is
@@ -24,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -35,6 +41,8 @@
 #include "gemm/gemm_cuda.h"
 #include "gemm/weight_only_cuda.h"
 #include "norm/norm_cuda.h"
+#include "quantization/quantize.h"
+#include "quantization/quantize_cuda.h"
 #include "sampling/sampling_cuda.h"
 #include "trtllm/backend.h"
 #include "trtllm/cuda_utils.h"
@@ -125,6 +133,23 @@ DeviceBuffer upload_as_float(const void* host, DType dtype, int64_t n) {
     return d;
 }
 
+template <class T>
+DeviceBuffer upload_vector(const std::vector<T>& v) {
+    DeviceBuffer d(v.size() * sizeof(T));
+    CHECK_CUDA(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+// A quantized op's float32 scale weight of 1 or `count` elements (the CPU backend's checks).
+const WeightView& quant_scale(const Op& op, const char* role, int64_t count) {
+    const WeightView* w = op.weight(role);
+    if (w == nullptr || w->dtype != DType::kFloat32 || (w->numel() != 1 && w->numel() != count)) {
+        throw std::invalid_argument(std::string(op_kind_name(op.kind)) + " needs a float32 '" + role + "' of 1 or " +
+                                    std::to_string(count) + " elements");
+    }
+    return *w;
+}
+
 class CudaBackend final : public Backend {
 public:
     CudaBackend(std::shared_ptr<const Model> model, int64_t num_kv_blocks, int tokens_per_block,
@@ -190,6 +215,8 @@ public:
                 }
                 if (tile_tokens_ == 0) tile_tokens_ = kernels::attention_tile_tokens(op.num_heads, op.num_kv_heads);
             }
+            if (op.kind == OpKind::kFp8Linear || op.kind == OpKind::kInt8Linear) prepare_quant_linear(op, p);
+            prepare_output_quant(op, p);
         }
 
         if (tile_tokens_ == 0) tile_tokens_ = 1;
@@ -400,7 +427,86 @@ private:
         const void* bias = nullptr;
         std::string tactic_key;
         DeviceBuffer owned;  // a converted bias, or rope inv_freq
+        // Quantized ops (op set v2).
+        kernels::GemmScales scales;                         // fp8_linear / int8_linear
+        DeviceBuffer alpha_per_n;                           // int8_linear's alpha [n]
+        std::optional<kernels::OutputQuantCuda> out_quant;  // the op's first output is quantized
+        DeviceBuffer inv_scale;                             // out_quant's 1 / out_scale
+        const kernels::OutputQuantCuda* quant() const { return out_quant ? &*out_quant : nullptr; }
     };
+
+    // fp8_linear / int8_linear: shape (checked against cuBLASLt's alignment), alpha, device bias.
+    void prepare_quant_linear(const Op& op, Prepared& p) {
+        const WeightView& w = *op.weight("weight");
+        const WeightView* b = op.weight("bias");
+        const Slot& in = op.inputs.at(0);
+        const Slot& out = op.outputs.at(0);
+        const bool fp8 = op.kind == OpKind::kFp8Linear;
+        const DType qdt = fp8 ? DType::kFloat8E4M3 : DType::kInt8;
+        if (w.dtype != qdt || in.dtype != qdt) {
+            throw std::invalid_argument(std::string("CUDA backend: ") + op_kind_name(op.kind) + " needs " +
+                                        dtype_name(qdt) + " weights and input, got " + dtype_name(w.dtype) + " / " +
+                                        dtype_name(in.dtype));
+        }
+        const int64_t n = w.shape.at(0), k = w.shape.at(1);
+        p.shape = {n, k, qdt, out.dtype, b != nullptr};
+        kernels::check_quantized_gemm_shape(p.shape);
+        p.tactic_key = p.shape.key();
+        const float input_scale = *static_cast<const float*>(quant_scale(op, "input_scale", 1).data);
+        const WeightView& ws = quant_scale(op, "weight_scale", fp8 ? 1 : n);
+        const auto* wsp = static_cast<const float*>(ws.data);
+        if (fp8) {
+            p.scales.alpha = input_scale * wsp[0];
+        } else {
+            if (ws.numel() != n) throw std::invalid_argument("int8_linear needs a per-channel weight_scale");
+            std::vector<float> alpha(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) alpha[static_cast<size_t>(i)] = input_scale * wsp[i];
+            p.alpha_per_n = upload_vector(alpha);
+            p.scales.alpha_per_n = p.alpha_per_n.as<float>();
+        }
+        if (b == nullptr) return;
+        if (b->dtype == out.dtype) {
+            p.bias = dev(b->data);
+        } else if (out.dtype == DType::kFloat32) {  // the epilogue reads the bias in y's dtype
+            p.owned = upload_as_float(b->data, b->dtype, b->numel());
+            p.bias = p.owned.get();
+        } else {
+            throw std::invalid_argument(std::string("CUDA backend: ") + op_kind_name(op.kind) + " bias of dtype " +
+                                        dtype_name(b->dtype) + " with a " + dtype_name(out.dtype) + " output");
+        }
+    }
+
+    // An op whose first output is fp8 / int8 stores Q(result, out_scale): 1 / out_scale as the CPU computes it.
+    static void prepare_output_quant(const Op& op, Prepared& p) {
+        if (op.outputs.empty()) return;
+        const Slot& out = op.outputs.at(0);
+        if (out.dtype != DType::kFloat8E4M3 && out.dtype != DType::kInt8) {
+            if (op.kind == OpKind::kQuantize) {
+                throw std::invalid_argument(std::string("quantize writes float8_e4m3fn or int8, not ") + dtype_name(out.dtype));
+            }
+            return;
+        }
+        const bool can_quantize = op.kind == OpKind::kQuantize || op.kind == OpKind::kRmsNorm ||
+                                  op.kind == OpKind::kLayerNorm || op.kind == OpKind::kAddRmsNorm ||
+                                  op.kind == OpKind::kAddLayerNorm || op.kind == OpKind::kSiluMul ||
+                                  op.kind == OpKind::kGeluTanh;
+        if (!can_quantize) {
+            throw std::invalid_argument(std::string("CUDA backend: ") + op_kind_name(op.kind) + " cannot write a " +
+                                        dtype_name(out.dtype) + " output (op set v2 quantizes norms, activations "
+                                        "and `quantize` only)");
+        }
+        const WeightView& s = quant_scale(op, "out_scale", out.cols);
+        const kernels::OutputQuant host =
+            kernels::make_output_quant(out.dtype, static_cast<const float*>(s.data), s.numel());
+        p.inv_scale = upload_vector(host.inv_scale);
+        p.out_quant = kernels::OutputQuantCuda{out.dtype, p.inv_scale.as<float>(), s.numel()};
+    }
+
+    void run_quant_linear(const Op& op, const Prepared& p, int64_t rows, cudaStream_t s) {
+        gemm_->run(p.shape, rows, ptr(op.inputs.at(0)), dev(op.weight("weight")->data), p.bias, ptr(op.outputs.at(0)),
+                   tactics_.find(p.tactic_key, rows), s, &p.scales);
+    }
+
     struct Graph {
         cudaGraphExec_t exec = nullptr;
         int eager_runs = 0;
@@ -617,30 +723,31 @@ private:
                 break;
             case OpKind::kRmsNorm: {
                 const WeightView& w = *op.weight("weight");
-                kernels::rms_norm_cuda(ptr(in), dev(w.data), ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps, s);
+                kernels::rms_norm_cuda(ptr(in), dev(w.data), ptr(out), in.dtype, rows, in.cols, w.shape[0], op.eps, s,
+                                       p.quant());
                 break;
             }
             case OpKind::kLayerNorm:
                 kernels::layer_norm_cuda(ptr(in), dev(op.weight("weight")->data), dev(op.weight("bias")->data), ptr(out),
-                                         in.dtype, rows, in.cols, op.eps, s);
+                                         in.dtype, rows, in.cols, op.eps, s, p.quant());
                 break;
             case OpKind::kAddRmsNorm:
                 kernels::add_rms_norm_cuda(ptr(in), ptr(op.inputs[1]), dev(op.weight("weight")->data), ptr(out),
-                                           ptr(op.outputs[1]), in.dtype, rows, in.cols, op.eps, s);
+                                           ptr(op.outputs[1]), in.dtype, rows, in.cols, op.eps, s, p.quant());
                 break;
             case OpKind::kAddLayerNorm:
                 kernels::add_layer_norm_cuda(ptr(in), ptr(op.inputs[1]), dev(op.weight("weight")->data),
                                              dev(op.weight("bias")->data), ptr(out), ptr(op.outputs[1]), in.dtype, rows,
-                                             in.cols, op.eps, s);
+                                             in.cols, op.eps, s, p.quant());
                 break;
             case OpKind::kAdd:
                 kernels::add_cuda(ptr(in), ptr(op.inputs[1]), ptr(out), in.dtype, rows * in.cols, s);
                 break;
             case OpKind::kSiluMul:
-                kernels::silu_mul_cuda(ptr(in), ptr(out), in.dtype, rows, out.cols, s);
+                kernels::silu_mul_cuda(ptr(in), ptr(out), in.dtype, rows, out.cols, s, p.quant());
                 break;
             case OpKind::kGeluTanh:
-                kernels::gelu_tanh_cuda(ptr(in), ptr(out), in.dtype, rows * in.cols, s);
+                kernels::gelu_tanh_cuda(ptr(in), ptr(out), in.dtype, rows * in.cols, s, p.quant(), in.cols);
                 break;
             case OpKind::kAttention: {
                 kernels::AttentionParams params;
@@ -686,6 +793,13 @@ private:
                 kernels::concat_shards_cuda(gather_scratch_.get(), ptr(out), elem, rows, in.cols, op.tp_size, s);
                 break;
             }
+            case OpKind::kQuantize:
+                kernels::quantize_cuda(ptr(in), in.dtype, ptr(out), *p.quant(), rows, in.cols, s);
+                break;
+            case OpKind::kFp8Linear:
+            case OpKind::kInt8Linear:
+                run_quant_linear(op, p, rows, s);
+                break;
             case OpKind::kGatherRows:
                 kernels::gather_rows_cuda(ptr(in), dev_i32(off_rows_), ptr(out), num_rows,
                                           in.cols * static_cast<int64_t>(dtype_size(in.dtype)), s);

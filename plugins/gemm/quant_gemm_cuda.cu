@@ -1,0 +1,201 @@
+// Quantized GEMV (decode: m <= 4) and the int8 epilogue. The GEMV is the bf16 GEMV's scheme with
+// 1-byte elements: each warp computes kCols output columns, its lanes reading 16-byte vectors
+// (16 weights) of each row, so x is loaded (and, for fp8, widened) once for kCols columns and all
+// m rows. FP8 products are exact in float32 and summed in float32; int8 products are summed
+// exactly in int32 by dp4a. The epilogue multiplies and adds with __fmul_rn / __fadd_rn so that
+// nvcc cannot contract them into one FMA: the op contract rounds after the multiply, as the CPU
+// emulation does.
+#include <string>
+#include <type_traits>
+
+#include "cuda_common.cuh"
+#include "gemm/quant_gemm_cuda.h"
+#include "quantization/quantize_cuda.cuh"
+
+namespace trtllm::kernels {
+namespace {
+
+constexpr int kBytesPerLoad = 16;
+constexpr int kCols = 4;   // output columns per warp; n % 16 == 0 makes every block full
+constexpr int kWarps = 4;  // warps per block: 16 columns
+
+// 16 float8_e4m3fn values -> float32, exactly, in integer and float ops instead of conversion
+// instructions (a quarter of the ALU rate): the sign and the 7 exponent/mantissa bits shifted
+// into a float's bits give value * 2^-120 for normals and subnormals alike (the fp8 subnormal
+// lands on a float denormal), and one multiply by 2^120 is exact. Needs denormals kept (no
+// --use_fast_math). The NaN code 0x7f becomes 480: activations are NaN only if the model is.
+__device__ __forceinline__ void fp8x16_to_float(const uint4& v, float (&f)[16]) {
+    const float k2pow120 = __uint_as_float((127u + 120u) << 23);
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const uint32_t byte = words[i] >> (8 * b);
+            const uint32_t bits = ((byte & 0x80u) << 24) | ((byte & 0x7fu) << 20);
+            f[4 * i + b] = __uint_as_float(bits) * k2pow120;
+        }
+    }
+}
+
+__device__ __forceinline__ void dot16_int8(const uint4& a, const uint4& b, int& acc) {
+    acc = __dp4a(static_cast<int>(a.x), static_cast<int>(b.x), acc);
+    acc = __dp4a(static_cast<int>(a.y), static_cast<int>(b.y), acc);
+    acc = __dp4a(static_cast<int>(a.z), static_cast<int>(b.z), acc);
+    acc = __dp4a(static_cast<int>(a.w), static_cast<int>(b.w), acc);
+}
+
+__device__ __forceinline__ uint4 load16(const uint8_t* p) { return *reinterpret_cast<const uint4*>(p); }
+
+template <class Acc>
+__device__ __forceinline__ Acc warp_sum_acc(Acc v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// The op's epilogue on one accumulator: fp8 fl(acc · alpha), int8 fl(float(acc) · alpha[j]); + bias.
+__device__ __forceinline__ float epilogue(float acc, float alpha, const float* /*alpha_per_n*/, int /*j*/) {
+    return __fmul_rn(acc, alpha);
+}
+__device__ __forceinline__ float epilogue(int acc, float /*alpha*/, const float* alpha_per_n, int j) {
+    return __fmul_rn(__int2float_rn(acc), alpha_per_n[j]);
+}
+
+// Acc float: fp8 inputs; Acc int: int8 inputs. Columns j0 .. j0 + kCols - 1 of y[M, n].
+template <class Acc, class TY, int M>
+__global__ void quant_gemv_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w,
+                                  const TY* __restrict__ bias, TY* __restrict__ y, int n, int k, float alpha,
+                                  const float* __restrict__ alpha_per_n) {
+    constexpr int V = kBytesPerLoad;
+    constexpr bool kFp8 = std::is_same_v<Acc, float>;
+    const int j0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kCols;
+    if (j0 >= n) return;  // n % kCols == 0: the warp's columns all exist
+    const int lane = threadIdx.x % 32;
+    Acc acc[M][kCols];
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[mi][c] = 0;
+    }
+    for (int x0 = lane * V; x0 < k; x0 += 32 * V) {
+        uint4 wv[kCols];
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) wv[c] = load16(w + int64_t{j0 + c} * k + x0);
+#pragma unroll
+        for (int mi = 0; mi < M; ++mi) {
+            const uint4 xv = load16(x + int64_t{mi} * k + x0);
+            if constexpr (kFp8) {
+                float xf[V], wf[V];
+                fp8x16_to_float(xv, xf);
+#pragma unroll
+                for (int c = 0; c < kCols; ++c) {
+                    fp8x16_to_float(wv[c], wf);
+#pragma unroll
+                    for (int i = 0; i < V; ++i) acc[mi][c] += wf[i] * xf[i];  // exact products
+                }
+            } else {
+#pragma unroll
+                for (int c = 0; c < kCols; ++c) dot16_int8(wv[c], xv, acc[mi][c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[mi][c] = warp_sum_acc(acc[mi][c]);
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const int j = j0 + c;
+#pragma unroll
+            for (int mi = 0; mi < M; ++mi) {
+                float v = epilogue(acc[mi][c], alpha, alpha_per_n, j);
+                if (bias != nullptr) v = __fadd_rn(v, cuda::to_float(bias[j]));
+                y[int64_t{mi} * n + j] = cuda::from_float<TY>(v);
+            }
+        }
+    }
+}
+
+template <class Acc, class TY>
+void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
+                       const GemmScales& s, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((n + kWarps * kCols - 1) / (kWarps * kCols)));
+    const auto* xp = static_cast<const uint8_t*>(x);
+    const auto* wp = static_cast<const uint8_t*>(w);
+    const auto* bp = static_cast<const TY*>(bias);
+    auto* yp = static_cast<TY*>(y);
+    const int ni = static_cast<int>(n), ki = static_cast<int>(k);
+    switch (m) {
+        case 1: quant_gemv_kernel<Acc, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 2: quant_gemv_kernel<Acc, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 3: quant_gemv_kernel<Acc, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        default: quant_gemv_kernel<Acc, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+    }
+    CHECK_LAUNCH("quant_gemv_kernel");
+}
+
+template <class TY>
+__global__ void int8_epilogue_kernel(const int32_t* __restrict__ acc, const float* __restrict__ alpha,
+                                     const TY* __restrict__ bias, TY* __restrict__ y, int64_t total, int64_t n) {
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const int64_t c = i % n;
+        float v = __fmul_rn(__int2float_rn(acc[i]), alpha[c]);
+        if (bias != nullptr) v = __fadd_rn(v, cuda::to_float(bias[c]));
+        y[i] = cuda::from_float<TY>(v);
+    }
+}
+
+__global__ void fill_random_quantized_kernel(uint8_t* p, int64_t n, uint32_t seed, bool int8) {
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+        uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+        h ^= h >> 16;
+        h *= 0x7feb352du;
+        h ^= h >> 15;
+        p[i] = int8 ? static_cast<uint8_t>(static_cast<int>(h % 255u) - 127)
+                    : cuda::float_to_fp8(static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f);
+    }
+}
+
+}  // namespace
+
+void quant_gemv_cuda(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y,
+                     const GemmScales& scales, cudaStream_t stream) {
+    if (m < 1 || m > kGemvMaxRows) throw std::invalid_argument("quantized GEMV: m = " + std::to_string(m) + " > 4");
+    check_quantized_gemm_shape(s);
+    const bool int8 = s.x_dtype == DType::kInt8;
+    if (int8 && scales.alpha_per_n == nullptr) throw std::invalid_argument("int8 GEMV needs alpha_per_n");
+    TRTLLM_DISPATCH_FLOAT(s.y_dtype, TY, {
+        if (int8) {
+            launch_quant_gemv<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+        } else {
+            launch_quant_gemv<float, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+        }
+    });
+}
+
+void int8_epilogue_cuda(const int32_t* acc, const float* alpha, const void* bias, void* y, DType y_dtype, int64_t m,
+                        int64_t n, cudaStream_t stream) {
+    if (m <= 0 || n <= 0) return;
+    constexpr int kThreads = 256;
+    TRTLLM_DISPATCH_FLOAT(y_dtype, TY, {
+        int8_epilogue_kernel<TY><<<cuda::blocks_for(m * n, kThreads), kThreads, 0, stream>>>(
+            acc, alpha, static_cast<const TY*>(bias), static_cast<TY*>(y), m * n, n);
+    });
+    CHECK_LAUNCH("int8_epilogue_kernel");
+}
+
+void fill_random_quantized(void* p, DType dtype, int64_t n, uint32_t seed, cudaStream_t stream) {
+    if (dtype != DType::kInt8 && dtype != DType::kFloat8E4M3) {
+        throw std::invalid_argument(std::string("fill_random_quantized: not a quantized dtype: ") + dtype_name(dtype));
+    }
+    if (n <= 0) return;
+    fill_random_quantized_kernel<<<cuda::blocks_for(n, 256), 256, 0, stream>>>(static_cast<uint8_t*>(p), n, seed,
+                                                                               dtype == DType::kInt8);
+    CHECK_LAUNCH("fill_random_quantized_kernel");
+}
+
+}  // namespace trtllm::kernels

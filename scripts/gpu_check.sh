@@ -6,7 +6,7 @@
 # (in /tmp/gpu_check_json) is folded into gpu_check.json, since few files come back from $OUT.
 #
 #   scripts/gpu_check.sh [PHASES]   PHASES: comma-separated, of build, test, bench (the 1B model),
-#                                   bench8b, tp; all = build,test,bench (the default). A phase
+#                                   bench8b, tp, smol (the SmolLM2 GPU tests alone); all = build,test,bench (the default). A phase
 #                                   that needs the build reuses an earlier one on the same machine.
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
@@ -70,32 +70,37 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 nvcc --version | tail -1 || true
 
+  # SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in three parts
+  # (.gpu/smol_0..2) over calls on the same warm machine; the GPU SmolLM2 tests run once all
+  # have arrived, and skip before.
+  mkdir -p /tmp/smolparts /tmp/smolcache
+  for d in .gpu/smol_0 .gpu/smol_1 .gpu/smol_2; do [[ -d $d ]] && cp $d/part_* /tmp/smolparts/; done
+  if [[ -f /tmp/smolparts/part_00 && -f /tmp/smolparts/part_01 && -f /tmp/smolparts/part_02 ]]; then
+    cat /tmp/smolparts/part_0[012] > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
+    export TRTLLM_CACHE_DIR=/tmp/smolcache
+  fi
+
 build_rc=0
 tests_rc=-1
-if has build || has test || has tp; then
+if has build || has test || has tp || has smol; then
   t0=$(date +%s)
   # No build isolation: GPU machines may have no package index; the build tools come from above.
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"
   build_rc=$?
   echo "build: rc $build_rc in $(($(date +%s) - t0)) s"
   if ((build_rc == 0)) && has test; then
-    # SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in three parts
-    # (.gpu/smol_0..2) over calls on the same warm machine; the GPU SmolLM2 tests run once all
-    # have arrived, and skip before.
-    mkdir -p /tmp/smolparts /tmp/smolcache
-    for d in .gpu/smol_0 .gpu/smol_1 .gpu/smol_2; do [[ -d $d ]] && cp $d/part_* /tmp/smolparts/; done
-    if [[ -f /tmp/smolparts/part_00 && -f /tmp/smolparts/part_01 && -f /tmp/smolparts/part_02 ]]; then
-      cat /tmp/smolparts/part_0[012] > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
-      export TRTLLM_CACHE_DIR=/tmp/smolcache
-    fi
     xdist=()
     "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4 --dist loadfile)
     timeout 480 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi
+if has smol && ((build_rc == 0)); then  # the SmolLM2 GPU tests alone, once all its parts are here
+  timeout 300 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_smollm2_cuda.py 2>&1 | tee "$OUT/smol_pytest.log"
+  ((PIPESTATUS[0] == 0)) || tests_rc=1
+fi
 
-if ! has build && ! has test && ! has tp && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
+if ! has build && ! has test && ! has tp && ! has smol && ! "$PYTHON" -c "from trtllm_runtime import _core; assert _core.built_with_cuda" 2>/dev/null; then
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . "${cmake_args[@]}"  # a fresh machine
   build_rc=$?
 fi

@@ -70,15 +70,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 nvcc --version | tail -1 || true
 
-  # SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in three parts
-  # (.gpu/smol_0..2) over calls on the same warm machine; the GPU SmolLM2 tests run once all
-  # have arrived, and skip before.
-  mkdir -p /tmp/smolparts /tmp/smolcache
-  for d in .gpu/smol_0 .gpu/smol_1 .gpu/smol_2; do [[ -d $d ]] && cp $d/part_* /tmp/smolparts/; done
-  if [[ -f /tmp/smolparts/part_00 && -f /tmp/smolparts/part_01 && -f /tmp/smolparts/part_02 ]]; then
-    cat /tmp/smolparts/part_0[012] > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
-    export TRTLLM_CACHE_DIR=/tmp/smolcache
-  fi
+# SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in three parts
+# (.gpu/smol_0..2) over calls on the same warm machine; the GPU SmolLM2 tests run once all
+# have arrived, and skip before.
+mkdir -p /tmp/smolparts /tmp/smolcache
+for d in .gpu/smol_0 .gpu/smol_1 .gpu/smol_2; do [[ -d $d ]] && cp $d/part_* /tmp/smolparts/; done
+if [[ -f /tmp/smolparts/part_00 && -f /tmp/smolparts/part_01 && -f /tmp/smolparts/part_02 ]]; then
+  cat /tmp/smolparts/part_0[012] > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
+  export TRTLLM_CACHE_DIR=/tmp/smolcache
+fi
 
 build_rc=0
 tests_rc=-1

@@ -91,7 +91,7 @@ if has build || has test || has tp || has smol; then
   if ((build_rc == 0)) && has test; then
     xdist=()
     "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4 --dist loadfile)
-    timeout 480 "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
+    timeout ${GPU_TEST_TIMEOUT:-480} "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi

@@ -172,7 +172,8 @@ if has bench8b && ((build_rc == 0)); then
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
       bench8 $B/engine_bf16 ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
-      bench8 $B/engine_bf16 throughput_1k throughput --input-len 1024 --output-len 1024 --num-requests 256
+      [[ ${THROUGHPUT_1K:-1} == 0 ]] ||
+        bench8 $B/engine_bf16 throughput_1k throughput --input-len 1024 --output-len 1024 --num-requests 256
       # Where the time goes (graphs off, so launch gaps count): a 2048-token prefill, then decode.
       for lens in "2048 2" "128 64"; do
         set -- $lens

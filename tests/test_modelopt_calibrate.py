@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -19,8 +20,8 @@ from trtllm_runtime.model_runner import ModelRunner
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-needs_modelopt = pytest.mark.skipif(modelopt_calibrate.modelopt_missing() is not None,
-                                    reason=modelopt_calibrate.modelopt_missing() or "")
+needs_modelopt = pytest.mark.skipif(modelopt_calibrate.modelopt_unavailable() is not None,
+                                    reason=modelopt_calibrate.modelopt_unavailable() or "")
 
 PROMPT = [5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71]  # ids the char tokenizer makes
 CALIB = dict(calib_size=4, calib_seq_len=64, calibrator="modelopt")
@@ -44,23 +45,29 @@ def tiny_llama(tmp_path_factory):
     return tiny_hf.save_trained_scale_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def calibrated(request, tiny_llama, tmp_path_factory):
-    """(engine dir, checkpoint (config, weights), ModelOpt's fake-quant model the checkpoint was read from)."""
-    out = tmp_path_factory.mktemp(request.param)
+def convert_with_modelopt(model_dir, ckpt, options: QuantOptions):
+    """convert(), also returning the ModelOptScales (and so the fake-quant model) it wrote the checkpoint from."""
     made = []
+    calibrate = modelopt_calibrate.calibrate_with_modelopt
 
     def recording(*args, **kwargs):
         made.append(calibrate(*args, **kwargs))
         return made[-1]
 
-    calibrate = modelopt_calibrate.calibrate_with_modelopt
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(modelopt_calibrate, "calibrate_with_modelopt", recording)
-        convert(tiny_llama, out / "ckpt", "float32", 1, CASES[request.param])
+        convert(model_dir, ckpt, "float32", 1, options)
+    return made[0]
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def calibrated(request, tiny_llama, tmp_path_factory):
+    """(engine dir, checkpoint (config, weights), ModelOpt's fake-quant model the checkpoint was read from)."""
+    out = tmp_path_factory.mktemp(request.param)
+    scales = convert_with_modelopt(tiny_llama, out / "ckpt", CASES[request.param])
     engine = build(out / "ckpt", out / "engine", BuildConfig(max_batch_size=2, max_num_tokens=64, target="cpu",
                                                              gather_context_logits=True))
-    return engine, load_checkpoint(out / "ckpt"), made[0].model
+    return engine, load_checkpoint(out / "ckpt"), scales.model
 
 
 def engine_logits(engine_dir) -> np.ndarray:
@@ -123,6 +130,8 @@ def test_checkpoint_holds_the_scales_and_weights_of_modelopts_quantizers(calibra
             if f"{name}.input_scale" in weights:
                 np.testing.assert_allclose(weights[f"{name}.input_scale"], quantizer_scale(module.input_quantizer),
                                            rtol=1e-6)
+            if qc.quant_algo == "W4A16_AWQ":  # ModelOpt's block is our group (16 here: the model is small)
+                assert module.weight_quantizer.block_sizes[-1] == qc.group_size == 16
             if f"{name}.pre_quant_scale" in weights:
                 np.testing.assert_array_equal(weights[f"{name}.pre_quant_scale"],
                                               module.input_quantizer.pre_quant_scale.numpy())
@@ -132,18 +141,8 @@ def test_checkpoint_holds_the_scales_and_weights_of_modelopts_quantizers(calibra
             assert k == v  # one scale per layer for both
 
 
-@needs_modelopt
-def test_awq_block_size_is_the_group_size(calibrated):
-    _, (config, weights), model = calibrated
-    if config.quantization.quant_algo != "W4A16_AWQ":
-        pytest.skip("AWQ only")
-    quantizer = model.get_submodule("model.layers.0.mlp.down_proj").weight_quantizer
-    assert quantizer.block_sizes[-1] == config.quantization.group_size == 16
-    assert weights["layers.0.mlp.down.weight_scale"].shape == (64, 128 // 16)
-
-
 def test_auto_falls_back_to_the_builtin_calibrator_without_modelopt(tiny_llama, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(modelopt_calibrate, "modelopt_missing", lambda: "ModelOpt is not installed (test)")
+    monkeypatch.setattr(modelopt_calibrate, "modelopt_unavailable", lambda config: "ModelOpt is not installed (test)")
     options = QuantOptions("fp8", calib_size=2, calib_seq_len=32)
     with caplog.at_level(logging.WARNING):
         config = convert(tiny_llama, tmp_path / "ckpt", "float32", 1, options)
@@ -152,3 +151,48 @@ def test_auto_falls_back_to_the_builtin_calibrator_without_modelopt(tiny_llama, 
     with pytest.raises(ConfigError, match="--calibrator modelopt: ModelOpt is not installed"):
         convert(tiny_llama, tmp_path / "ckpt2", "float32", 1, dataclasses.replace(options, calibrator="modelopt"))
     assert not (tmp_path / "ckpt2").exists()
+
+
+def torch_perplexity(model, ids: list[int], window: int) -> float:
+    """trtllm-eval's scoring (independent windows, first token of each unscored), in torch."""
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids), window):
+            w = torch.tensor(ids[start:start + window])
+            logprobs = torch.log_softmax(model(w[None]).logits[0, :-1].double(), dim=-1)
+            nll -= float(logprobs[torch.arange(len(w) - 1), w[1:]].sum())
+            count += len(w) - 1
+    return math.exp(nll / count)
+
+
+@needs_modelopt
+@pytest.mark.slow
+def test_smollm2_engine_perplexity_is_within_1_percent_of_modelopt_fake_quant(smollm2_gguf, tmp_path):
+    """The accuracy requirement on real weights (scripts/modelopt_eval.sh measures every scheme),
+    shortened for CI: INT8 SmoothQuant (weights and activations quantized, smoothing folded into
+    the norms by the builder) calibrated on 2 x 128 tokens, scored on 512 tokens of the eval text."""
+    from trtllm_build.quantization.calib_data import builtin_eval_text
+    from trtllm_runtime.cli.eval import perplexity
+    from trtllm_runtime.tokenizer import Tokenizer
+
+    options = QuantOptions("int8_sq", calib_size=2, calib_seq_len=128, calibrator="modelopt")
+    scales = convert_with_modelopt(smollm2_gguf, tmp_path / "ckpt", options)
+    engine = build(tmp_path / "ckpt", tmp_path / "engine", BuildConfig(max_batch_size=2, max_num_tokens=512,
+                                                                       max_seq_len=512, target="cpu",
+                                                                       gather_context_logits=True))
+    ids = Tokenizer.from_dir(engine).encode(builtin_eval_text(), add_special_tokens=False)[:512]
+    with ModelRunner.from_dir(engine) as runner:
+        ours, _ = perplexity(runner, ids, 256)
+    reference = torch_perplexity(scales.model, ids, 256)
+    print(f"SmolLM2 int8_sq perplexity: engine {ours:.3f}, ModelOpt fake quant {reference:.3f}")
+    assert abs(ours / reference - 1) < 0.01
+
+
+@needs_modelopt
+def test_modelopt_calibrates_the_llama_family_only():
+    import tiny_hf
+    from trtllm_build.convert import model_config_from_hf
+
+    assert modelopt_calibrate.modelopt_unavailable(model_config_from_hf(tiny_hf.hf_config("qwen3").to_dict())) is None
+    gpt2 = model_config_from_hf(tiny_hf.hf_config("gpt2").to_dict())
+    assert "supports the llama family here, not gpt2" in modelopt_calibrate.modelopt_unavailable(gpt2)

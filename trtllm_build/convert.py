@@ -557,18 +557,19 @@ def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = N
             from .quantization.calib_data import read_calibration_text
 
             text = read_calibration_text(quant.calib_data)
-        if calibrator == "modelopt":
-            from .quantization.modelopt_calibrate import calibrate_with_modelopt
+            if calibrator == "modelopt":
+                from .quantization.modelopt_calibrate import calibrate_with_modelopt
 
-            prequantized = calibrate_with_modelopt(model_dir, config, text=text, calib_size=quant.calib_size,
-                                                   seq_len=quant.calib_seq_len,
-                                                   smoothquant_alpha=quant.smoothquant_alpha)
-        elif calibrator == "builtin":
-            from .quantization.calibrate import calibrate
+                prequantized = calibrate_with_modelopt(model_dir, config, text=text, calib_size=quant.calib_size,
+                                                       seq_len=quant.calib_seq_len,
+                                                       smoothquant_alpha=quant.smoothquant_alpha)
+            else:
+                from .quantization.calibrate import calibrate
 
-            calib = calibrate(model_dir, config, text=text, calib_size=quant.calib_size, seq_len=quant.calib_seq_len,
-                              keep_awq_rows=config.quantization.quant_algo == "W4A16_AWQ",
-                              kv_cache=config.quantization.kv_cache_quant_algo is not None)
+                calib = calibrate(model_dir, config, text=text, calib_size=quant.calib_size,
+                                  seq_len=quant.calib_seq_len,
+                                  keep_awq_rows=config.quantization.quant_algo == "W4A16_AWQ",
+                                  kv_cache=config.quantization.kv_cache_quant_algo is not None)
     _check_output_dir(output_dir, model_dir)
     logger.info("converting %s (%s) to %s, tp_size %d, %s", model_dir, config.hf_architecture,
                 output_dir, tp_size, config.dtype)

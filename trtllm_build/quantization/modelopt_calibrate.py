@@ -42,11 +42,13 @@ log = logging.getLogger(__name__)
 _REQUIRED = ("torch", "transformers", "modelopt", "requests")
 
 
-def modelopt_missing() -> str | None:
-    """None when ModelOpt can calibrate here; otherwise why not, in one line."""
+def modelopt_unavailable(config: ModelConfig | None = None) -> str | None:
+    """None when ModelOpt can calibrate here (and the model, if given); otherwise why not, in one line."""
     for name in _REQUIRED:
         if importlib.util.find_spec(name) is None:
             return f"NVIDIA ModelOpt calibration needs {name}, which is not installed (pip install 'trtllm[modelopt]')"
+    if config is not None and config.architecture != "llama":  # module names and fusion groups: llama's
+        return f"NVIDIA ModelOpt calibration supports the llama family here, not {config.architecture}"
     return None
 
 
@@ -171,9 +173,6 @@ class ModelOptScales:
 def calibrate_with_modelopt(model_dir: Path, config: ModelConfig, *, text: str, calib_size: int, seq_len: int,
                             smoothquant_alpha: float) -> ModelOptScales:
     """Load the HF model, quantize it with ModelOpt over the calibration text, and return its scales."""
-    if config.architecture != "llama":
-        raise ConvertError(f"ModelOpt calibration supports the llama family here, not {config.architecture}; "
-                           f"use --calibrator builtin")
     model, encode = load_hf_model(model_dir)
     quantize_hf_model(model, config, calibration_batches(encode, text, calib_size, seq_len), smoothquant_alpha)
     return ModelOptScales(model, config)

@@ -56,13 +56,11 @@ def resolve_calibrator(options: QuantOptions, model: ModelConfig) -> str:
     """"modelopt" or "builtin": what calibrates. "auto" takes ModelOpt where it is installed and
     supports the model (the llama family), and says so when it falls back; an explicit "modelopt"
     that cannot run is an error."""
-    from .modelopt_calibrate import modelopt_missing
+    from .modelopt_calibrate import modelopt_unavailable
 
     if options.calibrator == "builtin":
         return "builtin"
-    missing = modelopt_missing()
-    if missing is None and model.architecture != "llama":
-        missing = f"NVIDIA ModelOpt calibration supports the llama family here, not {model.architecture}"
+    missing = modelopt_unavailable(model)
     if missing is None:
         return "modelopt"
     if options.calibrator == "modelopt":

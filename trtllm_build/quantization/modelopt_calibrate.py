@@ -114,8 +114,11 @@ def quantize_hf_model(model, config: ModelConfig, batches: list[list[int]], smoo
     qc = config.quantization
     start = time.monotonic()
     mtq.quantize(model, mtq_config(qc, smoothquant_alpha), _forward_loop(batches))
+    scheme = scheme_of(qc.quant_algo) if qc.quant_algo else None
     with torch.no_grad():
-        if qc.quant_algo is not None:
+        # Weight-only per-channel scales depend on nothing shared (and ModelOpt's fusion step
+        # rejects INT4 without blocks).
+        if scheme is not None and (not scheme.weight_only or scheme.pre_quant_scale):
             for group in linear_groups(config):
                 if len(group) > 1:
                     preprocess_linear_fusion([_linear_module(model, config, name) for name in group])

@@ -32,9 +32,11 @@ PROMPT = [5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71]  # ids the 
 # plus about 30%. A 2-layer model of width 64 with random weights averages little error away;
 # the README's SmolLM2 perplexities are the quality numbers.
 BOUNDS = {"fp8": 0.19, "int8_sq": 0.14, "int8_wo": 0.037, "int4_wo": 0.65, "int4_awq": 0.52, "kv_fp8": 0.105}
+# The built-in calibrator (ModelOpt's: tests/test_modelopt_calibrate.py).
 SCHEMES = {"fp8": QuantOptions("fp8"), "int8_sq": QuantOptions("int8_sq"), "int8_wo": QuantOptions("int8_wo"),
            "int4_wo": QuantOptions("int4_wo"), "int4_awq": QuantOptions("int4_awq", group_size=16),
            "kv_fp8": QuantOptions(None, kv_cache="fp8")}
+SCHEMES = {name: dataclasses.replace(options, calibrator="builtin") for name, options in SCHEMES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +44,7 @@ def tiny_llama(tmp_path_factory):
     """A tiny Llama (GQA, llama3 rope) with weights of a trained model's scale, and a char tokenizer."""
     import tiny_hf
 
-    torch.manual_seed(1)
-    model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("llama3"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(path)
-    tiny_hf.save_char_tokenizer(path)
-    return path
+    return tiny_hf.save_trained_scale_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
 def engine_logits(engine_dir, ids=PROMPT) -> np.ndarray:
@@ -131,7 +125,7 @@ def test_build_rejects_a_checkpoint_with_a_missing_scale(tiny_llama, tmp_path):
 
 def test_awq_group_size_falls_back_when_128_does_not_divide(tiny_llama, tmp_path, caplog):
     config = convert(tiny_llama, tmp_path / "ckpt", "float32", 1,
-                     QuantOptions("int4_awq", calib_size=2, calib_seq_len=32))
+                     QuantOptions("int4_awq", calib_size=2, calib_seq_len=32, calibrator="builtin"))
     assert config.quantization.group_size == 64  # hidden 64, intermediate 128
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["quantization"]["group_size"] == 64
 
@@ -142,7 +136,7 @@ def test_convert_cli_quantizes_and_inspect_names_the_quantized_ops(tiny_llama, t
 
     assert convert_main(["--model-dir", str(tiny_llama), "--output-dir", str(tmp_path / "ckpt"), "--dtype",
                          "float32", "--quant", "int8_sq", "--kv-cache", "fp8", "--calib-size", "2",
-                         "--calib-seq-len", "32", "--smoothquant-alpha", "0.6"]) == 0
+                         "--calib-seq-len", "32", "--smoothquant-alpha", "0.6", "--calibrator", "builtin"]) == 0
     assert build_main(["--checkpoint-dir", str(tmp_path / "ckpt"), "--output-dir", str(tmp_path / "engine"),
                        "--target", "cpu", "--max-num-tokens", "64"]) == 0
     capsys.readouterr()

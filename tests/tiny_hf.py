@@ -42,3 +42,18 @@ def save_char_tokenizer(path) -> None:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
     tok.save(str(path / "tokenizer.json"))
+
+
+def save_trained_scale_llama(path, seed: int = 1):
+    """A tiny Llama (GQA, llama3 rope) with weights of a trained model's scale (norms near 1,
+    the rest N(0, 0.15)) and the char tokenizer, saved into `path`; returns path."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(hf_config("llama3"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
+    model.save_pretrained(path)
+    save_char_tokenizer(path)
+    return path

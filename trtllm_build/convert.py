@@ -445,6 +445,8 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
     for n, group in enumerate(groups, 1):
         if prequantized is not None:
             _store_quantized(ranks, layout, prequantized.group(group))
+            used.update(found for prefix in group
+                        if (found := _find(tensors, _source_of(f"{prefix}.weight", config)[1])) is not None)
             continue
         weights = []
         for prefix in group:
@@ -544,26 +546,36 @@ def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = N
                                  start=start)
     hf, tensors, write_tokenizer = _read_model(model_dir)
     config = model_config_from_hf(hf, dtype, tp_size)
-    calib = None
+    calib = prequantized = None
     if quant is not None and (quant.scheme or quant.kv_cache):
-        from .quantization.options import quant_config
+        from .quantization.options import quant_config, resolve_calibrator
 
-        config.quantization = quant_config(quant, config)
+        calibrator = resolve_calibrator(quant, config) if quant.needs_calibration else None
+        config.quantization = quant_config(quant, config, calibrator)
         config.validate()
-        if quant.needs_calibration:
+        if calibrator is not None:
             from .quantization.calib_data import read_calibration_text
-            from .quantization.calibrate import calibrate
 
-            calib = calibrate(model_dir, config, text=read_calibration_text(quant.calib_data),
-                              calib_size=quant.calib_size, seq_len=quant.calib_seq_len,
-                              keep_awq_rows=config.quantization.quant_algo == "W4A16_AWQ",
-                              kv_cache=config.quantization.kv_cache_quant_algo is not None)
+            text = read_calibration_text(quant.calib_data)
+            if calibrator == "modelopt":
+                from .quantization.modelopt_calibrate import calibrate_with_modelopt
+
+                prequantized = calibrate_with_modelopt(model_dir, config, text=text, calib_size=quant.calib_size,
+                                                       seq_len=quant.calib_seq_len,
+                                                       smoothquant_alpha=quant.smoothquant_alpha)
+            else:
+                from .quantization.calibrate import calibrate
+
+                calib = calibrate(model_dir, config, text=text, calib_size=quant.calib_size,
+                                  seq_len=quant.calib_seq_len,
+                                  keep_awq_rows=config.quantization.quant_algo == "W4A16_AWQ",
+                                  kv_cache=config.quantization.kv_cache_quant_algo is not None)
     _check_output_dir(output_dir, model_dir)
     logger.info("converting %s (%s) to %s, tp_size %d, %s", model_dir, config.hf_architecture,
                 output_dir, tp_size, config.dtype)
 
-    return _write_checkpoint(output_dir, model_dir, config, lambda: convert_weights(config, tensors, calib),
-                             write_tokenizer, start=start)
+    return _write_checkpoint(output_dir, model_dir, config,
+                             lambda: convert_weights(config, tensors, calib, prequantized), write_tokenizer, start=start)
 
 
 def _write_checkpoint(output_dir: Path, model_dir: Path, config: ModelConfig,

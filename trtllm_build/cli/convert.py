@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import DTYPES, ConfigError
 from ..convert import ConvertError, convert
 from ..default_model import DefaultModelError
-from ..quantization.options import QuantOptions
+from ..quantization.options import CALIBRATORS, QuantOptions
 from ..quantization.schemes import CLI_SCHEMES
 
 PROG = "trtllm-convert"
@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "and the MLP size (default 1)")
     q = parser.add_argument_group(
         "quantization", "lm_head and the embeddings stay unquantized. Calibration (fp8, int8_sq, int4_awq, "
-        "--kv-cache fp8) runs the model in torch: pip install 'trtllm[quant]'. A checkpoint already quantized "
-        "by NVIDIA ModelOpt (hf_quant_config.json, or its TensorRT-LLM export) is read as is, without these flags.")
+        "--kv-cache fp8) runs the model in torch, with NVIDIA ModelOpt (pip install 'trtllm[modelopt]') or the "
+        "built-in calibrator (pip install 'trtllm[quant]'). A checkpoint already quantized by ModelOpt "
+        "(hf_quant_config.json, or its TensorRT-LLM export) is read as is, without these flags.")
     q.add_argument("--quant", choices=tuple(CLI_SCHEMES),
                    help="fp8: FP8 E4M3 weights and activations, per-tensor scales; int8_sq: INT8 SmoothQuant "
                         "(per-channel weights, per-tensor activations); int8_wo / int4_wo: weight-only, per "
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--group-size", type=_positive_int,
                    help="int4_awq: inputs per weight scale (default 128; 64 or 32 when 128 does not divide "
                         "the layers' inputs, with a warning)")
+    q.add_argument("--calibrator", choices=CALIBRATORS, default="auto",
+                   help="modelopt: NVIDIA ModelOpt's mtq.quantize (its FP8, INT8 SmoothQuant and INT4 AWQ-lite "
+                        "configs; llama family); builtin: our forward hooks (max, SmoothQuant, AWQ-lite); auto "
+                        "(default): modelopt where it is installed, else builtin with a notice")
     q.add_argument("--smoothquant-alpha", type=float, default=0.5,
                    help="int8_sq: migration strength alpha in [0, 1] (default 0.5)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         quant = QuantOptions(scheme=args.quant, kv_cache=args.kv_cache, calib_data=args.calib_data,
                              calib_size=args.calib_size, calib_seq_len=args.calib_seq_len,
-                             group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha)
+                             group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha,
+                             calibrator=args.calibrator)
         quant.validate()
         convert(args.model_dir, args.output_dir, args.dtype, args.tp_size, quant)
     except (ConvertError, ConfigError, DefaultModelError) as e:

@@ -67,8 +67,9 @@ def calibration_batches(encode, text: str, calib_size: int, seq_len: int) -> lis
     return [ids[i * seq_len:(i + 1) * seq_len] for i in range(count)]
 
 
-def _module(model, hf_weight_name: str):
-    name = hf_weight_name.removesuffix(".weight")
+def find_module(model, hf_name: str):
+    """The submodule of an HF module or weight name (with or without the model's prefix)."""
+    name = hf_name.removesuffix(".weight")
     for candidate in (name, name.removeprefix("model."), name.removeprefix("transformer.")):
         try:
             return model.get_submodule(candidate)
@@ -125,7 +126,7 @@ def calibrate(model_dir: Path, config: ModelConfig, *, text: str, calib_size: in
     modules_seen: dict[int, _InputRecorder] = {}
     for n, group in enumerate(linear_groups(config)):
         layer, leaf = group[0].split(".", 2)[1], group[0].split(".", 2)[2]
-        module = _module(model, table[f"layers.{{i}}.{leaf}.weight"].name.format(i=layer))
+        module = find_module(model, table[f"layers.{{i}}.{leaf}.weight"].name.format(i=layer))
         if id(module) in modules_seen:  # GPT-2's c_attn is q, k and v at once
             recorders[group[0]] = modules_seen[id(module)]
             continue
@@ -151,12 +152,12 @@ def calibrate(model_dir: Path, config: ModelConfig, *, text: str, calib_size: in
     if kv_cache:
         for i in range(config.num_hidden_layers):
             if config.architecture == "gpt2":
-                handles.append(_module(model, f"transformer.h.{i}.attn.c_attn.weight").register_forward_hook(
+                handles.append(find_module(model, f"transformer.h.{i}.attn.c_attn.weight").register_forward_hook(
                     kv_hook(i, "qkv")))
                 continue
             k_name = "self_attn.k_norm" if config.qk_norm else "self_attn.k_proj"
-            handles.append(_module(model, f"model.layers.{i}.{k_name}.weight").register_forward_hook(kv_hook(i, "k")))
-            handles.append(_module(model, f"model.layers.{i}.self_attn.v_proj.weight").register_forward_hook(
+            handles.append(find_module(model, f"model.layers.{i}.{k_name}.weight").register_forward_hook(kv_hook(i, "k")))
+            handles.append(find_module(model, f"model.layers.{i}.self_attn.v_proj.weight").register_forward_hook(
                 kv_hook(i, "v")))
     try:
         with torch.no_grad():

@@ -53,25 +53,29 @@ def quantize_fp8_per_tensor(w: np.ndarray, amax: float | None = None) -> tuple[n
     return to_fp8(w / scale[0]), scale
 
 
-def quantize_int8_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 weight, float32 [N] scale): one scale per output row, amax / 127."""
+def quantize_int8_per_channel(w: np.ndarray, amax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, float32 [N] scale): one scale per output row, amax / 127 (amax [N]: max |row|
+    unless given, e.g. by a calibrator)."""
     w = np.asarray(w, np.float32)
-    scale = _scale_from_amax(np.max(np.abs(w), axis=1), INT8_MAX)
+    scale = _scale_from_amax(np.max(np.abs(w), axis=1) if amax is None else np.reshape(amax, -1), INT8_MAX)
     return to_int(w / scale[:, None], 8), scale
 
 
-def quantize_groupwise(w: np.ndarray, bits: int, group_size: int, scale_dtype: np.dtype
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def quantize_groupwise(w: np.ndarray, bits: int, group_size: int, scale_dtype: np.dtype,
+                       amax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(int8 values, scale [N, K / group_size] in scale_dtype) for weight-only GEMMs.
 
-    The scale is rounded to the activation dtype first (that is what the kernel multiplies by),
-    and the weights are quantized against the rounded scale.
+    The scale (amax / bound; amax [N, K / group_size]: max |group| unless given) is rounded to the
+    activation dtype first (that is what the kernel multiplies by), and the weights are quantized
+    against the rounded scale.
     """
     w = np.asarray(w, np.float32)
     n, k = w.shape
     groups = w.reshape(n, k // group_size, group_size)
     bound = INT4_MAX if bits == 4 else INT8_MAX
-    scale = _scale_from_amax(np.max(np.abs(groups), axis=2), bound).astype(scale_dtype)
+    if amax is None:
+        amax = np.max(np.abs(groups), axis=2)
+    scale = _scale_from_amax(np.reshape(amax, (n, k // group_size)), bound).astype(scale_dtype)
     q = to_int(groups / scale.astype(np.float32)[:, :, None], bits)
     return q.reshape(n, k), scale
 

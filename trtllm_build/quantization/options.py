@@ -13,6 +13,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AWQ_GROUP_SIZE = 128
 FALLBACK_GROUP_SIZES = (64, 32)
+# "modelopt": NVIDIA ModelOpt's mtq.quantize (modelopt_calibrate.py); "builtin": our forward hooks
+# (calibrate.py); "auto": ModelOpt when it is installed.
+CALIBRATORS = ("auto", "modelopt", "builtin")
 
 
 @dataclass
@@ -24,6 +27,7 @@ class QuantOptions:
     calib_seq_len: int = 256           # tokens per calibration sequence
     group_size: int | None = None      # int4_awq: default 128 (64 or 32 when 128 does not divide)
     smoothquant_alpha: float = 0.5
+    calibrator: str = "auto"
 
     def validate(self) -> None:
         if self.scheme is not None and self.scheme not in CLI_SCHEMES:
@@ -37,6 +41,8 @@ class QuantOptions:
             raise ConfigError(f"--smoothquant-alpha must lie in [0, 1], got {self.smoothquant_alpha}")
         if self.group_size is not None and self.scheme != "int4_awq":
             raise ConfigError("--group-size applies to --quant int4_awq only")
+        if self.calibrator not in CALIBRATORS:
+            raise ConfigError(f"--calibrator {self.calibrator!r} is not one of {', '.join(CALIBRATORS)}")
         if self.calib_data is not None and not Path(self.calib_data).is_file():
             raise ConfigError(f"--calib-data {self.calib_data} is not a file")
 
@@ -46,7 +52,24 @@ class QuantOptions:
                                              and scheme_of(CLI_SCHEMES[self.scheme]).needs_calibration)
 
 
-def quant_config(options: QuantOptions, model: ModelConfig) -> QuantConfig:
+def resolve_calibrator(options: QuantOptions, model: ModelConfig) -> str:
+    """"modelopt" or "builtin": what calibrates. "auto" takes ModelOpt where it is installed and
+    supports the model (the llama family), and says so when it falls back; an explicit "modelopt"
+    that cannot run is an error."""
+    from .modelopt_calibrate import modelopt_unavailable
+
+    if options.calibrator == "builtin":
+        return "builtin"
+    missing = modelopt_unavailable(model)
+    if missing is None:
+        return "modelopt"
+    if options.calibrator == "modelopt":
+        raise ConfigError(f"--calibrator modelopt: {missing}")
+    log.warning("%s; calibrating with the built-in calibrator instead", missing)
+    return "builtin"
+
+
+def quant_config(options: QuantOptions, model: ModelConfig, calibrator: str = "builtin") -> QuantConfig:
     """The checkpoint's QuantConfig. AWQ's default group of 128 falls back to 64 (then 32) when it
     does not divide every layer's inputs (SmolLM2's hidden size is 576), with a warning; a group
     size given explicitly must divide them."""
@@ -67,4 +90,4 @@ def quant_config(options: QuantOptions, model: ModelConfig) -> QuantConfig:
     return QuantConfig(quant_algo=algo, kv_cache_quant_algo="FP8" if options.kv_cache == "fp8" else None,
                        group_size=group_size,
                        smoothquant_alpha=options.smoothquant_alpha if options.scheme == "int8_sq" else None,
-                       source="trtllm calibration" if options.needs_calibration else "trtllm round-to-nearest")
+                       source=f"{calibrator} calibration" if options.needs_calibration else "round-to-nearest")

@@ -75,44 +75,71 @@ def _awq_scales(weights: list[np.ndarray], stats: InputStats, group_size: int, d
     return (1.0 / best).astype(np.float32).astype(dtype)
 
 
+@dataclass
+class GroupScales:
+    """What a calibrator decided for linears that read one input, in float32: the weights as the
+    GEMM multiplies them (already divided by pre_quant_scale) and the amaxes the scales come from
+    (scale = amax / max bound). The checkpoint tensors follow from it (`write_group`)."""
+    weights: list[np.ndarray]                  # [N, K] per layer
+    input_amax: float | None = None            # fp8 / int8_sq: max |x * pre_quant_scale|
+    weight_amax: list[np.ndarray] | None = None  # per layer: fp8 [1] (one for the group), int8_sq [N],
+    #                                            grouped [N, K / G]; None: max |w| of each row / group
+    pre_quant_scale: np.ndarray | None = None  # [K]: SmoothQuant's 1 / s, AWQ's 1 / s
+
+
+def write_group(scheme: Scheme, names: list[str], scales: GroupScales, *, dtype: np.dtype,
+                group_size: int | None) -> dict[str, np.ndarray]:
+    """Canonical tensors (`{name}.weight`, `.weight_scale`, ...) of the layers `names` in the form
+    schemes.py describes, quantized with the amaxes of `scales`."""
+    k = scales.weights[0].shape[1]
+    w_amax = scales.weight_amax or [None] * len(names)
+    out: dict[str, np.ndarray] = {}
+    input_scale = None
+    if not scheme.weight_only:
+        bound = numerics.FP8_MAX if scheme.activation_dtype == "float8_e4m3fn" else numerics.INT8_MAX
+        input_scale = np.array([max(scales.input_amax, 1e-12) / bound], np.float32)
+    if scheme.pre_quant_scale:
+        pre = scales.pre_quant_scale.astype(np.float32).astype(dtype)  # stored in the activation dtype
+    for name, w, amax in zip(names, scales.weights, w_amax):
+        if scheme.quant_algo == "FP8":
+            if amax is None:  # one scale for the group: the builder fuses its GEMMs
+                amax = max(float(np.max(np.abs(v))) for v in scales.weights)
+            out[f"{name}.weight"], out[f"{name}.weight_scale"] = numerics.quantize_fp8_per_tensor(
+                w, float(np.max(amax)))
+        elif scheme.quant_algo == "W8A8_SQ_PER_CHANNEL":
+            out[f"{name}.weight"], out[f"{name}.weight_scale"] = numerics.quantize_int8_per_channel(w, amax)
+        elif scheme.weight_only:
+            bits = scheme.weight_bits
+            q, out[f"{name}.weight_scale"] = numerics.quantize_groupwise(
+                w, bits, group_size if scheme.grouped else k, dtype, amax)
+            out[f"{name}.weight"] = numerics.pack_int4(q) if bits == 4 else q
+        else:
+            raise ValueError(f"no weight quantizer for {scheme.quant_algo}")
+        if input_scale is not None:
+            out[f"{name}.input_scale"] = input_scale
+        if scheme.pre_quant_scale:
+            out[f"{name}.pre_quant_scale"] = pre
+    return out
+
+
 def quantize_group(scheme: Scheme, names: list[str], weights: list[np.ndarray], stats: InputStats | None, *,
                    dtype: np.dtype, group_size: int | None, smoothquant_alpha: float) -> dict[str, np.ndarray]:
-    """Canonical tensors (`{name}.weight`, `.weight_scale`, ...) of the layers `names` that read one input.
+    """The built-in calibrator: canonical tensors of the layers `names` that read one input.
     `weights` are the float [N, K] weights, `stats` the calibration statistics of their input."""
     weights = [np.asarray(w, np.float32) for w in weights]
-    k = weights[0].shape[1]
-    out: dict[str, np.ndarray] = {}
     if scheme.needs_calibration and stats is None:
         raise ValueError(f"{scheme.quant_algo} needs calibration statistics for {names[0]}")
     if scheme.quant_algo == "FP8":
-        input_scale = np.array([max(float(np.max(stats.amax)), 1e-12) / numerics.FP8_MAX], np.float32)
-        w_amax = max(float(np.max(np.abs(w))) for w in weights)
-        for name, w in zip(names, weights):
-            out[f"{name}.weight"], out[f"{name}.weight_scale"] = numerics.quantize_fp8_per_tensor(w, w_amax)
-            out[f"{name}.input_scale"] = input_scale
+        scales = GroupScales(weights, input_amax=float(np.max(stats.amax)))
     elif scheme.quant_algo == "W8A8_SQ_PER_CHANNEL":
         pre, smoothed, x_amax = _smoothquant(weights, stats, smoothquant_alpha, dtype)
-        input_scale = np.array([max(x_amax, 1e-12) / numerics.INT8_MAX], np.float32)
-        for name, w in zip(names, smoothed):
-            out[f"{name}.weight"], out[f"{name}.weight_scale"] = numerics.quantize_int8_per_channel(w)
-            out[f"{name}.input_scale"] = input_scale
-            out[f"{name}.pre_quant_scale"] = pre
-    elif scheme.weight_only:
-        bits = scheme.weight_bits
-        g = group_size if scheme.grouped else k
-        pre = None
-        if scheme.pre_quant_scale:
-            pre = _awq_scales(weights, stats, g, dtype)
-            weights = [w / pre.astype(np.float32)[None, :] for w in weights]
-        for name, w in zip(names, weights):
-            q, scale = numerics.quantize_groupwise(w, bits, g, dtype)
-            out[f"{name}.weight"] = numerics.pack_int4(q) if bits == 4 else q
-            out[f"{name}.weight_scale"] = scale
-            if pre is not None:
-                out[f"{name}.pre_quant_scale"] = pre
+        scales = GroupScales(smoothed, input_amax=x_amax, pre_quant_scale=pre.astype(np.float32))
+    elif scheme.pre_quant_scale:  # AWQ
+        pre = _awq_scales(weights, stats, group_size, dtype).astype(np.float32)
+        scales = GroupScales([w / pre[None, :] for w in weights], pre_quant_scale=pre)
     else:
-        raise ValueError(f"no weight quantizer for {scheme.quant_algo}")
-    return out
+        scales = GroupScales(weights)
+    return write_group(scheme, names, scales, dtype=dtype, group_size=group_size)
 
 
 def kv_cache_scale(amax: float) -> np.ndarray:

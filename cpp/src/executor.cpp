@@ -277,6 +277,10 @@ void Executor::shutdown() {
         response_cv_.notify_all();
     }
     if (worker_.joinable()) worker_.join();
+    // Every rank frees its backend here, at the same point of the job: NCCL's communicator
+    // teardown waits for its peers, so leaving it to whenever Python drops the executor could
+    // block one rank in it while another already waits in the next collective.
+    backend_.reset();
     comm_lease_.reset();  // no more MPI calls from this executor: the next one may take the communicator
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def generate(task: dict, out_dir: Path, rank: int) -> None:
         out = runner.generate(task["prompts"], max_new_tokens=task["new_tokens"], end_id=-1, return_dict=True,
                               return_context_logits=True, return_generation_logits=True)
     role = {"rank": rank, "is_leader": runner.is_leader, "returned_none": out is None,
-            "iterations": runner.client.stats()["iterations"]}
+            "iterations": runner.client.stats()["iterations"], "host": socket.gethostname()}
     (out_dir / f"{task['name']}.rank{rank}.json").write_text(json.dumps(role))
     if runner.is_leader:
         arrays = {}

@@ -211,6 +211,73 @@ def test_a_rank_that_never_joins_makes_the_others_abort_after_the_timeout_naming
     assert seconds < 30
 
 
+# --- two "machines" on one: network namespaces ------------------------------------------------
+# Each rank gets its own network namespace (joined by a veth pair, as two machines by a cable)
+# and its own hostname; MPICH's hydra starts the remote rank through a launcher that enters the
+# other namespace where ssh would log into the other machine, and the ranks talk over TCP only
+# (UCX_TLS=tcp: no shared memory between "machines"). Needs root (ip netns) and MPICH's hydra.
+NETNS_LAUNCHER = """#!/bin/sh
+# ssh-style: [options] host command...: run the command on that "host" (its namespace, its hostname)
+while [ "${1#-}" != "$1" ]; do shift; done
+host=$1; shift
+case $host in IP_A) ns=NS_A ;; IP_B) ns=NS_B ;; *) echo "unknown host $host" >&2; exit 1 ;; esac
+exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; $*"
+"""
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts(mpi, tmp_path):
+    """(mpiexec command prefix for 2 ranks, one per namespace) or a skip saying what is missing."""
+    launcher = parallel.launcher_command(2)[0][0]
+    if "HYDRA" not in _run(launcher, "--version").stdout:
+        pytest.skip("the two-namespace launch uses MPICH hydra's -launcher-exec")
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"):
+        pytest.skip("network namespaces need root, ip and unshare")
+    tag = f"{os.getpid() % 100000}"
+    ns_a, ns_b, veth_a, veth_b = f"trtA{tag}", f"trtB{tag}", f"tva{tag}", f"tvb{tag}"
+    ip_a, ip_b = "10.231.0.1", "10.231.0.2"
+    setup = [("netns", "add", ns_a), ("netns", "add", ns_b),
+             ("link", "add", veth_a, "type", "veth", "peer", "name", veth_b),
+             ("link", "set", veth_a, "netns", ns_a), ("link", "set", veth_b, "netns", ns_b),
+             ("-n", ns_a, "addr", "add", f"{ip_a}/24", "dev", veth_a), ("-n", ns_b, "addr", "add", f"{ip_b}/24", "dev", veth_b),
+             ("-n", ns_a, "link", "set", veth_a, "up"), ("-n", ns_b, "link", "set", veth_b, "up"),
+             ("-n", ns_a, "link", "set", "lo", "up"), ("-n", ns_b, "link", "set", "lo", "up")]
+    try:
+        for step in setup:
+            proc = _run("ip", *step)
+            if proc.returncode != 0:
+                pytest.skip(f"cannot make network namespaces here: ip {' '.join(step)}: {proc.stderr.strip()}")
+        script = tmp_path / "netns_launcher.sh"
+        script.write_text(NETNS_LAUNCHER.replace("IP_A", ip_a).replace("IP_B", ip_b).replace("NS_A", ns_a).replace("NS_B", ns_b))
+        script.chmod(0o755)
+        hosts = tmp_path / "hosts"
+        hosts.write_text(f"{ip_a}:1\n{ip_b}:1\n")
+        yield ["ip", "netns", "exec", ns_a, "unshare", "--uts", "sh", "-c", f'hostname {ns_a}; exec "$@"', "sh",
+               launcher, "-launcher", "ssh", "-launcher-exec", str(script), "-f", str(hosts), "-iface", veth_a, "-n", "2"]
+    finally:
+        for ns in (ns_a, ns_b):
+            _run("ip", "netns", "del", ns)  # takes its end of the veth pair with it
+
+
+@pytest.mark.slow
+def test_tp2_across_two_network_namespaces_matches_tp1(two_hosts, tp_engines, tp1_outputs, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"out_dir": str(tmp_path), "tasks": [
+        {"kind": "generate", "name": "llama3", "engine_dir": str(tp_engines["llama3", 2]), "prompts": PROMPTS,
+         "new_tokens": NEW_TOKENS}]}))
+    env = {**os.environ, "UCX_TLS": "tcp,self", "TRTLLM_TP_TIMEOUT_S": "60"}
+    proc = subprocess.run(two_hosts + [sys.executable, str(DRIVER), str(spec)], capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT_S, env=env, cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = {json.loads((tmp_path / f"llama3.rank{r}.json").read_text())["host"] for r in (0, 1)}
+    assert len(hosts) == 2, hosts  # one rank on each "machine"
+    assert_matches_tp1(tmp_path, "llama3", tp1_outputs["llama3"])
+
+
 @pytest.mark.slow
 def test_orchestrator_mode_starts_the_ranks_and_matches_tp1(mpi, tp_engines, tp1_outputs):
     with ModelRunner.from_dir(tp_engines["qwen3", 2]) as runner:

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # GPU check, run on a machine with a CUDA GPU: build the package with the CUDA backend, run the
 # GPU test suite, benchmark a 1B-parameter Llama-shaped model (random weights) against Hugging
-# Face transformers on the same GPU, print a short table last. Writes under $OUT:
-# gpu_check.json (summary), gpu_check.log (everything printed), pytest.log; the per-benchmark JSON
-# (in /tmp/gpu_check_json) is folded into gpu_check.json, since few files come back from $OUT.
+# Face transformers on the same GPU, print a short table last. Writes under $OUT (at most 8 files
+# come back from a device call): gpu_check.json (summary), gpu_check.log (everything printed),
+# pytest.log, and per phase smol_pytest.log, tp_pytest.log, tp_summary.json, profile.log,
+# bench_weight_only.log; the per-benchmark JSON (in /tmp/gpu_check_json) is folded into
+# gpu_check.json.
 #
 #   scripts/gpu_check.sh [PHASES]   PHASES: comma-separated, of build, test, bench (the 1B model),
-#                                   bench8b, tp, smol (the SmolLM2 GPU tests alone); all = build,test,bench (the default). A phase
-#                                   that needs the build reuses an earlier one on the same machine.
+#                                   bench8b, tp, smol (the SmolLM2 GPU tests alone);
+#                                   all = build,test,bench (the default). build, test, tp and smol
+#                                   (re)run the incremental `pip install -e .`; bench and bench8b
+#                                   build only where nothing was built yet.
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
 # (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
 # throughput, and HF transformers on the same GPU in the same run. Needs ~50 GB of disk in /tmp.
-# tp (two or more GPUs): tensor parallelism, see tp_phase below.
+# BF16_8B=0 skips the bf16 benchmarks (a later call for the quantized ones), THROUGHPUT_1K=0 the
+# 256 x 1024/1024 throughput run.
+# tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
+# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest).
+# GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
 # ...) in .whl/ (or $WHEELS); they are installed into /tmp/site and put on PYTHONPATH. A machine
@@ -89,9 +97,12 @@ if has build || has test || has tp || has smol; then
   build_rc=$?
   echo "build: rc $build_rc in $(($(date +%s) - t0)) s"
   if ((build_rc == 0)) && has test; then
-    xdist=()
+    xdist=() per_test=()
     "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4 --dist loadfile)
-    timeout ${GPU_TEST_TIMEOUT:-480} "$PYTHON" -m pytest -q -m gpu "${xdist[@]}" -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
+    # A hanging test must fail alone, not take the whole suite's time limit with it.
+    "$PYTHON" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 150)
+    timeout ${GPU_TEST_TIMEOUT:-480} "$PYTHON" -m pytest -q -rfE -m gpu "${xdist[@]}" "${per_test[@]}" \
+      -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi
@@ -304,12 +315,12 @@ if has tp && ((build_rc == 0)); then
   echo "tp phase: rc $tp_rc in $(($(date +%s) - t0)) s"
 fi
 
-JSON_DIR=$JSON_DIR BUILD_RC=$build_rc TESTS_RC=$tests_rc BENCH_RC=$bench_rc WALL_S=$(($(date +%s) - start)) GPU_NAME="$gpu_name" \
+JSON_DIR=$JSON_DIR BUILD_RC=$build_rc TESTS_RC=$tests_rc BENCH_RC=$bench_rc TP_RC=$tp_rc WALL_S=$(($(date +%s) - start)) GPU_NAME="$gpu_name" \
   "$PYTHON" - "$OUT" <<'PY'
 import json, os, pathlib, sys
 
 out = pathlib.Path(sys.argv[1])
-summary = {k.lower(): int(os.environ[k]) for k in ("BUILD_RC", "TESTS_RC", "BENCH_RC", "WALL_S")}
+summary = {k.lower(): int(os.environ[k]) for k in ("BUILD_RC", "TESTS_RC", "BENCH_RC", "TP_RC", "WALL_S")}
 summary["gpu"] = os.environ.get("GPU_NAME", "")
 try:
     from trtllm_runtime import _core
@@ -332,7 +343,7 @@ summary["bench"] = bench
 weight_bytes = 2 * (32000 * 2048 + 16 * (2048 * 3072 + 2048 * 2048 + 2 * 2048 * 8192 + 8192 * 2048 + 2 * 2048))
 # Measured device-to-device copy bandwidth (H100: the issue's figure; H200: docs/cuda_backend.md).
 bw = 4.3e12 if "H200" in summary["gpu"] else 2.96e12
-rows = [("gpu", summary["gpu"]), ("build / tests / bench rc", f"{summary['build_rc']} / {summary['tests_rc']} / {summary['bench_rc']}"),
+rows = [("gpu", summary["gpu"]), ("build / tests / bench / tp rc", f"{summary['build_rc']} / {summary['tests_rc']} / {summary['bench_rc']} / {summary['tp_rc']}"),
         ("pytest", summary.get("pytest_summary", "-"))]
 if "latency" in bench:
     b = bench["latency"]
@@ -359,8 +370,8 @@ for name, b in bench8.items():
         scheme = name[: -len("_latency")] or "bf16"
         extra = f" (roofline {bw / w8:.0f})" if scheme == "bf16" else (f" ({b['decode_tokens_per_s'] / bf16_decode:.2f}x bf16)" if bf16_decode else "")
         rows.append((f"8B {scheme or 'bf16'} bs1 128/256 decode tok/s", f"{b['decode_tokens_per_s']:.1f}{extra}, TTFT {b['ttft_ms']:.1f} ms"))
-    elif name.endswith("throughput"):
-        scheme = name[: -len("_throughput")] or "bf16"
+    elif "throughput" in name:  # throughput, throughput_1k, <scheme>_throughput
+        scheme = name.split("throughput")[0].rstrip("_") or "bf16"
         rows.append((f"8B {scheme} {b['num_requests']} req {b['input_len']}/{b['output_len']} tok/s", f"{b['output_tokens_per_s']:.0f}"))
     elif name == "ttft2048":
         rows.append(("8B bf16 bs1 2048in TTFT ms", f"{b['ttft_ms']:.1f}"))

@@ -20,6 +20,10 @@ struct SampledToken {
 // Checks ranges and returns "" or an error naming the bad field and its allowed range.
 std::string validate_sampling(const SamplingConfig& config);
 
+// The one uniform in [0, 1) a non-greedy draw takes from a request's stream: (rng() >> 11) * 2^-53.
+// The device sampler gets it from the host, so a seed gives the same stream on either sampler.
+double draw_uniform(std::mt19937_64& rng);
+
 // Draws the next token. `tokens`/`num_prompt` give the history for penalties: repetition over
 // all of it, presence/frequency over the generated part. `banned_tokens` get -inf after the
 // penalties: the caller passes end_id and stop_token_ids while fewer than min_new_tokens are
@@ -32,10 +36,6 @@ std::string validate_sampling(const SamplingConfig& config);
 // penalties and temperature (vLLM's default "raw" logprobs).
 // Throws std::invalid_argument for an invalid config, a bad num_prompt or when every token is
 // banned, std::out_of_range for a history token outside [0, vocab_size).
-// The one uniform in [0, 1) a non-greedy draw takes from a request's stream: (rng() >> 11) * 2^-53.
-// The device sampler gets it from the host, so a seed gives the same stream on either sampler.
-double draw_uniform(std::mt19937_64& rng);
-
 SampledToken sample_token(const float* logits, int vocab_size, const SamplingConfig& config,
                           const std::vector<int32_t>& tokens, int num_prompt,
                           const std::vector<int32_t>& banned_tokens, std::mt19937_64& rng);

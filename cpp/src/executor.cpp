@@ -83,6 +83,12 @@ void check_cuda_engine(const std::string& path, const ModelInfo& info) {
     }
 }
 
+// Bytes of one KV block across all layers: what the pool is counted in.
+int64_t kv_block_bytes_all_layers(const ModelInfo& info, int tokens_per_block) {
+    return kernels::kv_block_bytes(info.num_kv_heads, tokens_per_block, info.head_dim, info.kv_cache_dtype) *
+           info.num_layers;
+}
+
 }  // namespace
 
 Executor::Executor(const std::string& engine_path, const ExecutorConfig& config, std::shared_ptr<MpiComm> comm)
@@ -107,7 +113,8 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
         KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
     scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
                                                              config_.policy, config_.enable_chunked_context});
-    stats_.kv_cache_bytes = backend_->kv_cache_bytes();
+    // What the scheduler can use: under GPU TP the smallest rank's pool, not this rank's own.
+    stats_.kv_cache_bytes = num_kv_blocks_ * kv_block_bytes_all_layers(model_->info(), config_.tokens_per_block);
     stats_.kv = kv_->stats();
     worker_ = std::thread([this] { is_leader() ? loop() : follow(); });
 }
@@ -131,8 +138,7 @@ void Executor::load_and_size(const std::string& engine_path) {
     if (config_.max_batch_size == 0) config_.max_batch_size = info.max_batch_size;
     if (config_.max_num_tokens == 0) config_.max_num_tokens = info.max_num_tokens;
 
-    const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block, info.head_dim,
-                                                        info.kv_cache_dtype) * info.num_layers;
+    const int64_t block_bytes = kv_block_bytes_all_layers(info, config_.tokens_per_block);
     int64_t budget = config_.kv_cache_bytes;
     // More than every slot filled to max_seq_len can never be used.
     const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
@@ -180,8 +186,7 @@ void Executor::make_backend() {
     // so it comes before the allocations below, which may fail on one rank only.
     std::shared_ptr<NcclCommunicator> nccl = comm_ ? std::make_shared<NcclCommunicator>(comm_) : nullptr;
     on_every_rank(comm_.get(), "allocating the backend", [&] {
-        const int64_t block_bytes = kernels::kv_block_bytes(info.num_kv_heads, config_.tokens_per_block,
-                                                            info.head_dim, info.kv_cache_dtype) * info.num_layers;
+        const int64_t block_bytes = kv_block_bytes_all_layers(info, config_.tokens_per_block);
         const int64_t blocks_per_seq = (info.max_seq_len + config_.tokens_per_block - 1) / config_.tokens_per_block;
         // num_kv_blocks_ 0: the backend sizes the pool from the GPU memory left after its other allocations.
         backend_ = make_cuda_backend(model_, num_kv_blocks_, config_.tokens_per_block, std::move(nccl),

@@ -34,6 +34,17 @@ def eval_text() -> str:
     return "\n".join(topics[k] for k in sorted(topics)[:6])
 
 
+def hf_perplexity(model, ids: list[int], count: int) -> float:
+    """transformers' perplexity over the same windows trtllm-eval scores (`count` scored tokens)."""
+    total = 0.0
+    for start in range(0, len(ids), WINDOW):
+        window = ids[start:start + WINDOW]
+        with torch.no_grad():
+            logits = model(torch.tensor([window])).logits[0].numpy()
+        total += window_nll(logits, window)
+    return float(np.exp(total / count))
+
+
 def test_greedy_continuations_match_transformers(smollm2, engine):
     _, _, model = smollm2
     tok = Tokenizer.from_dir(engine)
@@ -54,13 +65,7 @@ def test_perplexity_is_within_half_a_percent_of_transformers(smollm2, engine):
     ids = Tokenizer.from_dir(engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
     with ModelRunner.from_dir(engine) as runner:
         ours, count = perplexity(runner, ids, WINDOW)
-    total = 0.0
-    for start in range(0, len(ids), WINDOW):
-        window = ids[start:start + WINDOW]
-        with torch.no_grad():
-            logits = model(torch.tensor([window])).logits[0].numpy()
-        total += window_nll(logits, window)
-    ref = float(np.exp(total / count))
+    ref = hf_perplexity(model, ids, count)
     assert count == EVAL_TOKENS - EVAL_TOKENS // WINDOW
     assert abs(ours - ref) / ref < 0.005, (ours, ref)
 

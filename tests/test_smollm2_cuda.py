@@ -17,11 +17,11 @@ import copy
 import numpy as np
 import pytest
 
-from test_smollm2 import EVAL_TOKENS, PROMPTS, WINDOW, eval_text
+from test_smollm2 import EVAL_TOKENS, PROMPTS, WINDOW, eval_text, hf_perplexity
 from trtllm_build.build import BuildConfig, build
 from trtllm_build.convert import convert
 from trtllm_runtime import ModelRunner
-from trtllm_runtime.cli.eval import perplexity, window_nll
+from trtllm_runtime.cli.eval import perplexity
 from trtllm_runtime.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.gpu
@@ -72,11 +72,5 @@ def test_perplexity_within_one_percent_of_transformers_fp32(smollm2, bf16_engine
     ids = Tokenizer.from_dir(bf16_engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
     with ModelRunner.from_dir(bf16_engine) as runner:
         ours, count = perplexity(runner, ids, WINDOW)
-    total = 0.0
-    for start in range(0, len(ids), WINDOW):
-        window = ids[start:start + WINDOW]
-        with torch.no_grad():
-            logits = model(torch.tensor([window])).logits[0].numpy()
-        total += window_nll(logits, window)
-    ref = float(np.exp(total / count))
+    ref = hf_perplexity(model, ids, count)
     assert abs(ours - ref) / ref < 0.01, (ours, ref)

@@ -16,8 +16,9 @@
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
 # (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
 # throughput, and HF transformers on the same GPU in the same run. Needs ~50 GB of disk in /tmp.
-# BF16_8B=0 skips the bf16 benchmarks (a later call for the quantized ones), THROUGHPUT_1K=0 the
-# 256 x 1024/1024 throughput run.
+# BF16_8B=0 skips the bf16 benchmarks (a later call for the quantized ones), BF16_8B=ratio runs
+# only the two the quantized ones are compared with (latency, throughput), THROUGHPUT_1K=0 skips
+# the 256 x 1024/1024 throughput run.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest).
 # GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
@@ -78,13 +79,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 nvcc --version | tail -1 || true
 
-# SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in three parts
-# (.gpu/smol_0..2) over calls on the same warm machine; the GPU SmolLM2 tests run once all
-# have arrived, and skip before.
+# SmolLM2's GGUF (94 MiB) is over one call's 64 MiB, so it travels in two halves
+# (.gpu/smol_a/part_0_of_2, .gpu/smol_b/part_1_of_2) over two calls on the same warm machine;
+# the GPU SmolLM2 tests run once both have arrived, and skip before.
 mkdir -p /tmp/smolparts /tmp/smolcache
-for d in .gpu/smol_0 .gpu/smol_1 .gpu/smol_2; do [[ -d $d ]] && cp $d/part_* /tmp/smolparts/; done
-if [[ -f /tmp/smolparts/part_00 && -f /tmp/smolparts/part_01 && -f /tmp/smolparts/part_02 ]]; then
-  cat /tmp/smolparts/part_0[012] > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
+cp .gpu/smol_*/part_*_of_* /tmp/smolparts/ 2>/dev/null || true
+if [[ -f /tmp/smolparts/part_0_of_2 && -f /tmp/smolparts/part_1_of_2 ]]; then
+  cat /tmp/smolparts/part_0_of_2 /tmp/smolparts/part_1_of_2 > /tmp/smolcache/SmolLM2-135M-Instruct.Q4_1.gguf
   export TRTLLM_CACHE_DIR=/tmp/smolcache
 fi
 
@@ -179,10 +180,12 @@ if has bench8b && ((build_rc == 0)); then
     # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s).
     timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
     convert_and_build bf16 --dtype bfloat16
-    if [[ ${BF16_8B:-1} == 1 ]]; then  # BF16_8B=0: only the quantized schemes (a later call)
+    if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
-      bench8 $B/engine_bf16 ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
+    fi
+    if [[ ${BF16_8B:-1} == 1 ]]; then  # and the rest of the bf16 benchmarks
+      bench8 $B/engine_bf16 ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
       [[ ${THROUGHPUT_1K:-1} == 0 ]] ||
         bench8 $B/engine_bf16 throughput_1k throughput --input-len 1024 --output-len 1024 --num-requests 256
       # Where the time goes (graphs off, so launch gaps count): a 2048-token prefill, then decode.

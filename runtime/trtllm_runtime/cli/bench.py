@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = latency(runner, args.input_len, args.output_len, args.iterations)
             else:
                 result = throughput(runner, args.input_len, args.output_len, args.num_requests, args.random_lengths)
+            result["kv_cache_bytes"] = runner.client.stats()["kv_cache_bytes"]
         result["engine_dir"] = str(args.engine_dir)
+        # The rank-0 file: its weights are what this rank holds in device memory, besides the KV pool.
+        result["engine_bytes"] = (args.engine_dir / "rank0.engine").stat().st_size
         print(json.dumps(result, indent=2))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")

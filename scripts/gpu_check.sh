@@ -15,7 +15,9 @@
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
 # (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
-# throughput, and HF transformers on the same GPU in the same run. Needs ~50 GB of disk in /tmp.
+# throughput, and HF transformers on the same GPU in the same run. Needs ~90 GB of disk in /tmp at
+# the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 int4_awq") get
+# synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
 # BF16_8B=0 skips the bf16 benchmarks (a later call for the quantized ones), BF16_8B=ratio runs
 # only the two the quantized ones are compared with (latency, throughput), THROUGHPUT_1K=0 skips
 # the 256 x 1024/1024 throughput run.
@@ -157,33 +159,62 @@ if has bench8b && ((build_rc == 0)); then
   (
     set -e
     build_args=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
-    bench8() {  # engine, name, args... (a failed benchmark is reported, the others still run)
+    schemes=(bf16 ${QUANT8B-fp8 int8_wo int4_awq})
+    bench8() {  # engine, name, args...: JSON in $JSON_DIR and its figures printed at once (a call
+      # cut off by its time limit still returns the log); a failed benchmark is reported, the others run
       local engine=$1 name=$2; shift 2
       timeout 300 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir "$engine" \
-        --json "$JSON_DIR/bench8b_$name.json" >/dev/null || echo "bench8b $name failed: rc $?"
+        --json "$JSON_DIR/bench8b_$name.json" >/dev/null || { echo "bench8b $name failed: rc $?"; return 0; }
+      "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); print('bench8b $name:', {k: r[k] for k in \
+('decode_tokens_per_s', 'ttft_ms', 'output_tokens_per_s', 'engine_bytes', 'kv_cache_bytes') if k in r})" \
+        "$JSON_DIR/bench8b_$name.json"
     }
-    convert_and_build() {  # name, convert args...: engine in $B/engine_<name>, checkpoint deleted (disk)
+    convert8() {  # name, convert args...: checkpoint in $B/ckpt_<name>
       local name=$1; shift
-      [[ -d $B/engine_$name ]] && return
-      local t0=$(date +%s)
-      # AWQ's calibrated scale search takes about an hour on an 8B model on the CPU: synthetic scales
-      # (same tensors; speed does not depend on their values) for the benchmark.
+      # Calibration (fp8, AWQ) runs the 8B model in torch on the CPU for minutes (AWQ's scale search
+      # about an hour): the benchmark takes synthetic scales for the schemes in $SYNTH_8B (same
+      # tensors; speed does not depend on their values).
       local convert=(-m trtllm_build.cli.convert)
-      [[ $name == int4_awq ]] && convert=(scripts/make_synthetic_quant_checkpoint.py)
-      "$PYTHON" "${convert[@]}" --model-dir $B/llama_8b --output-dir $B/ckpt_$name "$@" >/dev/null
-      "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$name --output-dir $B/engine_$name \
-        "${build_args[@]}" 2>&1 | grep -E "error" || true
-      rm -rf $B/ckpt_$name
-      echo "8B $name: convert + build $(($(date +%s) - t0)) s, engine $(du -sh $B/engine_$name | cut -f1)"
+      [[ " ${SYNTH_8B-fp8 int4_awq} " == *" $name "* ]] && convert=(scripts/make_synthetic_quant_checkpoint.py)
+      "$PYTHON" "${convert[@]}" --model-dir $B/llama_8b --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
+        { tail -5 $B/convert_$name.log; return 1; }
     }
+    convert_args() {  # name -> trtllm-convert arguments
+      case $1 in
+        bf16) echo --dtype bfloat16 ;;
+        fp8 | int8_sq) echo --dtype bfloat16 --quant $1 --calib-size 4 --calib-seq-len 128 ;;
+        *) echo --dtype bfloat16 --quant $1 ;;
+      esac
+    }
+    t0=$(date +%s)
     [[ -d $B/llama_8b ]] || "$PYTHON" scripts/make_random_llama.py --out $B/llama_8b --preset 8b
+    # Every scheme's conversion at once (CPU and disk), while the GPU runs the kernel microbenchmark.
+    pids=()
+    for q in "${schemes[@]}"; do
+      [[ -d $B/engine_$q ]] || { convert8 $q $(convert_args $q) & pids+=($!); }
+    done
     # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s).
     timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
-    convert_and_build bf16 --dtype bfloat16
+    for pid in "${pids[@]}"; do wait $pid; done
+    echo "8B: made and converted ${schemes[*]} in $(($(date +%s) - t0)) s"
+    for q in "${schemes[@]}"; do  # builds one at a time: each times GEMM tactics on the GPU
+      [[ -d $B/engine_$q ]] && continue
+      t0=$(date +%s)
+      "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$q --output-dir $B/engine_$q "${build_args[@]}" \
+        2>&1 | grep -E "error" || true
+      rm -rf $B/ckpt_$q
+      echo "8B $q: build $(($(date +%s) - t0)) s, engine $(du -sh $B/engine_$q | cut -f1)"
+    done
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
     fi
+    for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
+      bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
+      [[ $q == fp8 ]] && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
+        --num-requests 1024
+      rm -rf $B/engine_$q
+    done
     if [[ ${BF16_8B:-1} == 1 ]]; then  # and the rest of the bf16 benchmarks
       bench8 $B/engine_bf16 ttft2048 latency --input-len 2048 --output-len 2 --iterations 3
       [[ ${THROUGHPUT_1K:-1} == 0 ]] ||
@@ -198,15 +229,6 @@ if has bench8b && ((build_rc == 0)); then
         --dtype bfloat16 --batch-sizes 1,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench8b_vs_hf.json" \
         || echo "bench_vs_hf 8B failed: rc $?"
     fi
-    for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
-      calib=()
-      [[ $q == fp8 || $q == int8_sq ]] && calib=(--calib-size 4 --calib-seq-len 128)
-      convert_and_build $q --dtype bfloat16 --quant $q "${calib[@]}"
-      bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
-      [[ $q == fp8 ]] && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
-        --num-requests 1024
-      rm -rf $B/engine_$q
-    done
   )
   rc=$?
   ((bench_rc <= 0)) && bench_rc=$rc
@@ -372,7 +394,8 @@ for name, b in bench8.items():
     if name.endswith("latency"):
         scheme = name[: -len("_latency")] or "bf16"
         extra = f" (roofline {bw / w8:.0f})" if scheme == "bf16" else (f" ({b['decode_tokens_per_s'] / bf16_decode:.2f}x bf16)" if bf16_decode else "")
-        rows.append((f"8B {scheme or 'bf16'} bs1 128/256 decode tok/s", f"{b['decode_tokens_per_s']:.1f}{extra}, TTFT {b['ttft_ms']:.1f} ms"))
+        size = f", engine {b['engine_bytes'] / 1e9:.1f} GB" if "engine_bytes" in b else ""
+        rows.append((f"8B {scheme or 'bf16'} bs1 128/256 decode tok/s", f"{b['decode_tokens_per_s']:.1f}{extra}, TTFT {b['ttft_ms']:.1f} ms{size}"))
     elif "throughput" in name:  # throughput, throughput_1k, <scheme>_throughput
         scheme = name.split("throughput")[0].rstrip("_") or "bf16"
         rows.append((f"8B {scheme} {b['num_requests']} req {b['input_len']}/{b['output_len']} tok/s", f"{b['output_tokens_per_s']:.0f}"))

@@ -175,14 +175,17 @@ if has bench8b && ((build_rc == 0)); then
       # about an hour): the benchmark takes synthetic scales for the schemes in $SYNTH_8B (same
       # tensors; speed does not depend on their values).
       local convert=(-m trtllm_build.cli.convert)
-      [[ " ${SYNTH_8B-fp8 int4_awq} " == *" $name "* ]] && convert=(scripts/make_synthetic_quant_checkpoint.py)
+      if [[ " ${SYNTH_8B-fp8 int4_awq} " == *" $name "* ]]; then
+        convert=(scripts/make_synthetic_quant_checkpoint.py)
+      elif [[ $name == fp8 || $name == int8_sq ]]; then
+        set -- "$@" --calib-size 4 --calib-seq-len 128
+      fi
       "$PYTHON" "${convert[@]}" --model-dir $B/llama_8b --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
         { tail -5 $B/convert_$name.log; return 1; }
     }
     convert_args() {  # name -> trtllm-convert arguments
       case $1 in
         bf16) echo --dtype bfloat16 ;;
-        fp8 | int8_sq) echo --dtype bfloat16 --quant $1 --calib-size 4 --calib-seq-len 128 ;;
         *) echo --dtype bfloat16 --quant $1 ;;
       esac
     }

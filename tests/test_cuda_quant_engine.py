@@ -4,9 +4,13 @@ CPU backend (the exact emulation of the op contract).
 Both backends run the same quantized math; what may differ: the fp8 GEMM's summation order (and
 Hopper's limited-precision FP8 partial sums), the last bits of norms and activations (summation
 order, expf), and from those a quantized activation code moved to its neighbour where a value sits
-on a rounding boundary. Measured bounds are stated per test; greedy tokens must be identical for
-all 16 new tokens unless the first difference is a near tie in the CPU logits (top-2 gap within 2%
-of the logit scale): a different summation order may flip a tie, never a clear choice.
+on a rounding boundary. For fp8 the FP8 partial sums dominate, whatever the activation dtype:
+scripts/fp8_noise_sensitivity.py puts relative noise of 2^-14 (their precision) on every fp8_linear
+output of this model in the float64 graph interpreter, and its context logits move by 2.7e-2 to
+3.9e-2 of the scale (4 seeds); a float32 fp8 engine on an H100 measured 4.3e-2. Hence 6e-2 for
+both dtypes. Greedy tokens must be identical for all 16 new tokens unless the first difference is
+a near tie in the CPU logits (top-2 gap within twice the logit bound: each of the two may move by
+the bound): a different summation order may flip a tie, never a clear choice.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ transformers = pytest.importorskip("transformers")
 PROMPTS = [[5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71], [7, 2, 90], [33]]
 NEW_TOKENS = 16
 SCHEMES = ["fp8", "int8_sq"]
-# max |logit difference| / max |logit|, GPU engine vs CPU engine.
-LOGIT_TOL = {"float32": 2e-2, "bfloat16": 6e-2}
+# max |logit difference| / max |logit|, GPU engine vs CPU engine (see the module docstring).
+LOGIT_TOL = {"float32": 6e-2, "bfloat16": 6e-2}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,8 @@ def test_quantized_engine_on_gpu_matches_cpu_emulation(tiny_llama, tmp_path, sch
         if j is not None:
             logits = np.asarray(cpu["generation_logits"][i][j])
             gap = abs(logits[theirs[j]] - logits[ours[j]])
-            assert gap <= 2e-2 * np.abs(logits).max(), f"prompt {i}: token {j} differs, not a near tie ({gap:.3g})"
+            assert gap <= 2 * LOGIT_TOL[dtype] * np.abs(logits).max(), \
+                f"prompt {i}: token {j} differs, not a near tie ({gap:.3g})"
 
 
 def test_cuda_build_rejects_a_quantized_gemm_not_aligned_to_16(tmp_path):

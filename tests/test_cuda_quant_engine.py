@@ -8,7 +8,7 @@ on a rounding boundary. For fp8 the FP8 partial sums dominate, whatever the acti
 scripts/fp8_noise_sensitivity.py puts relative noise of 2^-14 (their precision) on every fp8_linear
 output of this model in the float64 graph interpreter, and its context logits move by 2.7e-2 to
 3.9e-2 of the scale (4 seeds); a float32 fp8 engine on an H100 measured 4.3e-2. Hence 6e-2 for
-both dtypes. Greedy tokens must be identical for all 16 new tokens unless the first difference is
+fp8 in both dtypes. Greedy tokens must be identical for all 16 new tokens unless the first difference is
 a near tie in the CPU logits (top-2 gap within twice the logit bound: each of the two may move by
 the bound): a different summation order may flip a tie, never a clear choice.
 """
@@ -32,7 +32,9 @@ PROMPTS = [[5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71], [7, 2, 9
 NEW_TOKENS = 16
 SCHEMES = ["fp8", "int8_sq"]
 # max |logit difference| / max |logit|, GPU engine vs CPU engine (see the module docstring).
-LOGIT_TOL = {"float32": 6e-2, "bfloat16": 6e-2}
+# int8's GEMM is exact, so in float32 only the last bits of norms and activations differ.
+LOGIT_TOL = {("fp8", "float32"): 6e-2, ("fp8", "bfloat16"): 6e-2,
+             ("int8_sq", "float32"): 2e-2, ("int8_sq", "bfloat16"): 6e-2}
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +83,13 @@ def test_quantized_engine_on_gpu_matches_cpu_emulation(tiny_llama, tmp_path, sch
         scale = np.abs(cpu["context_logits"][i]).max()
         err = np.abs(np.asarray(gpu["context_logits"][i]) - cpu["context_logits"][i]).max() / scale
         print(f"{scheme} {dtype} prompt {i}: context logits differ by {err:.2e} of the scale")
-        assert err <= LOGIT_TOL[dtype], f"prompt {i}"
+        assert err <= LOGIT_TOL[scheme, dtype], f"prompt {i}"
         ours, theirs = gpu["output_ids"][i], cpu["output_ids"][i]
         j = next((j for j in range(NEW_TOKENS) if ours[j] != theirs[j]), None)
         if j is not None:
             logits = np.asarray(cpu["generation_logits"][i][j])
             gap = abs(logits[theirs[j]] - logits[ours[j]])
-            assert gap <= 2 * LOGIT_TOL[dtype] * np.abs(logits).max(), \
+            assert gap <= 2 * LOGIT_TOL[scheme, dtype] * np.abs(logits).max(), \
                 f"prompt {i}: token {j} differs, not a near tie ({gap:.3g})"
 
 

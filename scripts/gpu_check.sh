@@ -65,6 +65,8 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
 # mpiexec, mpi.h and libmpi; `pip --target` would drop its lib/, so it goes in with --prefix, and
 # CMake finds it through MPI_HOME (the module gets an rpath to it).
 setup_mpi() {
+  # GPU images run as root with Open MPI, whose mpiexec refuses root unless told twice.
+  ((EUID == 0)) && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   command -v mpiexec >/dev/null && return 0
   local wheels=("${MPI_WHEELS:-.gpu/mpi}"/mpich-*.whl)
   if [[ ! -e ${wheels[0]} ]]; then

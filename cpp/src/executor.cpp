@@ -64,7 +64,8 @@ void on_every_rank(MpiComm* comm, const std::string& what, F&& step) {
     comm->check_all_ok(error, what);
 }
 
-// A CUDA engine runs only where it was tuned: a runtime with the CUDA backend and a GPU of its SM arch.
+// A CUDA engine runs only where it was tuned: a runtime with the CUDA backend and a GPU of its SM arch
+// (GPU 0 here, before any GPU is picked; the backend checks a TP rank's own GPU again).
 void check_cuda_engine(const std::string& path, const ModelInfo& info) {
     if (!cuda_available()) {
 #ifdef TRTLLM_WITH_CUDA

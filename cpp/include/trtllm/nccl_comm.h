@@ -31,7 +31,6 @@ public:
     NcclCommunicator(const NcclCommunicator&) = delete;
     NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
-    int rank() const { return mpi_->rank(); }
     int size() const { return mpi_->size(); }
     int device() const { return device_; }
 

@@ -46,6 +46,7 @@
 #include "sampling/sampling_cuda.h"
 #include "trtllm/backend.h"
 #include "trtllm/cuda_utils.h"
+#include "trtllm/device_info.h"
 #include "trtllm/json.h"
 #include "trtllm/nccl_comm.h"
 
@@ -56,7 +57,6 @@ constexpr int64_t kReserveBytes = int64_t{512} << 20;  // left free for cuBLASLt
 
 // The engine's recorded GEMM algorithms (`tactics.gemm`), by shape key and m bucket.
 struct GemmTactics {
-    std::vector<int64_t> buckets;
     std::map<std::string, std::map<int64_t, kernels::GemmTactic>> algos;
 
     // The algorithm tuned for the smallest bucket >= m (the largest bucket past the end).
@@ -165,6 +165,13 @@ public:
         if (count < 1) throw std::runtime_error("no CUDA device is visible");
         device_ = nccl_ ? nccl_->device() : 0;
         CHECK_CUDA(cudaSetDevice(device_));
+        // The loader checked GPU 0; a TP rank runs on its own GPU, which may be another kind.
+        const int arch = cuda_device_sm_arch(device_);
+        if (arch != info.sm_arch) {
+            throw std::invalid_argument("engine was built for sm_" + std::to_string(info.sm_arch) + ", but this rank's GPU " +
+                                        std::to_string(device_) + " is sm_" + std::to_string(arch) +
+                                        "; rebuild the engine on (or for) this GPU");
+        }
         stream_ = std::make_unique<CudaStream>();
         gemm_ = std::make_unique<kernels::CublasLtGemm>();
         tactics_ = parse_tactics(*model_);
@@ -190,14 +197,7 @@ public:
                                                 " with " + dtype_name(in.dtype) + " activations is not supported");
                 }
                 p.shape = {w.shape[0], w.shape[1], in.dtype, out.dtype, b != nullptr};
-                if (b != nullptr) {
-                    if (b->dtype == out.dtype) {
-                        p.bias = dev(b->data);
-                    } else {  // float32 logits with a bf16/fp16 bias: the epilogue reads the bias in y's dtype
-                        p.owned = upload_as_float(b->data, b->dtype, b->numel());
-                        p.bias = p.owned.get();
-                    }
-                }
+                prepare_bias(op, out, p);
                 p.tactic_key = p.shape.key();
             }
             if (op.kind == OpKind::kWeightOnlyLinear) {
@@ -464,10 +464,17 @@ private:
             p.alpha_per_n = upload_vector(alpha);
             p.scales.alpha_per_n = p.alpha_per_n.as<float>();
         }
+        prepare_bias(op, out, p);
+    }
+
+    // A GEMM's bias in its output's dtype, which the epilogues read: the engine's own bytes, or a
+    // float32 copy for float32 outputs (logits) of a bf16/fp16 bias.
+    void prepare_bias(const Op& op, const Slot& out, Prepared& p) {
+        const WeightView* b = op.weight("bias");
         if (b == nullptr) return;
         if (b->dtype == out.dtype) {
             p.bias = dev(b->data);
-        } else if (out.dtype == DType::kFloat32) {  // the epilogue reads the bias in y's dtype
+        } else if (out.dtype == DType::kFloat32) {
             p.owned = upload_as_float(b->data, b->dtype, b->numel());
             p.bias = p.owned.get();
         } else {

@@ -151,7 +151,8 @@ void NcclCommunicator::synchronize(void* stream) {
         if (status == cudaSuccess) return;
         if (status != cudaErrorNotReady) m.abort(std::string("CUDA stream failed: ") + cudaGetErrorString(status));
         ncclResult_t async_error = ncclSuccess;
-        ncclCommGetAsyncError(impl_->comm, &async_error);
+        const ncclResult_t queried = ncclCommGetAsyncError(impl_->comm, &async_error);
+        if (queried != ncclSuccess) async_error = queried;  // the communicator itself is unusable
         if (async_error != ncclSuccess && async_error != ncclInProgress) {
             ncclCommAbort(impl_->comm);
             impl_->comm = nullptr;

@@ -217,6 +217,7 @@ public:
             }
             if (op.kind == OpKind::kFp8Linear || op.kind == OpKind::kInt8Linear) prepare_quant_linear(op, p);
             prepare_output_quant(op, p);
+            check_tuned(op, p);
         }
 
         if (tile_tokens_ == 0) tile_tokens_ = 1;
@@ -465,6 +466,22 @@ private:
             p.scales.alpha_per_n = p.alpha_per_n.as<float>();
         }
         prepare_bias(op, out, p);
+    }
+
+    // The build (trtllm_build/tactics.py) timed every GEMM of the engine under the key this backend
+    // looks it up by; a key it lacks means the two disagree on a key's spelling, which would
+    // otherwise fall back to cuBLASLt's heuristics without a word.
+    void check_tuned(const Op& op, const Prepared& p) const {
+        if (p.tactic_key.empty()) return;
+        const bool weight_only = op.kind == OpKind::kWeightOnlyLinear;
+        const bool tuned = weight_only ? weight_only_tactics_.paths.empty() || weight_only_tactics_.paths.count(p.tactic_key)
+                                       : tactics_.algos.empty() || tactics_.algos.count(p.tactic_key);
+        if (!tuned) {
+            throw std::runtime_error(std::string("engine tactics have no ") + (weight_only ? "weight-only" : "GEMM") +
+                                     " entry for " + op_kind_name(op.kind) + " " + p.tactic_key +
+                                     ": the engine and this runtime key GEMM shapes differently; rebuild the engine "
+                                     "with this version");
+        }
     }
 
     // A GEMM's bias in its output's dtype, which the epilogues read: the engine's own bytes, or a

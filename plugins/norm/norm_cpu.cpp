@@ -40,6 +40,27 @@ void add_rows_rounded(const void* a, const void* b, void* sum, DType dt, int64_t
     cpu::store_row(acc, dt, dim, sum);
 }
 
+// Rows of a + b: stores the sum rounded to the activation dtype, normalizes that rounded sum (what
+// the next layer reads) in place with `norm`, and stores the result (or its quantized codes).
+template <class Norm>
+void add_norm_rows(const void* a, const void* b, void* normed, void* sum, DType dtype, int64_t rows, int64_t dim,
+                   const OutputQuant* quant, const Norm& norm) {
+#pragma omp parallel if (rows * dim > cpu::kParallelMinElements)
+    {
+        thread_local std::vector<float> acc_buf, tmp_buf;
+        float* acc = cpu::grow(acc_buf, dim);
+        float* tmp = cpu::grow(tmp_buf, dim);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t off = r * dim;
+            add_rows_rounded(cpu::elem_ptr(a, dtype, off), cpu::elem_ptr(b, dtype, off),
+                             cpu::elem_ptr(sum, dtype, off), dtype, dim, acc, tmp);
+            norm(acc);
+            store_output_row(acc, dtype, quant, normed, r, dim);
+        }
+    }
+}
+
 }  // namespace
 
 void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim, int64_t chunk,
@@ -71,20 +92,8 @@ void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* no
     check_shape(rows, dim);
     std::vector<float> w(static_cast<size_t>(dim));
     cpu::load_row(weight, dtype, dim, w.data());
-#pragma omp parallel if (rows * dim > cpu::kParallelMinElements)
-    {
-        thread_local std::vector<float> acc_buf, tmp_buf;
-        float* acc = cpu::grow(acc_buf, dim);
-        float* tmp = cpu::grow(tmp_buf, dim);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t off = r * dim;
-            add_rows_rounded(cpu::elem_ptr(a, dtype, off), cpu::elem_ptr(b, dtype, off),
-                             cpu::elem_ptr(sum, dtype, off), dtype, dim, acc, tmp);
-            cpu::rms_norm_inplace(acc, w.data(), dim, eps);
-            store_output_row(acc, dtype, quant, normed, r, dim);
-        }
-    }
+    add_norm_rows(a, b, normed, sum, dtype, rows, dim, quant,
+                  [&](float* acc) { cpu::rms_norm_inplace(acc, w.data(), dim, eps); });
 }
 
 void layer_norm_cpu(const void* x, const void* weight, const void* bias, void* y, DType dtype, int64_t rows,
@@ -114,20 +123,8 @@ void add_layer_norm_cpu(const void* a, const void* b, const void* weight, const 
     std::vector<float> w(static_cast<size_t>(dim)), bs(static_cast<size_t>(dim));
     cpu::load_row(weight, dtype, dim, w.data());
     cpu::load_row(bias, dtype, dim, bs.data());
-#pragma omp parallel if (rows * dim > cpu::kParallelMinElements)
-    {
-        thread_local std::vector<float> acc_buf, tmp_buf;
-        float* acc = cpu::grow(acc_buf, dim);
-        float* tmp = cpu::grow(tmp_buf, dim);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t off = r * dim;
-            add_rows_rounded(cpu::elem_ptr(a, dtype, off), cpu::elem_ptr(b, dtype, off),
-                             cpu::elem_ptr(sum, dtype, off), dtype, dim, acc, tmp);
-            layer_norm_inplace(acc, w.data(), bs.data(), dim, eps);
-            store_output_row(acc, dtype, quant, normed, r, dim);
-        }
-    }
+    add_norm_rows(a, b, normed, sum, dtype, rows, dim, quant,
+                  [&](float* acc) { layer_norm_inplace(acc, w.data(), bs.data(), dim, eps); });
 }
 
 }  // namespace trtllm::kernels

@@ -185,6 +185,23 @@ def test_initialize_rejects_a_bad_config_clearly(tmp_path, edit, message):
         LoadedModel(repo, "tensorrt_llm")
 
 
+@pytest.mark.parametrize("name", ["preprocessing", "postprocessing"])
+@pytest.mark.parametrize("edit, message", [
+    ((ENGINE_PLACEHOLDER, "${engine_dir}"), "parameter tokenizer_dir is not set"),
+    ((ENGINE_PLACEHOLDER, "/nonexistent/engine"), "tokenizer.json"),
+    (('string_value: "true"', 'string_value: "maybe"'), "must be true or false, got 'maybe'"),
+])
+def test_tokenizer_models_reject_a_bad_config_clearly(tiny_text_engine, tmp_path, name, edit, message):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPOSITORY / name, repo / name)
+    config = repo / name / "config.pbtxt"
+    assert edit[0] in config.read_text()
+    text = config.read_text().replace(*edit)
+    config.write_text(text.replace(ENGINE_PLACEHOLDER, str(tiny_text_engine)))  # all else as a user set it
+    with pytest.raises(pb_utils.TritonModelException, match=message):
+        LoadedModel(repo, name)
+
+
 def _text_request(text: str, max_tokens: int, **extra) -> dict[str, np.ndarray]:
     tensors = {"text_input": np.asarray([[text.encode()]], np.object_),
                "max_tokens": np.asarray([[max_tokens]], np.int32)}

@@ -9,21 +9,15 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtllm_runtime.tokenizer import Tokenizer
+from trtllm_runtime import triton_params
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        model_config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
-        tokenizer_dir = params.get("tokenizer_dir", "")
-        if not tokenizer_dir or tokenizer_dir.startswith("${"):
-            raise pb_utils.TritonModelException("parameter tokenizer_dir (the engine dir) is not set")
-        try:
-            self.tokenizer = Tokenizer.from_dir(tokenizer_dir)
-        except FileNotFoundError as e:
-            raise pb_utils.TritonModelException(str(e)) from None
-        self.skip_special_tokens = params.get("skip_special_tokens", "true").lower() == "true"
+        params = triton_params.parameters(json.loads(args["model_config"]), pb_utils.TritonModelException)
+        self.tokenizer, _ = triton_params.tokenizer(params, pb_utils.TritonModelException)
+        self.skip_special_tokens = triton_params.flag(params, "skip_special_tokens", True,
+                                                      pb_utils.TritonModelException)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []

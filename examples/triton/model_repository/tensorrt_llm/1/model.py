@@ -24,24 +24,13 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtllm_runtime import ModelRunner
+from trtllm_runtime import ModelRunner, triton_params
 
 _BATCHING_TYPES = ("inflight_fused_batching", "inflight_batching")
 
 
-def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    params = {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
-    for key, value in params.items():
-        if value.startswith("${"):
-            raise pb_utils.TritonModelException(f"parameter {key} is not set (still {value}); edit config.pbtxt")
-    return params
-
-
 def _flag(params: dict[str, str], key: str, default: bool) -> bool:
-    value = params.get(key, str(default)).strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise pb_utils.TritonModelException(f"parameter {key} must be true or false, got {value!r}")
-    return value in ("true", "1", "yes")
+    return triton_params.flag(params, key, default, pb_utils.TritonModelException)
 
 
 def _input(request: Any, name: str) -> np.ndarray | None:
@@ -131,7 +120,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 "tensorrt_llm streams through the decoupled response sender: set "
                 "model_transaction_policy { decoupled: true } in config.pbtxt")
-        params = _parameters(model_config)
+        params = triton_params.parameters(model_config, pb_utils.TritonModelException)
         if params.get("gpt_model_type", _BATCHING_TYPES[0]) not in _BATCHING_TYPES:
             raise pb_utils.TritonModelException(
                 f"gpt_model_type must be one of {_BATCHING_TYPES} (this runtime always batches in flight), "

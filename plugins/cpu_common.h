@@ -26,63 +26,6 @@ namespace trtllm::kernels::cpu {
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelMinElements = 1 << 15;
 
-inline uint32_t float_bits(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
-
-inline float bits_float(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-// fp16 -> float32 without branches or loops (F. Giesen's "half_to_float_fast"), so a row
-// converts with SIMD; dtype.h's fp16_to_float normalizes subnormals in a loop. Exact.
-inline float fp16_bits_to_float(uint16_t h) {
-    constexpr uint32_t kShiftedExp = 0x7c00u << 13;
-    uint32_t o = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
-    const uint32_t exp = o & kShiftedExp;
-    o += (127u - 15u) << 23;
-    const uint32_t inf_nan = o + ((128u - 16u) << 23);
-    // Subnormal: let the FPU renormalize by subtracting 2^-14 from 2^-14 * (1 + m / 2^10).
-    const uint32_t subnormal = float_bits(bits_float(o + (1u << 23)) - bits_float(113u << 23));
-    // Selects as all-ones / all-zeros masks: GCC will not if-convert the nested ?: here.
-    const uint32_t is_inf_nan = 0u - static_cast<uint32_t>(exp == kShiftedExp);
-    const uint32_t is_subnormal = 0u - static_cast<uint32_t>(exp == 0);
-    o = (inf_nan & is_inf_nan) | (subnormal & is_subnormal) | (o & ~(is_inf_nan | is_subnormal));
-    return bits_float(o | (static_cast<uint32_t>(h) & 0x8000u) << 16);
-}
-
-// float32 -> fp16, round to nearest even, overflow to inf, NaN to quiet NaN; the same results
-// as dtype.h's float_to_fp16 (tests check both against numpy), written as selects so it
-// vectorizes (F. Giesen's "float_to_half_fast3_rtne").
-inline uint16_t float_to_fp16_bits(float f) {
-    const uint32_t u_signed = float_bits(f);
-    const uint32_t sign = u_signed & 0x80000000u;
-    const uint32_t u = u_signed ^ sign;
-    const uint32_t inf_nan = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
-    // Result subnormal or zero: adding 0.5 lines the 10 result bits up at the bottom of the
-    // mantissa and the FPU rounds them to nearest even.
-    constexpr uint32_t kDenormMagic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
-    const uint32_t subnormal = float_bits(bits_float(u) + bits_float(kDenormMagic)) - kDenormMagic;
-    const uint32_t normal = (u + ((15u - 127u) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
-    const uint32_t is_big = 0u - static_cast<uint32_t>(u >= (143u << 23));
-    const uint32_t is_small = 0u - static_cast<uint32_t>(u < (113u << 23));
-    const uint32_t o = (inf_nan & is_big) | (subnormal & is_small) | (normal & ~(is_big | is_small));
-    return static_cast<uint16_t>(o | (sign >> 16));
-}
-
-// float32 -> bf16, round to nearest even, NaN stays a (quiet) NaN; as dtype.h's float_to_bf16
-// but with the NaN case as a select.
-inline uint16_t float_to_bf16_bits(float f) {
-    const uint32_t u = float_bits(f);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = (u >> 16) | 0x40u;
-    return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
-}
-
 inline void check_float_dtype(DType dt) {
     if (dt != DType::kFloat32 && dt != DType::kBFloat16 && dt != DType::kFloat16) {
         throw std::invalid_argument(std::string("expected a float activation dtype (float32, bfloat16, float16), got ") +
@@ -111,7 +54,7 @@ inline void load_row(const void* src, DType dt, int64_t n, float* dst) {
         }
         case DType::kFloat16: {
             const auto* s = static_cast<const uint16_t*>(src);
-            for (int64_t i = 0; i < n; ++i) dst[i] = fp16_bits_to_float(s[i]);
+            for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_float(s[i]);
             return;
         }
         default:
@@ -127,12 +70,12 @@ inline void store_row(const float* src, DType dt, int64_t n, void* dst) {
             return;
         case DType::kBFloat16: {
             auto* d = static_cast<uint16_t*>(dst);
-            for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16_bits(src[i]);
+            for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
             return;
         }
         case DType::kFloat16: {
             auto* d = static_cast<uint16_t*>(dst);
-            for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp16_bits(src[i]);
+            for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp16(src[i]);
             return;
         }
         default:
@@ -143,9 +86,9 @@ inline void store_row(const float* src, DType dt, int64_t n, void* dst) {
 // v = round(v) in place: what a float32 value reads back as after a store in `dt`.
 inline void round_row(float* v, DType dt, int64_t n) {
     if (dt == DType::kBFloat16) {
-        for (int64_t i = 0; i < n; ++i) v[i] = bits_float(static_cast<uint32_t>(float_to_bf16_bits(v[i])) << 16);
+        for (int64_t i = 0; i < n; ++i) v[i] = bits_float(static_cast<uint32_t>(float_to_bf16(v[i])) << 16);
     } else if (dt == DType::kFloat16) {
-        for (int64_t i = 0; i < n; ++i) v[i] = fp16_bits_to_float(float_to_fp16_bits(v[i]));
+        for (int64_t i = 0; i < n; ++i) v[i] = fp16_to_float(float_to_fp16(v[i]));
     }
 }
 

@@ -294,6 +294,21 @@ def test_samples_stay_in_the_cpu_kept_set(rng, vocab, temperature, top_k, top_p,
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p, min_p", FILTERS)
+@pytest.mark.parametrize("vocab", [1000, 128256])
+def test_the_same_uniform_draws_the_same_token_as_the_cpu_sampler(rng, vocab, temperature, top_k, top_p, min_p):
+    # Both walk the kept tokens in id order: a seeded request does not depend on which sampler a
+    # step ran on. (The device's 2^-40 fixed-point masses could move a boundary by ~2^-40 of the
+    # mass: a uniform landing there is a ~1e-7 event.)
+    logits = (rng.standard_normal(vocab) * 3.0).astype(np.float32)
+    config = _core.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    seeds = range(64)
+    uniform = [_core.Rng(seed).uniform() for seed in seeds]
+    device, _ = sample_rows(np.tile(logits, (64, 1)), vocab, uniform, temperature, top_k, top_p, min_p)
+    host = [_core.sample_token(logits, config, [], 0, [], _core.Rng(seed)).token for seed in seeds]
+    assert device.tolist() == host
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p", FILTERS)
 def test_stratified_draws_match_the_kept_distribution(rng, temperature, top_k, top_p, min_p):
     # Inverse CDF: evenly spaced uniforms put round(N p) +- 1 draws on every kept token.
     from test_sampler import reference_probs

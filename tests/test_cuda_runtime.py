@@ -136,6 +136,16 @@ def test_device_sampling_is_seeded_and_batch_invariant(fp32_engines):
         assert any(runner.generate(PROMPTS, random_seed=s, **sampling) != first for s in (8, 9, 10))
 
 
+def test_seeded_sampling_gives_the_same_tokens_on_the_device_and_host_sampler(fp32_engines):
+    # Asking for generation logits sends every step through the host sampler; both samplers walk
+    # the kept tokens in id order with the request's seeded uniforms, so the tokens are the same.
+    sampling = dict(max_new_tokens=NEW_TOKENS, end_id=-1, temperature=1.0, top_k=20, top_p=0.9, random_seed=7)
+    with ModelRunner.from_dir(fp32_engines["llama3"][0], enable_prefix_reuse=False) as runner:
+        device = runner.generate(PROMPTS, **sampling)
+        host = runner.generate(PROMPTS, return_dict=True, return_generation_logits=True, **sampling)["output_ids"]
+    assert device == host
+
+
 def test_device_logprobs_match_host_sampler(fp32_engines):
     # num_logprobs 0 stays on the device; 1 (a top list) sends the step to the host sampler.
     with ModelRunner.from_dir(fp32_engines["llama3"][0]) as runner:

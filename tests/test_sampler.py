@@ -71,12 +71,11 @@ def reference_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_
     return probs
 
 
-def inverse_cdf(probs: np.ndarray, logits: np.ndarray, u: float) -> int:
-    """The token whose slice of [0, 1), laid out in descending order, holds u."""
-    order = descending_order(logits)
-    order = order[probs[order] > 0]
-    cdf = np.cumsum(probs[order])
-    return int(order[min(np.searchsorted(cdf, u * cdf[-1], side="right"), order.size - 1)])
+def inverse_cdf(probs: np.ndarray, u: float) -> int:
+    """The token whose slice of [0, 1), laid out in token id order (as the GPU sampler walks), holds u."""
+    ids = np.flatnonzero(probs > 0)
+    cdf = np.cumsum(probs[ids])
+    return int(ids[min(np.searchsorted(cdf, u * cdf[-1], side="right"), ids.size - 1)])
 
 
 def chi2_pvalue(observed: np.ndarray, expected_probs: np.ndarray) -> float:
@@ -200,7 +199,7 @@ EXACT_CONFIGS = [
 
 
 @pytest.mark.parametrize("config", EXACT_CONFIGS, ids=lambda c: ",".join(c))
-def test_draw_is_inverse_cdf_of_one_uniform_in_descending_order(config):
+def test_draw_is_inverse_cdf_of_one_uniform_in_token_id_order(config):
     gen = np.random.default_rng(7)
     raw = (gen.standard_normal(2000) * 3).astype(np.float32)
     tokens = [int(t) for t in gen.integers(0, 2000, size=60)]
@@ -212,20 +211,18 @@ def test_draw_is_inverse_cdf_of_one_uniform_in_descending_order(config):
     probs = reference_probs(logits, **warpers)
     for seed in range(200):
         got = sample(raw, rng=seed, tokens=tokens, num_prompt=num_prompt, **config).token
-        assert got == inverse_cdf(probs, logits, Rng(seed).uniform()), seed
+        assert got == inverse_cdf(probs, Rng(seed).uniform()), seed
 
 
-def test_draw_over_a_large_vocabulary_matches_inverse_cdf():
-    # No filter: the sampler sorts lazily, so late draws reach deep into the tail.
+@pytest.mark.parametrize("config", [dict(temperature=1.0), dict(temperature=1.0, top_p=0.999)])
+def test_draw_over_a_large_vocabulary_matches_inverse_cdf(config):
+    # top_p near 1 keeps most of the vocabulary: the sorted prefix grows deep, then goes back to id order.
     gen = np.random.default_rng(11)
     logits = (gen.standard_normal(128_000) * 2).astype(np.float32)
-    probs = reference_probs(logits, temperature=1.0)
-    order = descending_order(logits)
-    cdf = np.cumsum(probs[order])
+    probs = reference_probs(logits, **config)
     rng, replay = Rng(99), Rng(99)
     for _ in range(100):
-        expected = int(order[np.searchsorted(cdf, replay.uniform() * cdf[-1], side="right")])
-        assert sample(logits, rng=rng, temperature=1.0).token == expected
+        assert sample(logits, rng=rng, **config).token == inverse_cdf(probs, replay.uniform())
 
 
 # --- filters and temperature, statistically ---------------------------------------------------

@@ -132,8 +132,10 @@ int32_t argmax(const float* logits, int vocab_size) {
     return best;
 }
 
-// Temperature, top_k, top_p, min_p, then one inverse-CDF draw over the kept tokens in
-// more_likely order. Returns -1 when no token has a finite logit.
+// Temperature, top_k, top_p, min_p, then one inverse-CDF draw over the kept tokens in token id
+// order, the order the GPU sampler walks them in: the same uniform picks the same token on both,
+// so a seeded request does not depend on which sampler its step ran on. Returns -1 when no token
+// has a finite logit.
 int32_t draw(const float* logits, int vocab_size, const SamplingConfig& config,
              std::mt19937_64& rng, Scratch& s) {
     // One draw per sampled token whatever the filters keep, so changing top_k or top_p never
@@ -218,16 +220,29 @@ int32_t draw(const float* logits, int vocab_size, const SamplingConfig& config,
         kept_total = min_p_total;
     }
 
+    // The kept tokens in id order. Without top_k and top_p, `cand` still is in id order and the
+    // kept ones are those min_p keeps (if any); otherwise they are the first `kept` of the sorted
+    // order, sorted back by id.
+    const bool in_id_order = sorted == 0 && config.top_p >= 1.0f;
+    const double min_weight = in_id_order && kept < n ? static_cast<double>(config.min_p) : 0.0;
+    size_t walk = n;
+    if (!in_id_order) {
+        prefix.at(kept - 1);  // sorts [0, kept)
+        std::sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(kept),
+                  [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+        walk = kept;
+    }
     const double target = u * kept_total;
     double cumulative = 0.0;
-    int32_t last_positive = prefix.at(0).id;
-    for (size_t i = 0; i < kept; ++i) {
-        const Candidate& c = prefix.at(i);
+    int32_t last_positive = -1;
+    for (size_t i = 0; i < walk; ++i) {
+        const Candidate& c = cand[i];
+        if (c.weight < min_weight) continue;
         cumulative += c.weight;
         if (target < cumulative) return c.id;
         if (c.weight > 0.0) last_positive = c.id;
     }
-    // Only reached when rounding leaves the walked sum a hair below `total`.
+    // Only reached when rounding leaves the walked sum a hair below `kept_total`.
     return last_positive;
 }
 

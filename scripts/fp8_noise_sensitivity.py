@@ -4,7 +4,7 @@
 Hopper's FP8 MMAs keep about 14 significand bits inside a k-block (the bound of
 test_cuda_quant_kernels.py), so a GPU fp8_linear output differs from the exact one by up to ~2^-14
 relative; each next activation quantization (3 significand bits) turns some of those differences
-into whole-code moves. This script builds the tiny Llama of tests/test_cuda_quant_engine.py as an
+into whole-code moves. This script builds the tiny Llama of tests/test_cuda_quantized.py (its gemm16_llama) as an
 fp8 float32 checkpoint, runs its graph in the float64 interpreter (tests/graph_reference.py)
 exactly and with relative noise of a given size on every fp8_linear output, and prints the largest
 context-logit difference over the test's prompts as a fraction of the logit scale: the
@@ -39,7 +39,7 @@ def tiny_fp8_graph(tmp: Path):
     from trtllm_build.passes import optimize
     from trtllm_build.quantization.options import QuantOptions
 
-    torch.manual_seed(1)  # the model of test_cuda_quant_engine.py
+    torch.manual_seed(1)  # the gemm16_llama of test_cuda_quantized.py
     model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("llama3"))
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -4,7 +4,7 @@
 Hopper's FP8 MMAs keep about 14 significand bits inside a k-block (the bound of
 test_cuda_quant_kernels.py), so a GPU fp8_linear output differs from the exact one by up to ~2^-14
 relative; each next activation quantization (3 significand bits) turns some of those differences
-into whole-code moves. This script builds the tiny Llama of tests/test_cuda_quantized.py (its gemm16_llama) as an
+into whole-code moves. This script builds the tiny Llama of tests/test_cuda_quantized.py as an
 fp8 float32 checkpoint, runs its graph in the float64 interpreter (tests/graph_reference.py)
 exactly and with relative noise of a given size on every fp8_linear output, and prints the largest
 context-logit difference over the test's prompts as a fraction of the logit scale: the
@@ -31,21 +31,12 @@ PROMPTS = [[5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71], [7, 2, 9
 
 
 def tiny_fp8_graph(tmp: Path):
-    import torch
-    import transformers
-
     from trtllm_build.convert import convert, load_checkpoint
     from trtllm_build.models import trace
     from trtllm_build.passes import optimize
     from trtllm_build.quantization.options import QuantOptions
 
-    torch.manual_seed(1)  # the gemm16_llama of test_cuda_quantized.py
-    model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("llama3"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
-    model.save_pretrained(tmp / "hf")
-    tiny_hf.save_char_tokenizer(tmp / "hf")
+    tiny_hf.save_trained_scale_llama(tmp / "hf")  # the model of tests/test_cuda_quantized.py
     options = dataclasses.replace(QuantOptions("fp8"), calib_size=4, calib_seq_len=64)
     convert(tmp / "hf", tmp / "ckpt", "float32", 1, options)
     return optimize(trace(*load_checkpoint(tmp / "ckpt")), max_num_tokens=64, max_output_rows=64)

@@ -8,7 +8,7 @@ order, expf), and from those a quantized activation code (or a bf16 rounding) mo
 neighbour where a value sits on a boundary. Bounds, as max |logit difference| / max |logit|:
 
 - fp8: the FP8 partial sums dominate, whatever the activation dtype. scripts/fp8_noise_sensitivity.py
-  puts relative noise of 2^-14 (their precision) on every fp8_linear output of the fp8 model here
+  puts relative noise of 2^-14 (their precision) on every fp8_linear output of the model here
   in the float64 graph interpreter, and its context logits move by 2.7e-2 to 3.9e-2 of the scale
   (4 seeds); a float32 fp8 engine on an H100 measured 4.3e-2. Hence 6e-2 in both dtypes.
 - int8_sq: the int8 GEMM is exact, so in float32 only the last bits of norms and activations
@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from test_quantization import tiny_llama  # noqa: F401  (fixture: weights of a trained model's scale)
+from test_quantization import tiny_llama  # noqa: F401  (fixture: tiny_hf.save_trained_scale_llama, GEMM dims multiples of 16)
 from trtllm_build.build import BuildConfig, BuildError, build
 from trtllm_build.convert import convert
 from trtllm_build.quantization.options import QuantOptions
@@ -44,23 +44,6 @@ GEMM_BOUNDS = {("fp8", "float32"): (6e-2, 12e-2), ("fp8", "bfloat16"): (6e-2, 12
 WEIGHT_ONLY = {"int8_wo": QuantOptions("int8_wo"), "int4_awq": QuantOptions("int4_awq", group_size=32),
                "kv_fp8": QuantOptions(None, kv_cache="fp8")}
 WEIGHT_ONLY_BOUNDS = (3e-2, 1e-2)
-
-
-@pytest.fixture(scope="module")
-def gemm16_llama(tmp_path_factory):
-    """A tiny Llama (GQA, llama3 rope; all GEMM dims multiples of 16, as cuBLASLt's FP8 / INT8
-    GEMMs need) with a char tokenizer."""
-    import tiny_hf
-
-    torch.manual_seed(1)
-    model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("llama3"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("gemm16_llama")
-    model.save_pretrained(path)
-    tiny_hf.save_char_tokenizer(path)
-    return path
 
 
 def convert_quantized(model_dir, ckpt, options: QuantOptions, dtype: str):
@@ -100,8 +83,8 @@ def assert_gpu_matches_cpu(ckpt, tmp_path, logit_bound: float, tie_bound: float,
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("scheme", ["fp8", "int8_sq"])
-def test_quantized_gemm_engine_on_gpu_matches_cpu_emulation(gemm16_llama, tmp_path, scheme, dtype):
-    ckpt = convert_quantized(gemm16_llama, tmp_path / "ckpt", QuantOptions(scheme), dtype)
+def test_quantized_gemm_engine_on_gpu_matches_cpu_emulation(tiny_llama, tmp_path, scheme, dtype):  # noqa: F811
+    ckpt = convert_quantized(tiny_llama, tmp_path / "ckpt", QuantOptions(scheme), dtype)
     engine = assert_gpu_matches_cpu(ckpt, tmp_path, *GEMM_BOUNDS[scheme, dtype], f"{scheme} {dtype}")
     qdtype = "float8_e4m3fn" if scheme == "fp8" else "int8"
     assert {"fp8_linear" if scheme == "fp8" else "int8_linear", "quantize"} <= {op["op"] for op in engine.ops}

@@ -28,11 +28,7 @@ PROJ = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o
 def float_model(tmp_path_factory):
     import tiny_hf
 
-    torch.manual_seed(2)
-    model = transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("llama3"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
+    model = tiny_hf.trained_scale_llama(seed=2)
     path = tmp_path_factory.mktemp("float")
     model.save_pretrained(path)
     return path, {k: v.numpy().copy() for k, v in model.state_dict().items()}

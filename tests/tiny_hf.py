@@ -44,9 +44,9 @@ def save_char_tokenizer(path) -> None:
     tok.save(str(path / "tokenizer.json"))
 
 
-def save_trained_scale_llama(path, seed: int = 1):
-    """A tiny Llama (GQA, llama3 rope) with weights of a trained model's scale (norms near 1,
-    the rest N(0, 0.15)) and the char tokenizer, saved into `path`; returns path."""
+def trained_scale_llama(seed: int = 1):
+    """A tiny Llama (GQA, llama3 rope; every GEMM dim a multiple of 16) with weights of a trained
+    model's scale: norms near 1, the rest N(0, 0.15)."""
     import torch
 
     torch.manual_seed(seed)
@@ -54,6 +54,11 @@ def save_trained_scale_llama(path, seed: int = 1):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
-    model.save_pretrained(path)
+    return model
+
+
+def save_trained_scale_llama(path, seed: int = 1):
+    """trained_scale_llama(seed) and the char tokenizer, saved into `path`; returns path."""
+    trained_scale_llama(seed).save_pretrained(path)
     save_char_tokenizer(path)
     return path

@@ -120,13 +120,9 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
-// y[mi, row] for mi < m <= M. A warp owns row groups of kGemvRowsPerWarp rows (group g, then
-// g + all warps of the grid, ...) and walks them in tiles: a tile is, for each row of the group,
-// the 16-byte vectors lane + 32 u (u < kGemvUnroll) of one chunk of the row. The next tile's
-// loads are issued before the current tile's dequantization and FMAs, so a warp keeps the memory
-// busy while it computes (without that, warps that start together load together and then compute
-// together, and the two times add). Lane l reads vectors l, l + 32, ... (coalesced 512-byte
-// segments), dequantizes each once and uses it for all m rows of x.
+// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
+// Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
+// dequantizes them once and uses them for all m rows of x.
 template <class T, int BITS, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
@@ -134,55 +130,42 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
     constexpr int R = kGemvRowsPerWarp;
-    constexpr int U = gemv_unroll(M);
-    const int lane = threadIdx.x % 32;
-    const int num_groups = (n + R - 1) / R;
-    const int group_stride = gridDim.x * kGemvWarps;
-    int group = blockIdx.x * kGemvWarps + threadIdx.x / 32;
-    if (group >= num_groups) return;
+    constexpr int kGemvUnroll = gemv_unroll(M);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+    if (row0 >= n) return;
     const int64_t row_bytes = int64_t{k} * BITS / 8;
-    const int groups_per_row = k / group_size;
+    const int groups = k / group_size;
     const int num_vecs = k / D::kInputs;
-    const int chunks = (num_vecs + 32 * U - 1) / (32 * U);
-
-    // A row past n is computed (as row n - 1), not stored.
-    auto load_tile = [&](int g, int chunk, uint4 (&wv)[U][R]) {
+    const uint8_t* rows[R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const uint8_t* row = w + min(g * R + r, n - 1) * row_bytes;
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const int v = (chunk * U + u) * 32 + lane;
-                wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(row + int64_t{v} * 16)) : uint4{};
-            }
-        }
-    };
-
+    for (int r = 0; r < R; ++r) rows[r] = w + min(row0 + r, n - 1) * row_bytes;  // a row past n is computed, not stored
     float acc[M][R];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
     }
-    uint4 cur[U][R], ahead[U][R];
-    int chunk = 0;
-    load_tile(group, chunk, cur);
-    while (true) {
-        int next_group = group, next_chunk = chunk + 1;
-        if (next_chunk == chunks) next_group += group_stride, next_chunk = 0;
-        const bool more = next_group < num_groups;
-        if (more) load_tile(next_group, next_chunk, ahead);
-
+    for (int v0 = lane; v0 < num_vecs; v0 += 32 * kGemvUnroll) {
+        uint4 wv[kGemvUnroll][R];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int v = (chunk * U + u) * 32 + lane;
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
             if (v >= num_vecs) break;
             const int k0 = v * D::kInputs;
             uint32_t wd[R][D::kPairs];
 #pragma unroll
             for (int r = 0; r < R; ++r) {
-                const int row = min(group * R + r, n - 1);
-                D::run(cur[u][r], scale_pair(scale, int64_t{row} * groups_per_row + k0 / group_size), wd[r]);
+                const int row = min(row0 + r, n - 1);
+                D::run(wv[u][r], scale_pair(scale, int64_t{row} * groups + k0 / group_size), wd[r]);
             }
             uint32_t pre_pairs[D::kPairs];
             if (pre != nullptr) {
@@ -217,29 +200,21 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
                 }
             }
         }
-
-        if (next_chunk == 0) {  // the group's rows are complete: reduce across the warp, store, restart
+    }
 #pragma unroll
-            for (int mi = 0; mi < M; ++mi) {
+    for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    const float total = cuda::warp_sum(acc[mi][r]);
-                    acc[mi][r] = 0.0f;
-                    const int row = group * R + r;
-                    if (lane == 0 && mi < m && row < n) {
-                        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-                        y[int64_t{mi} * n + row] = from_float<T>(total + b);
-                    }
-                }
-            }
-        }
-        if (!more) break;
-        group = next_group;
-        chunk = next_chunk;
+        for (int r = 0; r < R; ++r) acc[mi][r] = cuda::warp_sum(acc[mi][r]);
+    }
+    if (lane != 0) return;
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
+    for (int r = 0; r < R; ++r) {
+        const int row = row0 + r;
+        if (row >= n) break;
+        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
 #pragma unroll
-            for (int r = 0; r < R; ++r) cur[u][r] = ahead[u][r];
+        for (int mi = 0; mi < M; ++mi) {
+            if (mi < m) y[int64_t{mi} * n + row] = from_float<T>(acc[mi][r] + b);
         }
     }
 }
@@ -275,24 +250,10 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-// The grid holds the blocks that fit on the GPU at once and no more: each warp then walks several
-// row groups, and its loads for the next one overlap its math on this one. Asked once per kernel,
-// on its first (eager) launch: never while a CUDA graph is being captured.
-template <class Kernel>
-int64_t resident_blocks(Kernel kernel) {
-    int device = 0, sms = 0, per_sm = 0;
-    CHECK_CUDA(cudaGetDevice(&device));
-    CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvWarps * 32, 0));
-    return int64_t{sms} * std::max(1, per_sm);
-}
-
 template <class T, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
-    static const int64_t max_blocks = resident_blocks(weight_only_gemv_kernel<T, BITS, M>);
-    const int64_t blocks = std::min<int64_t>((w.n + kRowsPerBlock - 1) / kRowsPerBlock, max_blocks);
-    const dim3 grid(static_cast<unsigned>(blocks));
+    const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
     weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),

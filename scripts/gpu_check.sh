@@ -18,11 +18,14 @@
 # throughput, and HF transformers on the same GPU in the same run. Needs ~90 GB of disk in /tmp at
 # the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 int4_awq") get
 # synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
-# BF16_8B=0 skips the bf16 benchmarks (a later call for the quantized ones), BF16_8B=ratio runs
-# only the two the quantized ones are compared with (latency, throughput), THROUGHPUT_1K=0 skips
-# the 256 x 1024/1024 throughput run.
+# MAX_BATCH_8B (default 256): the engines' max batch size (throughput at 1024 requests may want
+# 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 benchmarks (a
+# later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
+# compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
-# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest).
+# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_DTYPE=float32 runs it in
+# float32, whose rounding flips random weights' near ties far less often than bf16's: TP_ENGINE1
+# must then be a float32 engine too).
 # GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
@@ -156,11 +159,13 @@ if has bench && ((build_rc == 0)); then
 fi
 
 if has bench8b && ((build_rc == 0)); then
-  B=/tmp/bench8b
-  mkdir -p $B
+  # Engines of another MAX_BATCH_8B go to their own dir; the HF model is shared.
+  HF8=/tmp/bench8b/llama_8b B=/tmp/bench8b
+  [[ ${MAX_BATCH_8B:-256} == 256 ]] || B=/tmp/bench8b_mb$MAX_BATCH_8B
+  mkdir -p $B /tmp/bench8b
   (
     set -e
-    build_args=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
+    build_args=(--target cuda --max-batch-size ${MAX_BATCH_8B:-256} --max-num-tokens 8192 --max-seq-len 4096)
     schemes=(bf16 ${QUANT8B-fp8 int8_wo int4_awq})
     bench8() {  # engine, name, args...: JSON in $JSON_DIR and its figures printed at once (a call
       # cut off by its time limit still returns the log); a failed benchmark is reported, the others run
@@ -182,7 +187,7 @@ if has bench8b && ((build_rc == 0)); then
       elif [[ $name == fp8 || $name == int8_sq ]]; then
         set -- "$@" --calib-size 4 --calib-seq-len 128
       fi
-      "$PYTHON" "${convert[@]}" --model-dir $B/llama_8b --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
+      "$PYTHON" "${convert[@]}" --model-dir $HF8 --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
         { tail -5 $B/convert_$name.log; return 1; }
     }
     convert_args() {  # name -> trtllm-convert arguments
@@ -192,7 +197,7 @@ if has bench8b && ((build_rc == 0)); then
       esac
     }
     t0=$(date +%s)
-    [[ -d $B/llama_8b ]] || "$PYTHON" scripts/make_random_llama.py --out $B/llama_8b --preset 8b
+    [[ -d $HF8 ]] || "$PYTHON" scripts/make_random_llama.py --out $HF8 --preset 8b
     # Every scheme's conversion at once (CPU and disk), while the GPU runs the kernel microbenchmark.
     pids=()
     for q in "${schemes[@]}"; do
@@ -230,7 +235,7 @@ if has bench8b && ((build_rc == 0)); then
         TRTLLM_PROFILE=1 timeout 120 "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine_bf16 \
           --input-len $1 --output-len $2 --iterations 1 2>&1 >/dev/null | grep "trtllm profile" || true
       done
-      timeout 400 "$PYTHON" scripts/bench_vs_hf.py --model $B/llama_8b --engine-dir $B/engine_bf16 --target cuda \
+      timeout 400 "$PYTHON" scripts/bench_vs_hf.py --model $HF8 --engine-dir $B/engine_bf16 --target cuda \
         --dtype bfloat16 --batch-sizes 1,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench8b_vs_hf.json" \
         || echo "bench_vs_hf 8B failed: rc $?"
     fi
@@ -255,6 +260,7 @@ tp_phase() {
   echo "tp: $(nvidia-smi -L | wc -l) GPUs; $(mpiexec --version 2>&1 | grep -m1 -i version)"
   df -h "$dir" | tail -1
   local build_flags=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
+  local dtype=${TP_DTYPE:-bfloat16}
   # MPI itself first: a launcher or network problem shows here, not as every TP test failing.
   timeout 60 mpiexec -n 2 "$PYTHON" -c "from trtllm_runtime import _core, parallel; c = parallel.world_comm(); \
 print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_core.nccl_available}, \
@@ -268,11 +274,11 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
     t0=$(date +%s)
     local pids=()
     if [[ ! -f $engine1/config.json ]]; then
-      "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp1" --dtype bfloat16 \
+      "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp1" --dtype $dtype \
         --log-level WARNING &
       pids+=($!)
     fi
-    "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp2" --dtype bfloat16 \
+    "$PYTHON" -m trtllm_build.cli.convert --model-dir "$hf" --output-dir "$dir/ckpt_tp2" --dtype $dtype \
       --tp-size 2 --log-level WARNING
     for pid in "${pids[@]}"; do wait "$pid"; done
     echo "tp: converted TP=1 and TP=2 in $(($(date +%s) - t0)) s"

@@ -173,7 +173,7 @@ if has bench8b && ((build_rc == 0)); then
       timeout 300 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir "$engine" \
         --json "$JSON_DIR/bench8b_$name.json" >/dev/null || { echo "bench8b $name failed: rc $?"; return 0; }
       "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); print('bench8b $name:', {k: r[k] for k in \
-('decode_tokens_per_s', 'ttft_ms', 'output_tokens_per_s', 'engine_bytes', 'kv_cache_bytes') if k in r})" \
+('decode_tokens_per_s', 'ttft_ms', 'output_tokens_per_s', 'engine_bytes', 'kv_cache_bytes', 'per_step') if k in r})" \
         "$JSON_DIR/bench8b_$name.json"
     }
     convert8() {  # name, convert args...: checkpoint in $B/ckpt_<name>

@@ -24,6 +24,16 @@ def test_latency_reports_ttft_and_decode_rate_of_one_request(tiny_engines, tmp_p
     assert r["decode_tokens_per_s"] > 0 and r["tokens_per_s"] == pytest.approx(9 / r["latency_s"])
     assert r["engine_bytes"] == (engine / "rank0.engine").stat().st_size
     assert r["kv_cache_bytes"] > 0
+    assert_step_split(r, r["latency_s"], min_iterations=9)  # a prefill, then one step per further token
+
+
+def assert_step_split(r: dict, wall_s: float, min_iterations: int) -> None:
+    """The per-iteration split adds up to the run's wall time."""
+    split = r["per_step"]
+    assert split["iterations"] >= min_iterations
+    assert split["forward_ms"] > 0 and split["step_host_ms"] >= 0 and split["outside_step_ms"] >= 0
+    total_ms = split["iterations"] * (split["forward_ms"] + split["step_host_ms"] + split["outside_step_ms"])
+    assert total_ms == pytest.approx(1e3 * wall_s, rel=0.02)
 
 
 def test_throughput_generates_every_requested_token(tiny_engines, tmp_path):
@@ -34,6 +44,7 @@ def test_throughput_generates_every_requested_token(tiny_engines, tmp_path):
     assert r["requests_per_s"] == pytest.approx(6 / r["seconds"])
     assert 0 < r["ttft_ms"]["p50"] <= r["ttft_ms"]["p99"] <= 1e3 * r["seconds"]
     assert 0 <= r["inter_token_ms"]["p50"] <= r["inter_token_ms"]["p99"]
+    assert_step_split(r, r["seconds"], min_iterations=5)  # 6 requests of 5 tokens batch: >= 5 steps
 
 
 def test_bad_lengths_are_a_clear_error(tiny_engines, capsys):

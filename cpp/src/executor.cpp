@@ -295,12 +295,6 @@ ExecutorStats Executor::stats() const {
     return stats_;
 }
 
-void Executor::emit(Response&& response) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    responses_.push_back(std::move(response));
-    response_cv_.notify_all();
-}
-
 void Executor::finish(Request& r, FinishReason reason, Response& response) {
     r.finish = reason;
     response.finished = true;
@@ -401,6 +395,7 @@ void Executor::follow() {
 }
 
 void Executor::step() {
+    const auto step_start = Clock::now();
     const ModelInfo& info = model_->info();
     Schedule schedule = scheduler_->schedule(waiting_, running_, *kv_);
     if (schedule.scheduled.empty()) {
@@ -473,6 +468,7 @@ void Executor::step() {
                       c.num_logprobs <= 0 && !r.spec.return_generation_logits && banned_tokens(r).empty()));
     }
     const kernels::RowSample* device_samples = nullptr;
+    const auto forward_start = Clock::now();
     if (on_device) {
         std::vector<kernels::RowSampling> rows(input.output_rows.size());  // rows nobody samples: greedy
         for (size_t i = 0; i < schedule.scheduled.size(); ++i) {
@@ -487,10 +483,12 @@ void Executor::step() {
         device_samples = backend_->forward_sample(input, rows);
     }
     const float* logits = device_samples == nullptr ? backend_->forward(input) : nullptr;
+    const auto forward_end = Clock::now();
     const int64_t row_stride = info.vocab_size_padded;
     const int vocab = info.vocab_size;
 
     int64_t generated = 0, prompt_computed = 0;
+    std::vector<Response> responses;  // handed out with this step's stats, below
     for (size_t i = 0; i < schedule.scheduled.size(); ++i) {
         Request& r = *schedule.scheduled[i].request;
         const int n = schedule.scheduled[i].num_new_tokens;
@@ -552,10 +550,11 @@ void Executor::step() {
             finish(r, reason, response);
             running_.erase(std::remove(running_.begin(), running_.end(), &r), running_.end());
         }
-        emit(std::move(response));
+        responses.push_back(std::move(response));
         if (reason != FinishReason::kNone) requests_.erase(r.id);
     }
 
+    // Stats first, in the same critical section: a caller that has this step's tokens sees its stats.
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.iterations += 1;
     stats_.generated_tokens += generated;
@@ -563,6 +562,10 @@ void Executor::step() {
     stats_.num_waiting = static_cast<int64_t>(waiting_.size());
     stats_.num_running = static_cast<int64_t>(running_.size());
     stats_.kv = kv_->stats();
+    stats_.forward_seconds += std::chrono::duration<double>(forward_end - forward_start).count();
+    stats_.step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+    for (Response& response : responses) responses_.push_back(std::move(response));
+    response_cv_.notify_all();
 }
 
 }  // namespace trtllm

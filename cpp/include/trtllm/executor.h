@@ -69,6 +69,10 @@ struct ExecutorStats {
     int64_t prompt_tokens_computed = 0;    // cumulative, recomputation included
     KVCacheStats kv;
     int64_t kv_cache_bytes = 0;
+    // Where the leader's time goes, cumulative: all of step() (scheduling, inputs, forward, sampling,
+    // responses) and within it the backend's forward (launches and the wait for the device).
+    double step_seconds = 0.0;
+    double forward_seconds = 0.0;
 };
 
 class Executor {
@@ -104,7 +108,6 @@ private:
     void admit_new_requests();   // under mutex_
     void step();                 // one iteration, worker thread only
     void finish(Request& r, FinishReason reason, Response& response);
-    void emit(Response&& response);
 
     std::shared_ptr<const Model> model_;
     ExecutorConfig config_;

@@ -61,15 +61,29 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99))}
 
 
+def step_split(runner: ModelRunner, before: dict, wall: float) -> dict:
+    """Per executor iteration since `before` (the leader's stats): ms in the backend's forward
+    (launches and the device), in the rest of the step (scheduling, inputs, sampling, responses),
+    and outside steps (admitting requests, waiting for work), from `wall` seconds of the run."""
+    after = runner.client.stats()
+    steps = max(1, after["iterations"] - before["iterations"])
+    forward = after["forward_seconds"] - before["forward_seconds"]
+    step = after["step_seconds"] - before["step_seconds"]
+    return {"iterations": steps, "forward_ms": 1e3 * forward / steps, "step_host_ms": 1e3 * (step - forward) / steps,
+            "outside_step_ms": 1e3 * max(0.0, wall - step) / steps}
+
+
 def latency(runner: ModelRunner, input_len: int, output_len: int, iterations: int) -> dict:
     vocab = runner.vocab_size
     run_requests(runner, random_prompts(vocab, [input_len], seed=99), [min(output_len, 4)])  # warm up
     results = []
     for i in range(iterations):
+        before = runner.client.stats()
         wall, [t] = run_requests(runner, random_prompts(vocab, [input_len], seed=i), [output_len])
         decode_s = t.token_times[-1] - t.token_times[0]
         results.append({"latency_s": wall, "ttft_ms": t.ttft * 1e3,
-                        "decode_tokens_per_s": (output_len - 1) / decode_s if output_len > 1 else 0.0})
+                        "decode_tokens_per_s": (output_len - 1) / decode_s if output_len > 1 else 0.0,
+                        "per_step": step_split(runner, before, wall)})
     best = min(results, key=lambda r: r["latency_s"])
     return {"mode": "latency", "batch_size": 1, "input_len": input_len, "output_len": output_len,
             "iterations": iterations, **best, "tokens_per_s": output_len / best["latency_s"]}
@@ -85,12 +99,14 @@ def throughput(runner: ModelRunner, input_len: int, output_len: int, num_request
         in_lens, out_lens = [input_len] * num_requests, [output_len] * num_requests
     vocab = runner.vocab_size
     run_requests(runner, random_prompts(vocab, [input_len], seed=99), [min(output_len, 4)])  # warm up
+    before = runner.client.stats()
     wall, timings = run_requests(runner, random_prompts(vocab, in_lens, seed), out_lens)
     generated = sum(out_lens)
     return {"mode": "throughput", "num_requests": num_requests, "input_len": input_len, "output_len": output_len,
             "random_lengths": random_lengths, "seconds": wall, "output_tokens_per_s": generated / wall,
             "requests_per_s": num_requests / wall, "ttft_ms": percentiles([t.ttft for t in timings]),
-            "inter_token_ms": percentiles([d for t in timings for d in t.inter_token])}
+            "inter_token_ms": percentiles([d for t in timings for d in t.inter_token]),
+            "per_step": step_split(runner, before, wall)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -17,28 +17,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
+
+from trtllm_runtime.engine import ALIGNMENT, TARGETS, WEIGHT_DTYPES  # the reader's: one definition of the format
 
 FORMAT_VERSION = 1
 MAGIC = b"TLLMENG\0"
 HEADER_SIZE = 64
-ALIGNMENT = 64
-TARGETS = ("cpu", "cuda")
 # magic, format_version, reserved, metadata_size, data_offset, data_size, crc32, reserved[20]
 _HEADER = struct.Struct("<8sIIQQQI20x")
 assert _HEADER.size == HEADER_SIZE
-
-# Format dtype name -> numpy dtype. Stored little-endian.
-WEIGHT_DTYPES: dict[str, np.dtype] = {
-    "float32": np.dtype("<f4"),
-    "float16": np.dtype("<f2"),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "int8": np.dtype("i1"),
-    "uint8": np.dtype("u1"),
-    "int32": np.dtype("<i4"),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-}
 
 _CHUNK_BYTES = 64 << 20  # bounds the size of each write and zlib.crc32 call
 

@@ -20,13 +20,6 @@ namespace {
 }  // namespace
 
 std::shared_ptr<MpiComm> MpiComm::world(double) { no_mpi(); }
-MpiComm::MpiComm(std::unique_ptr<Impl> impl, int rank, int size, int local_rank, int local_size, double timeout_s)
-    : impl_(std::move(impl)),
-      rank_(rank),
-      size_(size),
-      local_rank_(local_rank),
-      local_size_(local_size),
-      timeout_s_(timeout_s) {}
 MpiComm::~MpiComm() = default;
 void MpiComm::check_all_ok(const std::string&, const std::string&) { no_mpi(); }
 int64_t MpiComm::all_reduce_min(int64_t, const char*) { no_mpi(); }

@@ -10,19 +10,18 @@ import logging
 import numpy as np
 import pytest
 
+from test_quantization import PROMPT, engine_logits
 from trtllm_build.build import BuildConfig, build
 from trtllm_build.config import ConfigError
 from trtllm_build.convert import convert, load_checkpoint
 from trtllm_build.quantization import modelopt_calibrate, numerics
 from trtllm_build.quantization.options import QuantOptions
-from trtllm_runtime.model_runner import ModelRunner
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 needs_modelopt = pytest.mark.skipif(modelopt_calibrate.modelopt_unavailable() is not None,
                                     reason=modelopt_calibrate.modelopt_unavailable() or "")
 
-PROMPT = [5, 17, 69, 3, 42, 8, 77, 1, 64, 23, 11, 54, 90, 2, 33, 71]  # ids the char tokenizer makes
 CALIB = dict(calib_size=4, calib_seq_len=64, calibrator="modelopt")
 CASES = {"fp8": QuantOptions("fp8", **CALIB), "int8_sq": QuantOptions("int8_sq", **CALIB),
          "int4_awq": QuantOptions("int4_awq", group_size=16, **CALIB),
@@ -67,15 +66,6 @@ def calibrated(request, tiny_llama, tmp_path_factory):
     engine = build(out / "ckpt", out / "engine", BuildConfig(max_batch_size=2, max_num_tokens=64, target="cpu",
                                                              gather_context_logits=True))
     return engine, load_checkpoint(out / "ckpt"), scales.model
-
-
-def engine_logits(engine_dir) -> np.ndarray:
-    with ModelRunner.from_dir(engine_dir) as runner:
-        handle = runner.submit(PROMPT, max_new_tokens=1, end_id=-1, return_context_logits=True)
-        context = None
-        for response in handle.responses():
-            context = response.get("context_logits", context)
-    return np.asarray(context, np.float64)
 
 
 def torch_logits(model) -> np.ndarray:

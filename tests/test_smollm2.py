@@ -34,6 +34,15 @@ def eval_text() -> str:
     return "\n".join(topics[k] for k in sorted(topics)[:6])
 
 
+def engine_and_hf_perplexity(engine, model) -> tuple[float, float, int]:
+    """(engine perplexity, transformers' perplexity over the same windows, scored tokens) on the
+    first EVAL_TOKENS of eval_text()."""
+    ids = Tokenizer.from_dir(engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
+    with ModelRunner.from_dir(engine) as runner:
+        ours, count = perplexity(runner, ids, WINDOW)
+    return ours, hf_perplexity(model, ids, count), count
+
+
 def hf_perplexity(model, ids: list[int], count: int) -> float:
     """transformers' perplexity over the same windows trtllm-eval scores (`count` scored tokens)."""
     total = 0.0
@@ -62,10 +71,7 @@ def test_greedy_continuations_match_transformers(smollm2, engine):
 
 def test_perplexity_is_within_half_a_percent_of_transformers(smollm2, engine):
     _, _, model = smollm2
-    ids = Tokenizer.from_dir(engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
-    with ModelRunner.from_dir(engine) as runner:
-        ours, count = perplexity(runner, ids, WINDOW)
-    ref = hf_perplexity(model, ids, count)
+    ours, ref, count = engine_and_hf_perplexity(engine, model)
     assert count == EVAL_TOKENS - EVAL_TOKENS // WINDOW
     assert abs(ours - ref) / ref < 0.005, (ours, ref)
 

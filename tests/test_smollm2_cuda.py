@@ -17,11 +17,10 @@ import copy
 import numpy as np
 import pytest
 
-from test_smollm2 import EVAL_TOKENS, PROMPTS, WINDOW, eval_text, hf_perplexity
+from test_smollm2 import PROMPTS, engine_and_hf_perplexity
 from trtllm_build.build import BuildConfig, build
 from trtllm_build.convert import convert
 from trtllm_runtime import ModelRunner
-from trtllm_runtime.cli.eval import perplexity
 from trtllm_runtime.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.gpu
@@ -69,8 +68,5 @@ def test_last_token_logits_close_to_transformers_fp32(smollm2, bf16_engine):
 
 def test_perplexity_within_one_percent_of_transformers_fp32(smollm2, bf16_engine):
     _, _, model = smollm2
-    ids = Tokenizer.from_dir(bf16_engine).encode(eval_text(), add_special_tokens=False)[:EVAL_TOKENS]
-    with ModelRunner.from_dir(bf16_engine) as runner:
-        ours, count = perplexity(runner, ids, WINDOW)
-    ref = hf_perplexity(model, ids, count)
+    ours, ref, _ = engine_and_hf_perplexity(bf16_engine, model)
     assert abs(ours - ref) / ref < 0.01, (ours, ref)

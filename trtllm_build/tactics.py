@@ -1,12 +1,12 @@
 """Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
 
 For every distinct GEMM shape of the engine (`linear`, `fp8_linear`, `int8_linear`: n, k, input
-dtype, output dtype, bias) and
-a few m buckets (1, 4, 8, 16, 32, 128, 512 and max_num_tokens, capped at max_num_tokens), the
-runtime's `_core.cuda_autotune_gemm` times up to 16 candidate algorithms that cuBLASLt's
-heuristic offers, and for m <= 4 our GEMV kernel (bf16/fp16, fp8 or int8 inputs), and keeps the
-fastest ("gemv" or the cuBLASLt algorithm in hex). A quantized shape's input dtype is
-float8_e4m3fn or int8 (its key says so); int8 timings include the int32 -> output epilogue. The result goes into the engine's `tactics`:
+dtype, output dtype, bias) and a few m buckets (1, 4, 8, 16, 32, 128, 512 and max_num_tokens,
+capped at max_num_tokens), the runtime's `_core.cuda_autotune_gemm` times up to 16 candidate
+algorithms that cuBLASLt's heuristic offers, and for m <= 4 our GEMV kernel (bf16/fp16, fp8 or
+int8 inputs), and keeps the fastest ("gemv" or the cuBLASLt algorithm in hex). A quantized
+shape's input dtype is float8_e4m3fn or int8 (its key says so); int8 timings include the int32 ->
+output epilogue. The result goes into the engine's `tactics`:
 
     {"gemm": {"cublaslt_version": 130002, "buckets": [1, 8, ...],
               "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
@@ -75,12 +75,12 @@ def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
     return shapes
 
 
-def _select_weight_only_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
-                                weight_shapes: dict[str, tuple[int, ...]], buckets: list[int]) -> dict[str, Any]:
+def _select_weight_only_tactics(wo_shapes: dict[str, tuple[int, int, int, int, str, bool, bool]],
+                                buckets: list[int]) -> dict[str, Any]:
     from trtllm_runtime import _core
 
     shapes: dict[str, Any] = {}
-    for key, (n, k, bits, group, dtype, pre, bias) in weight_only_shapes(ops, memory_plan, weight_shapes).items():
+    for key, (n, k, bits, group, dtype, pre, bias) in wo_shapes.items():
         tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets)
         shapes[key] = {str(t["m"]): {"path": t["path"], "gemv_us": round(t["gemv_us"], 2),
                                      "dequant_us": round(t["dequant_us"], 2)} for t in tuned}
@@ -108,6 +108,7 @@ def select_gemm_tactics(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
     log.info("GEMM tactic selection: %d shapes x %d m buckets in %.1f s", len(shapes), len(buckets),
              time.perf_counter() - t0)
     tactics = {"gemm": {"cublaslt_version": int(_core.cublaslt_version()), "buckets": buckets, "shapes": shapes}}
-    if weight_only_shapes(ops, memory_plan, weight_shapes):
-        tactics["weight_only"] = _select_weight_only_tactics(ops, memory_plan, weight_shapes, buckets)
+    wo_shapes = weight_only_shapes(ops, memory_plan, weight_shapes)
+    if wo_shapes:
+        tactics["weight_only"] = _select_weight_only_tactics(wo_shapes, buckets)
     return tactics

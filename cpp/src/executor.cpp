@@ -108,8 +108,6 @@ Executor::Executor(const std::string& engine_path, const ExecutorConfig& config,
         num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
     }
     make_backend();
-    // A GPU rank sizes its KV pool from its own free memory: the leader hands out blocks all have.
-    if (comm_) num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
     kv_ = std::make_unique<KVCacheManager>(
         KVCacheConfig{config_.tokens_per_block, num_kv_blocks_, config_.enable_prefix_reuse});
     scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{config_.max_batch_size, config_.max_num_tokens,
@@ -194,6 +192,8 @@ void Executor::make_backend() {
                                      config_.free_gpu_memory_fraction, blocks_per_seq * config_.max_batch_size);
         num_kv_blocks_ = backend_->kv_cache_bytes() / block_bytes;
     });
+    // A GPU rank sizes its KV pool from its own free memory: the leader hands out blocks all have.
+    if (comm_) num_kv_blocks_ = comm_->all_reduce_min(num_kv_blocks_, "agreeing on the KV cache size");
 #endif
 }
 

@@ -5,6 +5,8 @@ SPEC: {"out_dir": ..., "tasks": [...]}; each task is one of
       greedy with context and generation logits; rank 0 saves the outputs, every rank its role.
   {"kind": "collectives", "name"}: MpiComm.all_reduce_sum / all_gather on seeded random data.
   {"kind": "nccl", "name"}: the NCCL communicator on this rank's GPU (GPU machines only).
+  {"kind": "all_reduce_paths", "name"}: all-reduces of several sizes and dtypes through the peer
+      path and through NCCL (GPU machines only).
   {"kind": "die", "rank"}: after loading `engine_dir`, that rank exits without a word.
   {"kind": "stall", "rank"}: that rank never opens `engine_dir` (it sleeps); the others do.
 """
@@ -72,6 +74,27 @@ def nccl(task: dict, out_dir: Path, comm) -> None:
                                                                  for k, v in results.items()})
 
 
+ALL_REDUCE_SIZES = (1, 7, 4096, 12293, 262144)  # 16-byte units and single items; one block to 32
+
+
+def all_reduce_paths(task: dict, out_dir: Path, comm) -> None:
+    import ml_dtypes
+
+    from trtllm_runtime import _core
+
+    rng = np.random.default_rng(100 + comm.rank)
+    results = {}
+    for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
+        arrays = [(rng.standard_normal(n) * 3).astype(dtype) for n in ALL_REDUCE_SIZES]
+        bits = [a.view(np.uint16) if a.itemsize == 2 else a for a in arrays]
+        for path, peer in (("peer", True), ("nccl", False)):
+            for n, total in zip(ALL_REDUCE_SIZES, _core.all_reduce_check(comm, bits, name, peer)):
+                results[f"{path}_{name}_{n}"] = np.asarray(total).view(np.uint8)
+        for n, a in zip(ALL_REDUCE_SIZES, arrays):
+            results[f"input_{name}_{n}"] = a.view(np.uint8)
+    np.savez(out_dir / f"{task['name']}.rank{comm.rank}.npz", **results)
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     out_dir = Path(spec["out_dir"])
@@ -83,6 +106,8 @@ def main() -> int:
             collectives(task, out_dir, comm)
         elif task["kind"] == "nccl":
             nccl(task, out_dir, comm)
+        elif task["kind"] == "all_reduce_paths":
+            all_reduce_paths(task, out_dir, comm)
         elif task["kind"] == "stall" and comm.rank == task["rank"]:
             time.sleep(600)
         elif task["kind"] in ("die", "stall"):

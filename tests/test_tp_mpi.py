@@ -385,7 +385,8 @@ EAGER_FAMILIES = ("llama3", "gpt2")  # rope + GQA; learned positions + biased ro
 @pytest.fixture(scope="module")
 def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
     """run(tp, graphs=True) -> dir of one mpiexec launch on tp GPUs running every (family, dtype)
-    (without CUDA graphs: the float32 engines of EAGER_FAMILIES)."""
+    (without CUDA graphs and the peer all-reduce, so through NCCL: the float32 engines of
+    EAGER_FAMILIES)."""
     runs: dict[tuple[int, bool], Path] = {}
 
     def run(tp: int, graphs: bool = True) -> Path:
@@ -396,7 +397,9 @@ def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
             cases = [(f, d) for f in FAMILIES for d in GPU_DTYPES] if graphs else [(f, "float32") for f in EAGER_FAMILIES]
             tasks = [{"kind": "generate", "name": f"{family}_{dtype}", "engine_dir": str(gpu_engines[family, dtype, tp]),
                       "prompts": PROMPTS, "new_tokens": NEW_TOKENS} for family, dtype in cases]
-            proc, _ = run_driver(tp, tasks, out_dir, env={"TRTLLM_CUDA_GRAPHS": "1" if graphs else "0"})
+            # Eager runs keep every all-reduce on NCCL; the others take the peer path where it fits.
+            env = {"TRTLLM_CUDA_GRAPHS": "1"} if graphs else {"TRTLLM_CUDA_GRAPHS": "0", "TRTLLM_CUSTOM_ALL_REDUCE": "0"}
+            proc, _ = run_driver(tp, tasks, out_dir, env=env)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             runs[tp, graphs] = out_dir
         return runs[tp, graphs]
@@ -463,6 +466,30 @@ def test_nccl_all_reduce_sums_and_all_gather_concatenates_on_two_gpus(gpus, tmp_
         for r in ranks:
             np.testing.assert_array_equal(r[f"sum_{name}"].view(dtype), expected)
             np.testing.assert_array_equal(r[f"gathered_{name}"].view(dtype), np.concatenate(inputs))
+
+
+@pytest.mark.gpu
+def test_peer_all_reduce_sums_in_float32_rounding_once_on_two_gpus(gpus, tmp_path):
+    """The one-shot all-reduce through peer memory against a float64 sum rounded once, for sizes
+    of one item to 32 blocks, vector and single-item paths, float32/bfloat16/float16; NCCL on the
+    same arrays (two ranks: one addition, so the same). all_reduce_check also runs each sum a
+    second time in place and checks it is unchanged."""
+    import ml_dtypes
+
+    from mpi_driver import ALL_REDUCE_SIZES
+
+    proc, _ = run_driver(2, [{"kind": "all_reduce_paths", "name": "ar"}], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [np.load(tmp_path / f"ar.rank{r}.npz") for r in range(2)]
+    for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
+        for n in ALL_REDUCE_SIZES:
+            inputs = [r[f"input_{name}_{n}"].view(dtype) for r in ranks]
+            assert np.abs(inputs[0].astype(np.float64)).max() > 0
+            expected = sum(x.astype(np.float64) for x in inputs).astype(np.float32).astype(dtype)
+            for r in ranks:
+                for path in ("peer", "nccl"):
+                    np.testing.assert_array_equal(r[f"{path}_{name}_{n}"].view(dtype), expected,
+                                                  err_msg=f"{path} {name} n={n}")
 
 
 @pytest.mark.gpu

@@ -1,13 +1,19 @@
-// Built with NCCL only: a check of the NCCL communicator from Python (tests/test_tp_mpi.py),
-// host arrays in and out through device buffers.
+// Built with NCCL only: checks of the NCCL communicator and its peer all-reduce from Python
+// (tests/test_tp_mpi.py), host arrays in and out through device buffers, and the timing of both
+// all-reduce paths (scripts/bench_all_reduce.py).
 #include <cuda_runtime.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
+#include "trtllm/cuda_utils.h"
 #include "trtllm/nccl_comm.h"
 
 namespace py = pybind11;
@@ -60,4 +66,96 @@ void bind_nccl(py::module_& m) {
         py::arg("comm"), py::arg("array"), py::arg("dtype"),
         "Collective: (the sum over the ranks, every rank's array in rank order), through NCCL on this rank's GPU "
         "(its local rank).");
+
+    m.def(
+        "all_reduce_check",
+        [](std::shared_ptr<trtllm::MpiComm> comm, const std::vector<py::array>& arrays, const std::string& dtype,
+           bool peer) {
+            const trtllm::DType dt = trtllm::dtype_from_name(dtype);
+            size_t max_bytes = 0;
+            for (const py::array& a : arrays) {
+                if (!(a.flags() & py::array::c_style) || static_cast<size_t>(a.itemsize()) != trtllm::dtype_size(dt)) {
+                    throw py::value_error("all_reduce_check needs C-contiguous arrays of " + dtype + " items");
+                }
+                max_bytes = std::max(max_bytes, static_cast<size_t>(a.nbytes()));
+            }
+            std::vector<py::array> sums;
+            for (const py::array& a : arrays) sums.push_back(py::module_::import("numpy").attr("empty_like")(a));
+            {
+                py::gil_scoped_release release;
+                trtllm::NcclCommunicator nccl(comm);
+                if (peer && !nccl.enable_peer_all_reduce(max_bytes)) {
+                    throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
+                }
+                auto d_in = device_bytes(max_bytes);
+                auto d_out = device_bytes(max_bytes);
+                for (size_t i = 0; i < arrays.size(); ++i) {
+                    const size_t bytes = static_cast<size_t>(arrays[i].nbytes());
+                    const int64_t count = static_cast<int64_t>(arrays[i].size());
+                    if (nccl.uses_peer_all_reduce(dt, count) != peer) {
+                        throw std::runtime_error("all_reduce_check: the array of " + std::to_string(bytes) +
+                                                 " bytes did not take the path asked for");
+                    }
+                    copy(d_in.get(), arrays[i].data(), bytes, cudaMemcpyHostToDevice);
+                    // Twice, the second in place: the same sum both times, on every call's epoch.
+                    nccl.all_reduce_sum(d_in.get(), d_out.get(), dt, count, nullptr);
+                    nccl.all_reduce_sum(d_in.get(), d_in.get(), dt, count, nullptr);
+                    nccl.synchronize(nullptr);
+                    copy(sums[i].mutable_data(), d_out.get(), bytes, cudaMemcpyDeviceToHost);
+                    std::vector<char> again(bytes);
+                    copy(again.data(), d_in.get(), bytes, cudaMemcpyDeviceToHost);
+                    if (std::memcmp(again.data(), sums[i].data(), bytes) != 0) {
+                        throw std::runtime_error("all_reduce_check: the in-place sum differs from the first");
+                    }
+                }
+            }
+            return sums;
+        },
+        py::arg("comm"), py::arg("arrays"), py::arg("dtype"), py::arg("peer"),
+        "Collective: each array's sum over the ranks, through the peer all-reduce (peer=True; an error where it "
+        "cannot be enabled or an array would not take it) or NCCL, on one communicator in order.");
+
+    m.def(
+        "all_reduce_microseconds",
+        [](std::shared_ptr<trtllm::MpiComm> comm, const std::vector<int64_t>& sizes_bytes, bool peer) {
+            constexpr int kPerGraph = 64, kReplays = 20;
+            std::vector<double> result;
+            py::gil_scoped_release release;
+            trtllm::NcclCommunicator nccl(comm);
+            const size_t max_bytes = sizes_bytes.empty() ? 0 : static_cast<size_t>(
+                *std::max_element(sizes_bytes.begin(), sizes_bytes.end()));
+            if (peer && !nccl.enable_peer_all_reduce(max_bytes)) {
+                throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
+            }
+            auto d_buf = device_bytes(max_bytes);
+            trtllm::CudaStream stream;
+            trtllm::CudaEvent begin, end;
+            for (const int64_t bytes : sizes_bytes) {
+                const int64_t count = bytes / 2;  // bfloat16
+                CHECK_CUDA(cudaMemsetAsync(d_buf.get(), 0, static_cast<size_t>(bytes), stream.get()));
+                // As in a decode step: captured into a CUDA graph, back to back.
+                cudaGraph_t graph = nullptr;
+                CHECK_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+                for (int i = 0; i < kPerGraph; ++i) {
+                    nccl.all_reduce_sum(d_buf.get(), d_buf.get(), trtllm::DType::kBFloat16, count, stream.get());
+                }
+                CHECK_CUDA(cudaStreamEndCapture(stream.get(), &graph));
+                cudaGraphExec_t exec = nullptr;
+                CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+                for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream.get()));
+                CHECK_CUDA(cudaEventRecord(begin.get(), stream.get()));
+                for (int i = 0; i < kReplays; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream.get()));
+                CHECK_CUDA(cudaEventRecord(end.get(), stream.get()));
+                nccl.synchronize(stream.get());
+                float ms = 0;
+                CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
+                result.push_back(1000.0 * ms / (kPerGraph * kReplays));
+                cudaGraphExecDestroy(exec);
+                cudaGraphDestroy(graph);
+            }
+            return result;
+        },
+        py::arg("comm"), py::arg("sizes_bytes"), py::arg("peer"),
+        "Collective: microseconds per bfloat16 all-reduce of each size, 64 back to back in a CUDA graph, through the "
+        "peer all-reduce (peer=True) or NCCL.");
 }

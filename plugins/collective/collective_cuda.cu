@@ -1,4 +1,7 @@
 #include "collective/collective_cuda.h"
+
+#include <algorithm>
+
 #include "cuda_common.cuh"
 
 namespace trtllm::kernels {
@@ -37,7 +40,97 @@ __global__ void narrow_kernel(const float* x, T* y, int64_t n) {
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = from_float<T>(x[i]);
 }
 
+// System-scope release/acquire on the barrier flags: a peer's GPU sees the staging writes that
+// came before a flag once it sees the flag.
+__device__ __forceinline__ void store_release_sys(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ uint32_t load_acquire_sys(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// Block b of every rank tells block b of every rank (itself included) that it reached `phase` of
+// call `epoch`, and waits until all have. Flags of one block and phase only ever grow by one per
+// call, and no rank can start call epoch + 1 before every rank has passed this call's last phase.
+__device__ void peer_barrier(const PeerBuffers& p, int phase, uint32_t epoch) {
+    __threadfence_system();  // this thread's staging writes (or reads) come before the flag
+    __syncthreads();
+    if (threadIdx.x < p.world) {
+        const int peer = threadIdx.x;
+        const int slot = (phase * kPeerMaxBlocks + static_cast<int>(blockIdx.x)) * kPeerMaxRanks;
+        store_release_sys(p.flags[peer] + slot + p.rank, epoch);
+        const uint32_t* from_peer = p.flags[p.rank] + slot + peer;
+        while (load_acquire_sys(from_peer) != epoch) {
+        }
+    }
+    __syncthreads();
+}
+
+constexpr int kPeerThreads = 512;
+
+// U: the unit a thread moves at once, 16 bytes of T or one T. Block b owns a contiguous range of
+// units: it stages this rank's part of that range and sums every rank's.
+template <class T, class U>
+__global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const U* in, U* out, int64_t units,
+                                                                        PeerBuffers p) {
+    constexpr int kPer = sizeof(U) / sizeof(T);
+    const uint32_t epoch = p.epochs[blockIdx.x] + 1;  // thread 0 stores it back at the very end
+    const int64_t per_block = (units + gridDim.x - 1) / gridDim.x;
+    const int64_t begin = int64_t{blockIdx.x} * per_block;
+    const int64_t end = begin + per_block < units ? begin + per_block : units;
+    U* staging = static_cast<U*>(p.staging[p.rank]);
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) staging[i] = in[i];
+    peer_barrier(p, 0, epoch);
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        float acc[kPer] = {};
+        for (int r = 0; r < p.world; ++r) {
+            // Through L2, not L1: the line may hold this address's value from an earlier call.
+            const U u = __ldcg(static_cast<const U*>(p.staging[r]) + i);
+            const T* v = reinterpret_cast<const T*>(&u);
+#pragma unroll
+            for (int k = 0; k < kPer; ++k) acc[k] += to_float(v[k]);
+        }
+        U o;
+        T* ov = reinterpret_cast<T*>(&o);
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) ov[k] = from_float<T>(acc[k]);
+        out[i] = o;
+    }
+    peer_barrier(p, 1, epoch);
+    if (threadIdx.x == 0) p.epochs[blockIdx.x] = epoch;
+}
+
+template <class T, class U>
+void launch_peer_all_reduce(const void* in, void* out, int64_t units, const PeerBuffers& peers, cudaStream_t stream) {
+    const int64_t blocks = std::min<int64_t>(kPeerMaxBlocks, (units + kPeerThreads - 1) / kPeerThreads);
+    peer_all_reduce_kernel<T, U><<<static_cast<unsigned>(blocks), kPeerThreads, 0, stream>>>(
+        static_cast<const U*>(in), static_cast<U*>(out), units, peers);
+}
+
 }  // namespace
+
+size_t peer_flags_offset(size_t max_bytes) { return (max_bytes + 15) / 16 * 16; }
+
+size_t peer_buffer_bytes(size_t max_bytes) {
+    return peer_flags_offset(max_bytes) + sizeof(uint32_t) * (2 * kPeerMaxBlocks * kPeerMaxRanks + kPeerMaxBlocks);
+}
+
+void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count, const PeerBuffers& peers,
+                          cudaStream_t stream) {
+    if (count <= 0) return;
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
+        if (bytes % 16 == 0 && aligned16(in) && aligned16(out)) {
+            launch_peer_all_reduce<T, uint4>(in, out, bytes / 16, peers, stream);
+        } else {
+            launch_peer_all_reduce<T, T>(in, out, count, peers, stream);
+        }
+    });
+    CHECK_LAUNCH("peer_all_reduce_kernel");
+}
 
 void concat_shards_cuda(const void* gathered, void* out, size_t elem_bytes, int64_t rows, int64_t shard_cols, int tp,
                         cudaStream_t stream) {

@@ -18,7 +18,9 @@
 // the second.
 //
 // Tensor parallelism: one rank per process and GPU, the NCCL communicator's. all_reduce and
-// all_gather are NCCL collectives on the backend's stream, so decode graphs capture them too
+// all_gather are NCCL collectives on the backend's stream (decode-sized all-reduces between the
+// GPUs of one machine: one kernel through peer memory, see nccl_comm.h), so decode graphs capture
+// them too
 // (every rank captures and replays the same buckets at the same steps: the leader's batch plan
 // decides, see step_broadcast.h); waits go through NcclCommunicator::synchronize, which has the
 // job's deadline.
@@ -568,12 +570,13 @@ private:
         ids_host_ = PinnedBuffer(2 * sizeof(int32_t) * static_cast<size_t>(info.max_num_tokens));
     }
 
-    // Device scratch of the collectives, sized for the largest op at the engine's limits now: a
-    // graph capture must not allocate.
+    // Device scratch of the collectives, sized for the largest op at the engine's limits now (a
+    // graph capture must not allocate), and the peer all-reduce's buffers for the decode-sized
+    // all-reduces.
     void allocate_collective_scratch() {
         if (!nccl_) return;
         const ModelInfo& info = model_->info();
-        size_t gather_bytes = 0, reduce_floats = 0;
+        size_t gather_bytes = 0, reduce_floats = 0, reduce_bytes = 0;
         for (const Op& op : model_->ops()) {
             const Slot& in = op.inputs.at(0);
             const int64_t max_rows = in.row_dim == RowDim::kNumTokens ? std::max(info.max_num_tokens, max_requests_)
@@ -581,24 +584,27 @@ private:
             const auto count = static_cast<size_t>(max_rows * in.cols);
             if (op.kind == OpKind::kAllGather) {
                 gather_bytes = std::max(gather_bytes, count * static_cast<size_t>(op.tp_size) * dtype_size(in.dtype));
-            } else if (op.kind == OpKind::kAllReduce && reduces_in_float32(in.dtype)) {
-                reduce_floats = std::max(reduce_floats, count);
+            } else if (op.kind == OpKind::kAllReduce) {
+                reduce_bytes = std::max(reduce_bytes, count * dtype_size(in.dtype));
+                if (widens_for_nccl(in.dtype)) reduce_floats = std::max(reduce_floats, count);
             }
         }
         gather_scratch_ = DeviceBuffer(gather_bytes);
         reduce_scratch_ = DeviceBuffer(reduce_floats * sizeof(float));
+        if (reduce_bytes > 0) nccl_->enable_peer_all_reduce(reduce_bytes);
     }
 
-    // docs/opset.md: 16-bit activations are summed in float32 and rounded once. NCCL adds in the
-    // buffer's dtype, rounding after each addition: with two ranks there is one addition (of two
-    // 16-bit values, exact in float32), so NCCL's own result is that. With more, it would round
-    // tp_size - 1 times: those all-reduces go through float32 (twice the bytes on the wire).
-    bool reduces_in_float32(DType dtype) const {
+    // docs/opset.md: 16-bit activations are summed in float32 and rounded once. The peer path does
+    // that. NCCL adds in the buffer's dtype, rounding after each addition: with two ranks there is
+    // one addition (of two 16-bit values, exact in float32), so NCCL's own result is that. With
+    // more, it would round tp_size - 1 times: those all-reduces go through float32 (twice the
+    // bytes on the wire).
+    bool widens_for_nccl(DType dtype) const {
         return (dtype == DType::kBFloat16 || dtype == DType::kFloat16) && nccl_->size() > 2;
     }
 
     void all_reduce(const void* in, void* out, DType dtype, int64_t count, cudaStream_t s) {
-        if (!reduces_in_float32(dtype)) {
+        if (nccl_->uses_peer_all_reduce(dtype, count) || !widens_for_nccl(dtype)) {
             nccl_->all_reduce_sum(in, out, dtype, count, s);
             return;
         }

@@ -6,10 +6,16 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "collective/collective_cuda.h"
 
 namespace trtllm {
 
@@ -61,6 +67,19 @@ int pick_device(const MpiComm& mpi) {
 
 struct NcclCommunicator::Impl {
     ncclComm_t comm = nullptr;
+    // The peer path (enable_peer_all_reduce): this rank's buffer and the peers' as mapped here.
+    void* own_buffer = nullptr;
+    std::vector<void*> opened;
+    kernels::PeerBuffers peers;
+    size_t peer_max_bytes = 0;  // 0: the peer path is off
+
+    void release_peer_buffers() {
+        for (void* p : opened) cudaIpcCloseMemHandle(p);
+        opened.clear();
+        if (own_buffer != nullptr) cudaFree(own_buffer);
+        own_buffer = nullptr;
+        peer_max_bytes = 0;
+    }
 };
 
 namespace {
@@ -123,10 +142,95 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi)
 }
 
 NcclCommunicator::~NcclCommunicator() {
+    // No peer reads this rank's buffer any more: each peer-path kernel ends with a barrier after
+    // every rank's reads.
+    impl_->release_peer_buffers();
     if (impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }
 
+namespace {
+
+// A one-shot all-reduce reads (ranks - 1) times the message from peers; NCCL's ring moves about
+// twice the message whatever the rank count, so past this much read per rank the ring wins.
+constexpr size_t kPeerReadBudgetBytes = size_t{8} << 20;
+
+std::string cuda_error(const char* what, cudaError_t err) {
+    cudaGetLastError();  // not sticky: clear it so later calls do not report it again
+    return std::string(what) + ": " + cudaGetErrorString(err);
+}
+
+}  // namespace
+
+bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
+    MpiComm& m = *mpi_;
+    impl_->release_peer_buffers();
+    const char* env = std::getenv("TRTLLM_CUSTOM_ALL_REDUCE");
+    const bool wanted = env == nullptr || std::string(env) != "0";
+    const bool possible = size() > 1 && size() <= kernels::kPeerMaxRanks && m.local_size() == size();
+    if (possible) max_bytes = std::min(max_bytes, kPeerReadBudgetBytes / static_cast<size_t>(size() - 1)) / 16 * 16;
+    const int64_t agreed_bytes = m.all_reduce_min(wanted && possible ? static_cast<int64_t>(max_bytes) : 0,
+                                                  "agreeing on the peer all-reduce");
+    if (agreed_bytes <= 0) return false;
+    max_bytes = static_cast<size_t>(agreed_bytes);
+
+    // Every rank's buffer is zeroed (flags and epochs start at 0) before any rank can map it.
+    std::string error;
+    cudaIpcMemHandle_t handle{};
+    const size_t bytes = kernels::peer_buffer_bytes(max_bytes);
+    if (cudaError_t err = cudaMalloc(&impl_->own_buffer, bytes); err != cudaSuccess) {
+        impl_->own_buffer = nullptr;
+        error = cuda_error("cudaMalloc", err);
+    } else if (err = cudaMemset(impl_->own_buffer, 0, bytes); err != cudaSuccess) {
+        error = cuda_error("cudaMemset", err);
+    } else if (err = cudaDeviceSynchronize(); err != cudaSuccess) {
+        error = cuda_error("cudaDeviceSynchronize", err);
+    } else if (err = cudaIpcGetMemHandle(&handle, impl_->own_buffer); err != cudaSuccess) {
+        error = cuda_error("cudaIpcGetMemHandle", err);
+    }
+    std::vector<cudaIpcMemHandle_t> handles(static_cast<size_t>(size()));
+    m.all_gather(&handle, handles.data(), DType::kUInt8, sizeof handle, "exchanging the peer all-reduce's handles");
+    kernels::PeerBuffers& p = impl_->peers;
+    p = kernels::PeerBuffers{};
+    p.rank = m.rank();
+    p.world = size();
+    for (int r = 0; r < size() && error.empty(); ++r) {
+        void* base = impl_->own_buffer;
+        if (r != m.rank()) {
+            if (cudaError_t err = cudaIpcOpenMemHandle(&base, handles[static_cast<size_t>(r)],
+                                                       cudaIpcMemLazyEnablePeerAccess);
+                err != cudaSuccess) {
+                error = cuda_error(("mapping rank " + std::to_string(r) + "'s memory (cudaIpcOpenMemHandle)").c_str(), err);
+                break;
+            }
+            impl_->opened.push_back(base);
+        }
+        p.staging[r] = base;
+        p.flags[r] = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(base) + kernels::peer_flags_offset(max_bytes));
+    }
+    p.epochs = impl_->own_buffer == nullptr ? nullptr : p.flags[m.rank()] + 2 * kernels::kPeerMaxBlocks * kernels::kPeerMaxRanks;
+    if (!error.empty()) {
+        std::fprintf(stderr, "trtllm rank %d: the peer all-reduce is unavailable (%s); all-reduces use NCCL\n", m.rank(),
+                     error.c_str());
+        std::fflush(stderr);
+    }
+    if (m.all_reduce_min(error.empty() ? 1 : 0, "agreeing on the peer all-reduce's mappings") == 0) {
+        impl_->release_peer_buffers();
+        return false;
+    }
+    impl_->peer_max_bytes = max_bytes;
+    return true;
+}
+
+bool NcclCommunicator::uses_peer_all_reduce(DType dtype, int64_t count) const {
+    const bool float_type = dtype == DType::kFloat32 || dtype == DType::kBFloat16 || dtype == DType::kFloat16;
+    return float_type && count > 0 && static_cast<size_t>(count) * dtype_size(dtype) <= impl_->peer_max_bytes;
+}
+
 void NcclCommunicator::all_reduce_sum(const void* in, void* out, DType dtype, int64_t count, void* stream) {
+    if (uses_peer_all_reduce(dtype, count)) {
+        kernels::peer_all_reduce_cuda(in, out, dtype, count, impl_->peers, static_cast<cudaStream_t>(stream));
+        return;
+    }
     check_nccl(ncclAllReduce(in, out, static_cast<size_t>(count), nccl_type(dtype), ncclSum, impl_->comm,
                              static_cast<cudaStream_t>(stream)),
                "ncclAllReduce");

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Weight-only GEMV vs the bf16 GEMM at decode sizes on the Llama-3.1-8B shapes (GPU 0).
+"""Weight-only and FP8 GEMV vs the bf16 GEMM at decode sizes on the Llama-3.1-8B shapes (GPU 0).
 
     python scripts/bench_weight_only.py [--m 1] [--reps 200]
 
 Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), and the weight-only
 GEMV (m <= 16; the dequantize + cuBLASLt path past that): int8 weight-only
 (per channel), int4 per channel and int4 AWQ (group 128, with a pre_quant_scale as o_proj / down_proj
-have), in microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
+have), and the FP8 GEMM of fp8_linear (its best build-time tactic: our FP8 GEMV or cuBLASLt), in
+microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def main() -> None:
     p.add_argument("--m", type=int, default=1)
     p.add_argument("--reps", type=int, default=200)
     args = p.parse_args()
-    total = {"bf16": 0.0, "int8_wo": 0.0, "int4_wo": 0.0, "int4_awq": 0.0}
+    total = {"bf16": 0.0, "int8_wo": 0.0, "int4_wo": 0.0, "int4_awq": 0.0, "fp8": 0.0}
     print(f"{'layer':8} {'n x k':>12} | {'bf16 us':>8} {'GB/s':>6} | {'int8 us':>8} {'GB/s':>6} | "
-          f"{'int4 us':>8} {'GB/s':>6} | {'awq us':>8} {'GB/s':>6}")
+          f"{'int4 us':>8} {'GB/s':>6} | {'awq us':>8} {'GB/s':>6} | {'fp8 us':>8} {'GB/s':>6}")
     for name, (n, k) in SHAPES.items():
         tuned = _core.cuda_autotune_gemm(n, k, "bfloat16", "bfloat16", False, [args.m], 16, args.reps)[0]
         runs = {"bf16": (tuned["best_us"], 2 * n * k)}
@@ -34,6 +35,8 @@ def main() -> None:
             tuned_wo = _core.cuda_autotune_weight_only(n, k, "bfloat16", bits, group, pre, False, [args.m], args.reps)[0]
             us = tuned_wo["gemv_us"] or tuned_wo["dequant_us"]
             runs[label] = (us, n * k * bits // 8 + 2 * n * (k // group))
+        fp8 = _core.cuda_autotune_gemm(n, k, "float8_e4m3fn", "bfloat16", False, [args.m], 16, args.reps)[0]
+        runs["fp8"] = (fp8["best_us"], n * k)
         cells = []
         for label, (us, nbytes) in runs.items():
             total[label] += us
@@ -41,7 +44,8 @@ def main() -> None:
         print(f"{name:8} {f'{n}x{k}':>12} | " + " | ".join(cells))
     print("per layer (us): " + ", ".join(f"{k} {v:.1f}" for k, v in total.items()) +
           f"; speedup vs bf16: int8 {total['bf16'] / total['int8_wo']:.2f}x, "
-          f"int4 {total['bf16'] / total['int4_wo']:.2f}x, awq {total['bf16'] / total['int4_awq']:.2f}x")
+          f"int4 {total['bf16'] / total['int4_wo']:.2f}x, awq {total['bf16'] / total['int4_awq']:.2f}x, "
+          f"fp8 {total['bf16'] / total['fp8']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -397,8 +397,8 @@ def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
             cases = [(f, d) for f in FAMILIES for d in GPU_DTYPES] if graphs else [(f, "float32") for f in EAGER_FAMILIES]
             tasks = [{"kind": "generate", "name": f"{family}_{dtype}", "engine_dir": str(gpu_engines[family, dtype, tp]),
                       "prompts": PROMPTS, "new_tokens": NEW_TOKENS} for family, dtype in cases]
-            # Eager runs keep every all-reduce on NCCL; the others take the peer path where it fits.
-            env = {"TRTLLM_CUDA_GRAPHS": "1"} if graphs else {"TRTLLM_CUDA_GRAPHS": "0", "TRTLLM_CUSTOM_ALL_REDUCE": "0"}
+            # Graph runs take the peer all-reduce where it fits (opt-in), eager runs NCCL (the default).
+            env = {"TRTLLM_CUDA_GRAPHS": "1", "TRTLLM_CUSTOM_ALL_REDUCE": "1"} if graphs else {"TRTLLM_CUDA_GRAPHS": "0"}
             proc, _ = run_driver(tp, tasks, out_dir, env=env)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             runs[tp, graphs] = out_dir

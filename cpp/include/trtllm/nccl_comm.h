@@ -4,9 +4,9 @@
 // build without it, constructing one throws saying so (nccl_comm_stub.cpp).
 //
 // Collectives are enqueued on the caller's stream like kernels, so they can be captured into a
-// CUDA graph. Small all-reduces between ranks of one machine can go through peer memory instead
-// of NCCL (enable_peer_all_reduce): one kernel, a few microseconds, where NCCL's latency is
-// 15-20; that is most of a TP decode step's communication. Numerics: NCCL sums in the buffer's
+// CUDA graph. All-reduces between ranks of one machine can go through peer memory instead of
+// NCCL (enable_peer_all_reduce; measured slower than NCCL on 2 H100s, so the backend uses it
+// only when asked, see cuda_backend.cpp). Numerics: NCCL sums in the buffer's
 // dtype, rounding 16-bit partial sums at every hop; the peer path sums in float32 and rounds
 // once; the CUDA backend keeps docs/opset.md's contract (one rounding of the float32 sum) on top
 // of NCCL (cuda_backend.cpp, all_reduce).
@@ -39,9 +39,9 @@ public:
 
     // Collective. From now on, all-reduces of float32/bfloat16/float16 of at most `max_bytes`
     // (capped by the peer reads one may cost, see nccl_comm.cpp) go through peer memory, if every
-    // rank runs on this machine and the GPUs can map each other's memory (CUDA IPC); otherwise,
-    // or with TRTLLM_CUSTOM_ALL_REDUCE=0, everything stays on NCCL. The ranks agree: returns the
-    // same on every rank, whether the peer path is on. Call it before capturing graphs.
+    // rank runs on this machine and the GPUs can map each other's memory (CUDA IPC); otherwise
+    // everything stays on NCCL. The ranks agree: returns the same on every rank, whether the
+    // peer path is on. Call it before capturing graphs.
     bool enable_peer_all_reduce(size_t max_bytes);
     // Whether all_reduce_sum of `count` items of `dtype` takes the peer path (a float32 sum,
     // rounded once to `dtype`, whatever the number of ranks).

@@ -18,9 +18,9 @@
 // the second.
 //
 // Tensor parallelism: one rank per process and GPU, the NCCL communicator's. all_reduce and
-// all_gather are NCCL collectives on the backend's stream (decode-sized all-reduces between the
-// GPUs of one machine: one kernel through peer memory, see nccl_comm.h), so decode graphs capture
-// them too
+// all_gather are NCCL collectives on the backend's stream (with TRTLLM_CUSTOM_ALL_REDUCE=1,
+// decode-sized all-reduces between the GPUs of one machine: one kernel through peer memory, see
+// nccl_comm.h), so decode graphs capture them too
 // (every rank captures and replays the same buckets at the same steps: the leader's batch plan
 // decides, see step_broadcast.h); waits go through NcclCommunicator::synchronize, which has the
 // job's deadline.
@@ -591,7 +591,10 @@ private:
         }
         gather_scratch_ = DeviceBuffer(gather_bytes);
         reduce_scratch_ = DeviceBuffer(reduce_floats * sizeof(float));
-        if (reduce_bytes > 0) nccl_->enable_peer_all_reduce(reduce_bytes);
+        // Opt-in: on 2 H100s NCCL's all-reduce, captured in a graph, took 6.5 us for one 8B token
+        // (8 KiB) and the peer kernel 11.8 (scripts/bench_all_reduce.py).
+        const char* peer = std::getenv("TRTLLM_CUSTOM_ALL_REDUCE");
+        if (reduce_bytes > 0 && peer != nullptr && std::string(peer) == "1") nccl_->enable_peer_all_reduce(reduce_bytes);
     }
 
     // docs/opset.md: 16-bit activations are summed in float32 and rounded once. The peer path does

@@ -164,11 +164,9 @@ std::string cuda_error(const char* what, cudaError_t err) {
 bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
     MpiComm& m = *mpi_;
     impl_->release_peer_buffers();
-    const char* env = std::getenv("TRTLLM_CUSTOM_ALL_REDUCE");
-    const bool wanted = env == nullptr || std::string(env) != "0";
     const bool possible = size() > 1 && size() <= kernels::kPeerMaxRanks && m.local_size() == size();
     if (possible) max_bytes = std::min(max_bytes, kPeerReadBudgetBytes / static_cast<size_t>(size() - 1)) / 16 * 16;
-    const int64_t agreed_bytes = m.all_reduce_min(wanted && possible ? static_cast<int64_t>(max_bytes) : 0,
+    const int64_t agreed_bytes = m.all_reduce_min(possible ? static_cast<int64_t>(max_bytes) : 0,
                                                   "agreeing on the peer all-reduce");
     if (agreed_bytes <= 0) return false;
     max_bytes = static_cast<size_t>(agreed_bytes);

@@ -217,6 +217,8 @@ if has bench8b && ((build_rc == 0)); then
     done
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
+      # The same without programmatic dependent launch (cuda_common.cuh), side by side.
+      TRTLLM_PDL=0 bench8 $B/engine_bf16 latency_nopdl latency --input-len 128 --output-len 256 --iterations 2
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
@@ -420,6 +422,9 @@ for name, b in bench8.items():
     elif "throughput" in name:  # throughput, throughput_1k, <scheme>_throughput
         scheme = name.split("throughput")[0].rstrip("_") or "bf16"
         rows.append((f"8B {scheme} {b['num_requests']} req {b['input_len']}/{b['output_len']} tok/s", f"{b['output_tokens_per_s']:.0f}"))
+    elif name == "latency_nopdl":
+        pdl = f" (with PDL {bf16_decode:.1f}: {bf16_decode / b['decode_tokens_per_s']:.3f}x)" if bf16_decode else ""
+        rows.append(("8B bf16 bs1 decode tok/s, TRTLLM_PDL=0", f"{b['decode_tokens_per_s']:.1f}{pdl}"))
     elif name == "ttft2048":
         rows.append(("8B bf16 bs1 2048in TTFT ms", f"{b['ttft_ms']:.1f}"))
 for r in bench8.get("vs_hf", {}).get("results", []):

@@ -23,6 +23,7 @@ int threads_for(int64_t dim) {
 template <class T, int kMode, class Store>
 __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
+    cuda::pdl_wait();
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
     if (b != nullptr) {
@@ -78,8 +79,8 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
     if (rows == 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         TRTLLM_DISPATCH_STORE(T, quant, normed, {
-            norm_row_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
-                static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+            cuda::launch_pdl("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
+                threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
                 static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
         });
     });

@@ -24,6 +24,9 @@
 // (every rank captures and replays the same buckets at the same steps: the leader's batch plan
 // decides, see step_broadcast.h); waits go through NcclCommunicator::synchronize, which has the
 // job's deadline.
+// Our kernels of the decode path start as programmatic dependent launches on Hopper (launch_pdl,
+// plugins/cuda_common.cuh): each is scheduled while the one before it finishes, so the launch gaps
+// between a step's several hundred short kernels overlap; TRTLLM_PDL=0 turns that off.
 // TRTLLM_CUDA_GRAPHS=0 turns graphs off; TRTLLM_PROFILE=1 turns them off and prints device time per
 // op kind (prefill and decode steps apart) when the backend goes away.
 #include <algorithm>

@@ -5,7 +5,7 @@
 
 Each size is timed as a decode step runs it: 64 all-reduces back to back in a CUDA graph, replayed
 20 times. A row of the Llama-3.1-8B shape is 8 KiB (hidden 4096); a batch of b decode tokens is b
-rows. Sizes past the peer path's cap (nccl_comm.cpp: 8 MiB of peer reads per rank) fall back to
+rows. Sizes past the peer path's cap (nccl_comm.cpp: 8 MiB pushed to peers per rank) fall back to
 NCCL in the peer column too, marked so.
 """
 

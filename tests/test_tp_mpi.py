@@ -471,9 +471,10 @@ def test_nccl_all_reduce_sums_and_all_gather_concatenates_on_two_gpus(gpus, tmp_
 @pytest.mark.gpu
 def test_peer_all_reduce_sums_in_float32_rounding_once_on_two_gpus(gpus, tmp_path):
     """The one-shot all-reduce through peer memory against a float64 sum rounded once, for sizes
-    of one item to 32 blocks, vector and single-item paths, float32/bfloat16/float16; NCCL on the
-    same arrays (two ranks: one addition, so the same). all_reduce_check also runs each sum a
-    second time in place and checks it is unchanged."""
+    of one item to 32 blocks, vector and single-item paths, float32/bfloat16/float16, with
+    negative zeros (the kernel's empty marker) in every seventh item; NCCL on the same arrays (two
+    ranks: one addition, so the same). all_reduce_check also runs each sum a second time in place
+    and checks it is unchanged, so the calls cycle through the kernel's three slots."""
     import ml_dtypes
 
     from mpi_driver import ALL_REDUCE_SIZES

@@ -84,7 +84,7 @@ void bind_nccl(py::module_& m) {
             {
                 py::gil_scoped_release release;
                 trtllm::NcclCommunicator nccl(comm);
-                if (peer && !nccl.enable_peer_all_reduce(max_bytes)) {
+                if (peer && !nccl.enable_peer_all_reduce(dt, max_bytes)) {
                     throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
                 }
                 auto d_in = device_bytes(max_bytes);
@@ -124,7 +124,7 @@ void bind_nccl(py::module_& m) {
             trtllm::NcclCommunicator nccl(comm);
             const size_t max_bytes = sizes_bytes.empty() ? 0 : static_cast<size_t>(
                 *std::max_element(sizes_bytes.begin(), sizes_bytes.end()));
-            if (peer && !nccl.enable_peer_all_reduce(max_bytes)) {
+            if (peer && !nccl.enable_peer_all_reduce(trtllm::DType::kBFloat16, max_bytes)) {
                 throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
             }
             auto d_buf = device_bytes(max_bytes);

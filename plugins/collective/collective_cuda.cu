@@ -1,6 +1,8 @@
 #include "collective/collective_cuda.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <type_traits>
 
 #include "cuda_common.cuh"
 
@@ -40,82 +42,128 @@ __global__ void narrow_kernel(const float* x, T* y, int64_t n) {
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = from_float<T>(x[i]);
 }
 
-// System-scope release/acquire on the barrier flags: a peer's GPU sees the staging writes that
-// came before a flag once it sees the flag.
-__device__ __forceinline__ void store_release_sys(uint32_t* p, uint32_t v) {
-    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
+constexpr int kPeerThreads = 512;
+constexpr int kPeerMaxBlocks = 32;  // all resident at once: a block waits for its peers' same block
+constexpr int kPeerControlWords = 5;
 
-__device__ __forceinline__ uint32_t load_acquire_sys(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+// Elements' bits as the kernel sees them: the empty marker is a negative zero.
+template <class T>
+using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>;
+template <class T>
+constexpr Bits<T> kEmpty = sizeof(T) == 4 ? Bits<T>(0x80000000u) : Bits<T>(0x8000u);
+template <class T>
+constexpr uint32_t kEmptyWord = sizeof(T) == 4 ? 0x80000000u : 0x80008000u;
+
+// Raw: what a thread moves at once, 16 bytes (uint4) or one element's Bits<T>.
+__device__ __forceinline__ uint4 load_volatile(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
     return v;
 }
+__device__ __forceinline__ uint32_t load_volatile(const uint32_t* p) { return *static_cast<const volatile uint32_t*>(p); }
+__device__ __forceinline__ uint16_t load_volatile(const uint16_t* p) { return *static_cast<const volatile uint16_t*>(p); }
 
-// Block b of every rank tells block b of every rank (itself included) that it reached `phase` of
-// call `epoch`, and waits until all have. Flags of one block and phase only ever grow by one per
-// call, and no rank can start call epoch + 1 before every rank has passed this call's last phase.
-__device__ void peer_barrier(const PeerBuffers& p, int phase, uint32_t epoch) {
-    __threadfence_system();  // this thread's staging writes (or reads) come before the flag
-    __syncthreads();
-    if (threadIdx.x < p.world) {
-        const int peer = threadIdx.x;
-        const int slot = (phase * kPeerMaxBlocks + static_cast<int>(blockIdx.x)) * kPeerMaxRanks;
-        store_release_sys(p.flags[peer] + slot + p.rank, epoch);
-        const uint32_t* from_peer = p.flags[p.rank] + slot + peer;
-        while (load_acquire_sys(from_peer) != epoch) {
-        }
-    }
-    __syncthreads();
+__device__ __forceinline__ void store_volatile(uint4* p, const uint4& v) {
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+                 : "memory");
 }
+__device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *static_cast<volatile uint32_t*>(p) = v; }
+__device__ __forceinline__ void store_volatile(uint16_t* p, uint16_t v) { *static_cast<volatile uint16_t*>(p) = v; }
 
-constexpr int kPeerThreads = 512;
-
-// U: the unit a thread moves at once, 16 bytes of T or one T. Block b owns a contiguous range of
-// units: it stages this rank's part of that range and sums every rank's.
-template <class T, class U>
-__global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const U* in, U* out, int64_t units,
+template <class T, class Raw>
+__global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw* in, Raw* out, int64_t units,
                                                                         PeerBuffers p) {
-    constexpr int kPer = sizeof(U) / sizeof(T);
-    const uint32_t epoch = p.epochs[blockIdx.x] + 1;  // thread 0 stores it back at the very end
-    const int64_t per_block = (units + gridDim.x - 1) / gridDim.x;
-    const int64_t begin = int64_t{blockIdx.x} * per_block;
-    const int64_t end = begin + per_block < units ? begin + per_block : units;
-    U* staging = static_cast<U*>(p.staging[p.rank]);
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) staging[i] = in[i];
-    peer_barrier(p, 0, epoch);
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    constexpr int kPer = sizeof(Raw) / sizeof(T);
+    const uint32_t call = p.control[0];
+    const int slot = static_cast<int>(call % 3), previous = static_cast<int>((call + 2) % 3);
+    const int64_t part = p.part_bytes / static_cast<int64_t>(sizeof(Raw));
+    const auto part_of = [&](int buffer, int s, int r) {
+        return static_cast<Raw*>(p.buffers[buffer]) + (int64_t{s} * p.world + r) * part;
+    };
+    const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = first; i < units; i += stride) {
+        Raw v = in[i];
+        Bits<T>* e = reinterpret_cast<Bits<T>*>(&v);
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) e[k] = e[k] == kEmpty<T> ? Bits<T>(0) : e[k];
+        for (int r = 0; r < p.world; ++r) store_volatile(part_of(r, slot, p.rank) + i, v);
+    }
+    for (int64_t i = first; i < units; i += stride) {
         float acc[kPer] = {};
         for (int r = 0; r < p.world; ++r) {
-            // Through L2, not L1: the line may hold this address's value from an earlier call.
-            const U u = __ldcg(static_cast<const U*>(p.staging[r]) + i);
-            const T* v = reinterpret_cast<const T*>(&u);
+            const Raw* src = part_of(p.rank, slot, r) + i;
+            Raw v;
+            bool empty = true;
+            while (empty) {
+                v = load_volatile(src);
+                const Bits<T>* e = reinterpret_cast<const Bits<T>*>(&v);
+                empty = false;
 #pragma unroll
-            for (int k = 0; k < kPer; ++k) acc[k] += to_float(v[k]);
+                for (int k = 0; k < kPer; ++k) empty |= e[k] == kEmpty<T>;
+            }
+            const T* x = reinterpret_cast<const T*>(&v);
+#pragma unroll
+            for (int k = 0; k < kPer; ++k) acc[k] += to_float(x[k]);
         }
-        U o;
-        T* ov = reinterpret_cast<T*>(&o);
+        Raw o;
+        T* y = reinterpret_cast<T*>(&o);
 #pragma unroll
-        for (int k = 0; k < kPer; ++k) ov[k] = from_float<T>(acc[k]);
+        for (int k = 0; k < kPer; ++k) y[k] = from_float<T>(acc[k]);
         out[i] = o;
     }
-    peer_barrier(p, 1, epoch);
-    if (threadIdx.x == 0) p.epochs[blockIdx.x] = epoch;
+    // The previous call's slot: every rank has pushed into it and this rank has read it all.
+    const int64_t previous_units = (int64_t{p.control[2 + previous]} + 15) / 16;
+    const uint4 empty = make_uint4(kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>);
+    for (int r = 0; r < p.world; ++r) {
+        uint4* dst = reinterpret_cast<uint4*>(part_of(p.rank, previous, r));
+        for (int64_t i = first; i < previous_units; i += stride) dst[i] = empty;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {  // the last block to finish numbers the next call; every block has read this one's
+        __threadfence();
+        if (atomicAdd(&p.control[1], 1u) == gridDim.x - 1) {
+            p.control[1] = 0;
+            p.control[2 + slot] = static_cast<uint32_t>(units * static_cast<int64_t>(sizeof(Raw)));
+            p.control[0] = call + 1;
+        }
+    }
 }
 
-template <class T, class U>
+template <class T>
+__global__ void peer_buffer_init_kernel(uint4* buffer, int64_t units, uint32_t* control) {
+    const uint4 empty = make_uint4(kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>);
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < units; i += stride) buffer[i] = empty;
+    if (blockIdx.x == 0 && threadIdx.x < kPeerControlWords) control[threadIdx.x] = 0;
+}
+
+template <class T, class Raw>
 void launch_peer_all_reduce(const void* in, void* out, int64_t units, const PeerBuffers& peers, cudaStream_t stream) {
     const int64_t blocks = std::min<int64_t>(kPeerMaxBlocks, (units + kPeerThreads - 1) / kPeerThreads);
-    peer_all_reduce_kernel<T, U><<<static_cast<unsigned>(blocks), kPeerThreads, 0, stream>>>(
-        static_cast<const U*>(in), static_cast<U*>(out), units, peers);
+    peer_all_reduce_kernel<T, Raw><<<static_cast<unsigned>(blocks), kPeerThreads, 0, stream>>>(
+        static_cast<const Raw*>(in), static_cast<Raw*>(out), units, peers);
 }
+
+size_t peer_part_bytes(size_t max_bytes) { return (max_bytes + 15) / 16 * 16; }
 
 }  // namespace
 
-size_t peer_flags_offset(size_t max_bytes) { return (max_bytes + 15) / 16 * 16; }
+size_t peer_buffer_bytes(size_t max_bytes, int world) {
+    return 3 * static_cast<size_t>(world) * peer_part_bytes(max_bytes) + sizeof(uint32_t) * kPeerControlWords;
+}
 
-size_t peer_buffer_bytes(size_t max_bytes) {
-    return peer_flags_offset(max_bytes) + sizeof(uint32_t) * (2 * kPeerMaxBlocks * kPeerMaxRanks + kPeerMaxBlocks);
+void peer_buffer_init_cuda(void* buffer, size_t max_bytes, int world, DType dtype, cudaStream_t stream) {
+    const size_t data = 3 * static_cast<size_t>(world) * peer_part_bytes(max_bytes);
+    auto* control = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(buffer) + data);
+    const auto units = static_cast<int64_t>(data / 16);
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        peer_buffer_init_kernel<T><<<blocks_for(units, kThreads), kThreads, 0, stream>>>(static_cast<uint4*>(buffer), units,
+                                                                                       control);
+    });
+    CHECK_LAUNCH("peer_buffer_init_kernel");
 }
 
 void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count, const PeerBuffers& peers,
@@ -126,7 +174,7 @@ void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count,
         if (bytes % 16 == 0 && aligned16(in) && aligned16(out)) {
             launch_peer_all_reduce<T, uint4>(in, out, bytes / 16, peers, stream);
         } else {
-            launch_peer_all_reduce<T, T>(in, out, count, peers, stream);
+            launch_peer_all_reduce<T, Bits<T>>(in, out, count, peers, stream);
         }
     });
     CHECK_LAUNCH("peer_all_reduce_kernel");

@@ -20,30 +20,32 @@ void widen_to_float_cuda(const void* x, DType dtype, float* y, int64_t n, cudaSt
 void narrow_from_float_cuda(const float* x, void* y, DType dtype, int64_t n, cudaStream_t stream);
 
 // The one-shot all-reduce of the ranks of one machine whose GPUs map each other's memory (CUDA
-// IPC, NVLink on H100 machines; set up by NcclCommunicator). Each rank's staging buffer is
-// mapped into every rank: a rank copies its input into its own, the ranks meet at a flag
-// barrier, each reads every rank's staging buffer and sums in float32 in rank order, rounding
-// once, and the ranks meet again so no staging buffer is overwritten while a peer still reads it.
-// Every rank computes the same sum in the same order, so the results are bitwise identical. The
-// flags count calls (epochs), so a captured CUDA graph replays it as is.
+// IPC; NVLink on H100 machines), set up by NcclCommunicator::enable_peer_all_reduce for one
+// dtype. Each rank owns a buffer of 3 slots x world parts, mapped into every rank. Call e pushes
+// this rank's input into part `rank` of slot e % 3 of every rank's buffer; each rank waits until
+// every part of its own slot holds data, sums the parts in float32 in rank order and rounds once
+// (the same bits on every rank), then refills the previous call's slot with the empty marker.
+// Empty is a negative zero in every element (a pushed -0.0 becomes +0.0): data and flag travel
+// together, one way, so a call costs one write across NVLink and no barrier. Three slots: a peer
+// may push call e + 1 while this rank still reads call e, and no rank pushes into a slot before
+// its owner has cleared it. A counter on the device numbers the calls, so a captured CUDA graph
+// replays the kernel as is.
 constexpr int kPeerMaxRanks = 8;
-constexpr int kPeerMaxBlocks = 32;
 
 struct PeerBuffers {
     int rank = 0, world = 0;
-    void* staging[kPeerMaxRanks] = {};   // every rank's staging area, as mapped here
-    uint32_t* flags[kPeerMaxRanks] = {};  // every rank's barrier flags: [2][kPeerMaxBlocks][kPeerMaxRanks]
-    uint32_t* epochs = nullptr;           // this rank's calls so far, per block: [kPeerMaxBlocks]
+    int64_t part_bytes = 0;               // one rank's part of a slot: max_bytes rounded up to 16
+    void* buffers[kPeerMaxRanks] = {};    // every rank's buffer, as mapped here
+    uint32_t* control = nullptr;          // this rank's: calls so far, blocks done, bytes pushed per slot (3)
 };
 
-// One rank's peer buffer: the staging area (max_bytes, rounded up to 16), then the flags, then
-// the epochs; all zero before the first call.
-size_t peer_buffer_bytes(size_t max_bytes);
-size_t peer_flags_offset(size_t max_bytes);
-
-// out = the sum over the ranks of `in` (count elements of float32, bfloat16 or float16, at most
-// the staging area's bytes); in == out works. Every rank must make the same calls in the same
-// order: a rank waits for its peers inside the kernel.
+// One rank's buffer for messages of up to max_bytes between `world` ranks.
+size_t peer_buffer_bytes(size_t max_bytes, int world);
+// Every element of `buffer` empty, its control zero (before any rank maps it).
+void peer_buffer_init_cuda(void* buffer, size_t max_bytes, int world, DType dtype, cudaStream_t stream);
+// out = the sum over the ranks of `in` (count elements of the buffers' dtype, at most max_bytes);
+// in == out works. Every rank must make the same calls in the same order: a rank waits inside the
+// kernel for its peers' data.
 void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count, const PeerBuffers& peers,
                           cudaStream_t stream);
 

@@ -37,14 +37,14 @@ public:
     int size() const { return mpi_->size(); }
     int device() const { return device_; }
 
-    // Collective. From now on, all-reduces of float32/bfloat16/float16 of at most `max_bytes`
-    // (capped by the peer reads one may cost, see nccl_comm.cpp) go through peer memory, if every
-    // rank runs on this machine and the GPUs can map each other's memory (CUDA IPC); otherwise
-    // everything stays on NCCL. The ranks agree: returns the same on every rank, whether the
-    // peer path is on. Call it before capturing graphs.
-    bool enable_peer_all_reduce(size_t max_bytes);
+    // Collective. From now on, all-reduces of `dtype` (float32, bfloat16 or float16) of at most
+    // `max_bytes` (capped by what one may push to peers, see nccl_comm.cpp) go through peer
+    // memory (kernels::peer_all_reduce_cuda), if every rank runs on this machine and the GPUs can
+    // map each other's memory (CUDA IPC); otherwise everything stays on NCCL. The ranks agree:
+    // returns the same on every rank, whether the peer path is on. Call it before capturing graphs.
+    bool enable_peer_all_reduce(DType dtype, size_t max_bytes);
     // Whether all_reduce_sum of `count` items of `dtype` takes the peer path (a float32 sum,
-    // rounded once to `dtype`, whatever the number of ranks).
+    // rounded once to `dtype`, whatever the number of ranks; a sum of negative zeros is +0).
     bool uses_peer_all_reduce(DType dtype, int64_t count) const;
 
     // Device pointers; `stream` is a cudaStream_t on device(). out = the sum of `in` over the

@@ -580,6 +580,7 @@ private:
         if (!nccl_) return;
         const ModelInfo& info = model_->info();
         size_t gather_bytes = 0, reduce_floats = 0, reduce_bytes = 0;
+        std::optional<DType> reduce_dtype;  // the activation dtype: every all_reduce's
         for (const Op& op : model_->ops()) {
             const Slot& in = op.inputs.at(0);
             const int64_t max_rows = in.row_dim == RowDim::kNumTokens ? std::max(info.max_num_tokens, max_requests_)
@@ -588,7 +589,8 @@ private:
             if (op.kind == OpKind::kAllGather) {
                 gather_bytes = std::max(gather_bytes, count * static_cast<size_t>(op.tp_size) * dtype_size(in.dtype));
             } else if (op.kind == OpKind::kAllReduce) {
-                reduce_bytes = std::max(reduce_bytes, count * dtype_size(in.dtype));
+                if (!reduce_dtype) reduce_dtype = in.dtype;
+                if (in.dtype == *reduce_dtype) reduce_bytes = std::max(reduce_bytes, count * dtype_size(in.dtype));
                 if (widens_for_nccl(in.dtype)) reduce_floats = std::max(reduce_floats, count);
             }
         }
@@ -597,7 +599,7 @@ private:
         // Opt-in: on 2 H100s NCCL's all-reduce, captured in a graph, took 6.5 us for one 8B token
         // (8 KiB) and the peer kernel 11.8 (scripts/bench_all_reduce.py).
         const char* peer = std::getenv("TRTLLM_CUSTOM_ALL_REDUCE");
-        if (reduce_bytes > 0 && peer != nullptr && std::string(peer) == "1") nccl_->enable_peer_all_reduce(reduce_bytes);
+        if (reduce_dtype && peer != nullptr && std::string(peer) == "1") nccl_->enable_peer_all_reduce(*reduce_dtype, reduce_bytes);
     }
 
     // docs/opset.md: 16-bit activations are summed in float32 and rounded once. The peer path does

@@ -72,6 +72,7 @@ struct NcclCommunicator::Impl {
     std::vector<void*> opened;
     kernels::PeerBuffers peers;
     size_t peer_max_bytes = 0;  // 0: the peer path is off
+    DType peer_dtype = DType::kFloat32;
 
     void release_peer_buffers() {
         for (void* p : opened) cudaIpcCloseMemHandle(p);
@@ -142,17 +143,18 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi)
 }
 
 NcclCommunicator::~NcclCommunicator() {
-    // No peer reads this rank's buffer any more: each peer-path kernel ends with a barrier after
-    // every rank's reads.
+    // The executor's last wait and the ranks' shutdown handshake came first, so no peer pushes into
+    // this rank's buffer any more.
     impl_->release_peer_buffers();
     if (impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }
 
 namespace {
 
-// A one-shot all-reduce reads (ranks - 1) times the message from peers; NCCL's ring moves about
-// twice the message whatever the rank count, so past this much read per rank the ring wins.
-constexpr size_t kPeerReadBudgetBytes = size_t{8} << 20;
+// A one-shot all-reduce writes (ranks - 1) times the message to peers, and its buffer holds 3 x
+// ranks parts; NCCL's ring moves about twice the message whatever the rank count. Past this much
+// pushed per rank the ring wins (scripts/bench_all_reduce.py measures where).
+constexpr size_t kPeerPushBudgetBytes = size_t{8} << 20;
 
 std::string cuda_error(const char* what, cudaError_t err) {
     cudaGetLastError();  // not sticky: clear it so later calls do not report it again
@@ -161,26 +163,26 @@ std::string cuda_error(const char* what, cudaError_t err) {
 
 }  // namespace
 
-bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
+bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
     MpiComm& m = *mpi_;
     impl_->release_peer_buffers();
-    const bool possible = size() > 1 && size() <= kernels::kPeerMaxRanks && m.local_size() == size();
-    if (possible) max_bytes = std::min(max_bytes, kPeerReadBudgetBytes / static_cast<size_t>(size() - 1)) / 16 * 16;
+    const bool float_type = dtype == DType::kFloat32 || dtype == DType::kBFloat16 || dtype == DType::kFloat16;
+    const bool possible = float_type && size() > 1 && size() <= kernels::kPeerMaxRanks && m.local_size() == size();
+    if (possible) max_bytes = std::min(max_bytes, kPeerPushBudgetBytes / static_cast<size_t>(size() - 1)) / 16 * 16;
     const int64_t agreed_bytes = m.all_reduce_min(possible ? static_cast<int64_t>(max_bytes) : 0,
                                                   "agreeing on the peer all-reduce");
     if (agreed_bytes <= 0) return false;
     max_bytes = static_cast<size_t>(agreed_bytes);
 
-    // Every rank's buffer is zeroed (flags and epochs start at 0) before any rank can map it.
+    // Every rank's buffer is empty (its control zero) before any rank can map it.
     std::string error;
     cudaIpcMemHandle_t handle{};
-    const size_t bytes = kernels::peer_buffer_bytes(max_bytes);
+    const size_t bytes = kernels::peer_buffer_bytes(max_bytes, size());
     if (cudaError_t err = cudaMalloc(&impl_->own_buffer, bytes); err != cudaSuccess) {
         impl_->own_buffer = nullptr;
         error = cuda_error("cudaMalloc", err);
-    } else if (err = cudaMemset(impl_->own_buffer, 0, bytes); err != cudaSuccess) {
-        error = cuda_error("cudaMemset", err);
-    } else if (err = cudaDeviceSynchronize(); err != cudaSuccess) {
+    } else if (kernels::peer_buffer_init_cuda(impl_->own_buffer, max_bytes, size(), dtype, nullptr);
+               (err = cudaDeviceSynchronize()) != cudaSuccess) {
         error = cuda_error("cudaDeviceSynchronize", err);
     } else if (err = cudaIpcGetMemHandle(&handle, impl_->own_buffer); err != cudaSuccess) {
         error = cuda_error("cudaIpcGetMemHandle", err);
@@ -191,6 +193,7 @@ bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
     p = kernels::PeerBuffers{};
     p.rank = m.rank();
     p.world = size();
+    p.part_bytes = static_cast<int64_t>((max_bytes + 15) / 16 * 16);
     for (int r = 0; r < size() && error.empty(); ++r) {
         void* base = impl_->own_buffer;
         if (r != m.rank()) {
@@ -202,10 +205,11 @@ bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
             }
             impl_->opened.push_back(base);
         }
-        p.staging[r] = base;
-        p.flags[r] = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(base) + kernels::peer_flags_offset(max_bytes));
+        p.buffers[r] = base;
     }
-    p.epochs = impl_->own_buffer == nullptr ? nullptr : p.flags[m.rank()] + 2 * kernels::kPeerMaxBlocks * kernels::kPeerMaxRanks;
+    if (impl_->own_buffer != nullptr) {  // the control words follow the 3 x world parts
+        p.control = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(impl_->own_buffer) + 3 * size() * p.part_bytes);
+    }
     if (!error.empty()) {
         std::fprintf(stderr, "trtllm rank %d: the peer all-reduce is unavailable (%s); all-reduces use NCCL\n", m.rank(),
                      error.c_str());
@@ -216,12 +220,13 @@ bool NcclCommunicator::enable_peer_all_reduce(size_t max_bytes) {
         return false;
     }
     impl_->peer_max_bytes = max_bytes;
+    impl_->peer_dtype = dtype;
     return true;
 }
 
 bool NcclCommunicator::uses_peer_all_reduce(DType dtype, int64_t count) const {
-    const bool float_type = dtype == DType::kFloat32 || dtype == DType::kBFloat16 || dtype == DType::kFloat16;
-    return float_type && count > 0 && static_cast<size_t>(count) * dtype_size(dtype) <= impl_->peer_max_bytes;
+    return impl_->peer_max_bytes > 0 && dtype == impl_->peer_dtype && count > 0 &&
+           static_cast<size_t>(count) * dtype_size(dtype) <= impl_->peer_max_bytes;
 }
 
 void NcclCommunicator::all_reduce_sum(const void* in, void* out, DType dtype, int64_t count, void* stream) {

@@ -198,17 +198,26 @@ if has bench8b && ((build_rc == 0)); then
     }
     t0=$(date +%s)
     [[ -d $HF8 ]] || "$PYTHON" scripts/make_random_llama.py --out $HF8 --preset 8b
-    # Every scheme's conversion at once (CPU and disk), while the GPU runs the kernel microbenchmark.
+    # Every scheme's conversion at once (CPU and disk), while the GPU runs the kernel microbenchmark;
+    # on a disk with under 100 GB free (the single-GPU machines have 64 GB) one at a time, each
+    # just before its build, so only one checkpoint exists at once.
+    local_disk_gb=$(df -BG --output=avail /tmp | tail -1 | tr -dc 0-9)
+    parallel_convert=1
+    ((local_disk_gb >= 100)) || parallel_convert=0
     pids=()
     for q in "${schemes[@]}"; do
+      ((parallel_convert)) || break
       [[ -d $B/engine_$q ]] || { convert8 $q $(convert_args $q) & pids+=($!); }
     done
     # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s).
     timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
     for pid in "${pids[@]}"; do wait $pid; done
-    echo "8B: made and converted ${schemes[*]} in $(($(date +%s) - t0)) s"
+    what="made the HF model"
+    ((parallel_convert)) && what="made and converted ${schemes[*]}"
+    echo "8B: $what in $(($(date +%s) - t0)) s (${local_disk_gb} GB free)"
     for q in "${schemes[@]}"; do  # builds one at a time: each times GEMM tactics on the GPU
       [[ -d $B/engine_$q ]] && continue
+      ((parallel_convert)) || convert8 $q $(convert_args $q)
       t0=$(date +%s)
       "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$q --output-dir $B/engine_$q "${build_args[@]}" \
         2>&1 | grep -E "error" || true
@@ -317,13 +326,16 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
 
   # TP=2 twice: all-reduces through NCCL (the default), and through peer memory where they fit
   # (TRTLLM_CUSTOM_ALL_REDUCE=1), side by side.
+  # And TP=1 without programmatic dependent launch (cuda_common.cuh), latency only.
   local run engine launch
-  for run in tp1 tp2 tp2_peer; do
+  for run in tp1 tp1_nopdl tp2 tp2_peer; do
     engine=$engine2 launch=(mpiexec -n 2)
-    [[ $run == tp1 ]] && engine=$engine1 launch=()
+    [[ $run == tp1* ]] && engine=$engine1 launch=()
+    [[ $run == tp1_nopdl ]] && launch=(env TRTLLM_PDL=0)
     [[ $run == tp2_peer ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=1 mpiexec -n 2)
     timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
       --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_$run.json" >/dev/null || { echo "tp: latency $run failed"; rc=1; }
+    [[ $run == tp1_nopdl ]] && continue
     timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
       --output-len 128 --num-requests 256 --json "$JSON_DIR/tp_throughput_$run.json" >/dev/null || { echo "tp: throughput $run failed"; rc=1; }
   done
@@ -341,7 +353,12 @@ for mode, key in (("latency", "decode_tokens_per_s"), ("throughput", "output_tok
     summary[mode] = {"tp1": r1, "tp2": r2, "tp2_peer": r2p, "scaling": r2[key] / r1[key] if r1 and r2 else None,
                      "scaling_peer": r2p[key] / r1[key] if r1 and r2p else None}
 (pathlib.Path(sys.argv[2]) / "tp_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+nopdl = load("tp_latency_tp1_nopdl.json")
+summary["latency"]["tp1_nopdl"] = nopdl
 g, lat, thr = summary["greedy"], summary["latency"], summary["throughput"]
+if nopdl and lat["tp1"]:
+    print(f"tp 8B TP=1 bs1 decode tok/s: {lat['tp1']['decode_tokens_per_s']:.1f} with PDL, "
+          f"{nopdl['decode_tokens_per_s']:.1f} with TRTLLM_PDL=0")
 print(f"tp 8B greedy TP=2 vs TP=1: {g['identical']}/{g['prompts']} prompts identical for {g['new_tokens']} tokens, "
       f"{g['clear_divergences']} clear divergences" if g else "tp 8B greedy: no result")
 peer = lambda r, key, fmt: f"; TP=2 peer all-reduce {r['tp2_peer'][key]:{fmt}} ({r['scaling_peer']:.2f}x)" if r["scaling_peer"] else ""

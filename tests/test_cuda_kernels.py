@@ -109,8 +109,9 @@ def test_rms_norm_matches_cpu(rng, dtype, chunk):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_add_rms_norm_matches_cpu(rng, dtype):
-    a, b, w = rand(rng, (11, 2048), dtype), rand(rng, (11, 2048), dtype), rand(rng, (2048,), dtype, 1.0, 1.0)
+@pytest.mark.parametrize("dim", [2048, 8200, 100])  # one vector per thread; over 1024 vectors; not whole vectors (16-bit)
+def test_add_rms_norm_matches_cpu(rng, dtype, dim):
+    a, b, w = rand(rng, (11, dim), dtype), rand(rng, (11, dim), dtype), rand(rng, (dim,), dtype, 1.0, 1.0)
     gn, gs = C.add_rms_norm(a, b, w, dtype, 1e-5)
     cn, cs = K.add_rms_norm(a, b, w, dtype, 1e-5)
     assert_close(gs, cs, dtype)
@@ -118,9 +119,10 @@ def test_add_rms_norm_matches_cpu(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_layer_norms_match_cpu(rng, dtype):
-    a, b = rand(rng, (6, 200), dtype, 1.0, 3.0), rand(rng, (6, 200), dtype)
-    w, bias = rand(rng, (200,), dtype, 1.0, 1.0), rand(rng, (200,), dtype)
+@pytest.mark.parametrize("dim", [200, 8200])  # registers, one vector per thread; the strided kernel
+def test_layer_norms_match_cpu(rng, dtype, dim):
+    a, b = rand(rng, (6, dim), dtype, 1.0, 3.0), rand(rng, (6, dim), dtype)
+    w, bias = rand(rng, (dim,), dtype, 1.0, 1.0), rand(rng, (dim,), dtype)
     assert_close(C.layer_norm(a, w, bias, dtype, 1e-5), K.layer_norm(a, w, bias, dtype, 1e-5), dtype, atol=1e-5)
     gn, gs = C.add_layer_norm(a, b, w, bias, dtype, 1e-5)
     cn, cs = K.add_layer_norm(a, b, w, bias, dtype, 1e-5)

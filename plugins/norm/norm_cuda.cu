@@ -1,5 +1,5 @@
 // CUDA RMSNorm / LayerNorm (+ residual add): one block per row, float32 sums, one rounding per
-// output. The fused add stores round(a + b) first and normalizes the rounded values, as the
+// output; rows of up to 1024 16-byte vectors held in registers, one vector per thread. The fused add stores round(a + b) first and normalizes the rounded values, as the
 // CPU reference does; each thread re-reads only the elements it wrote itself.
 #include <string>
 
@@ -51,6 +51,52 @@ __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T
     }
 }
 
+// The same for rows of at most 1024 16-byte vectors (8192 bf16 elements), 16-byte aligned: one
+// vector per thread, kept in registers between the passes, so each input is read once and the
+// block is as short as the row allows (a decode step runs 2 of these per layer on one row).
+template <class T, int kMode, class Store>
+__global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
+                                    int64_t dim, float eps) {
+    pdl_wait();
+    constexpr int V = kVec<T>;
+    const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
+    const bool active = c < dim;
+    float x[V] = {};
+    if (active) {
+        load_vec(a + off + c, x);
+        if (b != nullptr) {
+            float y[V];
+            load_vec(b + off + c, y);
+#pragma unroll
+            for (int k = 0; k < V; ++k) x[k] = to_float(from_float<T>(x[k] + y[k]));
+            store_vec(sum + off + c, x);  // exact: already rounded to T
+        }
+    }
+    float mean = 0.0f;
+    if constexpr (kMode == 1) {
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < V; ++k) s += x[k];
+        mean = block_sum(s) / static_cast<float>(dim);
+    }
+    float sq = 0.0f;
+    if (active) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) sq += (x[k] - mean) * (x[k] - mean);
+    }
+    const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
+    if (!active) return;
+    float w[V], bv[V] = {};
+    load_vec(weight + c, w);
+    if constexpr (kMode == 1) load_vec(bias + c, bv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+        float v = (x[k] - mean) * inv * w[k];
+        if constexpr (kMode == 1) v += bv[k];
+        normed(off + c + k, c + k, v);
+    }
+}
+
 // RMSNorm of chunks smaller than a row (per-head q/k norm): one warp per chunk.
 template <class T>
 __global__ void rms_norm_chunk_kernel(const T* x, const T* weight, T* y, int64_t num_chunks, int64_t chunk, float eps) {
@@ -77,12 +123,25 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
     check(rows, dim);
     if (quant != nullptr) check_output_quant(*quant, dim, "norm");
     if (rows == 0) return;
+    const bool aligned = aligned16(a) && aligned16(b) && aligned16(w) && aligned16(bias) && aligned16(sum);
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        TRTLLM_DISPATCH_STORE(T, quant, normed, {
-            cuda::launch_pdl("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
-                threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
-                static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
-        });
+        const int64_t vectors = dim / kVec<T>;
+        if (aligned && dim % kVec<T> == 0 && vectors <= 1024) {
+            const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
+            TRTLLM_DISPATCH_STORE(T, quant, normed, {
+                cuda::launch_pdl("norm_row_vec_kernel", norm_row_vec_kernel<T, kMode, Store>,
+                                 static_cast<unsigned>(rows), threads, 0, stream, static_cast<const T*>(a),
+                                 static_cast<const T*>(b), static_cast<const T*>(w), static_cast<const T*>(bias), store,
+                                 static_cast<T*>(sum), dim, eps);
+            });
+        } else {
+            TRTLLM_DISPATCH_STORE(T, quant, normed, {
+                cuda::launch_pdl("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
+                                 threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
+                                 static_cast<const T*>(w), static_cast<const T*>(bias), store, static_cast<T*>(sum), dim,
+                                 eps);
+            });
+        }
     });
     CHECK_LAUNCH("norm_row_kernel");
 }

@@ -7,12 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <utility>
 
 #include "trtllm/cuda_utils.h"
 #include "trtllm/dtype.h"
@@ -73,59 +70,6 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// Programmatic dependent launch (Hopper): a kernel started with launch_pdl may be scheduled while
-// the kernel before it on the stream is still running; its blocks then wait in pdl_wait() until
-// that kernel has finished and its memory is visible. So a kernel launched that way calls
-// pdl_wait() before it reads or writes global memory. pdl_wait() also lets the kernel after it
-// be scheduled (its blocks wait likewise), so the launch latency of each short kernel of a
-// decode step hides behind the one before. A no-op before sm_90 and for plain launches.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-// Whether launch_pdl overlaps launches on the current device: sm_90 or newer, unless TRTLLM_PDL=0.
-inline bool pdl_enabled() {
-    static const bool env_off = [] {
-        const char* v = std::getenv("TRTLLM_PDL");
-        return v != nullptr && std::string(v) == "0";
-    }();
-    if (env_off) return false;
-    static std::atomic<int> known[64];  // per device: 0 not asked yet, 1 yes, -1 no
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) {
-        cudaGetLastError();
-        return false;
-    }
-    if (const int k = known[device].load(std::memory_order_relaxed); k != 0) return k > 0;
-    int major = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-        cudaGetLastError();
-        major = 0;
-    }
-    known[device].store(major >= 9 ? 1 : -1, std::memory_order_relaxed);
-    return major >= 9;
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch where
-// pdl_enabled(); the kernel must call pdl_wait() first (see above).
-template <class... Params, class... Args>
-void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                Args&&... args) {
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = &attr;
-    config.numAttrs = pdl_enabled() ? 1 : 0;
-    check_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
-}
 
 inline unsigned blocks_for(int64_t n, int threads) {
     const int64_t b = (n + threads - 1) / threads;

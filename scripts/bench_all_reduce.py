@@ -5,7 +5,7 @@
 
 Each size is timed as a decode step runs it: 64 all-reduces back to back in a CUDA graph, replayed
 20 times. A row of the Llama-3.1-8B shape is 8 KiB (hidden 4096); a batch of b decode tokens is b
-rows. Sizes past the peer path's cap (nccl_comm.cpp: 8 MiB pushed to peers per rank) fall back to
+rows. Sizes past the peer path's cap (nccl_comm.cpp: 4 MiB pushed to peers per rank) fall back to
 NCCL in the peer column too, marked so.
 """
 
@@ -26,7 +26,7 @@ def main() -> None:
     comm = parallel.world_comm()
     nccl_us = _core.all_reduce_microseconds(comm, SIZES, False)
     peer_us = _core.all_reduce_microseconds(comm, SIZES, True)
-    cap = (8 << 20) // (comm.size - 1)
+    cap = (4 << 20) // (comm.size - 1)
     if comm.rank != 0:
         return
     rows = [{"bytes": b, "tokens_of_8b": b // 8192, "nccl_us": n, "peer_us": q, "peer_path": b <= cap}

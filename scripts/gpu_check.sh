@@ -226,8 +226,6 @@ if has bench8b && ((build_rc == 0)); then
     done
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
-      # The same without programmatic dependent launch (cuda_common.cuh), side by side.
-      TRTLLM_PDL=0 bench8 $B/engine_bf16 latency_nopdl latency --input-len 128 --output-len 256 --iterations 2
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
@@ -324,18 +322,15 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   timeout 240 "$PYTHON" scripts/tp_check.py --reference "$engine1" --candidate "$engine2" --new-tokens 32 \
     --num-prompts 4 --json "$JSON_DIR/tp_greedy.json" || rc=1
 
-  # TP=2 twice: all-reduces through NCCL (the default), and through peer memory where they fit
-  # (TRTLLM_CUSTOM_ALL_REDUCE=1), side by side.
-  # And TP=1 without programmatic dependent launch (cuda_common.cuh), latency only.
+  # TP=2 twice: small all-reduces through peer memory (the default), and all through NCCL
+  # (TRTLLM_CUSTOM_ALL_REDUCE=0), side by side.
   local run engine launch
-  for run in tp1 tp1_nopdl tp2 tp2_peer; do
+  for run in tp1 tp2 tp2_nccl; do
     engine=$engine2 launch=(mpiexec -n 2)
-    [[ $run == tp1* ]] && engine=$engine1 launch=()
-    [[ $run == tp1_nopdl ]] && launch=(env TRTLLM_PDL=0)
-    [[ $run == tp2_peer ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=1 mpiexec -n 2)
+    [[ $run == tp1 ]] && engine=$engine1 launch=()
+    [[ $run == tp2_nccl ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=0 mpiexec -n 2)
     timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
       --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_$run.json" >/dev/null || { echo "tp: latency $run failed"; rc=1; }
-    [[ $run == tp1_nopdl ]] && continue
     timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
       --output-len 128 --num-requests 256 --json "$JSON_DIR/tp_throughput_$run.json" >/dev/null || { echo "tp: throughput $run failed"; rc=1; }
   done
@@ -349,26 +344,21 @@ out = pathlib.Path(sys.argv[1])
 load = lambda name: json.loads((out / name).read_text()) if (out / name).exists() else None
 summary = {"greedy": load("tp_greedy.json"), "all_reduce": load("tp_all_reduce.json")}
 for mode, key in (("latency", "decode_tokens_per_s"), ("throughput", "output_tokens_per_s")):
-    r1, r2, r2p = (load(f"tp_{mode}_{run}.json") for run in ("tp1", "tp2", "tp2_peer"))
-    summary[mode] = {"tp1": r1, "tp2": r2, "tp2_peer": r2p, "scaling": r2[key] / r1[key] if r1 and r2 else None,
-                     "scaling_peer": r2p[key] / r1[key] if r1 and r2p else None}
+    r1, r2, r2n = (load(f"tp_{mode}_{run}.json") for run in ("tp1", "tp2", "tp2_nccl"))
+    summary[mode] = {"tp1": r1, "tp2": r2, "tp2_nccl": r2n, "scaling": r2[key] / r1[key] if r1 and r2 else None,
+                     "scaling_nccl": r2n[key] / r1[key] if r1 and r2n else None}
 (pathlib.Path(sys.argv[2]) / "tp_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-nopdl = load("tp_latency_tp1_nopdl.json")
-summary["latency"]["tp1_nopdl"] = nopdl
 g, lat, thr = summary["greedy"], summary["latency"], summary["throughput"]
-if nopdl and lat["tp1"]:
-    print(f"tp 8B TP=1 bs1 decode tok/s: {lat['tp1']['decode_tokens_per_s']:.1f} with PDL, "
-          f"{nopdl['decode_tokens_per_s']:.1f} with TRTLLM_PDL=0")
 print(f"tp 8B greedy TP=2 vs TP=1: {g['identical']}/{g['prompts']} prompts identical for {g['new_tokens']} tokens, "
       f"{g['clear_divergences']} clear divergences" if g else "tp 8B greedy: no result")
-peer = lambda r, key, fmt: f"; TP=2 peer all-reduce {r['tp2_peer'][key]:{fmt}} ({r['scaling_peer']:.2f}x)" if r["scaling_peer"] else ""
+nccl = lambda r, key, fmt: f"; TP=2 all on NCCL {r['tp2_nccl'][key]:{fmt}} ({r['scaling_nccl']:.2f}x)" if r["scaling_nccl"] else ""
 if lat["scaling"]:
     print(f"tp 8B bs1 decode tok/s: TP=1 {lat['tp1']['decode_tokens_per_s']:.1f}, TP=2 {lat['tp2']['decode_tokens_per_s']:.1f}, "
-          f"scaling {lat['scaling']:.2f}x (target >= 1.6x){peer(lat, 'decode_tokens_per_s', '.1f')}; "
+          f"scaling {lat['scaling']:.2f}x (target >= 1.6x){nccl(lat, 'decode_tokens_per_s', '.1f')}; "
           f"TTFT ms {lat['tp1']['ttft_ms']:.1f} / {lat['tp2']['ttft_ms']:.1f}")
 if thr["scaling"]:
     print(f"tp 8B 256 req 128/128 out tok/s: TP=1 {thr['tp1']['output_tokens_per_s']:.0f}, "
-          f"TP=2 {thr['tp2']['output_tokens_per_s']:.0f}, scaling {thr['scaling']:.2f}x{peer(thr, 'output_tokens_per_s', '.0f')}")
+          f"TP=2 {thr['tp2']['output_tokens_per_s']:.0f}, scaling {thr['scaling']:.2f}x{nccl(thr, 'output_tokens_per_s', '.0f')}")
 PY
   return $rc
 }
@@ -439,9 +429,6 @@ for name, b in bench8.items():
     elif "throughput" in name:  # throughput, throughput_1k, <scheme>_throughput
         scheme = name.split("throughput")[0].rstrip("_") or "bf16"
         rows.append((f"8B {scheme} {b['num_requests']} req {b['input_len']}/{b['output_len']} tok/s", f"{b['output_tokens_per_s']:.0f}"))
-    elif name == "latency_nopdl":
-        pdl = f" (with PDL {bf16_decode:.1f}: {bf16_decode / b['decode_tokens_per_s']:.3f}x)" if bf16_decode else ""
-        rows.append(("8B bf16 bs1 decode tok/s, TRTLLM_PDL=0", f"{b['decode_tokens_per_s']:.1f}{pdl}"))
     elif name == "ttft2048":
         rows.append(("8B bf16 bs1 2048in TTFT ms", f"{b['ttft_ms']:.1f}"))
 for r in bench8.get("vs_hf", {}).get("results", []):

@@ -397,8 +397,8 @@ def gpu_tp_run(gpus, gpu_engines, tmp_path_factory):
             cases = [(f, d) for f in FAMILIES for d in GPU_DTYPES] if graphs else [(f, "float32") for f in EAGER_FAMILIES]
             tasks = [{"kind": "generate", "name": f"{family}_{dtype}", "engine_dir": str(gpu_engines[family, dtype, tp]),
                       "prompts": PROMPTS, "new_tokens": NEW_TOKENS} for family, dtype in cases]
-            # Graph runs take the peer all-reduce where it fits (opt-in), eager runs NCCL (the default).
-            env = {"TRTLLM_CUDA_GRAPHS": "1", "TRTLLM_CUSTOM_ALL_REDUCE": "1"} if graphs else {"TRTLLM_CUDA_GRAPHS": "0"}
+            # Graph runs take the peer all-reduce where it fits (the default), eager runs NCCL.
+            env = {"TRTLLM_CUDA_GRAPHS": "1"} if graphs else {"TRTLLM_CUDA_GRAPHS": "0", "TRTLLM_CUSTOM_ALL_REDUCE": "0"}
             proc, _ = run_driver(tp, tasks, out_dir, env=env)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             runs[tp, graphs] = out_dir
@@ -472,7 +472,7 @@ def test_nccl_all_reduce_sums_and_all_gather_concatenates_on_two_gpus(gpus, tmp_
 def test_peer_all_reduce_sums_in_float32_rounding_once_on_two_gpus(gpus, tmp_path):
     """The one-shot all-reduce through peer memory against a float64 sum rounded once, for sizes
     of one item to 32 blocks, vector and single-item paths, float32/bfloat16/float16, with
-    negative zeros (the kernel's empty marker) in every seventh item; NCCL on the same arrays (two
+    negative zeros (the kernel's empty marker) in every seventh item from the fourth; NCCL on the same arrays (two
     ranks: one addition, so the same). all_reduce_check also runs each sum a second time in place
     and checks it is unchanged, so the calls cycle through the kernel's three slots."""
     import ml_dtypes

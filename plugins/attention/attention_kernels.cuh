@@ -38,7 +38,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
                                                                 float* part_ml) {
-    cuda::pdl_wait();
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -177,7 +176,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
 template <class T>
 __global__ void decode_combine_kernel(const float* part_o, const float* part_ml, const PagedBatchCuda b,
                                       const int32_t* decode_requests, int h, int d, int num_splits, T* out) {
-    cuda::pdl_wait();
     const int dec = blockIdx.x, head = blockIdx.y;
     const int token = b.token_start[decode_requests[dec]];
     const int64_t base = (int64_t{dec} * h + head) * num_splits;
@@ -351,11 +349,11 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         }
         float* part_o = partial;
         float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
-        launch_pdl("decode_kernel", decode_kernel<T, C, D>, dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem,
-                   stream, q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml);
+        decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
+            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml);
         CHECK_LAUNCH("decode_kernel");
-        launch_pdl("decode_combine_kernel", decode_combine_kernel<T>, dim3(w.num_decode, h), 128, 0, stream, part_o,
-                   part_ml, b, w.decode_requests, h, D, w.num_splits, out);
+        decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h, D,
+                                                                          w.num_splits, out);
         CHECK_LAUNCH("decode_combine_kernel");
     }
 }

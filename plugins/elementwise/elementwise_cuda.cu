@@ -59,7 +59,6 @@ __global__ void gelu_kernel(const T* x, T* y, int64_t n) {
 // One element (or vector) of y [rows, inter] per thread step; gate x[:, :inter], up x[:, inter:].
 template <class T, bool kVector>
 __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
-    cuda::pdl_wait();
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     constexpr int V = kVector ? kVec<T> : 1;
     for (int64_t i = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * V; i < n; i += stride * V) {
@@ -82,7 +81,6 @@ __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
 // thread step, stored through `store` (Q(v, out_scale[col])).
 template <class T, class Store>
 __global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int64_t inter) {
-    cuda::pdl_wait();
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         const int64_t r = i / inter, c = i % inter;
@@ -162,8 +160,8 @@ void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t in
     if (quant != nullptr) {
         TRTLLM_DISPATCH_FLOAT(dtype, T, {
             TRTLLM_DISPATCH_STORE(T, quant, y, {
-                launch_pdl("silu_mul_quant_kernel", silu_mul_quant_kernel<T, Store>, blocks_for(rows * inter, kThreads),
-                           kThreads, 0, stream, static_cast<const T*>(x), store, rows, inter);
+                silu_mul_quant_kernel<T, Store><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
+                    static_cast<const T*>(x), store, rows, inter);
             });
         });
         CHECK_LAUNCH("silu_mul_quant_kernel");
@@ -171,11 +169,11 @@ void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t in
     }
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (inter % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
-            launch_pdl("silu_mul_kernel", silu_mul_kernel<T, true>, blocks_for(rows * inter / kVec<T>, kThreads), kThreads,
-                       0, stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            silu_mul_kernel<T, true><<<blocks_for(rows * inter / kVec<T>, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         } else {
-            launch_pdl("silu_mul_kernel", silu_mul_kernel<T, false>, blocks_for(rows * inter, kThreads), kThreads, 0,
-                       stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            silu_mul_kernel<T, false><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         }
     });
     CHECK_LAUNCH("silu_mul_kernel");

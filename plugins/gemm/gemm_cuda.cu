@@ -52,7 +52,6 @@ void fill_random(void* p, DType dt, int64_t n, uint32_t seed, cudaStream_t strea
 template <class T, class TY, int M>
 __global__ void gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const TY* __restrict__ bias,
                             TY* __restrict__ y, int n, int k) {
-    cuda::pdl_wait();
     constexpr int V = cuda::kVec<T>;
     constexpr int kUnroll = 4;
     const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -109,10 +108,10 @@ void launch_gemv(int64_t m, const void* x, const void* w, const void* bias, void
     auto* yp = static_cast<TY*>(y);
     const int ni = static_cast<int>(n), ki = static_cast<int>(k);
     switch (m) {
-        case 1: cuda::launch_pdl("gemv_kernel", gemv_kernel<T, TY, 1>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        case 2: cuda::launch_pdl("gemv_kernel", gemv_kernel<T, TY, 2>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        case 3: cuda::launch_pdl("gemv_kernel", gemv_kernel<T, TY, 3>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        default: cuda::launch_pdl("gemv_kernel", gemv_kernel<T, TY, 4>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
+        case 1: gemv_kernel<T, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 2: gemv_kernel<T, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 3: gemv_kernel<T, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        default: gemv_kernel<T, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
     }
     CHECK_LAUNCH("gemv_kernel");
 }

@@ -67,7 +67,6 @@ template <class Acc, class TY, int M>
 __global__ void quant_gemv_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w,
                                   const TY* __restrict__ bias, TY* __restrict__ y, int n, int k, float alpha,
                                   const float* __restrict__ alpha_per_n) {
-    cuda::pdl_wait();
     constexpr int V = kBytesPerLoad;
     constexpr bool kFp8 = std::is_same_v<Acc, float>;
     const int j0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kCols;
@@ -130,10 +129,10 @@ void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias
     auto* yp = static_cast<TY*>(y);
     const int ni = static_cast<int>(n), ki = static_cast<int>(k);
     switch (m) {
-        case 1: cuda::launch_pdl("quant_gemv_kernel", quant_gemv_kernel<Acc, TY, 1>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        case 2: cuda::launch_pdl("quant_gemv_kernel", quant_gemv_kernel<Acc, TY, 2>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        case 3: cuda::launch_pdl("quant_gemv_kernel", quant_gemv_kernel<Acc, TY, 3>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        default: cuda::launch_pdl("quant_gemv_kernel", quant_gemv_kernel<Acc, TY, 4>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 1: quant_gemv_kernel<Acc, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 2: quant_gemv_kernel<Acc, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 3: quant_gemv_kernel<Acc, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        default: quant_gemv_kernel<Acc, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
     }
     CHECK_LAUNCH("quant_gemv_kernel");
 }

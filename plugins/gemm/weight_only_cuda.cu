@@ -128,7 +128,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int group_size) {
-    cuda::pdl_wait();
     using D = Dequant<T, BITS>;
     constexpr int R = kGemvRowsPerWarp;
     constexpr int kGemvUnroll = gemv_unroll(M);
@@ -255,7 +254,7 @@ template <class T, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    cuda::launch_pdl("weight_only_gemv_kernel", weight_only_gemv_kernel<T, BITS, M>, grid, kGemvWarps * 32, 0, stream,
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));

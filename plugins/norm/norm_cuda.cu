@@ -23,7 +23,6 @@ int threads_for(int64_t dim) {
 template <class T, int kMode, class Store>
 __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
-    cuda::pdl_wait();
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
     if (b != nullptr) {
@@ -57,7 +56,6 @@ __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T
 template <class T, int kMode, class Store>
 __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                     int64_t dim, float eps) {
-    pdl_wait();
     constexpr int V = kVec<T>;
     const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
     const bool active = c < dim;
@@ -129,17 +127,15 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
         if (aligned && dim % kVec<T> == 0 && vectors <= 1024) {
             const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                cuda::launch_pdl("norm_row_vec_kernel", norm_row_vec_kernel<T, kMode, Store>,
-                                 static_cast<unsigned>(rows), threads, 0, stream, static_cast<const T*>(a),
-                                 static_cast<const T*>(b), static_cast<const T*>(w), static_cast<const T*>(bias), store,
-                                 static_cast<T*>(sum), dim, eps);
+                norm_row_vec_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
             });
         } else {
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                cuda::launch_pdl("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
-                                 threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
-                                 static_cast<const T*>(w), static_cast<const T*>(bias), store, static_cast<T*>(sum), dim,
-                                 eps);
+                norm_row_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
+                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
             });
         }
     });

@@ -18,15 +18,12 @@
 // the second.
 //
 // Tensor parallelism: one rank per process and GPU, the NCCL communicator's. all_reduce and
-// all_gather are NCCL collectives on the backend's stream (with TRTLLM_CUSTOM_ALL_REDUCE=1,
-// decode-sized all-reduces between the GPUs of one machine: one kernel through peer memory, see
-// nccl_comm.h), so decode graphs capture them too
+// all_gather are NCCL collectives on the backend's stream (decode-sized all-reduces between the
+// GPUs of one machine: one kernel through peer memory, see nccl_comm.h; TRTLLM_CUSTOM_ALL_REDUCE=0
+// keeps them on NCCL), so decode graphs capture them too
 // (every rank captures and replays the same buckets at the same steps: the leader's batch plan
 // decides, see step_broadcast.h); waits go through NcclCommunicator::synchronize, which has the
 // job's deadline.
-// Our kernels of the decode path start as programmatic dependent launches on Hopper (launch_pdl,
-// plugins/cuda_common.cuh): each is scheduled while the one before it finishes, so the launch gaps
-// between a step's several hundred short kernels overlap; TRTLLM_PDL=0 turns that off.
 // TRTLLM_CUDA_GRAPHS=0 turns graphs off; TRTLLM_PROFILE=1 turns them off and prints device time per
 // op kind (prefill and decode steps apart) when the backend goes away.
 #include <algorithm>
@@ -596,10 +593,11 @@ private:
         }
         gather_scratch_ = DeviceBuffer(gather_bytes);
         reduce_scratch_ = DeviceBuffer(reduce_floats * sizeof(float));
-        // Opt-in: on 2 H100s NCCL's all-reduce, captured in a graph, took 6.5 us for one 8B token
-        // (8 KiB) and the peer kernel 11.8 (scripts/bench_all_reduce.py).
+        // On 2 H100s, in CUDA graphs, the peer kernel took 4.2 us for one 8B token (8 KiB) where
+        // NCCL took 6.6, and won up to 4 MiB (scripts/bench_all_reduce.py).
         const char* peer = std::getenv("TRTLLM_CUSTOM_ALL_REDUCE");
-        if (reduce_dtype && peer != nullptr && std::string(peer) == "1") nccl_->enable_peer_all_reduce(*reduce_dtype, reduce_bytes);
+        const bool peer_wanted = peer == nullptr || std::string(peer) != "0";
+        if (reduce_dtype && peer_wanted) nccl_->enable_peer_all_reduce(*reduce_dtype, reduce_bytes);
     }
 
     // docs/opset.md: 16-bit activations are summed in float32 and rounded once. The peer path does

@@ -333,6 +333,10 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
       --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_$run.json" >/dev/null || { echo "tp: latency $run failed"; rc=1; }
     timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
       --output-len 128 --num-requests 256 --json "$JSON_DIR/tp_throughput_$run.json" >/dev/null || { echo "tp: throughput $run failed"; rc=1; }
+    # Printed at once: a call cut off by its time limit still returns the log.
+    "$PYTHON" -c "import json, sys; l, t = (json.load(open(f)) for f in sys.argv[1:]); print('tp $run:', \
+round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TTFT,', round(t['output_tokens_per_s']), \
+'tok/s at 256 req')" "$JSON_DIR/tp_latency_$run.json" "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
   done
   # Device time per op kind on each rank (graphs off, each op timed: all_reduce included).
   TRTLLM_PROFILE=1 timeout 120 mpiexec -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \

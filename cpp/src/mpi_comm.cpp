@@ -154,10 +154,17 @@ void MpiComm::abort(const std::string& message) const {
 
 namespace {
 
-// Polls a non-blocking operation to completion. Spins (yielding the core) briefly, then sleeps
-// with a backoff: short collectives finish at spin latency, while a rank that waits long -
-// oversubscribed, or an idle follower - leaves the cores to the ranks doing the work.
+// Polls a non-blocking operation to completion. Spins (yielding the core) for a while, then
+// sleeps with a backoff: short collectives finish at spin latency, while a rank that waits long -
+// an idle follower - leaves the cores to the ranks doing the work. A rank with a core of its own
+// spins for up to a step's worth of time (20 ms): a follower waiting for the leader's next batch
+// plan, which comes after the leader's host work on the last step's outputs, must not be asleep
+// when it arrives (the leader's broadcast and the next step's collectives would wait for it to
+// wake). Oversubscribed ranks (more on this machine than cores, as in CI) sleep after 2000 polls.
 void wait_for(const MpiComm& comm, MPI_Request* request, const char* what, bool idle) {
+    static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const auto spin_for = static_cast<unsigned>(comm.local_size()) <= cores ? std::chrono::milliseconds(20)
+                                                                            : std::chrono::milliseconds(0);
     const auto start = Clock::now();
     const auto deadline = start + std::chrono::duration<double>(comm.timeout_s());
     auto pause = std::chrono::microseconds(2);
@@ -167,7 +174,7 @@ void wait_for(const MpiComm& comm, MPI_Request* request, const char* what, bool 
         const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) comm.abort(std::string(what) + " failed: " + mpi_error_string(rc));
         if (done) return;
-        if (polls < 2000) {
+        if (polls < 2000 || Clock::now() - start < spin_for) {
             std::this_thread::yield();
             continue;
         }

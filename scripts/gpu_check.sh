@@ -21,7 +21,8 @@
 # MAX_BATCH_8B (default 256): the engines' max batch size (throughput at 1024 requests may want
 # 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 benchmarks (a
 # later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
-# compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run.
+# compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
+# PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_DTYPE=float32 runs it in
 # float32, whose rounding flips random weights' near ties far less often than bf16's: TP_ENGINE1
@@ -227,6 +228,11 @@ if has bench8b && ((build_rc == 0)); then
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
       bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
+      # PROFILE_8B=1: device time per op kind of that throughput run (graphs off, each op timed).
+      if [[ ${PROFILE_8B:-0} == 1 ]]; then
+        TRTLLM_PROFILE=1 timeout 200 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine_bf16 \
+          --input-len 128 --output-len 128 --num-requests 1024 2>&1 >/dev/null | grep "trtllm profile" || true
+      fi
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
       bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2

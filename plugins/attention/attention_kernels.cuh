@@ -32,12 +32,13 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
 // grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range
 // of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
 // online softmax (running max and sum per head, output rescaled per tile). Partial results per
-// (decode request, head, split): o [D] unnormalized, then (m, l).
+// (decode request, head, split): o [D] unnormalized, then (m, l); with one split (large decode
+// batches) the block writes the normalized output itself, as decode_combine_kernel would.
 template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
-                                                                float* part_ml) {
+                                                                float* part_ml, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -162,6 +163,13 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
             }
             __syncthreads();
         }
+    }
+    if (num_splits == 1) {
+        for (int i = tid; i < group * D; i += blockDim.x) {
+            const float inv = 1.0f / ml[3 * (i / D) + 1];
+            out[(int64_t{token} * h + int64_t{kh} * group) * D + i] = from_float<T>(os[i] * inv);
+        }
+        return;
     }
     for (int i = tid; i < group * D; i += blockDim.x) {
         part_o[(part0 + int64_t{i / D} * num_splits) * D + i % D] = os[i];
@@ -350,11 +358,13 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         float* part_o = partial;
         float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml);
+            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml, out);
         CHECK_LAUNCH("decode_kernel");
-        decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h, D,
-                                                                          w.num_splits, out);
-        CHECK_LAUNCH("decode_combine_kernel");
+        if (w.num_splits > 1) {
+            decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h,
+                                                                              D, w.num_splits, out);
+            CHECK_LAUNCH("decode_combine_kernel");
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "attention/attention_kernels.cuh"
 
@@ -129,17 +128,13 @@ void run_attention(const T* qkv, T* out, C* kv, KvScale kvs, const PagedBatchCud
         qkv, scratch.q, kv, kvs, batch, h, h_kv, d, params.rope_inv_freq, static_cast<const T*>(params.q_norm),
         static_cast<const T*>(params.k_norm), params.qk_norm_eps);
     CHECK_LAUNCH("qkv_prep_kernel");
-    const auto attend = [&](auto head_dim) {
-        attn::launch_attend<T, C, decltype(head_dim)::value>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale,
-                                                             scratch.partial, scratch.splits_done, stream);
-    };
     switch (d) {
-        case 8: attend(std::integral_constant<int, 8>{}); break;
-        case 16: attend(std::integral_constant<int, 16>{}); break;
-        case 32: attend(std::integral_constant<int, 32>{}); break;
-        case 64: attend(std::integral_constant<int, 64>{}); break;
-        case 128: attend(std::integral_constant<int, 128>{}); break;
-        case 256: attend(std::integral_constant<int, 256>{}); break;
+        case 8: attn::launch_attend<T, C, 8>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 16: attn::launch_attend<T, C, 16>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 32: attn::launch_attend<T, C, 32>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 64: attn::launch_attend<T, C, 64>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 128: attn::launch_attend<T, C, 128>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+        case 256: attn::launch_attend<T, C, 256>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
         default:
             throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
                                         std::to_string(d));
@@ -168,9 +163,6 @@ void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, con
         throw std::invalid_argument("attention: q_norm and k_norm come together");
     }
     if (work.num_tokens <= 0) return;
-    if (work.num_decode > 0 && work.num_splits > 1 && scratch.splits_done == nullptr) {
-        throw std::invalid_argument("attention: split decode needs scratch.splits_done");
-    }
     if (params.kv_scale != nullptr) {
         const KvScale kvs = fp8_kv_scale(params.kv_scale);
         auto* kv = static_cast<Fp8KvCache*>(kv_layer);

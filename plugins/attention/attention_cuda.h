@@ -1,15 +1,15 @@
 // CUDA paged attention: the op of attention.h (q/k norm, RoPE, KV-cache write, causal GQA
-// attention over the paged cache), in two launches (three with prefill and decode together):
+// attention over the paged cache), in three launches:
 //   1. qkv_prep: per (token, head) q/k RMSNorm and RoPE; q to a float32 scratch, k and v into
 //      the cache through the block table;
 //   2. attention, split by how many new tokens each request brings:
 //      - decode requests (new_len == 1): flash-decoding. The request's keys are cut into
 //        `num_splits` ranges attended in parallel blocks, each for all query heads of one kv head
-//        (GQA: a key row is read once per group); the last block of a request's kv head to
-//        finish merges the partial softmaxes (a counter in scratch.splits_done);
+//        (GQA: a key row is read once per group); a combine launch merges the partial softmaxes;
 //      - prefill requests (new_len > 1, chunked prefill included): flash-attention style tiles
 //        of query rows (tokens x heads of one kv group) against key/value tiles staged in shared
-//        memory, online softmax, causal mask.
+//        memory, online softmax, causal mask;
+//   3. (decode) combine.
 // Every key, new or old, is read back from the cache after it is written, as on the CPU, so a
 // token's result does not depend on whether its keys arrived in this iteration or earlier.
 // Which path a request takes depends on its own new_len only, so batching does not change it.
@@ -49,9 +49,8 @@ struct AttentionWork {
 
 // Device scratch the kernels need; sizes from the functions below.
 struct AttentionScratch {
-    float* q = nullptr;             // [num_tokens, num_heads, head_dim]
-    float* partial = nullptr;       // attention_partial_floats(num_decode, ...)
-    int32_t* splits_done = nullptr;  // [num_decode, num_kv_heads], zero; the decode kernel leaves it zero
+    float* q = nullptr;        // [num_tokens, num_heads, head_dim]
+    float* partial = nullptr;  // attention_partial_floats(num_decode, ...)
 };
 
 // Tokens per prefill tile: 64 query rows of one kv group.

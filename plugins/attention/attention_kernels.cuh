@@ -1,4 +1,4 @@
-// Kernels of the attention op's attend step (decode with its merge, prefill on CUDA cores; the
+// Kernels of the attention op's attend step (decode, combine, prefill on CUDA cores; the
 // tensor-core prefill for bf16/fp16 and head_dim 64/128 is in attention_prefill_tc.cuh) and their launcher,
 // shared by the per-dtype translation units attention_cuda_{f32,bf16,f16}.cu (split so that a
 // parallel build compiles the 15 instantiations of each dtype at the same time).
@@ -28,50 +28,17 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
     return kv + index * d;
 }
 
-// Called by every block of a split decode after writing its partial results: the last of the
-// num_splits blocks of one (request, kv head) merges the `group` heads' partial softmaxes
-// (base: the first head's first split) into out_rows [group][d] and zeroes the counter. The
-// others' partials are read through L2 (__ldcg) after the counter says they are all written.
-template <class T>
-__device__ void merge_if_last(const float* part_o, const float* part_ml, int32_t* counter, int num_splits,
-                              int64_t base, int group, int d, T* out_rows) {
-    __shared__ bool last;
-    __threadfence();  // this thread's partial writes before the count
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == num_splits - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (int i = threadIdx.x; i < group * d; i += blockDim.x) {
-        const int g = i / d, x = i % d;
-        const int64_t first = base + int64_t{g} * num_splits;
-        float m = -INFINITY;
-        for (int s = 0; s < num_splits; ++s) m = fmaxf(m, __ldcg(part_ml + (first + s) * 2));
-        float l = 0.0f, o = 0.0f;
-        for (int s = 0; s < num_splits; ++s) {
-            const float ms = __ldcg(part_ml + (first + s) * 2);
-            if (ms == -INFINITY) continue;
-            const float w = expf(ms - m);
-            l += __ldcg(part_ml + (first + s) * 2 + 1) * w;
-            o += __ldcg(part_o + (first + s) * d + x) * w;
-        }
-        out_rows[i] = from_float<T>(o * (1.0f / l));
-    }
-    if (threadIdx.x == 0) *counter = 0;
-}
-
 // C is the cache's element type (T, or Fp8KvCache read through kv_cache_access.cuh).
 // grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range
 // of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
 // online softmax (running max and sum per head, output rescaled per tile). Partial results per
-// (decode request, head, split): o [D] unnormalized, then (m, l). The last block of a (request,
-// kv head) to finish - counted in splits_done, which it resets for the next launch - merges the
-// splits' partial softmaxes into out; with one split the block writes out itself.
+// (decode request, head, split): o [D] unnormalized, then (m, l); with one split (large decode
+// batches) the block writes the normalized output itself, as decode_combine_kernel would.
 template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
-                                                                float* part_ml, int32_t* splits_done, T* out) {
+                                                                float* part_ml, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -90,9 +57,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
             part_ml[(part0 + int64_t{g} * num_splits) * 2] = -INFINITY;
             part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = 0.0f;
         }
-        merge_if_last<T>(part_o, part_ml, splits_done + int64_t{dec} * h_kv + kh, num_splits,
-                         (int64_t{dec} * h + int64_t{kh} * group) * num_splits, group, D,
-                         out + (int64_t{token} * h + int64_t{kh} * group) * D);
         return;
     }
     float* qs = dec_smem;                                   // [group][D]
@@ -214,9 +178,31 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
         part_ml[(part0 + int64_t{g} * num_splits) * 2] = ml[3 * g];
         part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = ml[3 * g + 1];
     }
-    merge_if_last<T>(part_o, part_ml, splits_done + int64_t{dec} * h_kv + kh, num_splits,
-                     (int64_t{dec} * h + int64_t{kh} * group) * num_splits, group, D,
-                     out + (int64_t{token} * h + int64_t{kh} * group) * D);
+}
+
+// grid (num_decode, h): merges the splits' partial softmaxes into out.
+template <class T>
+__global__ void decode_combine_kernel(const float* part_o, const float* part_ml, const PagedBatchCuda b,
+                                      const int32_t* decode_requests, int h, int d, int num_splits, T* out) {
+    const int dec = blockIdx.x, head = blockIdx.y;
+    const int token = b.token_start[decode_requests[dec]];
+    const int64_t base = (int64_t{dec} * h + head) * num_splits;
+    float m = -INFINITY;
+    for (int s = 0; s < num_splits; ++s) m = fmaxf(m, part_ml[(base + s) * 2]);
+    float l = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+        const float ms = part_ml[(base + s) * 2];
+        if (ms != -INFINITY) l += part_ml[(base + s) * 2 + 1] * expf(ms - m);
+    }
+    const float inv = 1.0f / l;
+    for (int x = threadIdx.x; x < d; x += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < num_splits; ++s) {
+            const float ms = part_ml[(base + s) * 2];
+            if (ms != -INFINITY) o += part_o[(base + s) * d + x] * expf(ms - m);
+        }
+        out[(int64_t{token} * h + head) * d + x] = from_float<T>(o * inv);
+    }
 }
 
 template <int D>
@@ -340,7 +326,7 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
 
 template <class T, class C, int D>
 void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const C* kv, KvScale kvs, T* out,
-                   int h, int h_kv, float scale, float* partial, int32_t* splits_done, cudaStream_t stream) {
+                   int h, int h_kv, float scale, float* partial, cudaStream_t stream) {
     const int group = h / h_kv;
     static_assert(kTcRows == kTileRows, "the tensor-core kernel takes the plan's tiles of kTileRows query rows");
     // The tensor-core prefill copies cache tiles as they are (cp.async of T): an FP8 cache takes the
@@ -372,15 +358,20 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         float* part_o = partial;
         float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml, splits_done, out);
+            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml, out);
         CHECK_LAUNCH("decode_kernel");
+        if (w.num_splits > 1) {
+            decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h,
+                                                                              D, w.num_splits, out);
+            CHECK_LAUNCH("decode_combine_kernel");
+        }
     }
 }
 
 
 #define TRTLLM_ATTEND_SIGNATURE(T, C, D)                                                                      \
     void launch_attend<T, C, D>(const AttentionWork&, const PagedBatchCuda&, const float*, const C*, KvScale, T*, int, \
-                                int, float, float*, int32_t*, cudaStream_t)
+                                int, float, float*, cudaStream_t)
 #define TRTLLM_INSTANTIATE_ATTEND(T, C)                                                                          \
     template TRTLLM_ATTEND_SIGNATURE(T, C, 8);                                                                   \
     template TRTLLM_ATTEND_SIGNATURE(T, C, 16);                                                                  \

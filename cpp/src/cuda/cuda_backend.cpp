@@ -184,7 +184,7 @@ public:
         CHECK_CUDA(cudaMemcpy(weights_.get(), file.data(), file.data_size(), cudaMemcpyHostToDevice));
         arena_ = DeviceBuffer(static_cast<size_t>(model_->arena_bytes()));
 
-        int max_heads = 1, max_kv_heads = 1;
+        int max_heads = 1;
         int64_t wo_scratch_elems = 0;
         for (const Op& op : model_->ops()) {
             prepared_.emplace_back();
@@ -210,7 +210,6 @@ public:
             }
             if (op.kind == OpKind::kAttention) {
                 max_heads = std::max(max_heads, op.num_heads);
-                max_kv_heads = std::max(max_kv_heads, op.num_kv_heads);
                 if (op.has_rope) {
                     const std::vector<float> inv = kernels::rope_inv_freq(op.head_dim, op.rope);
                     p.owned = DeviceBuffer(inv.size() * sizeof(float));
@@ -233,8 +232,6 @@ public:
         // num_decode * num_splits <= num_decode + 2 * num_sms (attention_num_splits' target).
         partial_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(kernels::attention_partial_floats(
                                                     max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
-        splits_done_ = DeviceBuffer(sizeof(int32_t) * static_cast<size_t>(max_requests_) * max_kv_heads);
-        CHECK_CUDA(cudaMemset(splits_done_.get(), 0, splits_done_.bytes()));  // the decode kernel keeps it zero
         layout_step_buffers();
         logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
         const auto max_rows = static_cast<size_t>(info.max_output_rows);
@@ -802,8 +799,7 @@ private:
                 // The FP8 cache's scale is a constant of the engine: the host copy, read at launch.
                 if (const WeightView* kv = op.weight("kv_scale")) params.kv_scale = static_cast<const float*>(kv->data);
                 void* kv_layer = static_cast<std::byte*>(kv_pool_.get()) + kv_layer_bytes_ * op.layer_idx;
-                const kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>(),
-                                                        splits_done_.as<int32_t>()};
+                kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>()};
                 kernels::attention_cuda(ptr(in), ptr(out), in.dtype, kv_layer, batch, params, work, scratch, s);
                 break;
             }
@@ -855,7 +851,7 @@ private:
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
     GemmTactics tactics_;
     WeightOnlyTactics weight_only_tactics_;
-    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, splits_done_, gather_scratch_, reduce_scratch_;
+    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_, reduce_scratch_;
     DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;

@@ -143,8 +143,8 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi)
 }
 
 NcclCommunicator::~NcclCommunicator() {
-    // The executor's last wait and the ranks' shutdown handshake came first, so no peer pushes into
-    // this rank's buffer any more.
+    // Every peer's push into this rank's buffer arrived before this rank's last all-reduce kernel
+    // finished (it waits for them), and the backend synchronized its stream before letting go.
     impl_->release_peer_buffers();
     if (impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }

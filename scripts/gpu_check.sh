@@ -311,13 +311,19 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   wait $prepare || { echo "tp: making / converting the 8B failed:"; tail -20 "$JSON_DIR/tp_prepare.log"; return 1; }
   cat "$JSON_DIR/tp_prepare.log"
 
-  # One GPU each, so the two builds' GEMM tactic timings do not disturb each other.
+  # One GPU each, so the two builds' GEMM tactic timings do not disturb each other. In float32
+  # (32 GB a checkpoint, 32 GB an engine pair) both builds at once would need both checkpoints
+  # and both engines on disk (128 GB): there the TP=1 build finishes and its checkpoint goes first.
   t0=$(date +%s)
   local build1=
   if [[ ! -f $engine1/config.json ]]; then
     CUDA_VISIBLE_DEVICES=0 "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir "$dir/ckpt_tp1" \
       --output-dir "$engine1" "${build_flags[@]}" > "$JSON_DIR/tp_build1.log" 2>&1 &
     build1=$!
+    if [[ $dtype == float32 ]]; then
+      wait "$build1" || { tail "$JSON_DIR/tp_build1.log"; return 1; }
+      build1= && rm -rf "$dir/ckpt_tp1"
+    fi
   fi
   CUDA_VISIBLE_DEVICES=1 "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir "$dir/ckpt_tp2" \
     --output-dir "$engine2" "${build_flags[@]}" > "$JSON_DIR/tp_build2.log" 2>&1 || { tail "$JSON_DIR/tp_build2.log"; return 1; }

@@ -41,7 +41,7 @@ public:
     // `max_bytes` (capped by what one may push to peers, see nccl_comm.cpp) go through peer
     // memory (kernels::peer_all_reduce_cuda), if every rank runs on this machine and the GPUs can
     // map each other's memory (CUDA IPC); otherwise everything stays on NCCL. The ranks agree:
-    // returns the same on every rank, whether the peer path is on. Call it before capturing graphs.
+    // returns the same on every rank, whether the peer path is on. Call it once, before capturing graphs.
     bool enable_peer_all_reduce(DType dtype, size_t max_bytes);
     // Whether all_reduce_sum of `count` items of `dtype` takes the peer path (a float32 sum,
     // rounded once to `dtype`, whatever the number of ranks; a sum of negative zeros is +0).

@@ -74,12 +74,16 @@ struct NcclCommunicator::Impl {
     size_t peer_max_bytes = 0;  // 0: the peer path is off
     DType peer_dtype = DType::kFloat32;
 
-    void release_peer_buffers() {
+    // CUDA wants every importer to close its mapping before the exporter frees the memory: where
+    // the ranks are together (a failed setup), they close, meet, then free.
+    void close_peer_mappings() {
         for (void* p : opened) cudaIpcCloseMemHandle(p);
         opened.clear();
+        peer_max_bytes = 0;
+    }
+    void free_own_buffer() {
         if (own_buffer != nullptr) cudaFree(own_buffer);
         own_buffer = nullptr;
-        peer_max_bytes = 0;
     }
 };
 
@@ -144,8 +148,11 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm> mpi)
 
 NcclCommunicator::~NcclCommunicator() {
     // Every peer's push into this rank's buffer arrived before this rank's last all-reduce kernel
-    // finished (it waits for them), and the backend synchronized its stream before letting go.
-    impl_->release_peer_buffers();
+    // finished (it waits for them), and the backend synchronized its stream before letting go. A
+    // peer may still hold its mapping of this buffer for a moment: no MPI meeting here, which would
+    // make a failing job's teardown wait for the deadline.
+    impl_->close_peer_mappings();
+    impl_->free_own_buffer();
     if (impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }
 
@@ -165,7 +172,7 @@ std::string cuda_error(const char* what, cudaError_t err) {
 
 bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
     MpiComm& m = *mpi_;
-    impl_->release_peer_buffers();
+    if (impl_->own_buffer != nullptr) throw std::logic_error("enable_peer_all_reduce: already enabled");
     const bool float_type = dtype == DType::kFloat32 || dtype == DType::kBFloat16 || dtype == DType::kFloat16;
     const bool possible = float_type && size() > 1 && size() <= kernels::kPeerMaxRanks && m.local_size() == size();
     if (possible) max_bytes = std::min(max_bytes, kPeerPushBudgetBytes / static_cast<size_t>(size() - 1)) / 16 * 16;
@@ -181,11 +188,17 @@ bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
     if (cudaError_t err = cudaMalloc(&impl_->own_buffer, bytes); err != cudaSuccess) {
         impl_->own_buffer = nullptr;
         error = cuda_error("cudaMalloc", err);
-    } else if (kernels::peer_buffer_init_cuda(impl_->own_buffer, max_bytes, size(), dtype, nullptr);
-               (err = cudaDeviceSynchronize()) != cudaSuccess) {
-        error = cuda_error("cudaDeviceSynchronize", err);
-    } else if (err = cudaIpcGetMemHandle(&handle, impl_->own_buffer); err != cudaSuccess) {
-        error = cuda_error("cudaIpcGetMemHandle", err);
+    } else {
+        try {  // a rank must not leave between the collectives around this: it reports instead
+            kernels::peer_buffer_init_cuda(impl_->own_buffer, max_bytes, size(), dtype, nullptr);
+            if (err = cudaDeviceSynchronize(); err != cudaSuccess) {
+                error = cuda_error("cudaDeviceSynchronize", err);
+            } else if (err = cudaIpcGetMemHandle(&handle, impl_->own_buffer); err != cudaSuccess) {
+                error = cuda_error("cudaIpcGetMemHandle", err);
+            }
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
     }
     std::vector<cudaIpcMemHandle_t> handles(static_cast<size_t>(size()));
     m.all_gather(&handle, handles.data(), DType::kUInt8, sizeof handle, "exchanging the peer all-reduce's handles");
@@ -200,7 +213,8 @@ bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
             if (cudaError_t err = cudaIpcOpenMemHandle(&base, handles[static_cast<size_t>(r)],
                                                        cudaIpcMemLazyEnablePeerAccess);
                 err != cudaSuccess) {
-                error = cuda_error(("mapping rank " + std::to_string(r) + "'s memory (cudaIpcOpenMemHandle)").c_str(), err);
+                const std::string what = "mapping rank " + std::to_string(r) + "'s memory (cudaIpcOpenMemHandle)";
+                error = cuda_error(what.c_str(), err);
                 break;
             }
             impl_->opened.push_back(base);
@@ -208,15 +222,18 @@ bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
         p.buffers[r] = base;
     }
     if (impl_->own_buffer != nullptr) {  // the control words follow the 3 x world parts
-        p.control = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(impl_->own_buffer) + 3 * size() * p.part_bytes);
+        std::byte* own = static_cast<std::byte*>(impl_->own_buffer);
+        p.control = reinterpret_cast<uint32_t*>(own + 3 * size() * p.part_bytes);
     }
     if (!error.empty()) {
-        std::fprintf(stderr, "trtllm rank %d: the peer all-reduce is unavailable (%s); all-reduces use NCCL\n", m.rank(),
-                     error.c_str());
+        std::fprintf(stderr, "trtllm rank %d: the peer all-reduce is unavailable (%s); all-reduces use NCCL\n",
+                     m.rank(), error.c_str());
         std::fflush(stderr);
     }
     if (m.all_reduce_min(error.empty() ? 1 : 0, "agreeing on the peer all-reduce's mappings") == 0) {
-        impl_->release_peer_buffers();
+        impl_->close_peer_mappings();
+        m.all_reduce_min(0, "closing the peer all-reduce's mappings");  // every rank closed before any frees
+        impl_->free_own_buffer();
         return false;
     }
     impl_->peer_max_bytes = max_bytes;

@@ -100,6 +100,22 @@ inline float* grow(std::vector<float>& buf, int64_t n) {
     return buf.data();
 }
 
+// fn(row, r) for each row r of x [rows, cols] (dtype dt), loaded into float32 scratch of the
+// calling thread; rows in parallel where there is enough work. The row is fn's to change.
+template <class Fn>
+void for_each_row(const void* x, DType dt, int64_t rows, int64_t cols, const Fn& fn) {
+#pragma omp parallel if (rows * cols > kParallelMinElements)
+    {
+        thread_local std::vector<float> row_buf;
+        float* row = grow(row_buf, cols);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            load_row(elem_ptr(x, dt, r * cols), dt, cols, row);
+            fn(row, r);
+        }
+    }
+}
+
 // Sums of products over 16 independent lanes, then the lanes: the compiler vectorizes the
 // lanes without reassociating anything (no -ffast-math), the lanes hide the add latency, and the
 // summation order is fixed, so results do not depend on the vector width.

@@ -73,17 +73,10 @@ void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64
     }
     std::vector<float> w(static_cast<size_t>(chunk));
     cpu::load_row(weight, dtype, chunk, w.data());
-#pragma omp parallel if (rows * dim > cpu::kParallelMinElements)
-    {
-        thread_local std::vector<float> row_buf;
-        float* row = cpu::grow(row_buf, dim);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            cpu::load_row(cpu::elem_ptr(x, dtype, r * dim), dtype, dim, row);
-            for (int64_t c = 0; c < dim; c += chunk) cpu::rms_norm_inplace(row + c, w.data(), chunk, eps);
-            store_output_row(row, dtype, quant, y, r, dim);
-        }
-    }
+    cpu::for_each_row(x, dtype, rows, dim, [&](float* row, int64_t r) {
+        for (int64_t c = 0; c < dim; c += chunk) cpu::rms_norm_inplace(row + c, w.data(), chunk, eps);
+        store_output_row(row, dtype, quant, y, r, dim);
+    });
 }
 
 void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
@@ -103,17 +96,10 @@ void layer_norm_cpu(const void* x, const void* weight, const void* bias, void* y
     std::vector<float> w(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
     cpu::load_row(weight, dtype, dim, w.data());
     cpu::load_row(bias, dtype, dim, b.data());
-#pragma omp parallel if (rows * dim > cpu::kParallelMinElements)
-    {
-        thread_local std::vector<float> row_buf;
-        float* row = cpu::grow(row_buf, dim);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            cpu::load_row(cpu::elem_ptr(x, dtype, r * dim), dtype, dim, row);
-            layer_norm_inplace(row, w.data(), b.data(), dim, eps);
-            store_output_row(row, dtype, quant, y, r, dim);
-        }
-    }
+    cpu::for_each_row(x, dtype, rows, dim, [&](float* row, int64_t r) {
+        layer_norm_inplace(row, w.data(), b.data(), dim, eps);
+        store_output_row(row, dtype, quant, y, r, dim);
+    });
 }
 
 void add_layer_norm_cpu(const void* a, const void* b, const void* weight, const void* bias, void* normed, void* sum,

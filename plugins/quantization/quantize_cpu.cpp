@@ -73,16 +73,8 @@ void quantize_cpu(const void* x, DType x_dtype, void* y, const OutputQuant& q, i
         throw std::invalid_argument("quantize: " + std::to_string(q.inv_scale.size()) + " scales for " +
                                     std::to_string(cols) + " columns");
     }
-#pragma omp parallel if (rows * cols > cpu::kParallelMinElements)
-    {
-        thread_local std::vector<float> row_buf;
-        float* row = cpu::grow(row_buf, cols);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            cpu::load_row(cpu::elem_ptr(x, x_dtype, r * cols), x_dtype, cols, row);
-            quantize_row(row, cols, 0, q, static_cast<char*>(y) + r * cols);
-        }
-    }
+    cpu::for_each_row(x, x_dtype, rows, cols,
+                      [&](float* row, int64_t r) { quantize_row(row, cols, 0, q, static_cast<char*>(y) + r * cols); });
 }
 
 void load_quantized_row(const void* src, DType dtype, int64_t n, float* dst) {

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <vector>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "trtllm/cuda_utils.h"
 #include "trtllm/nccl_comm.h"

@@ -57,41 +57,31 @@ namespace {
 
 constexpr int64_t kReserveBytes = int64_t{512} << 20;  // left free for cuBLASLt, graphs and the CUDA context
 
-// The engine's recorded GEMM algorithms (`tactics.gemm`), by shape key and m bucket.
-struct GemmTactics {
-    std::map<std::string, std::map<int64_t, kernels::GemmTactic>> algos;
+// What the build chose per GEMM shape key and m bucket (`tactics.gemm` algorithms,
+// `tactics.weight_only` paths).
+template <class Choice>
+struct TunedShapes {
+    std::map<std::string, std::map<int64_t, Choice>> by_key;
 
-    // The algorithm tuned for the smallest bucket >= m (the largest bucket past the end).
-    const kernels::GemmTactic* find(const std::string& key, int64_t m) const {
-        auto it = algos.find(key);
-        if (it == algos.end() || it->second.empty()) return nullptr;
+    // The choice tuned for the smallest bucket >= m (the largest bucket past the end).
+    const Choice* find(const std::string& key, int64_t m) const {
+        auto it = by_key.find(key);
+        if (it == by_key.end() || it->second.empty()) return nullptr;
         auto b = it->second.lower_bound(m);
         if (b == it->second.end()) --b;
         return &b->second;
     }
+    // A table that has entries but none for `key`: the build and this runtime spell keys differently.
+    bool lacks(const std::string& key) const { return !by_key.empty() && by_key.count(key) == 0; }
 };
 
-// The engine's recorded weight-only paths (`tactics.weight_only`), by shape key and m bucket.
-struct WeightOnlyTactics {
-    std::map<std::string, std::map<int64_t, kernels::WeightOnlyPath>> paths;
-
-    const kernels::WeightOnlyPath* find(const std::string& key, int64_t m) const {
-        auto it = paths.find(key);
-        if (it == paths.end() || it->second.empty()) return nullptr;
-        auto b = it->second.lower_bound(m);
-        if (b == it->second.end()) --b;
-        return &b->second;
-    }
-};
-
-WeightOnlyTactics parse_weight_only_tactics(const Model& model) {
-    WeightOnlyTactics t;
-    const Json meta = Json::parse(model.file().metadata_json());
-    const Json& wo = meta.at("tactics").get("weight_only");
-    if (wo.is_null()) return t;
-    for (const auto& [key, by_m] : wo.at("shapes").as_object()) {
+// `section`'s shapes ({key: {m: entry}}), each entry turned into a Choice by `choice`.
+template <class Choice, class Parse>
+TunedShapes<Choice> read_tuned_shapes(const Json& section, const char* field, const Parse& choice) {
+    TunedShapes<Choice> t;
+    for (const auto& [key, by_m] : section.at("shapes").as_object()) {
         for (const auto& [m, entry] : by_m.as_object()) {
-            t.paths[key][std::stoll(m)] = kernels::weight_only_path_from_name(entry.at("path").as_string());
+            t.by_key[key][std::stoll(m)] = choice(entry.at(field).as_string());
         }
     }
     return t;
@@ -104,11 +94,9 @@ std::string weight_only_key(const kernels::WeightOnlyGemmCuda& w) {
            ":" + (w.bias ? "bias" : "nobias");
 }
 
-GemmTactics parse_tactics(const Model& model) {
-    GemmTactics t;
-    const Json meta = Json::parse(model.file().metadata_json());
-    const Json& gemm = meta.at("tactics").get("gemm");
-    if (gemm.is_null()) return t;
+TunedShapes<kernels::GemmTactic> read_gemm_tactics(const Json& tactics) {
+    const Json& gemm = tactics.get("gemm");
+    if (gemm.is_null()) return {};
     const auto version = static_cast<size_t>(gemm.at("cublaslt_version").as_int());
     if (version != kernels::CublasLtGemm::version()) {
         // Algorithms are opaque to other cuBLASLt versions: keep the engine usable, say why it may be slower.
@@ -116,14 +104,15 @@ GemmTactics parse_tactics(const Model& model) {
                      "[trtllm] engine GEMM tactics were tuned with cuBLASLt %zu, this runtime has %zu; using "
                      "cuBLASLt's heuristics instead (rebuild the engine to retune)\n",
                      version, kernels::CublasLtGemm::version());
-        return t;
+        return {};
     }
-    for (const auto& [key, by_m] : gemm.at("shapes").as_object()) {
-        for (const auto& [m, entry] : by_m.as_object()) {
-            t.algos[key][std::stoll(m)] = kernels::gemm_tactic_from_string(entry.at("algo").as_string());
-        }
-    }
-    return t;
+    return read_tuned_shapes<kernels::GemmTactic>(gemm, "algo", kernels::gemm_tactic_from_string);
+}
+
+TunedShapes<kernels::WeightOnlyPath> read_weight_only_tactics(const Json& tactics) {
+    const Json& wo = tactics.get("weight_only");
+    if (wo.is_null()) return {};
+    return read_tuned_shapes<kernels::WeightOnlyPath>(wo, "path", kernels::weight_only_path_from_name);
 }
 
 // Device copy of a small host array of floats converted from `dtype` (biases for float32 logits).
@@ -176,8 +165,9 @@ public:
         }
         stream_ = std::make_unique<CudaStream>();
         gemm_ = std::make_unique<kernels::CublasLtGemm>();
-        tactics_ = parse_tactics(*model_);
-        weight_only_tactics_ = parse_weight_only_tactics(*model_);
+        const Json meta = Json::parse(model_->file().metadata_json());
+        tactics_ = read_gemm_tactics(meta.at("tactics"));
+        weight_only_tactics_ = read_weight_only_tactics(meta.at("tactics"));
 
         const EngineFile& file = model_->file();
         weights_ = DeviceBuffer(file.data_size());
@@ -476,9 +466,7 @@ private:
     void check_tuned(const Op& op, const Prepared& p) const {
         if (p.tactic_key.empty()) return;
         const bool weight_only = op.kind == OpKind::kWeightOnlyLinear;
-        const bool tuned = weight_only ? weight_only_tactics_.paths.empty() || weight_only_tactics_.paths.count(p.tactic_key)
-                                       : tactics_.algos.empty() || tactics_.algos.count(p.tactic_key);
-        if (!tuned) {
+        if (weight_only ? weight_only_tactics_.lacks(p.tactic_key) : tactics_.lacks(p.tactic_key)) {
             throw std::runtime_error(std::string("engine tactics have no ") + (weight_only ? "weight-only" : "GEMM") +
                                      " entry for " + op_kind_name(op.kind) + " " + p.tactic_key +
                                      ": the engine and this runtime key GEMM shapes differently; rebuild the engine "
@@ -849,8 +837,8 @@ private:
     int device_ = 0;
     std::unique_ptr<CudaStream> stream_;
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
-    GemmTactics tactics_;
-    WeightOnlyTactics weight_only_tactics_;
+    TunedShapes<kernels::GemmTactic> tactics_;
+    TunedShapes<kernels::WeightOnlyPath> weight_only_tactics_;
     DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_, reduce_scratch_;
     DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;

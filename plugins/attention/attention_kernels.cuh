@@ -16,7 +16,18 @@ using namespace cuda;
 constexpr int kPrepWarps = 4;
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxKeysPerSplit = 256;
-constexpr int kGroupChunk = 8;        // query heads per register pass in the decode kernel
+constexpr int kGroupChunk = 4;        // query heads per register pass in the decode kernel
+constexpr int kDecodeMinBlocks = 8;   // decode blocks resident per SM: registers capped so that a large batch keeps
+                                      // enough loads in flight to stream the KV cache at full bandwidth
+
+// The decode kernel's P·V partial sums: a warp holds 32 / (D / V) key groups, added by shuffles first,
+// so shared memory keeps one slot per warp (or per key group when a row spans whole warps).
+template <class T, int D>
+constexpr int decode_red_slots() {
+    constexpr int kVecPerRow = D / kVec<T>;
+    constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
+    return kVecPerRow >= 32 ? kKeyGroups : kDecodeThreads / 32;
+}
 constexpr int kTileRows = 64;         // query rows (token x head) per prefill tile
 constexpr int kKeyTile = 32;
 constexpr int kPrefillThreads = 128;  // two threads per query row
@@ -35,13 +46,14 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
 // (decode request, head, split): o [D] unnormalized, then (m, l); with one split (large decode
 // batches) the block writes the normalized output itself, as decode_combine_kernel would.
 template <class T, class C, int D>
-__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
+__global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
                                                                 float* part_ml, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
+    constexpr int kSlots = decode_red_slots<T, D>();
     static_assert(kVecPerRow <= kDecodeThreads && kDecodeThreads % kVecPerRow == 0, "head_dim too large");
     extern __shared__ float dec_smem[];
     const int dec = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
@@ -62,8 +74,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
     float* qs = dec_smem;                                   // [group][D]
     float* os = qs + group * D;                             // [group][D] running output
     float* sc = os + group * D;                             // [group][kMaxKeysPerSplit]
-    float* red = sc + group * kMaxKeysPerSplit;             // [kKeyGroups][kGroupChunk][D]
-    float* ml = red + kKeyGroups * kGroupChunk * D;         // [group][3]: running max, sum, this tile's rescale
+    float* red = sc + group * kMaxKeysPerSplit;             // [kSlots][kGroupChunk][D]
+    float* ml = red + kSlots * kGroupChunk * D;             // [group][3]: running max, sum, this tile's rescale
     for (int i = tid; i < group * D; i += blockDim.x) {
         qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
         os[i] = 0.0f;
@@ -127,7 +139,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
             }
         }
         __syncthreads();
-        // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups), then the groups are added.
+        // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups); the key groups of a warp
+        // are added by shuffles, then the slots through shared memory.
         for (int gb = 0; gb < group; gb += kGroupChunk) {
             float acc[kGroupChunk][V];
 #pragma unroll
@@ -135,6 +148,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
 #pragma unroll
                 for (int i = 0; i < V; ++i) acc[g][i] = 0.0f;
             }
+#pragma unroll 4
             for (int j = kg; j < nt; j += kKeyGroups) {
                 float vf[V];
                 load_kv_vec<T>(kv_row(kv, b, r, kt + j, 1, kh, h_kv, D) + xv * V, vf, kvs);
@@ -147,17 +161,30 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const float* q, 
                     }
                 }
             }
+            if constexpr (kVecPerRow < 32) {
 #pragma unroll
-            for (int g = 0; g < kGroupChunk; ++g) {
+                for (int off = kVecPerRow; off < 32; off *= 2) {
 #pragma unroll
-                for (int i = 0; i < V; ++i) red[(kg * kGroupChunk + g) * D + xv * V + i] = acc[g][i];
+                    for (int g = 0; g < kGroupChunk; ++g) {
+#pragma unroll
+                        for (int i = 0; i < V; ++i) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], off);
+                    }
+                }
+            }
+            if (kVecPerRow >= 32 || lane < kVecPerRow) {
+                const int slot = kVecPerRow >= 32 ? kg : warp;
+#pragma unroll
+                for (int g = 0; g < kGroupChunk; ++g) {
+#pragma unroll
+                    for (int i = 0; i < V; ++i) red[(slot * kGroupChunk + g) * D + xv * V + i] = acc[g][i];
+                }
             }
             __syncthreads();
             for (int idx = tid; idx < kGroupChunk * D; idx += blockDim.x) {
                 const int g = idx / D, x = idx % D;
                 if (gb + g >= group) continue;
                 float sum = 0.0f;
-                for (int k = 0; k < kKeyGroups; ++k) sum += red[(k * kGroupChunk + g) * D + x];
+                for (int k = 0; k < kSlots; ++k) sum += red[(k * kGroupChunk + g) * D + x];
                 float& o = os[(gb + g) * D + x];
                 o = o * ml[3 * (gb + g) + 2] + sum;
             }
@@ -346,9 +373,8 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         CHECK_LAUNCH("prefill_kernel");
     }
     if (w.num_decode > 0) {
-        constexpr int kKeyGroups = kDecodeThreads / (D / kVec<T>);
         const size_t smem = sizeof(float) * (size_t{3} * group + size_t{2} * group * D + size_t(group) * kMaxKeysPerSplit +
-                                             size_t{kKeyGroups} * kGroupChunk * D);
+                                             size_t{decode_red_slots<T, D>()} * kGroupChunk * D);
         static int configured_bytes = 0;
         if (static_cast<int>(smem) > configured_bytes && smem > 48 * 1024) {
             CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,

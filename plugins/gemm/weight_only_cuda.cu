@@ -13,6 +13,13 @@ namespace {
 using cuda::from_float;
 using cuda::to_float;
 
+constexpr int kGemvWarps = 4;
+constexpr int kGemvRowsPerWarp = 2;   // rows sharing each x load
+// 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
+// the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
+// of many rows of x dominate anyway.
+constexpr int gemv_unroll(int m_bound) { return m_bound <= 2 ? 4 : 2; }
+
 // Two values of the activation dtype in one 32-bit register (.x in the low half): the
 // dequantization runs on pairs, as the hardware's 16-bit vector math does.
 template <class T>
@@ -113,110 +120,102 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
-// y [m, n] for m <= 16 on the tensor cores: x is the A operand of mma.m16n8k16 (rows of x past m
-// are zeros), the dequantized weights are B. A block takes kMmaTiles tiles of 8 weight rows; its
-// kMmaWarps warps split k and add their partial tiles in shared memory at the end.
-//
-// Lane (g, t) = (lane / 4, lane % 4) of a warp reads, per k step, the 16-byte vector v = 4 step + t of
-// weight row g of each tile (the four lanes of a row: 64 contiguous bytes) and the same inputs of x
-// rows g and g + 8. mma i of the vector takes its inputs 4i .. 4i + 3 as the k positions
-// {2t, 2t + 1, 2t + 8, 2t + 9} of the fragment layout: the A and B fragments pair the same inputs,
-// which is all a dot product needs, so the weights keep their row-major layout.
-constexpr int kMmaWarps = 8;
-constexpr int kMmaTiles = 4;
-constexpr int kMmaRows = 8 * kMmaTiles;  // weight rows per block
-
-template <class T, int BITS>
-__global__ void __launch_bounds__(kMmaWarps * 32)
-    weight_only_mma_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                           const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
-                           int k, int group_size) {
+// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
+// Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
+// dequantizes them once and uses them for all m rows of x.
+template <class T, int BITS, int M>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+                            const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
+                            int k, int group_size) {
     using D = Dequant<T, BITS>;
-    constexpr int kXVecs = D::kPairs / 4;  // 16-byte vectors of x per lane and row
-    __shared__ float partial[kMmaWarps][kMmaTiles][32][4];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * kMmaRows;
+    constexpr int R = kGemvRowsPerWarp;
+    constexpr int kGemvUnroll = gemv_unroll(M);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+    if (row0 >= n) return;
     const int64_t row_bytes = int64_t{k} * BITS / 8;
     const int groups = k / group_size;
-    const int num_vecs = k / D::kInputs, steps = (num_vecs + 3) / 4;
-    const uint8_t* rows[kMmaTiles];
-    int64_t scale_rows[kMmaTiles];
+    const int num_vecs = k / D::kInputs;
+    const uint8_t* rows[R];
 #pragma unroll
-    for (int j = 0; j < kMmaTiles; ++j) {
-        const int row = min(row0 + 8 * j + g, n - 1);  // a row past n is computed, not stored
-        rows[j] = w + row * row_bytes;
-        scale_rows[j] = int64_t{row} * groups;
+    for (int r = 0; r < R; ++r) rows[r] = w + min(row0 + r, n - 1) * row_bytes;  // a row past n is computed, not stored
+    float acc[M][R];
+#pragma unroll
+    for (int mi = 0; mi < M; ++mi) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
     }
-    const bool has_lo = g < m, has_hi = g + 8 < m;
-    float c[kMmaTiles][4] = {};
-    const auto load_weights = [&](int step, uint4 (&wv)[kMmaTiles]) {
-        const int v = 4 * step + t;
+    for (int v0 = lane; v0 < num_vecs; v0 += 32 * kGemvUnroll) {
+        uint4 wv[kGemvUnroll][R];
 #pragma unroll
-        for (int j = 0; j < kMmaTiles; ++j) {
-            wv[j] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[j] + int64_t{v} * 16)) : uint4{};
-        }
-    };
-    // x' = round(x * pre_quant_scale) of row r for the inputs of vector v, as pairs in input order; zeros past m or k.
-    const auto load_x = [&](int r, bool has, int v, const uint32_t (&pre_pairs)[D::kPairs], uint32_t (&xp)[D::kPairs]) {
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
 #pragma unroll
-        for (int i = 0; i < kXVecs; ++i) {
-            const uint4 q = has && v < num_vecs
-                                ? *reinterpret_cast<const uint4*>(x + int64_t{r} * k + int64_t{v} * D::kInputs + 8 * i)
-                                : uint4{};
-            xp[4 * i] = q.x, xp[4 * i + 1] = q.y, xp[4 * i + 2] = q.z, xp[4 * i + 3] = q.w;
-        }
-        if (pre != nullptr) {
-#pragma unroll
-            for (int i = 0; i < D::kPairs; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
-        }
-    };
-    uint4 wv[kMmaTiles];
-    if (warp < steps) load_weights(warp, wv);
-    for (int step = warp; step < steps; step += kMmaWarps) {
-        uint4 next[kMmaTiles];
-        if (step + kMmaWarps < steps) load_weights(step + kMmaWarps, next);  // in flight while this step computes
-        const int v = 4 * step + t;
-        uint32_t pre_pairs[D::kPairs];
-        if (pre != nullptr) {
-#pragma unroll
-            for (int i = 0; i < kXVecs; ++i) {
-                const uint4 q = v < num_vecs ? *reinterpret_cast<const uint4*>(pre + int64_t{v} * D::kInputs + 8 * i)
-                                             : uint4{};
-                pre_pairs[4 * i] = q.x, pre_pairs[4 * i + 1] = q.y, pre_pairs[4 * i + 2] = q.z, pre_pairs[4 * i + 3] = q.w;
-            }
-        }
-        uint32_t lo[D::kPairs], hi[D::kPairs];
-        load_x(g, has_lo, v, pre_pairs, lo);
-        load_x(g + 8, has_hi, v, pre_pairs, hi);
-#pragma unroll
-        for (int j = 0; j < kMmaTiles; ++j) {
-            uint32_t wd[D::kPairs] = {};
-            if (v < num_vecs) D::run(wv[j], scale_pair(scale, scale_rows[j] + int64_t{v} * D::kInputs / group_size), wd);
-#pragma unroll
-            for (int i = 0; i < D::kPairs / 2; ++i) {
-                const uint32_t a[4] = {lo[2 * i], hi[2 * i], lo[2 * i + 1], hi[2 * i + 1]};
-                cuda::mma_16816<T>(c[j], a, wd[2 * i], wd[2 * i + 1]);
+            for (int r = 0; r < R; ++r) {
+                wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
             }
         }
 #pragma unroll
-        for (int j = 0; j < kMmaTiles; ++j) wv[j] = next[j];
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int v = v0 + 32 * u;
+            if (v >= num_vecs) break;
+            const int k0 = v * D::kInputs;
+            uint32_t wd[R][D::kPairs];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const int row = min(row0 + r, n - 1);
+                D::run(wv[u][r], scale_pair(scale, int64_t{row} * groups + k0 / group_size), wd[r]);
+            }
+            uint32_t pre_pairs[D::kPairs];
+            if (pre != nullptr) {
+#pragma unroll
+                for (int i = 0; i < D::kPairs / 4; ++i) {
+                    const uint4 p = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
+                    pre_pairs[4 * i] = p.x, pre_pairs[4 * i + 1] = p.y, pre_pairs[4 * i + 2] = p.z, pre_pairs[4 * i + 3] = p.w;
+                }
+            }
+#pragma unroll
+            for (int mi = 0; mi < M; ++mi) {
+                if (mi >= m) break;
+                uint32_t xp[D::kPairs];
+#pragma unroll
+                for (int i = 0; i < D::kPairs / 4; ++i) {
+                    const uint4 p = *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * i);
+                    xp[4 * i] = p.x, xp[4 * i + 1] = p.y, xp[4 * i + 2] = p.z, xp[4 * i + 3] = p.w;
+                }
+                if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+#pragma unroll
+                    for (int i = 0; i < D::kPairs; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < D::kPairs; ++i) {
+                    const float2 xf = to_float2<T>(xp[i]);
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        const float2 wf = to_float2<T>(wd[r][i]);
+                        acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
+                        acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
+                    }
+                }
+            }
+        }
     }
 #pragma unroll
-    for (int j = 0; j < kMmaTiles; ++j) {
+    for (int mi = 0; mi < M; ++mi) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) partial[warp][j][lane][e] = c[j][e];
+        for (int r = 0; r < R; ++r) acc[mi][r] = cuda::warp_sum(acc[mi][r]);
     }
-    __syncthreads();
-    // Fragment element e of lane l in tile j: x row l / 4 (+ 8 for e >= 2), weight row 8 j + 2 (l % 4) + e % 2.
-    for (int idx = threadIdx.x; idx < kMmaTiles * 32 * 4; idx += blockDim.x) {
-        const int j = idx / 128, l = (idx / 4) % 32, e = idx % 4;
-        const int mi = l / 4 + (e >= 2 ? 8 : 0), row = row0 + 8 * j + 2 * (l % 4) + e % 2;
-        if (mi >= m || row >= n) continue;
-        float sum = 0.0f;
+    if (lane != 0) return;
 #pragma unroll
-        for (int wi = 0; wi < kMmaWarps; ++wi) sum += partial[wi][j][l][e];
+    for (int r = 0; r < R; ++r) {
+        const int row = row0 + r;
+        if (row >= n) break;
         const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-        y[int64_t{mi} * n + row] = from_float<T>(sum + b);
+#pragma unroll
+        for (int mi = 0; mi < M; ++mi) {
+            if (mi < m) y[int64_t{mi} * n + row] = from_float<T>(acc[mi][r] + b);
+        }
     }
 }
 
@@ -251,14 +250,25 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS>
-void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((w.n + kMmaRows - 1) / kMmaRows));
-    weight_only_mma_kernel<T, BITS><<<grid, kMmaWarps * 32, 0, stream>>>(
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
+    const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));
-    CHECK_LAUNCH("weight_only_mma_kernel");
+    CHECK_LAUNCH("weight_only_gemv_kernel");
+}
+
+// The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.
+template <class T, int BITS>
+void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    if (m == 1) launch_gemv<T, BITS, 1>(w, x, y, m, stream);
+    else if (m == 2) launch_gemv<T, BITS, 2>(w, x, y, m, stream);
+    else if (m <= 4) launch_gemv<T, BITS, 4>(w, x, y, m, stream);
+    else if (m <= 8) launch_gemv<T, BITS, 8>(w, x, y, m, stream);
+    else launch_gemv<T, BITS, 16>(w, x, y, m, stream);
 }
 
 // m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.

@@ -8,10 +8,9 @@
 //   weight_scale: [N, K / G] in the activation dtype (unchanged).
 //
 // Two paths compute the same y (the same dequantized weights, float32 sums):
-//   GEMV (m <= kWeightOnlyGemvMaxRows): reads each weight row once, in 16-byte vectors,
+//   GEMV (m <= kWeightOnlyGemvMaxRows): reads each weight row once, in 16-byte coalesced vectors,
 //     dequantizes in registers with paired 16-bit math (w = round(q * s), one rounding, as the op
-//     set says) and multiplies on the tensor cores (mma.m16n8k16, float32 accumulators; x is the
-//     16-row A operand): few instructions per weight byte, so bandwidth-bound at decode sizes;
+//     set says) and accumulates in float32: bandwidth-bound at decode sizes;
 //   dequantize + cuBLASLt: the whole weight is dequantized (same arithmetic) into a scratch
 //     [N, K] and cuBLASLt runs the GEMM: for prefill.
 // The builder times both per m bucket (autotune_weight_only) and records the faster in the engine;

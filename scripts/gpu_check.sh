@@ -168,11 +168,12 @@ if has bench8b && ((build_rc == 0)); then
     set -e
     build_args=(--target cuda --max-batch-size ${MAX_BATCH_8B:-256} --max-num-tokens 8192 --max-seq-len 4096)
     schemes=(bf16 ${QUANT8B-fp8 int8_wo int4_awq})
+    failed8=0  # a failed benchmark is reported and the others run; the phase's rc says it failed
     bench8() {  # engine, name, args...: JSON in $JSON_DIR and its figures printed at once (a call
-      # cut off by its time limit still returns the log); a failed benchmark is reported, the others run
+      # cut off by its time limit still returns the log)
       local engine=$1 name=$2; shift 2
       timeout 300 "$PYTHON" -m trtllm_runtime.cli.bench "$@" --engine-dir "$engine" \
-        --json "$JSON_DIR/bench8b_$name.json" >/dev/null || { echo "bench8b $name failed: rc $?"; return 0; }
+        --json "$JSON_DIR/bench8b_$name.json" >/dev/null || { echo "bench8b $name failed: rc $?"; failed8=1; return 0; }
       "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); print('bench8b $name:', {k: r[k] for k in \
 ('decode_tokens_per_s', 'ttft_ms', 'output_tokens_per_s', 'engine_bytes', 'kv_cache_bytes', 'per_step') if k in r})" \
         "$JSON_DIR/bench8b_$name.json"
@@ -252,8 +253,9 @@ if has bench8b && ((build_rc == 0)); then
       done
       timeout 400 "$PYTHON" scripts/bench_vs_hf.py --model $HF8 --engine-dir $B/engine_bf16 --target cuda \
         --dtype bfloat16 --batch-sizes 1,64 --input-len 128 --output-len 128 --json "$JSON_DIR/bench8b_vs_hf.json" \
-        || echo "bench_vs_hf 8B failed: rc $?"
+        || { echo "bench_vs_hf 8B failed: rc $?"; failed8=1; }
     fi
+    exit $failed8
   )
   rc=$?
   ((bench_rc <= 0)) && bench_rc=$rc

@@ -32,6 +32,7 @@ def assert_step_split(r: dict, wall_s: float, min_iterations: int) -> None:
     split = r["per_step"]
     assert split["iterations"] >= min_iterations
     assert split["forward_ms"] > 0 and split["step_host_ms"] >= 0 and split["outside_step_ms"] >= 0
+    assert 0 <= split["broadcast_ms"] <= split["step_host_ms"]
     total_ms = split["iterations"] * (split["forward_ms"] + split["step_host_ms"] + split["outside_step_ms"])
     assert total_ms == pytest.approx(1e3 * wall_s, rel=0.02)
 
@@ -45,6 +46,7 @@ def test_throughput_generates_every_requested_token(tiny_engines, tmp_path):
     assert 0 < r["ttft_ms"]["p50"] <= r["ttft_ms"]["p99"] <= 1e3 * r["seconds"]
     assert 0 <= r["inter_token_ms"]["p50"] <= r["inter_token_ms"]["p99"]
     assert_step_split(r, r["seconds"], min_iterations=5)  # 6 requests of 5 tokens batch: >= 5 steps
+    assert r["per_step"]["broadcast_ms"] < 1e-3, "one rank broadcasts no plan"
 
 
 def test_bad_lengths_are_a_clear_error(tiny_engines, capsys):

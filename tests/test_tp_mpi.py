@@ -166,6 +166,17 @@ def test_trtllm_run_under_mpirun_prints_only_on_rank_0(mpi, tp_engines, tp1_outp
     assert lines[0].startswith(f"tokens: {tp1_outputs['llama3']['output_ids'][0]}")
 
 
+@pytest.mark.slow
+def test_trtllm_bench_under_mpirun_times_the_plan_broadcast_within_the_leaders_step(mpi, tp_engines, tmp_path):
+    out = tmp_path / "bench.json"
+    proc, _ = mpiexec(2, ["-m", "trtllm_runtime.cli.bench", "throughput", "--engine-dir", str(tp_engines["llama3", 2]),
+                          "--input-len", "8", "--output-len", "4", "--num-requests", "3", "--json", str(out)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    split = json.loads(out.read_text())["per_step"]
+    assert split["iterations"] >= 4
+    assert 0 < split["broadcast_ms"] <= split["step_host_ms"]
+
+
 def broken_copy(engine_dir: Path, tmp_path: Path, how: str) -> Path:
     broken = tmp_path / "engine"
     shutil.copytree(engine_dir, broken)

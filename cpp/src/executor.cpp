@@ -446,7 +446,9 @@ void Executor::step() {
     }
     if (input.output_rows.empty()) input.output_rows.push_back(0);  // the op list always gathers >= 1 row
 
+    const auto broadcast_start = Clock::now();
     if (comm_) broadcast_step(*comm_, input);
+    const auto broadcast_end = Clock::now();
     // Banned tokens per request (end_id and stop ids until min_new_tokens are out).
     auto banned_tokens = [](const Request& r) {
         std::vector<int32_t> banned;
@@ -563,6 +565,7 @@ void Executor::step() {
     stats_.num_running = static_cast<int64_t>(running_.size());
     stats_.kv = kv_->stats();
     stats_.forward_seconds += std::chrono::duration<double>(forward_end - forward_start).count();
+    stats_.broadcast_seconds += std::chrono::duration<double>(broadcast_end - broadcast_start).count();
     stats_.step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
     for (Response& response : responses) responses_.push_back(std::move(response));
     response_cv_.notify_all();

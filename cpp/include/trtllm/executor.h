@@ -73,6 +73,9 @@ struct ExecutorStats {
     // responses) and within it the backend's forward (launches and the wait for the device).
     double step_seconds = 0.0;
     double forward_seconds = 0.0;
+    // Under tensor parallelism, the part of step() spent broadcasting the plan: it waits until
+    // every follower has taken it, so a follower late from its last step shows here.
+    double broadcast_seconds = 0.0;
 };
 
 class Executor {

@@ -1,6 +1,7 @@
 // CUDA RMSNorm / LayerNorm (+ residual add): one block per row, float32 sums, one rounding per
-// output; rows of up to 1024 16-byte vectors held in registers, one vector per thread. The fused add stores round(a + b) first and normalizes the rounded values, as the
-// CPU reference does; each thread re-reads only the elements it wrote itself.
+// output; rows of up to 1024 16-byte vectors held in registers, one vector per thread. The fused
+// add stores round(a + b) first and normalizes the rounded values, as the CPU reference does; each
+// thread re-reads only the elements it wrote itself.
 #include <string>
 
 #include "cuda_common.cuh"

@@ -2,7 +2,8 @@
 
 Independent of the runtime: it is the reference the tests hold the graph, the passes and the
 converter to (against Hugging Face transformers). TP graphs run as all ranks in lockstep, with
-all_reduce / all_gather summing / concatenating across ranks.
+all_reduce / all_gather summing / concatenating across ranks (all_reduce_add_rms_norm: the sum, then
+the residual norm).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 
 import numpy as np
 
-from trtllm_build.graph.ir import Graph, dtype_to_numpy
+from trtllm_build.graph.ir import Graph, Node, dtype_to_numpy
 
 
 def rope_inv_freq(head_dim: int, rope: dict) -> np.ndarray:
@@ -104,9 +105,17 @@ def run_graphs(graphs: list[Graph], input_ids: np.ndarray, output_rows: list[int
     weights = [{k: (v if v.dtype.kind in "iu" or v.dtype.name == "float8_e4m3fn" else np.asarray(v, np.float64))
                 for k, v in g.weights.items()} for g in graphs]
     for step, node in enumerate(graphs[0].nodes):
-        if node.op in ("all_reduce", "all_gather"):
+        if node.op in ("all_reduce", "all_reduce_add_rms_norm", "all_gather"):
             parts = [env[graphs[r].nodes[step].inputs[0]] for r, env in enumerate(envs)]
-            if node.op == "all_reduce":
+            if node.op == "all_reduce_add_rms_norm":
+                total = np.sum(parts, axis=0)
+                for r, env in enumerate(envs):  # then each rank's add_rms_norm on the sum
+                    rank_node = graphs[r].nodes[step]
+                    env[rank_node.outputs[0] + ".reduced"] = total
+                    add_norm = Node("add_rms_norm", [rank_node.outputs[0] + ".reduced", rank_node.inputs[1]],
+                                    rank_node.outputs, rank_node.attrs, rank_node.weights)
+                    _run_node(add_norm, env, weights[r], graphs[r])
+            elif node.op == "all_reduce":
                 total = np.sum(parts, axis=0)
                 for r, env in enumerate(envs):
                     bias = graphs[r].nodes[step].weights.get("bias")

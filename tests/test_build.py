@@ -66,7 +66,9 @@ def test_build_writes_one_engine_per_rank_with_config_and_plan(ckpt, tmp_path):
         assert engine.build_options["tp_rank"] == rank
         assert engine.memory_plan["max_num_tokens"] == 128
         ops = [op["op"] for op in engine.ops]
-        assert ops.count("attention") == 2 and ops.count("all_reduce") == 4 and ops.count("all_gather") == 1
+        # Each row-parallel output's all-reduce carries the residual norm after it (the last: the final norm).
+        assert ops.count("attention") == 2 and ops.count("all_reduce_add_rms_norm") == 4 and ops.count("all_gather") == 1
+        assert "all_reduce" not in ops and "add_rms_norm" not in ops
         shard = read_safetensors(ckpt / f"rank{rank}.safetensors")
         np.testing.assert_array_equal(engine.weights["layers.1.attn.o.weight"], shard["layers.1.attn.o.weight"])
         qkv = np.concatenate([shard[f"layers.0.attn.{p}.weight"] for p in "qkv"])
@@ -94,7 +96,7 @@ def test_inspect_prints_ops_fusions_plan_weights_and_target(ckpt, tmp_path, caps
     assert main(["--inspect", str(tmp_path / "e"), "--verbose"]) == 0
     text = capsys.readouterr().out
     for needle in ("rank1.engine: target cpu", "attention x2", "fuse_qkv 2", "fuse_gate_up 2",
-                   "fuse_residual_norm 4", "insert_tp_collectives 5", "memory plan: arena", "weights:",
+                   "fuse_residual_norm 4", "insert_tp_collectives 5", "fuse_all_reduce_norm 4", "memory plan: arena", "weights:",
                    "layers.0.attn.qkv.weight"):
         assert needle in text, needle
 

@@ -16,7 +16,8 @@ from trtllm_build.graph.ir import NUM_TOKENS
 from trtllm_build.graph.opset import GraphError, verify_engine_graph
 from trtllm_build.models import CausalLM, trace
 from trtllm_build.passes import (fold_attention_inputs, fuse_gate_up, fuse_qkv, fuse_residual_norm,
-                                 insert_tp_collectives, optimize, plan_memory, remove_dead_nodes)
+                                 fuse_all_reduce_norm, insert_tp_collectives, optimize, plan_memory,
+                                 remove_dead_nodes)
 
 IDS = np.array([3, 17, 5, 99, 42, 7, 0, 64])
 
@@ -153,6 +154,22 @@ def test_tp_collectives_give_the_tp1_result(tp):
     out = run_graphs(graphs, IDS)["logits"]
     np.testing.assert_allclose(out[:, : config.vocab_size], reference, rtol=1e-9, atol=1e-9)
     assert not out[:, config.vocab_size:].any()  # padded vocab rows are zero
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fuse_all_reduce_norm_takes_each_unbiased_all_reduce_into_the_residual_norm_it_feeds(bias):
+    config = tiny(mlp_bias=bias, attn_out_bias=bias, num_key_value_heads=4, vocab_size=130)
+    weights = random_weights(config)
+    reference = logits(optimize(trace(config, weights), max_num_tokens=64, max_output_rows=4))
+    tp_config = dataclasses.replace(config, mapping=Mapping(2, 2), vocab_size_padded=0)
+    graphs = [fuse_all_reduce_norm(insert_tp_collectives(fuse_residual_norm(trace(tp_config, w))))
+              for w in shard_for_tp(weights, tp_config, 2)]
+    counts = graphs[0].op_counts()
+    fused = 0 if bias else 2 * 2  # a bias is added after the sum, before the residual: those stay apart
+    assert counts.get("all_reduce_add_rms_norm", 0) == fused and counts.get("all_reduce", 0) == 2 * 2 - fused
+    assert counts.get("add_rms_norm", 0) == 2 * 2 - fused
+    out = run_graphs(graphs, IDS)["logits"]
+    np.testing.assert_allclose(out[:, : config.vocab_size], reference, rtol=1e-9, atol=1e-9)
 
 
 def test_insert_tp_collectives_is_a_no_op_at_tp1():

@@ -238,6 +238,15 @@ private:
                 }
                 break;
             }
+            case OpKind::kAllReduceAddRmsNorm: {
+                // The sum over the ranks goes into the `sum` output, which the residual norm then updates in place.
+                void* sum = ptr(op.outputs[1]);
+                std::memcpy(sum, ptr(in), rows * in.cols * dtype_size(in.dtype));
+                if (comm_) comm_->all_reduce_sum(sum, in.dtype, rows * in.cols);
+                kernels::add_rms_norm_cpu(sum, ptr(op.inputs[1]), op.weight("weight")->data, ptr(out), sum, in.dtype,
+                                          rows, in.cols, op.eps, p.quant());
+                break;
+            }
             case OpKind::kAllGather: {
                 // Ranks' shards arrive concatenated per rank; logits want them per row.
                 const int64_t count = rows * in.cols;

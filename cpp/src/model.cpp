@@ -27,7 +27,7 @@ constexpr std::pair<const char*, OpKind> kOpNames[] = {
     {"gelu_tanh", OpKind::kGeluTanh}, {"attention", OpKind::kAttention}, {"all_reduce", OpKind::kAllReduce},
     {"all_gather", OpKind::kAllGather}, {"gather_rows", OpKind::kGatherRows},
     {"quantize", OpKind::kQuantize}, {"fp8_linear", OpKind::kFp8Linear}, {"int8_linear", OpKind::kInt8Linear},
-    {"weight_only_linear", OpKind::kWeightOnlyLinear},
+    {"weight_only_linear", OpKind::kWeightOnlyLinear}, {"all_reduce_add_rms_norm", OpKind::kAllReduceAddRmsNorm},
 };
 
 OpKind op_kind(const std::string& name) {

@@ -16,7 +16,8 @@ namespace trtllm::kernels {
 void rms_norm_cpu(const void* x, const void* weight, void* y, DType dtype, int64_t rows, int64_t dim,
                   int64_t chunk, float eps, const OutputQuant* quant = nullptr);
 
-// sum = round(a + b); normed = rms_norm(sum) over the whole row.
+// sum = round(a + b); normed = rms_norm(sum) over the whole row. sum may be a (in place: each row is
+// read before it is written), as all_reduce_add_rms_norm uses it.
 void add_rms_norm_cpu(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,
                       int64_t rows, int64_t dim, float eps, const OutputQuant* quant = nullptr);
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .ir import Graph
 
-OPSET_VERSION = 2   # v2: quantization (quantize, fp8_linear, int8_linear, weight_only_linear,
-                    # quantized outputs of norms and activations, FP8 KV cache); v1 is a subset
+OPSET_VERSION = 3   # v3: all_reduce_add_rms_norm; v2: quantization (quantize, fp8_linear, int8_linear,
+                    # weight_only_linear, quantized outputs of norms and activations, FP8 KV cache)
 QUANTIZED_DTYPES = ("float8_e4m3fn", "int8")
 
 # op -> (number of inputs, number of outputs, weight roles it may carry). `out_scale` is present
@@ -31,6 +31,7 @@ ENGINE_OPS: dict[str, tuple[int, int, frozenset[str]]] = {
     "weight_only_linear": (1, 1, frozenset({"weight", "weight_scale", "pre_quant_scale", "bias"})),
     "attention": (1, 1, frozenset({"q_norm", "k_norm", "kv_scale"})),
     "all_reduce": (1, 1, frozenset({"bias"})),
+    "all_reduce_add_rms_norm": (2, 2, frozenset({"weight", "out_scale"})),
     "all_gather": (1, 1, frozenset()),
     "gather_rows": (1, 1, frozenset()),
 }
@@ -38,7 +39,7 @@ ENGINE_OPS: dict[str, tuple[int, int, frozenset[str]]] = {
 TRACE_ONLY_OPS = frozenset({"silu", "mul", "rope"})
 
 # Ops with effects beyond their outputs (the KV cache, collectives): never removed as dead.
-SIDE_EFFECT_OPS = frozenset({"attention", "all_reduce", "all_gather"})
+SIDE_EFFECT_OPS = frozenset({"attention", "all_reduce", "all_reduce_add_rms_norm", "all_gather"})
 
 
 class GraphError(ValueError):

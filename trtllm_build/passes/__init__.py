@@ -7,7 +7,7 @@ from ..graph.opset import verify_engine_graph
 from .cleanup import remove_dead_nodes
 from .fusion import fold_attention_inputs, fuse_gate_up, fuse_qkv, fuse_residual_norm
 from .memory import plan_memory
-from .parallel import insert_tp_collectives
+from .parallel import fuse_all_reduce_norm, insert_tp_collectives
 from .quantization import fold_pre_quant_scales, fuse_activation_quant, quantize_linears
 
 # Order matters: q/k norm and rope must be folded before q, k, v can be packed into one GEMM;
@@ -15,7 +15,7 @@ from .quantization import fold_pre_quant_scales, fuse_activation_quant, quantize
 # fused; linears are lowered to their quantized ops after the TP pass (which reads `linear`);
 # activation quantization fuses into producers last.
 PIPELINE = (fold_attention_inputs, fuse_qkv, fuse_gate_up, fuse_residual_norm, insert_tp_collectives,
-            fold_pre_quant_scales, quantize_linears, fuse_activation_quant, remove_dead_nodes)
+            fuse_all_reduce_norm, fold_pre_quant_scales, quantize_linears, fuse_activation_quant, remove_dead_nodes)
 
 
 def optimize(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Graph:
@@ -28,5 +28,5 @@ def optimize(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Grap
 
 
 __all__ = ["PIPELINE", "optimize", "fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm",
-           "insert_tp_collectives", "fold_pre_quant_scales", "quantize_linears", "fuse_activation_quant",
+           "insert_tp_collectives", "fuse_all_reduce_norm", "fold_pre_quant_scales", "quantize_linears", "fuse_activation_quant",
            "remove_dead_nodes", "plan_memory"]

@@ -40,3 +40,34 @@ def insert_tp_collectives(graph: Graph) -> Graph:
         g.nodes = nodes
     g.record_pass("insert_tp_collectives", inserted)
     return g
+
+
+def fuse_all_reduce_norm(graph: Graph) -> Graph:
+    """all_reduce(p) -> x, add_rms_norm(x, r) -> (normed, sum) becomes one
+    all_reduce_add_rms_norm(p, r) -> (normed, sum) where x feeds nothing else and the all-reduce
+    adds no bias: the reduction, the residual add and the norm in one pass over the row (one
+    kernel where the backend sums through peer memory). Same math: the sum over the ranks is
+    rounded once, then added to the residual and rounded again, as the two ops do."""
+    g = graph.copy()
+    producers = g.producers()
+    consumers = g.consumers()
+    fused = 0
+    for norm in list(g.nodes):
+        if norm.op != "add_rms_norm":
+            continue
+        for side in (0, 1):
+            reduce = producers.get(norm.inputs[side])
+            reduced = norm.inputs[side]
+            if (reduce is not None and reduce.op == "all_reduce" and not reduce.weights
+                    and reduced not in g.outputs and len(consumers[reduced]) == 1 and consumers[reduced][0] is norm):
+                break
+        else:
+            continue
+        fused_node = Node("all_reduce_add_rms_norm", [reduce.inputs[0], norm.inputs[1 - side]], list(norm.outputs),
+                          dict(norm.attrs), dict(norm.weights))
+        g.nodes[g.nodes.index(norm)] = fused_node
+        g.nodes.remove(reduce)
+        del g.values[reduced]
+        fused += 1
+    g.record_pass("fuse_all_reduce_norm", fused)
+    return g

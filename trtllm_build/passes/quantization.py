@@ -8,7 +8,7 @@ import numpy as np
 from ..graph.ir import Graph, Node, TensorType, fresh_name
 from ..quantization.schemes import scheme_of
 
-NORMS = ("rms_norm", "add_rms_norm", "layer_norm", "add_layer_norm")
+NORMS = ("rms_norm", "add_rms_norm", "all_reduce_add_rms_norm", "layer_norm", "add_layer_norm")
 # Ops that can write their (first) output quantized, per op set v2.
 QUANTIZING_PRODUCERS = NORMS + ("silu_mul", "gelu_tanh")
 

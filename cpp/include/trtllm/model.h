@@ -16,13 +16,14 @@
 
 namespace trtllm {
 
-inline constexpr int kOpsetVersion = 2;
-inline constexpr int kOldestOpsetVersion = 1;  // v2 only added ops and optional quantization roles
+inline constexpr int kOpsetVersion = 3;
+inline constexpr int kOldestOpsetVersion = 1;  // v2 and v3 only added ops and optional quantization roles
 
 enum class OpKind {
     kEmbedding, kLinear, kRmsNorm, kLayerNorm, kAddRmsNorm, kAddLayerNorm, kAdd, kSiluMul, kGeluTanh,
     kAttention, kAllReduce, kAllGather, kGatherRows,
     kQuantize, kFp8Linear, kInt8Linear, kWeightOnlyLinear,   // op set v2
+    kAllReduceAddRmsNorm,                                    // op set v3
 };
 
 // The op's name in the engine's op list ("linear", ...).

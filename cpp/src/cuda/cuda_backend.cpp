@@ -502,6 +502,7 @@ private:
         }
         const bool can_quantize = op.kind == OpKind::kQuantize || op.kind == OpKind::kRmsNorm ||
                                   op.kind == OpKind::kLayerNorm || op.kind == OpKind::kAddRmsNorm ||
+                                  op.kind == OpKind::kAllReduceAddRmsNorm ||
                                   op.kind == OpKind::kAddLayerNorm || op.kind == OpKind::kSiluMul ||
                                   op.kind == OpKind::kGeluTanh;
         if (!can_quantize) {
@@ -573,7 +574,7 @@ private:
             const auto count = static_cast<size_t>(max_rows * in.cols);
             if (op.kind == OpKind::kAllGather) {
                 gather_bytes = std::max(gather_bytes, count * static_cast<size_t>(op.tp_size) * dtype_size(in.dtype));
-            } else if (op.kind == OpKind::kAllReduce) {
+            } else if (op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllReduceAddRmsNorm) {
                 if (!reduce_dtype) reduce_dtype = in.dtype;
                 if (in.dtype == *reduce_dtype) reduce_bytes = std::max(reduce_bytes, count * dtype_size(in.dtype));
                 if (widens_for_nccl(in.dtype)) reduce_floats = std::max(reduce_floats, count);
@@ -802,6 +803,20 @@ private:
                 if (const WeightView* b = op.weight("bias")) {
                     kernels::add_bias_cuda(ptr(out), dev(b->data), out.dtype, rows, out.cols, s);
                 }
+                break;
+            }
+            case OpKind::kAllReduceAddRmsNorm: {
+                // The sum over the ranks goes into the `sum` output, which the residual norm then updates in place.
+                void* sum = ptr(op.outputs[1]);
+                const int64_t count = rows * in.cols;
+                if (nccl_) {
+                    all_reduce(ptr(in), sum, in.dtype, count, s);
+                } else {
+                    CHECK_CUDA(cudaMemcpyAsync(sum, ptr(in), static_cast<size_t>(count) * dtype_size(in.dtype),
+                                               cudaMemcpyDeviceToDevice, s));
+                }
+                kernels::add_rms_norm_cuda(sum, ptr(op.inputs[1]), dev(op.weight("weight")->data), ptr(out), sum,
+                                           in.dtype, rows, in.cols, op.eps, s, p.quant());
                 break;
             }
             case OpKind::kAllGather: {

@@ -7,6 +7,8 @@ SPEC: {"out_dir": ..., "tasks": [...]}; each task is one of
   {"kind": "nccl", "name"}: the NCCL communicator on this rank's GPU (GPU machines only).
   {"kind": "all_reduce_paths", "name"}: all-reduces of several sizes and dtypes through the peer
       path and through NCCL (GPU machines only).
+  {"kind": "all_reduce_norm", "name"}: all_reduce_add_rms_norm through the fused peer kernel for
+      several row counts, widths and dtypes (GPU machines only).
   {"kind": "die", "rank"}: after loading `engine_dir`, that rank exits without a word.
   {"kind": "stall", "rank"}: that rank never opens `engine_dir` (it sleeps); the others do.
 """
@@ -77,6 +79,36 @@ def nccl(task: dict, out_dir: Path, comm) -> None:
 ALL_REDUCE_SIZES = (1, 7, 4096, 12293, 262144)  # 16-byte units and single items; one block to 32
 
 
+ALL_REDUCE_NORM_SHAPES = ((1, 4096), (5, 2048), (40, 1024), (3, 8192), (2, 72))  # rows past 32 blocks; 1024 vectors
+
+
+def all_reduce_norm(task: dict, out_dir: Path, comm) -> None:
+    import ml_dtypes
+
+    from trtllm_runtime import _core
+
+    shared = np.random.default_rng(7)  # the residual and the weight: the same on every rank
+    rng = np.random.default_rng(200 + comm.rank)
+    results = {}
+    for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
+        if name == "float32":
+            shapes = [s for s in ALL_REDUCE_NORM_SHAPES if s[1] <= 4096]  # 1024 vectors of 4 floats at most
+        else:
+            shapes = ALL_REDUCE_NORM_SHAPES
+        for rows, dim in shapes:
+            partial = (rng.standard_normal((rows, dim)) * 2).astype(dtype)
+            partial.flat[3::7] = -0.0  # the peer path's empty marker: must be sent as a zero
+            residual = (shared.standard_normal((rows, dim)) * 3).astype(dtype)
+            weight = shared.uniform(0.5, 1.5, dim).astype(dtype)
+            bits = [a.view(np.uint16) if a.itemsize == 2 else a for a in (partial, residual, weight)]
+            normed, total = _core.all_reduce_add_rms_norm_check(comm, *bits, name, rows, 1e-5)
+            key = f"{name}_{rows}x{dim}"
+            results |= {f"normed_{key}": np.asarray(normed).view(np.uint8), f"sum_{key}": np.asarray(total).view(np.uint8),
+                        f"partial_{key}": partial.view(np.uint8), f"residual_{key}": residual.view(np.uint8),
+                        f"weight_{key}": weight.view(np.uint8)}
+    np.savez(out_dir / f"{task['name']}.rank{comm.rank}.npz", **results)
+
+
 def all_reduce_paths(task: dict, out_dir: Path, comm) -> None:
     import ml_dtypes
 
@@ -110,6 +142,8 @@ def main() -> int:
             nccl(task, out_dir, comm)
         elif task["kind"] == "all_reduce_paths":
             all_reduce_paths(task, out_dir, comm)
+        elif task["kind"] == "all_reduce_norm":
+            all_reduce_norm(task, out_dir, comm)
         elif task["kind"] == "stall" and comm.rank == task["rank"]:
             time.sleep(600)
         elif task["kind"] in ("die", "stall"):

@@ -505,6 +505,42 @@ def test_peer_all_reduce_sums_in_float32_rounding_once_on_two_gpus(gpus, tmp_pat
 
 
 @pytest.mark.gpu
+def test_fused_peer_all_reduce_add_rms_norm_matches_the_float64_reference_on_two_gpus(gpus, tmp_path):
+    """all_reduce_add_rms_norm in one peer kernel: the sum over the ranks rounded once, plus the
+    residual rounded (bit-exact), and the RMSNorm of that row within one rounding (and float32's sums)
+    of a float64 norm;
+    one row to more rows than blocks, widths up to 1024 vectors, negative zeros in the partial sums,
+    float32/bfloat16/float16. The check runs the kernel twice around a plain peer all-reduce and
+    requires the same sum both times (the calls share the slots and the counter)."""
+    import ml_dtypes
+
+    from mpi_driver import ALL_REDUCE_NORM_SHAPES
+
+    proc, _ = run_driver(2, [{"kind": "all_reduce_norm", "name": "arn"}], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [np.load(tmp_path / f"arn.rank{r}.npz") for r in range(2)]
+    eps = 1e-5
+    for name, dtype, ulp in (("float32", np.float32, 2.0**-23), ("bfloat16", ml_dtypes.bfloat16, 2.0**-8),
+                             ("float16", np.float16, 2.0**-11)):
+        for rows, dim in ALL_REDUCE_NORM_SHAPES:
+            key = f"{name}_{rows}x{dim}"
+            if f"sum_{key}" not in ranks[0]:
+                continue
+            get = lambda r, what: r[f"{what}_{key}"].view(dtype).reshape(-1)
+            reduced = sum(get(r, "partial").astype(np.float64) for r in ranks).astype(np.float32).astype(dtype)
+            residual = get(ranks[0], "residual")
+            expected_sum = (reduced.astype(np.float64) + residual.astype(np.float64)).astype(np.float32).astype(dtype)
+            s = expected_sum.astype(np.float64).reshape(rows, dim)
+            w = get(ranks[0], "weight").astype(np.float64)
+            exact = s / np.sqrt((s * s).mean(axis=1, keepdims=True) + eps) * w
+            for r in ranks:
+                np.testing.assert_array_equal(get(r, "sum"), expected_sum, err_msg=key)
+                normed = get(r, "normed").astype(np.float64).reshape(rows, dim)
+                # one rounding to the dtype, plus the float32 sums of the kernel (~1e-5 relative)
+                assert np.all(np.abs(normed - exact) <= 2 * ulp * np.abs(exact) + 1e-5 * np.abs(exact).max()), key
+
+
+@pytest.mark.gpu
 def test_more_ranks_on_a_machine_than_gpus_fails_fast_saying_so(gpus, tmp_path):
     proc, seconds = run_driver(gpus + 1, [{"kind": "nccl", "name": "nccl"}], tmp_path, timeout=120)
     assert proc.returncode != 0

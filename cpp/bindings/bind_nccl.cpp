@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "collective/collective_cuda.h"
 #include "trtllm/cuda_utils.h"
 #include "trtllm/nccl_comm.h"
 
@@ -114,6 +115,67 @@ void bind_nccl(py::module_& m) {
         py::arg("comm"), py::arg("arrays"), py::arg("dtype"), py::arg("peer"),
         "Collective: each array's sum over the ranks, through the peer all-reduce (peer=True; an error where it "
         "cannot be enabled or an array would not take it) or NCCL, on one communicator in order.");
+
+    m.def(
+        "all_reduce_add_rms_norm_check",
+        [](std::shared_ptr<trtllm::MpiComm> comm, py::array partial, py::array residual, py::array weight,
+           const std::string& dtype, int64_t rows, float eps) {
+            const trtllm::DType dt = trtllm::dtype_from_name(dtype);
+            const size_t esz = trtllm::dtype_size(dt);
+            for (const py::array* a : {&partial, &residual, &weight}) {
+                if (!(a->flags() & py::array::c_style) || static_cast<size_t>(a->itemsize()) != esz) {
+                    throw py::value_error("all_reduce_add_rms_norm_check needs C-contiguous arrays of " + dtype + " items");
+                }
+            }
+            const int64_t dim = static_cast<int64_t>(weight.size()), count = rows * dim;
+            if (partial.size() != count || residual.size() != count) {
+                throw py::value_error("all_reduce_add_rms_norm_check: partial and residual must hold rows x dim items");
+            }
+            const size_t bytes = static_cast<size_t>(count) * esz;
+            py::array normed = py::module_::import("numpy").attr("empty_like")(partial);
+            py::array sum = py::module_::import("numpy").attr("empty_like")(partial);
+            {
+                py::gil_scoped_release release;
+                trtllm::NcclCommunicator nccl(comm);
+                if (!nccl.enable_peer_all_reduce(dt, bytes)) {
+                    throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
+                }
+                const trtllm::kernels::PeerBuffers* peers = nccl.peer_buffers(dt, count);
+                auto d_partial = device_bytes(bytes), d_residual = device_bytes(bytes);
+                auto d_weight = device_bytes(static_cast<size_t>(dim) * esz);
+                auto d_normed = device_bytes(bytes), d_sum = device_bytes(bytes), d_plain = device_bytes(bytes);
+                copy(d_partial.get(), partial.data(), bytes, cudaMemcpyHostToDevice);
+                copy(d_residual.get(), residual.data(), bytes, cudaMemcpyHostToDevice);
+                copy(d_weight.get(), weight.data(), static_cast<size_t>(dim) * esz, cudaMemcpyHostToDevice);
+                if (peers == nullptr || !trtllm::kernels::peer_add_rms_norm_fits(
+                                            dt, dim, {d_partial.get(), d_residual.get(), d_weight.get(), d_sum.get()})) {
+                    throw std::runtime_error("all_reduce_add_rms_norm_check: the fused kernel does not apply here");
+                }
+                // Fused, a plain peer all-reduce, fused again: the calls share the buffers' slots and counter.
+                const auto fused = [&] {
+                    trtllm::kernels::peer_all_reduce_add_rms_norm_cuda(d_partial.get(), d_residual.get(), d_weight.get(),
+                                                                      d_normed.get(), d_sum.get(), dt, rows, dim, eps,
+                                                                      *peers, nullptr);
+                };
+                fused();
+                nccl.all_reduce_sum(d_partial.get(), d_plain.get(), dt, count, nullptr);
+                nccl.synchronize(nullptr);
+                std::vector<char> first(bytes);
+                copy(first.data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
+                fused();
+                nccl.synchronize(nullptr);
+                copy(normed.mutable_data(), d_normed.get(), bytes, cudaMemcpyDeviceToHost);
+                copy(sum.mutable_data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
+                if (std::memcmp(first.data(), sum.data(), bytes) != 0) {
+                    throw std::runtime_error("all_reduce_add_rms_norm_check: the second call's sum differs from the first");
+                }
+            }
+            return py::make_tuple(normed, sum);
+        },
+        py::arg("comm"), py::arg("partial"), py::arg("residual"), py::arg("weight"), py::arg("dtype"), py::arg("rows"),
+        py::arg("eps"),
+        "Collective: (normed, sum) of all_reduce_add_rms_norm through the fused peer kernel, run twice around a "
+        "plain peer all-reduce (an error if the two differ or the kernel does not apply).");
 
     m.def(
         "all_reduce_microseconds",

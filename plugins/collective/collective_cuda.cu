@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "cuda_common.cuh"
+#include "quantization/quantize_cuda.cuh"
 
 namespace trtllm::kernels {
 namespace {
@@ -73,28 +77,40 @@ __device__ __forceinline__ void store_volatile(uint4* p, const uint4& v) {
 __device__ __forceinline__ void store_volatile(uint32_t* p, uint32_t v) { *static_cast<volatile uint32_t*>(p) = v; }
 __device__ __forceinline__ void store_volatile(uint16_t* p, uint16_t v) { *static_cast<volatile uint16_t*>(p) = v; }
 
-template <class T, class Raw>
-__global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw* in, Raw* out, int64_t units,
-                                                                        PeerBuffers p) {
-    constexpr int kPer = sizeof(Raw) / sizeof(T);
-    const uint32_t call = p.control[0];
-    const int slot = static_cast<int>(call % 3), previous = static_cast<int>((call + 2) % 3);
-    const int64_t part = p.part_bytes / static_cast<int64_t>(sizeof(Raw));
-    const auto part_of = [&](int buffer, int s, int r) {
-        return static_cast<Raw*>(p.buffers[buffer]) + (int64_t{s} * p.world + r) * part;
-    };
-    const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
-    for (int64_t i = first; i < units; i += stride) {
-        Raw v = in[i];
+// The steps of one peer all-reduce call, shared by the plain kernel and the one fused with the
+// residual norm. Every block of a call reads its slot and control words the same way.
+struct PeerCall {
+    uint32_t call;
+    int slot, previous;  // this call's slot; the previous call's, emptied at the end
+
+    __device__ explicit PeerCall(const PeerBuffers& p)
+        : call(p.control[0]), slot(static_cast<int>(call % 3)), previous(static_cast<int>((call + 2) % 3)) {}
+
+    template <class Raw>
+    __device__ static Raw* part_of(const PeerBuffers& p, int buffer, int s, int r) {
+        return static_cast<Raw*>(p.buffers[buffer]) + (int64_t{s} * p.world + r) * (p.part_bytes / int64_t{sizeof(Raw)});
+    }
+
+    // Unit i of this rank's data into part `rank` of this slot in every rank's buffer (a -0 is
+    // pushed as +0: -0 marks empty).
+    template <class T, class Raw>
+    __device__ void push(const PeerBuffers& p, int64_t i, Raw v) const {
+        constexpr int kPer = sizeof(Raw) / sizeof(T);
         Bits<T>* e = reinterpret_cast<Bits<T>*>(&v);
 #pragma unroll
         for (int k = 0; k < kPer; ++k) e[k] = e[k] == kEmpty<T> ? Bits<T>(0) : e[k];
-        for (int r = 0; r < p.world; ++r) store_volatile(part_of(r, slot, p.rank) + i, v);
+        for (int r = 0; r < p.world; ++r) store_volatile(part_of<Raw>(p, r, slot, p.rank) + i, v);
     }
-    for (int64_t i = first; i < units; i += stride) {
-        float acc[kPer] = {};
+
+    // acc = the float32 sum of unit i over the ranks, in rank order, each part waited for until it
+    // holds data.
+    template <class T, class Raw>
+    __device__ void sum(const PeerBuffers& p, int64_t i, float (&acc)[sizeof(Raw) / sizeof(T)]) const {
+        constexpr int kPer = sizeof(Raw) / sizeof(T);
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) acc[k] = 0.0f;
         for (int r = 0; r < p.world; ++r) {
-            const Raw* src = part_of(p.rank, slot, r) + i;
+            const Raw* src = part_of<Raw>(p, p.rank, slot, r) + i;
             Raw v;
             bool empty = true;
             while (empty) {
@@ -108,28 +124,89 @@ __global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw
 #pragma unroll
             for (int k = 0; k < kPer; ++k) acc[k] += to_float(x[k]);
         }
+    }
+
+    // After this block's last read of the call: the previous call's slot (every rank has pushed into
+    // it and this rank has read it all) is emptied, and the last block to finish numbers the next call.
+    template <class T>
+    __device__ void finish(const PeerBuffers& p, int64_t bytes) const {
+        const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
+        const int64_t previous_units = (int64_t{p.control[2 + previous]} + 15) / 16;
+        const uint4 empty = make_uint4(kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>);
+        for (int r = 0; r < p.world; ++r) {
+            uint4* dst = part_of<uint4>(p, p.rank, previous, r);
+            for (int64_t i = first; i < previous_units; i += stride) dst[i] = empty;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            if (atomicAdd(&p.control[1], 1u) == gridDim.x - 1) {
+                p.control[1] = 0;
+                p.control[2 + slot] = static_cast<uint32_t>(bytes);
+                p.control[0] = call + 1;
+            }
+        }
+    }
+};
+
+template <class T, class Raw>
+__global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw* in, Raw* out, int64_t units,
+                                                                        PeerBuffers p) {
+    constexpr int kPer = sizeof(Raw) / sizeof(T);
+    const PeerCall c(p);
+    const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = first; i < units; i += stride) c.push<T>(p, i, in[i]);
+    for (int64_t i = first; i < units; i += stride) {
+        float acc[kPer];
+        c.sum<T, Raw>(p, i, acc);
         Raw o;
         T* y = reinterpret_cast<T*>(&o);
 #pragma unroll
         for (int k = 0; k < kPer; ++k) y[k] = from_float<T>(acc[k]);
         out[i] = o;
     }
-    // The previous call's slot: every rank has pushed into it and this rank has read it all.
-    const int64_t previous_units = (int64_t{p.control[2 + previous]} + 15) / 16;
-    const uint4 empty = make_uint4(kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>);
-    for (int r = 0; r < p.world; ++r) {
-        uint4* dst = reinterpret_cast<uint4*>(part_of(p.rank, previous, r));
-        for (int64_t i = first; i < previous_units; i += stride) dst[i] = empty;
+    c.finish<T>(p, units * static_cast<int64_t>(sizeof(Raw)));
+}
+
+// all_reduce_add_rms_norm through peer memory: a block per row (rows strided over at most
+// kPeerMaxBlocks blocks, all resident), a 16-byte vector of the row per thread, kept in registers
+// from the sum to the norm. The arithmetic is the unfused ops': the sum over the ranks rounded once,
+// plus the residual rounded, then norm_row_vec_kernel's RMSNorm (norm_cuda.cu).
+template <class T, class Store>
+__global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(const uint4* partial, const T* residual,
+                                                                            const T* weight, Store normed, T* sum,
+                                                                            int64_t rows, int vectors, float eps,
+                                                                            PeerBuffers p) {
+    constexpr int V = kVec<T>;
+    const PeerCall c(p);
+    const int64_t dim = int64_t{vectors} * V, col = int64_t{threadIdx.x} * V;
+    const bool active = static_cast<int>(threadIdx.x) < vectors;
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        if (active) c.push<T>(p, row * vectors + threadIdx.x, partial[row * vectors + threadIdx.x]);
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {  // the last block to finish numbers the next call; every block has read this one's
-        __threadfence();
-        if (atomicAdd(&p.control[1], 1u) == gridDim.x - 1) {
-            p.control[1] = 0;
-            p.control[2 + slot] = static_cast<uint32_t>(units * static_cast<int64_t>(sizeof(Raw)));
-            p.control[0] = call + 1;
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const int64_t off = row * dim;
+        float x[V] = {};
+        if (active) {
+            float acc[V], r[V];
+            c.sum<T, uint4>(p, row * vectors + threadIdx.x, acc);
+            load_vec(residual + off + col, r);
+#pragma unroll
+            for (int k = 0; k < V; ++k) x[k] = to_float(from_float<T>(to_float(from_float<T>(acc[k])) + r[k]));
+            store_vec(sum + off + col, x);  // exact: already rounded to T
+        }
+        float sq = 0.0f;
+#pragma unroll
+        for (int k = 0; k < V; ++k) sq += x[k] * x[k];
+        const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
+        if (active) {
+            float w[V];
+            load_vec(weight + col, w);
+#pragma unroll
+            for (int k = 0; k < V; ++k) normed(off + col + k, col + k, x[k] * inv * w[k]);
         }
     }
+    c.finish<T>(p, rows * vectors * 16);
 }
 
 template <class T>
@@ -178,6 +255,38 @@ void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count,
         }
     });
     CHECK_LAUNCH("peer_all_reduce_kernel");
+}
+
+bool peer_add_rms_norm_fits(DType dtype, int64_t dim, std::initializer_list<const void*> pointers) {
+    if (dtype != DType::kBFloat16 && dtype != DType::kFloat16 && dtype != DType::kFloat32) return false;
+    const int64_t per_vector = 16 / static_cast<int64_t>(dtype_size(dtype));
+    if (dim <= 0 || dim % per_vector != 0 || dim / per_vector > 1024) return false;
+    for (const void* q : pointers) {
+        if (!aligned16(q)) return false;
+    }
+    return true;
+}
+
+void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual, const void* weight, void* normed,
+                                       void* sum, DType dtype, int64_t rows, int64_t dim, float eps,
+                                       const PeerBuffers& peers, cudaStream_t stream, const OutputQuantCuda* quant) {
+    if (rows <= 0) return;
+    if (!peer_add_rms_norm_fits(dtype, dim, {partial, residual, weight, sum})) {
+        throw std::invalid_argument("peer_all_reduce_add_rms_norm_cuda: dim " + std::to_string(dim) +
+                                    " and pointers do not fit the kernel (see peer_add_rms_norm_fits)");
+    }
+    if (quant != nullptr) check_output_quant(*quant, dim, "all_reduce_add_rms_norm");
+    TRTLLM_DISPATCH_FLOAT(dtype, T, {
+        const int vectors = static_cast<int>(dim / kVec<T>);
+        const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
+        const auto blocks = static_cast<unsigned>(std::min<int64_t>(kPeerMaxBlocks, rows));
+        TRTLLM_DISPATCH_STORE(T, quant, normed, {
+            peer_all_reduce_add_rms_norm_kernel<T, Store><<<blocks, threads, 0, stream>>>(
+                static_cast<const uint4*>(partial), static_cast<const T*>(residual), static_cast<const T*>(weight),
+                store, static_cast<T*>(sum), rows, vectors, eps, peers);
+        });
+    });
+    CHECK_LAUNCH("peer_all_reduce_add_rms_norm_kernel");
 }
 
 void concat_shards_cuda(const void* gathered, void* out, size_t elem_bytes, int64_t rows, int64_t shard_cols, int tp,

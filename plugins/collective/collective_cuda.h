@@ -6,7 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
+#include "quantization/quantize_cuda.h"
 #include "trtllm/dtype.h"
 
 namespace trtllm::kernels {
@@ -48,5 +50,16 @@ void peer_buffer_init_cuda(void* buffer, size_t max_bytes, int world, DType dtyp
 // kernel for its peers' data.
 void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count, const PeerBuffers& peers,
                           cudaStream_t stream);
+
+// all_reduce_add_rms_norm (docs/opset.md) in one kernel through the same buffers and calls: each
+// rank pushes its partial rows, sums the ranks' parts in float32 (rounded once, as
+// peer_all_reduce_cuda), adds the residual (rounded: `sum`), and writes the RMSNorm of that row to
+// `normed` (or its quantized codes, `quant`). For rows of up to 1024 16-byte vectors with every
+// pointer 16-byte aligned (peer_add_rms_norm_fits), and rows * dim within the peer buffers' size.
+bool peer_add_rms_norm_fits(DType dtype, int64_t dim, std::initializer_list<const void*> pointers);
+void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual, const void* weight, void* normed,
+                                       void* sum, DType dtype, int64_t rows, int64_t dim, float eps,
+                                       const PeerBuffers& peers, cudaStream_t stream,
+                                       const OutputQuantCuda* quant = nullptr);
 
 }  // namespace trtllm::kernels

@@ -19,6 +19,9 @@
 #include "trtllm/mpi_comm.h"
 
 namespace trtllm {
+namespace kernels {
+struct PeerBuffers;  // plugins/collective/collective_cuda.h
+}
 
 class NcclCommunicator {
 public:
@@ -46,6 +49,10 @@ public:
     // Whether all_reduce_sum of `count` items of `dtype` takes the peer path (a float32 sum,
     // rounded once to `dtype`, whatever the number of ranks; a sum of negative zeros is +0).
     bool uses_peer_all_reduce(DType dtype, int64_t count) const;
+    // The peer buffers for a kernel that does its own all-reduce on them (the fused
+    // all_reduce_add_rms_norm), where all_reduce_sum of `count` items would take the peer path;
+    // nullptr otherwise. The kernel then stands for one all_reduce_sum call on every rank.
+    const kernels::PeerBuffers* peer_buffers(DType dtype, int64_t count) const;
 
     // Device pointers; `stream` is a cudaStream_t on device(). out = the sum of `in` over the
     // ranks, in `dtype` (float32, bfloat16, float16, int32); in == out works in place.

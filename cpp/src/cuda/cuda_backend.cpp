@@ -806,17 +806,26 @@ private:
                 break;
             }
             case OpKind::kAllReduceAddRmsNorm: {
-                // The sum over the ranks goes into the `sum` output, which the residual norm then updates in place.
                 void* sum = ptr(op.outputs[1]);
                 const int64_t count = rows * in.cols;
+                const void* weight = dev(op.weight("weight")->data);
+                // Through peer memory: one kernel. Otherwise the all-reduce into the `sum` output, then
+                // the residual norm in place on it.
+                const kernels::PeerBuffers* peers = nccl_ ? nccl_->peer_buffers(in.dtype, count) : nullptr;
+                if (peers != nullptr &&
+                    kernels::peer_add_rms_norm_fits(in.dtype, in.cols, {ptr(in), ptr(op.inputs[1]), weight, sum})) {
+                    kernels::peer_all_reduce_add_rms_norm_cuda(ptr(in), ptr(op.inputs[1]), weight, ptr(out), sum, in.dtype,
+                                                               rows, in.cols, op.eps, *peers, s, p.quant());
+                    break;
+                }
                 if (nccl_) {
                     all_reduce(ptr(in), sum, in.dtype, count, s);
                 } else {
                     CHECK_CUDA(cudaMemcpyAsync(sum, ptr(in), static_cast<size_t>(count) * dtype_size(in.dtype),
                                                cudaMemcpyDeviceToDevice, s));
                 }
-                kernels::add_rms_norm_cuda(sum, ptr(op.inputs[1]), dev(op.weight("weight")->data), ptr(out), sum,
-                                           in.dtype, rows, in.cols, op.eps, s, p.quant());
+                kernels::add_rms_norm_cuda(sum, ptr(op.inputs[1]), weight, ptr(out), sum, in.dtype, rows, in.cols, op.eps,
+                                           s, p.quant());
                 break;
             }
             case OpKind::kAllGather: {

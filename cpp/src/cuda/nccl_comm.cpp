@@ -246,6 +246,10 @@ bool NcclCommunicator::uses_peer_all_reduce(DType dtype, int64_t count) const {
            static_cast<size_t>(count) * dtype_size(dtype) <= impl_->peer_max_bytes;
 }
 
+const kernels::PeerBuffers* NcclCommunicator::peer_buffers(DType dtype, int64_t count) const {
+    return uses_peer_all_reduce(dtype, count) ? &impl_->peers : nullptr;
+}
+
 void NcclCommunicator::all_reduce_sum(const void* in, void* out, DType dtype, int64_t count, void* stream) {
     if (uses_peer_all_reduce(dtype, count)) {
         kernels::peer_all_reduce_cuda(in, out, dtype, count, impl_->peers, static_cast<cudaStream_t>(stream));

@@ -21,6 +21,7 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiComm>) { no_nccl(); }
 NcclCommunicator::~NcclCommunicator() = default;
 bool NcclCommunicator::enable_peer_all_reduce(DType, size_t) { no_nccl(); }
 bool NcclCommunicator::uses_peer_all_reduce(DType, int64_t) const { no_nccl(); }
+const kernels::PeerBuffers* NcclCommunicator::peer_buffers(DType, int64_t) const { no_nccl(); }
 void NcclCommunicator::all_reduce_sum(const void*, void*, DType, int64_t, void*) { no_nccl(); }
 void NcclCommunicator::all_gather(const void*, void*, DType, int64_t, void*) { no_nccl(); }
 void NcclCommunicator::synchronize(void*) { no_nccl(); }

@@ -508,36 +508,41 @@ def test_peer_all_reduce_sums_in_float32_rounding_once_on_two_gpus(gpus, tmp_pat
 def test_fused_peer_all_reduce_add_rms_norm_matches_the_float64_reference_on_two_gpus(gpus, tmp_path):
     """all_reduce_add_rms_norm in one peer kernel: the sum over the ranks rounded once, plus the
     residual rounded (bit-exact), and the RMSNorm of that row within one rounding (and float32's sums)
-    of a float64 norm;
-    one row to more rows than blocks, widths up to 1024 vectors, negative zeros in the partial sums,
-    float32/bfloat16/float16. The check runs the kernel twice around a plain peer all-reduce and
-    requires the same sum both times (the calls share the slots and the counter)."""
+    of a float64 norm; one row to more rows than blocks, widths up to 1024 vectors, negative zeros in
+    the partial sums, float32/bfloat16/float16. Per shape, five calls with new data each alternate
+    the fused kernel and the plain peer all-reduce on one communicator, largest shape first: the
+    slots are reused after both kernels have emptied them, so a wrong clearing or byte count shows."""
     import ml_dtypes
 
-    from mpi_driver import ALL_REDUCE_NORM_SHAPES
+    from mpi_driver import ALL_REDUCE_NORM_CALLS, ALL_REDUCE_NORM_SHAPES
 
     proc, _ = run_driver(2, [{"kind": "all_reduce_norm", "name": "arn"}], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ranks = [np.load(tmp_path / f"arn.rank{r}.npz") for r in range(2)]
-    eps = 1e-5
+    eps, checked = 1e-5, 0
     for name, dtype, ulp in (("float32", np.float32, 2.0**-23), ("bfloat16", ml_dtypes.bfloat16, 2.0**-8),
                              ("float16", np.float16, 2.0**-11)):
         for rows, dim in ALL_REDUCE_NORM_SHAPES:
             key = f"{name}_{rows}x{dim}"
-            if f"sum_{key}" not in ranks[0]:
-                continue
-            get = lambda r, what: r[f"{what}_{key}"].view(dtype).reshape(-1)
-            reduced = sum(get(r, "partial").astype(np.float64) for r in ranks).astype(np.float32).astype(dtype)
-            residual = get(ranks[0], "residual")
-            expected_sum = (reduced.astype(np.float64) + residual.astype(np.float64)).astype(np.float32).astype(dtype)
-            s = expected_sum.astype(np.float64).reshape(rows, dim)
-            w = get(ranks[0], "weight").astype(np.float64)
-            exact = s / np.sqrt((s * s).mean(axis=1, keepdims=True) + eps) * w
-            for r in ranks:
-                np.testing.assert_array_equal(get(r, "sum"), expected_sum, err_msg=key)
-                normed = get(r, "normed").astype(np.float64).reshape(rows, dim)
-                # one rounding to the dtype, plus the float32 sums of the kernel (~1e-5 relative)
-                assert np.all(np.abs(normed - exact) <= 2 * ulp * np.abs(exact) + 1e-5 * np.abs(exact).max()), key
+            if f"weight_{key}" not in ranks[0]:
+                continue  # float32 rows past 1024 vectors
+            get = lambda r, what: r[f"{what}_{key}"].view(dtype).reshape(rows, dim)
+            residual, w = get(ranks[0], "residual"), ranks[0][f"weight_{key}"].view(dtype).astype(np.float64)
+            for j in range(ALL_REDUCE_NORM_CALLS):
+                reduced = sum(get(r, f"partial_{j}").astype(np.float64) for r in ranks).astype(np.float32).astype(dtype)
+                for r in ranks:
+                    if j % 2:  # the plain all-reduce
+                        np.testing.assert_array_equal(get(r, f"sum_{j}"), reduced, err_msg=f"{key} call {j}")
+                        continue
+                    expected = (reduced.astype(np.float64) + residual.astype(np.float64)).astype(np.float32).astype(dtype)
+                    np.testing.assert_array_equal(get(r, f"sum_{j}"), expected, err_msg=f"{key} call {j}")
+                    s = expected.astype(np.float64)
+                    exact = s / np.sqrt((s * s).mean(axis=1, keepdims=True) + eps) * w
+                    err = np.abs(get(r, f"normed_{j}").astype(np.float64) - exact)
+                    # one rounding to the dtype, plus the float32 sums of the kernel (~1e-5 relative)
+                    assert np.all(err <= 2 * ulp * np.abs(exact) + 1e-5 * np.abs(exact).max()), f"{key} call {j}"
+                    checked += 1
+    assert checked == 2 * 3 * (4 + 5 + 5)  # ranks x fused calls x shapes (float32: 4, 16-bit: 5 each)
 
 
 @pytest.mark.gpu

@@ -118,64 +118,85 @@ void bind_nccl(py::module_& m) {
 
     m.def(
         "all_reduce_add_rms_norm_check",
-        [](std::shared_ptr<trtllm::MpiComm> comm, py::array partial, py::array residual, py::array weight,
-           const std::string& dtype, int64_t rows, float eps) {
+        [](std::shared_ptr<trtllm::MpiComm> comm, const std::vector<std::vector<py::array>>& partials,
+           const std::vector<py::array>& residuals, const std::vector<py::array>& weights,
+           const std::vector<int64_t>& rows, const std::string& dtype, float eps) {
             const trtllm::DType dt = trtllm::dtype_from_name(dtype);
             const size_t esz = trtllm::dtype_size(dt);
-            for (const py::array* a : {&partial, &residual, &weight}) {
-                if (!(a->flags() & py::array::c_style) || static_cast<size_t>(a->itemsize()) != esz) {
-                    throw py::value_error("all_reduce_add_rms_norm_check needs C-contiguous arrays of " + dtype + " items");
+            if (partials.size() != residuals.size() || partials.size() != weights.size() || partials.size() != rows.size()) {
+                throw py::value_error("all_reduce_add_rms_norm_check: one residual, weight and row count per case");
+            }
+            const auto check_array = [&](const py::array& a, int64_t items) {
+                if (!(a.flags() & py::array::c_style) || static_cast<size_t>(a.itemsize()) != esz || a.size() != items) {
+                    throw py::value_error("all_reduce_add_rms_norm_check needs C-contiguous arrays of " + dtype +
+                                          " items, rows x dim of them (dim: the weight's)");
                 }
+            };
+            size_t max_bytes = 0, max_dim = 0;
+            for (size_t c = 0; c < partials.size(); ++c) {
+                const int64_t dim = static_cast<int64_t>(weights[c].size());
+                check_array(weights[c], dim);
+                check_array(residuals[c], rows[c] * dim);
+                for (const py::array& a : partials[c]) check_array(a, rows[c] * dim);
+                max_bytes = std::max(max_bytes, static_cast<size_t>(rows[c] * dim) * esz);
+                max_dim = std::max(max_dim, static_cast<size_t>(dim));
             }
-            const int64_t dim = static_cast<int64_t>(weight.size()), count = rows * dim;
-            if (partial.size() != count || residual.size() != count) {
-                throw py::value_error("all_reduce_add_rms_norm_check: partial and residual must hold rows x dim items");
-            }
-            const size_t bytes = static_cast<size_t>(count) * esz;
-            py::array normed = py::module_::import("numpy").attr("empty_like")(partial);
-            py::array sum = py::module_::import("numpy").attr("empty_like")(partial);
+            std::vector<std::vector<std::vector<char>>> host(partials.size());  // per case, its outputs in order
             {
                 py::gil_scoped_release release;
-                trtllm::NcclCommunicator nccl(comm);
-                if (!nccl.enable_peer_all_reduce(dt, bytes)) {
+                trtllm::NcclCommunicator nccl(comm);  // one for all cases: the calls go on cycling through the slots
+                if (!nccl.enable_peer_all_reduce(dt, max_bytes)) {
                     throw std::runtime_error("the peer all-reduce could not be enabled on these GPUs");
                 }
-                const trtllm::kernels::PeerBuffers* peers = nccl.peer_buffers(dt, count);
-                auto d_partial = device_bytes(bytes), d_residual = device_bytes(bytes);
-                auto d_weight = device_bytes(static_cast<size_t>(dim) * esz);
-                auto d_normed = device_bytes(bytes), d_sum = device_bytes(bytes), d_plain = device_bytes(bytes);
-                copy(d_partial.get(), partial.data(), bytes, cudaMemcpyHostToDevice);
-                copy(d_residual.get(), residual.data(), bytes, cudaMemcpyHostToDevice);
-                copy(d_weight.get(), weight.data(), static_cast<size_t>(dim) * esz, cudaMemcpyHostToDevice);
-                if (peers == nullptr || !trtllm::kernels::peer_add_rms_norm_fits(
-                                            dt, dim, {d_partial.get(), d_residual.get(), d_weight.get(), d_sum.get()})) {
-                    throw std::runtime_error("all_reduce_add_rms_norm_check: the fused kernel does not apply here");
-                }
-                // Fused, a plain peer all-reduce, fused again: the calls share the buffers' slots and counter.
-                const auto fused = [&] {
-                    trtllm::kernels::peer_all_reduce_add_rms_norm_cuda(d_partial.get(), d_residual.get(), d_weight.get(),
-                                                                      d_normed.get(), d_sum.get(), dt, rows, dim, eps,
-                                                                      *peers, nullptr);
-                };
-                fused();
-                nccl.all_reduce_sum(d_partial.get(), d_plain.get(), dt, count, nullptr);
-                nccl.synchronize(nullptr);
-                std::vector<char> first(bytes);
-                copy(first.data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
-                fused();
-                nccl.synchronize(nullptr);
-                copy(normed.mutable_data(), d_normed.get(), bytes, cudaMemcpyDeviceToHost);
-                copy(sum.mutable_data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
-                if (std::memcmp(first.data(), sum.data(), bytes) != 0) {
-                    throw std::runtime_error("all_reduce_add_rms_norm_check: the second call's sum differs from the first");
+                auto d_partial = device_bytes(max_bytes), d_residual = device_bytes(max_bytes);
+                auto d_weight = device_bytes(max_dim * esz);
+                auto d_normed = device_bytes(max_bytes), d_sum = device_bytes(max_bytes);
+                for (size_t c = 0; c < partials.size(); ++c) {
+                    const int64_t dim = static_cast<int64_t>(weights[c].size()), count = rows[c] * dim;
+                    const size_t bytes = static_cast<size_t>(count) * esz;
+                    const trtllm::kernels::PeerBuffers* peers = nccl.peer_buffers(dt, count);
+                    copy(d_residual.get(), residuals[c].data(), bytes, cudaMemcpyHostToDevice);
+                    copy(d_weight.get(), weights[c].data(), static_cast<size_t>(dim) * esz, cudaMemcpyHostToDevice);
+                    if (peers == nullptr || !trtllm::kernels::peer_add_rms_norm_fits(
+                                                dt, dim, {d_partial.get(), d_residual.get(), d_weight.get(), d_sum.get()})) {
+                        throw std::runtime_error("all_reduce_add_rms_norm_check: the fused kernel does not apply to case " +
+                                                 std::to_string(c));
+                    }
+                    // Call j: the fused kernel for even j, the plain peer all-reduce (into d_sum) for odd j.
+                    for (size_t j = 0; j < partials[c].size(); ++j) {
+                        copy(d_partial.get(), partials[c][j].data(), bytes, cudaMemcpyHostToDevice);
+                        if (j % 2 == 0) {
+                            trtllm::kernels::peer_all_reduce_add_rms_norm_cuda(
+                                d_partial.get(), d_residual.get(), d_weight.get(), d_normed.get(), d_sum.get(), dt, rows[c],
+                                dim, eps, *peers, nullptr);
+                        } else {
+                            nccl.all_reduce_sum(d_partial.get(), d_sum.get(), dt, count, nullptr);
+                        }
+                        nccl.synchronize(nullptr);
+                        std::vector<char> out(bytes);
+                        if (j % 2 == 0) {
+                            copy(out.data(), d_normed.get(), bytes, cudaMemcpyDeviceToHost);
+                            host[c].push_back(out);
+                        }
+                        copy(out.data(), d_sum.get(), bytes, cudaMemcpyDeviceToHost);
+                        host[c].push_back(std::move(out));
+                    }
                 }
             }
-            return py::make_tuple(normed, sum);
+            std::vector<std::vector<py::array>> results(partials.size());
+            for (size_t c = 0; c < partials.size(); ++c) {
+                for (const std::vector<char>& out : host[c]) {
+                    py::array a = py::module_::import("numpy").attr("empty_like")(residuals[c]);
+                    std::memcpy(a.mutable_data(), out.data(), out.size());
+                    results[c].push_back(a);
+                }
+            }
+            return results;
         },
-        py::arg("comm"), py::arg("partial"), py::arg("residual"), py::arg("weight"), py::arg("dtype"), py::arg("rows"),
+        py::arg("comm"), py::arg("partials"), py::arg("residuals"), py::arg("weights"), py::arg("rows"), py::arg("dtype"),
         py::arg("eps"),
-        "Collective: (normed, sum) of all_reduce_add_rms_norm through the fused peer kernel, run twice around a "
-        "plain peer all-reduce (an error if the two differ or the kernel does not apply).");
+        "Collective: per case, its calls in turn on one communicator: even calls all_reduce_add_rms_norm through the "
+        "fused peer kernel (returning normed, then sum), odd calls the plain peer all-reduce (returning the sum).");
 
     m.def(
         "all_reduce_microseconds",

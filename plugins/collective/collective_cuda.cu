@@ -83,18 +83,18 @@ struct PeerCall {
     uint32_t call;
     int slot, previous;  // this call's slot; the previous call's, emptied at the end
 
-    __device__ explicit PeerCall(const PeerBuffers& p)
+    __device__ __forceinline__ explicit PeerCall(const PeerBuffers& p)
         : call(p.control[0]), slot(static_cast<int>(call % 3)), previous(static_cast<int>((call + 2) % 3)) {}
 
     template <class Raw>
-    __device__ static Raw* part_of(const PeerBuffers& p, int buffer, int s, int r) {
+    __device__ __forceinline__ static Raw* part_of(const PeerBuffers& p, int buffer, int s, int r) {
         return static_cast<Raw*>(p.buffers[buffer]) + (int64_t{s} * p.world + r) * (p.part_bytes / int64_t{sizeof(Raw)});
     }
 
     // Unit i of this rank's data into part `rank` of this slot in every rank's buffer (a -0 is
     // pushed as +0: -0 marks empty).
     template <class T, class Raw>
-    __device__ void push(const PeerBuffers& p, int64_t i, Raw v) const {
+    __device__ __forceinline__ void push(const PeerBuffers& p, int64_t i, Raw v) const {
         constexpr int kPer = sizeof(Raw) / sizeof(T);
         Bits<T>* e = reinterpret_cast<Bits<T>*>(&v);
 #pragma unroll
@@ -102,13 +102,10 @@ struct PeerCall {
         for (int r = 0; r < p.world; ++r) store_volatile(part_of<Raw>(p, r, slot, p.rank) + i, v);
     }
 
-    // acc = the float32 sum of unit i over the ranks, in rank order, each part waited for until it
-    // holds data.
+    // acc (zeros) += unit i of every rank's part, in rank order, each part waited for until it holds data.
     template <class T, class Raw>
-    __device__ void sum(const PeerBuffers& p, int64_t i, float (&acc)[sizeof(Raw) / sizeof(T)]) const {
+    __device__ __forceinline__ void sum(const PeerBuffers& p, int64_t i, float (&acc)[sizeof(Raw) / sizeof(T)]) const {
         constexpr int kPer = sizeof(Raw) / sizeof(T);
-#pragma unroll
-        for (int k = 0; k < kPer; ++k) acc[k] = 0.0f;
         for (int r = 0; r < p.world; ++r) {
             const Raw* src = part_of<Raw>(p, p.rank, slot, r) + i;
             Raw v;
@@ -129,7 +126,7 @@ struct PeerCall {
     // After this block's last read of the call: the previous call's slot (every rank has pushed into
     // it and this rank has read it all) is emptied, and the last block to finish numbers the next call.
     template <class T>
-    __device__ void finish(const PeerBuffers& p, int64_t bytes) const {
+    __device__ __forceinline__ void finish(const PeerBuffers& p, int64_t bytes) const {
         const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
         const int64_t previous_units = (int64_t{p.control[2 + previous]} + 15) / 16;
         const uint4 empty = make_uint4(kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>, kEmptyWord<T>);
@@ -157,7 +154,7 @@ __global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw
     const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = first; i < units; i += stride) c.push<T>(p, i, in[i]);
     for (int64_t i = first; i < units; i += stride) {
-        float acc[kPer];
+        float acc[kPer] = {};
         c.sum<T, Raw>(p, i, acc);
         Raw o;
         T* y = reinterpret_cast<T*>(&o);
@@ -188,7 +185,7 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
         const int64_t off = row * dim;
         float x[V] = {};
         if (active) {
-            float acc[V], r[V];
+            float acc[V] = {}, r[V];
             c.sum<T, uint4>(p, row * vectors + threadIdx.x, acc);
             load_vec(residual + off + col, r);
 #pragma unroll
@@ -274,6 +271,11 @@ void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual
     if (!peer_add_rms_norm_fits(dtype, dim, {partial, residual, weight, sum})) {
         throw std::invalid_argument("peer_all_reduce_add_rms_norm_cuda: dim " + std::to_string(dim) +
                                     " and pointers do not fit the kernel (see peer_add_rms_norm_fits)");
+    }
+    if (rows * dim * static_cast<int64_t>(dtype_size(dtype)) > peers.part_bytes) {
+        throw std::invalid_argument("peer_all_reduce_add_rms_norm_cuda: " + std::to_string(rows) + " x " +
+                                    std::to_string(dim) + " items exceed the peer buffers' " +
+                                    std::to_string(peers.part_bytes) + " bytes");
     }
     if (quant != nullptr) check_output_quant(*quant, dim, "all_reduce_add_rms_norm");
     TRTLLM_DISPATCH_FLOAT(dtype, T, {

@@ -223,15 +223,31 @@ void launch_peer_all_reduce(const void* in, void* out, int64_t units, const Peer
 
 size_t peer_part_bytes(size_t max_bytes) { return (max_bytes + 15) / 16 * 16; }
 
+// A buffer's 3 slots x world parts; the control words follow them.
+size_t peer_data_bytes(size_t max_bytes, int world) {
+    return 3 * static_cast<size_t>(world) * peer_part_bytes(max_bytes);
+}
+
 }  // namespace
 
 size_t peer_buffer_bytes(size_t max_bytes, int world) {
-    return 3 * static_cast<size_t>(world) * peer_part_bytes(max_bytes) + sizeof(uint32_t) * kPeerControlWords;
+    return peer_data_bytes(max_bytes, world) + sizeof(uint32_t) * kPeerControlWords;
+}
+
+PeerBuffers peer_buffers_layout(int rank, int world, size_t max_bytes, void* own) {
+    PeerBuffers p;
+    p.rank = rank;
+    p.world = world;
+    p.part_bytes = static_cast<int64_t>(peer_part_bytes(max_bytes));
+    if (own != nullptr) {
+        p.control = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(own) + peer_data_bytes(max_bytes, world));
+    }
+    return p;
 }
 
 void peer_buffer_init_cuda(void* buffer, size_t max_bytes, int world, DType dtype, cudaStream_t stream) {
-    const size_t data = 3 * static_cast<size_t>(world) * peer_part_bytes(max_bytes);
-    auto* control = reinterpret_cast<uint32_t*>(static_cast<std::byte*>(buffer) + data);
+    const size_t data = peer_data_bytes(max_bytes, world);
+    uint32_t* control = peer_buffers_layout(0, world, max_bytes, buffer).control;
     const auto units = static_cast<int64_t>(data / 16);
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         peer_buffer_init_kernel<T><<<blocks_for(units, kThreads), kThreads, 0, stream>>>(static_cast<uint4*>(buffer), units,

@@ -43,6 +43,9 @@ struct PeerBuffers {
 
 // One rank's buffer for messages of up to max_bytes between `world` ranks.
 size_t peer_buffer_bytes(size_t max_bytes, int world);
+// Rank `rank`'s view without the mapped buffers (the caller fills `buffers`): the part size, and
+// the control words of `own`, this rank's buffer (none if nullptr).
+PeerBuffers peer_buffers_layout(int rank, int world, size_t max_bytes, void* own);
 // Every element of `buffer` empty, its control zero (before any rank maps it).
 void peer_buffer_init_cuda(void* buffer, size_t max_bytes, int world, DType dtype, cudaStream_t stream);
 // out = the sum over the ranks of `in` (count elements of the buffers' dtype, at most max_bytes);

@@ -203,10 +203,7 @@ bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
     std::vector<cudaIpcMemHandle_t> handles(static_cast<size_t>(size()));
     m.all_gather(&handle, handles.data(), DType::kUInt8, sizeof handle, "exchanging the peer all-reduce's handles");
     kernels::PeerBuffers& p = impl_->peers;
-    p = kernels::PeerBuffers{};
-    p.rank = m.rank();
-    p.world = size();
-    p.part_bytes = static_cast<int64_t>((max_bytes + 15) / 16 * 16);
+    p = kernels::peer_buffers_layout(m.rank(), size(), max_bytes, impl_->own_buffer);
     for (int r = 0; r < size() && error.empty(); ++r) {
         void* base = impl_->own_buffer;
         if (r != m.rank()) {
@@ -220,10 +217,6 @@ bool NcclCommunicator::enable_peer_all_reduce(DType dtype, size_t max_bytes) {
             impl_->opened.push_back(base);
         }
         p.buffers[r] = base;
-    }
-    if (impl_->own_buffer != nullptr) {  // the control words follow the 3 x world parts
-        std::byte* own = static_cast<std::byte*>(impl_->own_buffer);
-        p.control = reinterpret_cast<uint32_t*>(own + 3 * size() * p.part_bytes);
     }
     if (!error.empty()) {
         std::fprintf(stderr, "trtllm rank %d: the peer all-reduce is unavailable (%s); all-reduces use NCCL\n",

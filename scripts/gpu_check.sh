@@ -275,11 +275,14 @@ tp_phase() {
   export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}  # this workplace's rule for shared GPUs (KINDS.md)
   mkdir -p "$dir"
   echo "tp: $(nvidia-smi -L | wc -l) GPUs; $(mpiexec --version 2>&1 | grep -m1 -i version)"
+  # Open MPI binds each of 2 ranks to one core by default; rank 0's host threads need more.
+  local mpirun=(mpiexec)
+  mpiexec --version 2>&1 | grep -qE "Open MPI|OpenRTE" && mpirun+=(--bind-to none)
   df -h "$dir" | tail -1
   local build_flags=(--target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096)
   local dtype=${TP_DTYPE:-bfloat16}
   # MPI itself first: a launcher or network problem shows here, not as every TP test failing.
-  timeout 60 mpiexec -n 2 "$PYTHON" -c "from trtllm_runtime import _core, parallel; c = parallel.world_comm(); \
+  timeout 60 "${mpirun[@]}" -n 2 "$PYTHON" -c "from trtllm_runtime import _core, parallel; c = parallel.world_comm(); \
 print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_core.nccl_available}, \
 {_core.mpi_library_version}')" || { echo "tp: mpiexec -n 2 failed; see above"; return 1; }
   # Making and converting the 8B (disk and CPU) overlaps the tests (GPUs, lightly).
@@ -313,7 +316,7 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   # takes most of a call to convert and build).
   local benchmarks=1
   [[ $dtype == float32 ]] && benchmarks=0
-  ((benchmarks == 0)) || timeout 120 mpiexec -n 2 "$PYTHON" scripts/bench_all_reduce.py \
+  ((benchmarks == 0)) || timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" scripts/bench_all_reduce.py \
     --json "$JSON_DIR/tp_all_reduce.json" || rc=1
   wait $prepare || { echo "tp: making / converting the 8B failed:"; tail -20 "$JSON_DIR/tp_prepare.log"; return 1; }
   cat "$JSON_DIR/tp_prepare.log"
@@ -345,9 +348,9 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   # (TRTLLM_CUSTOM_ALL_REDUCE=0), side by side.
   local run engine launch
   ((benchmarks)) && for run in tp1 tp2 tp2_nccl; do
-    engine=$engine2 launch=(mpiexec -n 2)
+    engine=$engine2 launch=("${mpirun[@]}" -n 2)
     [[ $run == tp1 ]] && engine=$engine1 launch=()
-    [[ $run == tp2_nccl ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=0 mpiexec -n 2)
+    [[ $run == tp2_nccl ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=0 "${mpirun[@]}" -n 2)
     timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
       --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_$run.json" >/dev/null || { echo "tp: latency $run failed"; rc=1; }
     timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
@@ -358,7 +361,7 @@ round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TT
 'tok/s at 256 req')" "$JSON_DIR/tp_latency_$run.json" "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
   done
   # Device time per op kind on each rank (graphs off, each op timed: all_reduce included).
-  ((benchmarks == 0)) || TRTLLM_PROFILE=1 timeout 120 mpiexec -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \
+  ((benchmarks == 0)) || TRTLLM_PROFILE=1 timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \
     --engine-dir "$engine2" --input-len 128 --output-len 64 --iterations 1 2>&1 >/dev/null | grep -v "^$" | tail -40
   "$PYTHON" - "$JSON_DIR" "$OUT" <<'PY' || rc=1
 import json, pathlib, sys

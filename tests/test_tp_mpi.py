@@ -177,6 +177,25 @@ def test_trtllm_bench_under_mpirun_times_the_plan_broadcast_within_the_leaders_s
     assert 0 < split["broadcast_ms"] <= split["step_host_ms"]
 
 
+def test_a_rank_bound_to_one_core_warns_how_to_launch_it(mpi):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: there is no wider binding to ask for")
+    command, launch_env = parallel.launcher_command(2)
+    # Both ranks inherit the single-CPU affinity, as Open MPI's default --bind-to core gives each its own core.
+    proc = subprocess.run(["taskset", "-c", "0", *command, sys.executable, "-c",
+                           "from trtllm_runtime import parallel; parallel.world_comm()"],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, env=launch_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} is bound to one CPU core (CPU 0 of" in proc.stderr, proc.stderr
+    assert "--bind-to none" in proc.stderr
+    # Our own launcher leaves the ranks unbound: no warning.
+    proc = subprocess.run([*command, sys.executable, "-c", "from trtllm_runtime import parallel; parallel.world_comm()"],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, env=launch_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bound to one CPU core" not in proc.stderr, proc.stderr
+
+
 def broken_copy(engine_dir: Path, tmp_path: Path, how: str) -> Path:
     broken = tmp_path / "engine"
     shutil.copytree(engine_dir, broken)

@@ -94,7 +94,20 @@ def world_comm() -> Any:
             raise RuntimeError(
                 f"the launcher started {os.environ[name]} ranks ({name}) but MPI sees {comm.size}: the launcher is "
                 f"not the one of the MPI this trtllm_runtime was built with ({_core.mpi_library_version})")
+    if comm.size > 1 and (warning := single_core_binding(os.sched_getaffinity(0), os.cpu_count() or 1, comm.rank)):
+        log.warning(warning)
     return comm
+
+
+def single_core_binding(affinity: set[int], cpu_count: int, rank: int) -> str | None:
+    """A warning when the launcher bound this rank to one CPU of several: Open MPI's mpirun binds
+    each rank to a core by default (-n <= 2), where the leader's scheduler, sampler, Python client
+    and CUDA host threads then take turns on it."""
+    if len(affinity) != 1 or cpu_count <= 1:
+        return None
+    return (f"rank {rank} is bound to one CPU core (CPU {next(iter(affinity))} of {cpu_count}), as Open MPI's mpirun "
+            f"does by default: its host threads (scheduler, sampler, CUDA) share that core, which slows every "
+            f"iteration. Launch with `mpirun --bind-to none` (or `--bind-to numa`)")
 
 
 def read_rank_config(engine_dir: Path, comm: Any) -> dict[str, Any]:
@@ -175,6 +188,7 @@ def launcher_command(n: int) -> tuple[list[str], dict[str, str]]:
     version = subprocess.run(base[:1] + ["--version"], capture_output=True, text=True, timeout=30)
     if "Open MPI" in version.stdout + version.stderr or "OpenRTE" in version.stdout + version.stderr:
         base.append("--oversubscribe")  # more ranks than cores is fine for CPU tests
+        base += ["--bind-to", "none"]  # not one core per rank: rank 0's host threads need several
         if os.geteuid() == 0:
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return base + ["-n", str(n)], env

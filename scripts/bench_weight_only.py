@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Weight-only and FP8 GEMV vs the bf16 GEMM at decode sizes on the Llama-3.1-8B shapes (GPU 0).
 
-    python scripts/bench_weight_only.py [--m 1] [--reps 200]
+    python scripts/bench_weight_only.py [--m 1] [--reps 200] [--tp 2]
 
 Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), and the weight-only
 GEMV (m <= 16; the dequantize + cuBLASLt path past that): int8 weight-only
 (per channel), int4 per channel and int4 AWQ (group 128, with a pre_quant_scale as o_proj / down_proj
 have), and the FP8 GEMM of fp8_linear (its best build-time tactic: our FP8 GEMV or cuBLASLt), in
 microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
+--tp N takes one rank's shapes under tensor parallelism (qkv and gate_up split along n, o and down
+along k). The same weights run `reps` times back to back, so the smaller ones are partly served
+from the 50 MB L2: for each kernel's time on cold weights, as in a model, run it under Nsight
+Compute with --cache-control all (scripts/gpu_check.sh ncu).
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--m", type=int, default=1)
     p.add_argument("--reps", type=int, default=200)
+    p.add_argument("--tp", type=int, default=1, help="one rank's shapes at this tensor-parallel size")
     args = p.parse_args()
+    column_parallel = {"qkv", "gate_up"}  # split along n; the others (row parallel) along k
+    shapes = {name: (n // args.tp, k) if name in column_parallel else (n, k // args.tp)
+              for name, (n, k) in SHAPES.items()}
     total = {"bf16": 0.0, "int8_wo": 0.0, "int4_wo": 0.0, "int4_awq": 0.0, "fp8": 0.0}
     print(f"{'layer':8} {'n x k':>12} | {'bf16 us':>8} {'GB/s':>6} | {'int8 us':>8} {'GB/s':>6} | "
           f"{'int4 us':>8} {'GB/s':>6} | {'awq us':>8} {'GB/s':>6} | {'fp8 us':>8} {'GB/s':>6}")
-    for name, (n, k) in SHAPES.items():
+    for name, (n, k) in shapes.items():
         tuned = _core.cuda_autotune_gemm(n, k, "bfloat16", "bfloat16", False, [args.m], 16, args.reps)[0]
         runs = {"bf16": (tuned["best_us"], 2 * n * k)}
         for label, bits, group, pre in (("int8_wo", 8, k, False), ("int4_wo", 4, k, False),

@@ -8,7 +8,8 @@
 # gpu_check.json.
 #
 #   scripts/gpu_check.sh [PHASES]   PHASES: comma-separated, of build, test, bench (the 1B model),
-#                                   bench8b, tp, smol (the SmolLM2 GPU tests alone);
+#                                   bench8b, ncu (each kernel's time on cold caches), tp, smol
+#                                   (the SmolLM2 GPU tests alone);
 #                                   all = build,test,bench (the default). build, test, tp and smol
 #                                   (re)run the incremental `pip install -e .`; bench and bench8b
 #                                   build only where nothing was built yet.
@@ -261,6 +262,38 @@ if has bench8b && ((build_rc == 0)); then
   )
   rc=$?
   ((bench_rc <= 0)) && bench_rc=$rc
+fi
+
+# --- each kernel's device time on cold caches (phase ncu) -----------------------------------------
+# Nsight Compute times every kernel alone, with the caches flushed before it (--cache-control all)
+# and the clocks left alone: the decode GEMVs of scripts/bench_weight_only.py at TP=1 and TP=2
+# shapes ($OUT/ncu_gemv_tp{1,2}.csv), and every kernel of about two batch-1 decode steps of the
+# Llama-3.1-8B shape in bf16 with graphs off ($OUT/ncu_decode_8b.csv; the bf16 engine of bench8b,
+# built here if missing). The time of a kernel alone, against its bytes at the copy bandwidth.
+if has ncu && ((build_rc == 0)); then
+  ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  ncu_run() {  # csv name, ncu args and command...
+    local csv=$1; shift
+    timeout 240 "$ncu_bin" --clock-control none --cache-control all --csv \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum "$@" > "$OUT/$csv" \
+      2> "$JSON_DIR/$csv.err" || { echo "ncu $csv: rc $?"; tail -5 "$JSON_DIR/$csv.err"; }
+    echo "ncu $csv: $(grep -c gpu__time_duration "$OUT/$csv") kernels timed"
+  }
+  for tp in 1 2; do
+    ncu_run ncu_gemv_tp$tp.csv -k regex:gemv "$PYTHON" scripts/bench_weight_only.py --reps 1 --tp $tp
+  done
+  B=/tmp/bench8b
+  if [[ ! -f $B/engine_bf16/config.json ]]; then
+    mkdir -p $B
+    [[ -d $B/llama_8b ]] || "$PYTHON" scripts/make_random_llama.py --out $B/llama_8b --preset 8b
+    "$PYTHON" -m trtllm_build.cli.convert --model-dir $B/llama_8b --output-dir $B/ckpt_bf16 --dtype bfloat16 \
+      --log-level WARNING && "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_bf16 --output-dir \
+      $B/engine_bf16 --target cuda --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 4096 2>&1 | grep -E "error"
+    rm -rf $B/ckpt_bf16
+  fi
+  # Warm-up (prefill + 3 decode steps) and the timed run's prefill and first decode steps skipped.
+  TRTLLM_CUDA_GRAPHS=0 ncu_run ncu_decode_8b.csv --launch-skip ${NCU_SKIP:-2600} --launch-count 700 \
+    "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine_bf16 --input-len 128 --output-len 8 --iterations 1
 fi
 
 # --- tensor parallelism (phase tp; two or more GPUs) ----------------------------------------------

@@ -279,11 +279,20 @@ if has ncu && ((build_rc == 0)); then
       2> "$JSON_DIR/$csv.err" || { echo "ncu $csv: rc $?"; tail -5 "$JSON_DIR/$csv.err"; }
     echo "ncu $csv: $(grep -c gpu__time_duration "$OUT/$csv") kernels timed"
   }
+  # NCU_GEMV_ENV: extra runs of the GEMVs, each under an environment ("NAME=V NAME2=V2;..."), for A/B.
+  IFS=';' read -ra gemv_envs <<< "${NCU_GEMV_ENV:-}"
   for tp in 1 2; do
     ncu_run ncu_gemv_tp$tp.csv -k regex:gemv "$PYTHON" scripts/bench_weight_only.py --reps 1 --tp $tp
+    for i in "${!gemv_envs[@]}"; do
+      echo "ncu ncu_gemv_tp${tp}_env$i.csv: ${gemv_envs[$i]}"
+      ncu_run ncu_gemv_tp${tp}_env$i.csv -k regex:gemv env ${gemv_envs[$i]} "$PYTHON" scripts/bench_weight_only.py \
+        --reps 1 --tp $tp
+    done
   done
   B=/tmp/bench8b
-  if [[ ! -f $B/engine_bf16/config.json ]]; then
+  if [[ ${NCU_DECODE:-1} == 0 ]]; then
+    :
+  elif [[ ! -f $B/engine_bf16/config.json ]]; then
     mkdir -p $B
     [[ -d $B/llama_8b ]] || "$PYTHON" scripts/make_random_llama.py --out $B/llama_8b --preset 8b
     "$PYTHON" -m trtllm_build.cli.convert --model-dir $B/llama_8b --output-dir $B/ckpt_bf16 --dtype bfloat16 \
@@ -292,7 +301,7 @@ if has ncu && ((build_rc == 0)); then
     rm -rf $B/ckpt_bf16
   fi
   # Warm-up (prefill + 3 decode steps) and the timed run's prefill and first decode steps skipped.
-  TRTLLM_CUDA_GRAPHS=0 ncu_run ncu_decode_8b.csv --launch-skip ${NCU_SKIP:-2600} --launch-count 700 \
+  [[ ${NCU_DECODE:-1} == 0 ]] || TRTLLM_CUDA_GRAPHS=0 ncu_run ncu_decode_8b.csv --launch-skip ${NCU_SKIP:-2600} --launch-count 700 \
     "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine_bf16 --input-len 128 --output-len 8 --iterations 1
 fi
 

@@ -387,7 +387,9 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
     CudaStream stream;
     const int64_t max_lt_m = lt_rows(s, max_m);
     DeviceBuffer x(static_cast<size_t>(max_lt_m * s.k) * dtype_size(s.x_dtype));
-    DeviceBuffer w(static_cast<size_t>(s.n * s.k) * dtype_size(s.x_dtype));
+    const cuda::ColdWeights cold(static_cast<size_t>(s.n * s.k) * dtype_size(s.x_dtype));
+    DeviceBuffer w(cold.bytes());
+    const int64_t w_elems = static_cast<int64_t>(cold.bytes() / dtype_size(s.x_dtype));
     DeviceBuffer y(static_cast<size_t>(max_m * s.n) * dtype_size(s.y_dtype));
     DeviceBuffer bias(s.has_bias ? static_cast<size_t>(s.n) * dtype_size(s.y_dtype) : 0);
     // int8: cuBLASLt writes int32 accumulators (the whole m at once here), our epilogue reads them.
@@ -395,10 +397,10 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
     DeviceBuffer alpha_per_n(int8 ? static_cast<size_t>(s.n) * sizeof(float) : 0);
     if (quantized) {
         fill_random_quantized(x.get(), s.x_dtype, max_lt_m * s.k, 1, stream.get());
-        fill_random_quantized(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+        fill_random_quantized(w.get(), s.x_dtype, w_elems, 2, stream.get());
     } else {
         fill_random(x.get(), s.x_dtype, max_m * s.k, 1, stream.get());
-        fill_random(w.get(), s.x_dtype, s.n * s.k, 2, stream.get());
+        fill_random(w.get(), s.x_dtype, w_elems, 2, stream.get());
     }
     if (int8) fill_random(alpha_per_n.get(), DType::kFloat32, s.n, 4, stream.get());
     if (s.has_bias) fill_random(bias.get(), s.y_dtype, s.n, 3, stream.get());
@@ -421,9 +423,9 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
             CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(base.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
         }
         auto time_algo = [&](const cublasLtMatmulAlgo_t& algo) -> float {
-            auto once = [&] {  // int8: the epilogue is part of every cuBLASLt candidate's time
-                const cublasStatus_t st = matmul(base, algo, s, x.get(), w.get(), int8 ? acc.get() : y.get(), &scales,
-                                                 stream.get());
+            auto once = [&](int i) {  // int8: the epilogue is part of every cuBLASLt candidate's time
+                const cublasStatus_t st = matmul(base, algo, s, x.get(), cold.at(w.get(), i), int8 ? acc.get() : y.get(),
+                                                 &scales, stream.get());
                 if (int8 && st == CUBLAS_STATUS_SUCCESS) {
                     int8_epilogue_cuda(acc.as<int32_t>(), scales.alpha_per_n, s.has_bias ? bias.get() : nullptr,
                                        y.get(), s.y_dtype, m, s.n, stream.get());
@@ -431,10 +433,10 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
                 return st;
             };
             for (int i = 0; i < 3; ++i) {
-                if (once() != CUBLAS_STATUS_SUCCESS) return -1.0f;
+                if (once(i) != CUBLAS_STATUS_SUCCESS) return -1.0f;
             }
             CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
-            for (int i = 0; i < reps; ++i) once();
+            for (int i = 0; i < reps; ++i) once(i);
             CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
             CHECK_CUDA(cudaEventSynchronize(stop.get()));
             float ms_total = 0.0f;
@@ -456,16 +458,16 @@ std::vector<CublasLtGemm::Tuned> CublasLtGemm::autotune(const GemmShape& s, cons
         }
         if (gemv_supported(s, m)) {
             const void* bp = s.has_bias ? bias.get() : nullptr;
-            auto once = [&] {
+            auto once = [&](int i) {
                 if (quantized) {
-                    quant_gemv_cuda(s, m, x.get(), w.get(), bp, y.get(), scales, stream.get());
+                    quant_gemv_cuda(s, m, x.get(), cold.at(w.get(), i), bp, y.get(), scales, stream.get());
                 } else {
-                    gemv(s, m, x.get(), w.get(), bp, y.get(), stream.get());
+                    gemv(s, m, x.get(), cold.at(w.get(), i), bp, y.get(), stream.get());
                 }
             };
-            for (int i = 0; i < 3; ++i) once();
+            for (int i = 0; i < 3; ++i) once(i);
             CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
-            for (int i = 0; i < reps; ++i) once();
+            for (int i = 0; i < reps; ++i) once(i);
             CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
             CHECK_CUDA(cudaEventSynchronize(stop.get()));
             float ms_total = 0.0f;

@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -14,7 +15,6 @@ using cuda::from_float;
 using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
-constexpr int kGemvRowsPerWarp = 2;   // rows sharing each x load
 // 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
 // the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
 // of many rows of x dominate anyway.
@@ -120,16 +120,15 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
-// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
+// y[mi, row] for mi < m <= M and the R rows of this warp (sharing each x load). Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M>
+template <class T, int BITS, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
-    constexpr int R = kGemvRowsPerWarp;
     constexpr int kGemvUnroll = gemv_unroll(M);
     cuda::pdl_launch_dependents();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -258,11 +257,15 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M>
+template <class T, int BITS, int M, int R = 2>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
+    static const int one_row = std::getenv("TRTLLM_WO_ONE_ROW") ? std::atoi(std::getenv("TRTLLM_WO_ONE_ROW")) : 0;
+    if constexpr (M == 1 && R == 2) {
+        if (one_row) return launch_gemv<T, BITS, 1, 1>(w, x, y, m, stream);
+    }
+    constexpr int kRowsPerBlock = kGemvWarps * R;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    cuda::launch(weight_only_gemv_kernel<T, BITS, M>, grid, kGemvWarps * 32, 0, stream,
+    cuda::launch(weight_only_gemv_kernel<T, BITS, M, R>, grid, kGemvWarps * 32, 0, stream,
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));
@@ -387,7 +390,8 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
     const int64_t max_m = *std::max_element(ms.begin(), ms.end());
     const size_t esz = dtype_size(shape.dtype);
     WeightOnlyGemmCuda w = shape;
-    DeviceBuffer weight(static_cast<size_t>(w.n * w.k * w.weight_bits / 8));
+    const cuda::ColdWeights cold(static_cast<size_t>(w.n * w.k * w.weight_bits / 8));
+    DeviceBuffer weight(cold.bytes());
     DeviceBuffer scale(static_cast<size_t>(w.n * (w.k / w.group_size)) * esz), pre(static_cast<size_t>(w.k) * esz);
     DeviceBuffer bias(static_cast<size_t>(w.n) * esz), x(static_cast<size_t>(max_m * w.k) * esz);
     DeviceBuffer y(static_cast<size_t>(max_m * w.n) * esz);
@@ -403,11 +407,14 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
     CudaStream stream;
     CudaEvent start, stop;
     auto time_path = [&](int64_t m, WeightOnlyPath path) {
-        for (int i = 0; i < 3; ++i) weight_only_gemm_cuda(w, x.get(), y.get(), m, scratch.get(), gemm, stream.get(), &path);
+        auto once = [&](int i) {
+            WeightOnlyGemmCuda wi = w;
+            wi.weight = cold.at(weight.get(), i);
+            weight_only_gemm_cuda(wi, x.get(), y.get(), m, scratch.get(), gemm, stream.get(), &path);
+        };
+        for (int i = 0; i < 3; ++i) once(i);
         CHECK_CUDA(cudaEventRecord(start.get(), stream.get()));
-        for (int i = 0; i < reps; ++i) {
-            weight_only_gemm_cuda(w, x.get(), y.get(), m, scratch.get(), gemm, stream.get(), &path);
-        }
+        for (int i = 0; i < reps; ++i) once(i);
         CHECK_CUDA(cudaEventRecord(stop.get(), stream.get()));
         CHECK_CUDA(cudaEventSynchronize(stop.get()));
         float ms_total = 0.0f;

@@ -213,7 +213,9 @@ if has bench8b && ((build_rc == 0)); then
       [[ -d $B/engine_$q ]] || { convert8 $q $(convert_args $q) & pids+=($!); }
     done
     # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s).
-    timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
+    # LATENCY_ONLY_8B=1: batch-1 decode of each engine alone (no microbenchmark, no throughput runs).
+    quick=${LATENCY_ONLY_8B:-0}
+    ((quick)) || timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
     for pid in "${pids[@]}"; do wait $pid; done
     what="made the HF model"
     ((parallel_convert)) && what="made and converted ${schemes[*]}"
@@ -230,8 +232,8 @@ if has bench8b && ((build_rc == 0)); then
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
       # The same with programmatic dependent launch off: what it gives, side by side.
-      TRTLLM_PDL=0 bench8 $B/engine_bf16 latency_nopdl latency --input-len 128 --output-len 256 --iterations 2
-      bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
+      ((quick)) || TRTLLM_PDL=0 bench8 $B/engine_bf16 latency_nopdl latency --input-len 128 --output-len 256 --iterations 2
+      ((quick)) || bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
       # PROFILE_8B=1: device time per op kind of that throughput run (graphs off, each op timed).
       if [[ ${PROFILE_8B:-0} == 1 ]]; then
         TRTLLM_PROFILE=1 timeout 200 "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir $B/engine_bf16 \
@@ -240,7 +242,7 @@ if has bench8b && ((build_rc == 0)); then
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
       bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
-      [[ $q == fp8 ]] && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
+      [[ $q == fp8 ]] && ((!quick)) && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
         --num-requests 1024
       rm -rf $B/engine_$q
     done

@@ -8,10 +8,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <utility>
 
 #include "trtllm/cuda_utils.h"
 #include "trtllm/dtype.h"
@@ -69,80 +67,6 @@ __device__ __forceinline__ float block_sum(float v) {
     __syncthreads();
     v = lane < warps ? partial[lane] : 0.0f;
     return warp_sum(v);
-}
-
-// Programmatic dependent launch (Hopper): a kernel started by `launch` below may become resident
-// while the previous kernel of the stream is still finishing, which hides most of the gap between
-// the small dependent kernels of a decode step (~9 per layer). The contract for such a kernel:
-// pdl_wait() before it reads anything an earlier kernel wrote and before it writes anything at all
-// (only constant data, the weights, may be touched before: prefetched into L2); every block calls
-// it, so the kernel cannot finish before its predecessor (what makes the chain transitive).
-// pdl_launch_dependents() lets the next kernel launch once all of this kernel's blocks are
-// resident; it orders nothing (the next kernel's pdl_wait waits for this one to complete).
-// Both are no-ops in a kernel launched without the attribute.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-// Both at the top of a kernel that has nothing to prefetch.
-__device__ __forceinline__ void pdl_start() {
-    pdl_launch_dependents();
-    pdl_wait();
-}
-
-// A GEMV warp's weights to bring into L2 before its pdl_wait: while the kernels before it run
-// (attention and norms at batch 1 leave DRAM mostly idle), the first bytes of its rows stream in.
-// Every resident warp (up to 64 per SM) does so: 4 KB each stays within the 50 MB L2 of an H100.
-constexpr int kPrefetchBytesPerWarp = 4096;
-
-// Brings [p, p + bytes) of read-only data into L2: one 128-byte line per lane and step.
-__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes, int lane) {
-    for (int64_t off = int64_t{lane} * 128; off < bytes; off += 32 * 128) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p) + off));
-    }
-}
-
-// Whether kernels launch with programmatic dependent launch: on compute capability >= 9.0, unless
-// TRTLLM_PDL=0 (for measuring it against the plain launch, and as a way out should a driver
-// misbehave). Decided once per process (one GPU per process).
-inline bool pdl_enabled() {
-    static const bool enabled = [] {
-        const char* env = std::getenv("TRTLLM_PDL");
-        if (env != nullptr && std::string(env) == "0") return false;
-        int device = 0, major = 0;
-        if (cudaGetDevice(&device) != cudaSuccess ||
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-            cudaGetLastError();  // not this launch's error
-            return false;
-        }
-        return major >= 9;
-    }();
-    return enabled;
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch where enabled.
-// Only for kernels that keep the contract above.
-template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    CHECK_CUDA(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
 // Where build-time tactics are timed: copies of one weight laid end to end, each call on the next,

@@ -231,8 +231,6 @@ if has bench8b && ((build_rc == 0)); then
     done
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
       bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
-      # The same with programmatic dependent launch off: what it gives, side by side.
-      ((quick)) || TRTLLM_PDL=0 bench8 $B/engine_bf16 latency_nopdl latency --input-len 128 --output-len 256 --iterations 2
       ((quick)) || bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
       # PROFILE_8B=1: device time per op kind of that throughput run (graphs off, each op timed).
       if [[ ${PROFILE_8B:-0} == 1 ]]; then
@@ -406,14 +404,6 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
 round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TTFT,', round(t['output_tokens_per_s']), \
 'tok/s at 256 req')" "$JSON_DIR/tp_latency_$run.json" "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
   done
-  # Programmatic dependent launch off (TRTLLM_PDL=0), batch-1 decode: what it gives, side by side.
-  ((benchmarks)) && for run in tp1 tp2; do
-    engine=$engine2 launch=(env TRTLLM_PDL=0 "${mpirun[@]}" -n 2)
-    [[ $run == tp1 ]] && engine=$engine1 launch=(env TRTLLM_PDL=0)
-    timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
-      --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_${run}_nopdl.json" >/dev/null ||
-      { echo "tp: latency $run without PDL failed"; rc=1; }
-  done
   # Device time per op kind on each rank (graphs off, each op timed: all_reduce included).
   ((benchmarks == 0)) || TRTLLM_PROFILE=1 timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \
     --engine-dir "$engine2" --input-len 128 --output-len 64 --iterations 1 2>&1 >/dev/null | grep -v "^$" | tail -40
@@ -427,7 +417,6 @@ for mode, key in (("latency", "decode_tokens_per_s"), ("throughput", "output_tok
     r1, r2, r2n = (load(f"tp_{mode}_{run}.json") for run in ("tp1", "tp2", "tp2_nccl"))
     summary[mode] = {"tp1": r1, "tp2": r2, "tp2_nccl": r2n, "scaling": r2[key] / r1[key] if r1 and r2 else None,
                      "scaling_nccl": r2n[key] / r1[key] if r1 and r2n else None}
-summary["latency"].update({f"{run}_nopdl": load(f"tp_latency_{run}_nopdl.json") for run in ("tp1", "tp2")})
 (pathlib.Path(sys.argv[2]) / "tp_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 g, lat, thr = summary["greedy"], summary["latency"], summary["throughput"]
 print(f"tp 8B greedy TP=2 vs TP=1: {g['identical']}/{g['prompts']} prompts identical for {g['new_tokens']} tokens, "
@@ -437,10 +426,6 @@ if lat["scaling"]:
     print(f"tp 8B bs1 decode tok/s: TP=1 {lat['tp1']['decode_tokens_per_s']:.1f}, TP=2 {lat['tp2']['decode_tokens_per_s']:.1f}, "
           f"scaling {lat['scaling']:.2f}x (target >= 1.6x){nccl(lat, 'decode_tokens_per_s', '.1f')}; "
           f"TTFT ms {lat['tp1']['ttft_ms']:.1f} / {lat['tp2']['ttft_ms']:.1f}")
-if lat["tp1_nopdl"] and lat["tp2_nopdl"]:
-    t1, t2 = lat["tp1_nopdl"]["decode_tokens_per_s"], lat["tp2_nopdl"]["decode_tokens_per_s"]
-    print(f"tp 8B bs1 decode tok/s with programmatic dependent launch off (TRTLLM_PDL=0): TP=1 {t1:.1f}, TP=2 {t2:.1f}, "
-          f"scaling {t2 / t1:.2f}x")
 if thr["scaling"]:
     print(f"tp 8B 256 req 128/128 out tok/s: TP=1 {thr['tp1']['output_tokens_per_s']:.0f}, "
           f"TP=2 {thr['tp2']['output_tokens_per_s']:.0f}, scaling {thr['scaling']:.2f}x{nccl(thr, 'output_tokens_per_s', '.0f')}")

@@ -31,7 +31,6 @@ using attn::kv_row;
 template <class T, class C>
 __global__ void qkv_prep_kernel(const T* qkv, float* q_out, C* kv, KvScale kvs, PagedBatchCuda b, int h, int h_kv,
                                 int d, const float* inv_freq, const T* q_norm, const T* k_norm, float eps) {
-    pdl_start();
     extern __shared__ float prep_smem[];
     const int token = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int head = blockIdx.y * kPrepWarps + warp;
@@ -125,7 +124,7 @@ void run_attention(const T* qkv, T* out, C* kv, KvScale kvs, const PagedBatchCud
     const int h = params.num_heads, h_kv = params.num_kv_heads, d = params.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
-    launch(qkv_prep_kernel<T, C>, prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream,
+    qkv_prep_kernel<T, C><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
         qkv, scratch.q, kv, kvs, batch, h, h_kv, d, params.rope_inv_freq, static_cast<const T*>(params.q_norm),
         static_cast<const T*>(params.k_norm), params.qk_norm_eps);
     CHECK_LAUNCH("qkv_prep_kernel");

@@ -50,7 +50,6 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
                                                                 float* part_ml, T* out) {
-    pdl_start();
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -212,7 +211,6 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
 template <class T>
 __global__ void decode_combine_kernel(const float* part_o, const float* part_ml, const PagedBatchCuda b,
                                       const int32_t* decode_requests, int h, int d, int num_splits, T* out) {
-    pdl_start();
     const int dec = blockIdx.x, head = blockIdx.y;
     const int token = b.token_start[decode_requests[dec]];
     const int64_t base = (int64_t{dec} * h + head) * num_splits;
@@ -246,7 +244,6 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
                                                                   PagedBatchCuda b,
                                                                   const int32_t* tiles, int tile_tokens, int h,
                                                                   int h_kv, float scale) {
-    pdl_start();
     constexpr int V = kVec<T>;
     constexpr int kHalf = D / 2;
     constexpr int kQStride = D + 1, kKStride = D + 4, kSStride = kKeyTile + 1;
@@ -371,7 +368,7 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
             return true;
         }();
         (void)configured;
-        launch(prefill_kernel<T, C, D>, dim3(w.num_prefill_tiles, h_kv), kPrefillThreads, smem, stream,
+        prefill_kernel<T, C, D><<<dim3(w.num_prefill_tiles, h_kv), kPrefillThreads, smem, stream>>>(
             q, kv, kvs, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale);
         CHECK_LAUNCH("prefill_kernel");
     }
@@ -386,11 +383,11 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         }
         float* part_o = partial;
         float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
-        launch(decode_kernel<T, C, D>, dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream,
+        decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
             q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml, out);
         CHECK_LAUNCH("decode_kernel");
         if (w.num_splits > 1) {
-            launch(decode_combine_kernel<T>, dim3(w.num_decode, h), 128, 0, stream, part_o, part_ml, b, w.decode_requests, h,
+            decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h,
                                                                               D, w.num_splits, out);
             CHECK_LAUNCH("decode_combine_kernel");
         }

@@ -133,7 +133,6 @@ template <class T, int D>
 __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, const T* kv, T* out, PagedBatchCuda b,
                                                                 const int32_t* tiles, int tile_tokens, int h,
                                                                 int h_kv, float scale_log2) {
-    pdl_start();
     constexpr int S = tc_stride<D>();
     constexpr int kChunks = D / 8;  // 16-byte chunks per row
     constexpr int kKSteps = D / 16;
@@ -320,7 +319,7 @@ void launch_prefill_tc(const AttentionWork& w, const PagedBatchCuda& b, const fl
         return true;
     }();
     (void)configured;
-    launch(prefill_tc_kernel<T, D>, dim3(w.num_prefill_tiles, h_kv), kTcThreads, smem, stream,
+    prefill_tc_kernel<T, D><<<dim3(w.num_prefill_tiles, h_kv), kTcThreads, smem, stream>>>(
         q, kv, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale * kLog2e);
     CHECK_LAUNCH("prefill_tc_kernel");
 }

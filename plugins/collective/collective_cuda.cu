@@ -19,7 +19,6 @@ constexpr int kThreads = 256;
 // One thread per output unit (U: 1 to 16 bytes, a whole number of units per shard row).
 template <class U>
 __global__ void concat_shards_kernel(const U* gathered, U* out, int64_t rows, int64_t shard_units, int tp) {
-    pdl_start();
     const int64_t row_units = shard_units * tp, total = rows * row_units;
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -31,20 +30,18 @@ __global__ void concat_shards_kernel(const U* gathered, U* out, int64_t rows, in
 
 template <class U>
 void launch_concat(const void* gathered, void* out, int64_t rows, int64_t shard_units, int tp, cudaStream_t stream) {
-    launch(concat_shards_kernel<U>, blocks_for(rows * shard_units * tp, kThreads), kThreads, 0, stream,
+    concat_shards_kernel<U><<<blocks_for(rows * shard_units * tp, kThreads), kThreads, 0, stream>>>(
         static_cast<const U*>(gathered), static_cast<U*>(out), rows, shard_units, tp);
 }
 
 template <class T>
 __global__ void widen_kernel(const T* x, float* y, int64_t n) {
-    pdl_start();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = to_float(x[i]);
 }
 
 template <class T>
 __global__ void narrow_kernel(const float* x, T* y, int64_t n) {
-    pdl_start();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = from_float<T>(x[i]);
 }
@@ -152,7 +149,6 @@ struct PeerCall {
 template <class T, class Raw>
 __global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw* in, Raw* out, int64_t units,
                                                                         PeerBuffers p) {
-    pdl_start();
     constexpr int kPer = sizeof(Raw) / sizeof(T);
     const PeerCall c(p);
     const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
@@ -178,7 +174,6 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
                                                                             const T* weight, Store normed, T* sum,
                                                                             int64_t rows, int vectors, float eps,
                                                                             PeerBuffers p) {
-    pdl_start();
     constexpr int V = kVec<T>;
     const PeerCall c(p);
     const int64_t dim = int64_t{vectors} * V, col = int64_t{threadIdx.x} * V;
@@ -222,7 +217,7 @@ __global__ void peer_buffer_init_kernel(uint4* buffer, int64_t units, uint32_t* 
 template <class T, class Raw>
 void launch_peer_all_reduce(const void* in, void* out, int64_t units, const PeerBuffers& peers, cudaStream_t stream) {
     const int64_t blocks = std::min<int64_t>(kPeerMaxBlocks, (units + kPeerThreads - 1) / kPeerThreads);
-    launch(peer_all_reduce_kernel<T, Raw>, static_cast<unsigned>(blocks), kPeerThreads, 0, stream,
+    peer_all_reduce_kernel<T, Raw><<<static_cast<unsigned>(blocks), kPeerThreads, 0, stream>>>(
         static_cast<const Raw*>(in), static_cast<Raw*>(out), units, peers);
 }
 
@@ -304,7 +299,7 @@ void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual
         const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
         const auto blocks = static_cast<unsigned>(std::min<int64_t>(kPeerMaxBlocks, rows));
         TRTLLM_DISPATCH_STORE(T, quant, normed, {
-            launch(peer_all_reduce_add_rms_norm_kernel<T, Store>, blocks, threads, 0, stream,
+            peer_all_reduce_add_rms_norm_kernel<T, Store><<<blocks, threads, 0, stream>>>(
                 static_cast<const uint4*>(partial), static_cast<const T*>(residual), static_cast<const T*>(weight),
                 store, static_cast<T*>(sum), rows, vectors, eps, peers);
         });
@@ -337,7 +332,7 @@ void concat_shards_cuda(const void* gathered, void* out, size_t elem_bytes, int6
 void widen_to_float_cuda(const void* x, DType dtype, float* y, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        launch(widen_kernel<T>, blocks_for(n, kThreads), kThreads, 0, stream, static_cast<const T*>(x), y, n);
+        widen_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x), y, n);
     });
     CHECK_LAUNCH("widen_kernel");
 }
@@ -345,7 +340,7 @@ void widen_to_float_cuda(const void* x, DType dtype, float* y, int64_t n, cudaSt
 void narrow_from_float_cuda(const float* x, void* y, DType dtype, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        launch(narrow_kernel<T>, blocks_for(n, kThreads), kThreads, 0, stream, x, static_cast<T*>(y), n);
+        narrow_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(x, static_cast<T*>(y), n);
     });
     CHECK_LAUNCH("narrow_kernel");
 }

@@ -8,7 +8,6 @@ namespace {
 
 template <class V>
 __global__ void gather_rows_kernel(const V* x, const int32_t* rows, V* y, int64_t row_elems) {
-    cuda::pdl_start();
     const int64_t src = rows[blockIdx.x];
     const V* in = x + src * row_elems;
     V* out = y + int64_t{blockIdx.x} * row_elems;
@@ -22,13 +21,13 @@ void gather_rows_cuda(const void* x, const int32_t* rows, void* y, int64_t num_r
     if (num_rows <= 0 || row_bytes <= 0) return;
     const auto grid = static_cast<unsigned>(num_rows);
     if (row_bytes % 16 == 0 && cuda::aligned16(x) && cuda::aligned16(y)) {
-        cuda::launch(gather_rows_kernel<uint4>, grid, 128, 0, stream, static_cast<const uint4*>(x), rows, static_cast<uint4*>(y),
+        gather_rows_kernel<uint4><<<grid, 128, 0, stream>>>(static_cast<const uint4*>(x), rows, static_cast<uint4*>(y),
                                                              row_bytes / 16);
     } else if (row_bytes % 4 == 0) {
-        cuda::launch(gather_rows_kernel<uint32_t>, grid, 128, 0, stream, static_cast<const uint32_t*>(x), rows,
+        gather_rows_kernel<uint32_t><<<grid, 128, 0, stream>>>(static_cast<const uint32_t*>(x), rows,
                                                                 static_cast<uint32_t*>(y), row_bytes / 4);
     } else {
-        cuda::launch(gather_rows_kernel<uint8_t>, grid, 128, 0, stream, static_cast<const uint8_t*>(x), rows,
+        gather_rows_kernel<uint8_t><<<grid, 128, 0, stream>>>(static_cast<const uint8_t*>(x), rows,
                                                                static_cast<uint8_t*>(y), row_bytes);
     }
     CHECK_LAUNCH("gather_rows_kernel");

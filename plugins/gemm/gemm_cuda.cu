@@ -54,14 +54,10 @@ __global__ void gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, co
                             TY* __restrict__ y, int n, int k) {
     constexpr int V = cuda::kVec<T>;
     constexpr int kUnroll = 4;
-    cuda::pdl_launch_dependents();
     const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (j >= n) return;
     const int lane = threadIdx.x % 32;
     const T* wr = w + int64_t{j} * k;
-    const int64_t row_bytes = int64_t{k} * sizeof(T);
-    cuda::prefetch_l2(wr, row_bytes < cuda::kPrefetchBytesPerWarp ? row_bytes : cuda::kPrefetchBytesPerWarp, lane);
-    cuda::pdl_wait();
     float acc[M];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) acc[mi] = 0.0f;
@@ -112,10 +108,10 @@ void launch_gemv(int64_t m, const void* x, const void* w, const void* bias, void
     auto* yp = static_cast<TY*>(y);
     const int ni = static_cast<int>(n), ki = static_cast<int>(k);
     switch (m) {
-        case 1: cuda::launch(gemv_kernel<T, TY, 1>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        case 2: cuda::launch(gemv_kernel<T, TY, 2>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        case 3: cuda::launch(gemv_kernel<T, TY, 3>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
-        default: cuda::launch(gemv_kernel<T, TY, 4>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki); break;
+        case 1: gemv_kernel<T, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 2: gemv_kernel<T, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 3: gemv_kernel<T, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        default: gemv_kernel<T, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
     }
     CHECK_LAUNCH("gemv_kernel");
 }

@@ -69,15 +69,9 @@ __global__ void quant_gemv_kernel(const uint8_t* __restrict__ x, const uint8_t* 
                                   const float* __restrict__ alpha_per_n) {
     constexpr int V = kBytesPerLoad;
     constexpr bool kFp8 = std::is_same_v<Acc, float>;
-    cuda::pdl_launch_dependents();
     const int j0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kCols;
     if (j0 >= n) return;  // n % kCols == 0: the warp's columns all exist
     const int lane = threadIdx.x % 32;
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-        cuda::prefetch_l2(w + int64_t{j0 + c} * k, k < cuda::kPrefetchBytesPerWarp / kCols ? k : cuda::kPrefetchBytesPerWarp / kCols, lane);
-    }
-    cuda::pdl_wait();
     Acc acc[M][kCols];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
@@ -139,10 +133,10 @@ void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias
     auto* yp = static_cast<TY*>(y);
     const int ni = static_cast<int>(n), ki = static_cast<int>(k);
     switch (m) {
-        case 1: cuda::launch(quant_gemv_kernel<Acc, TY, 1>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        case 2: cuda::launch(quant_gemv_kernel<Acc, TY, 2>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        case 3: cuda::launch(quant_gemv_kernel<Acc, TY, 3>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
-        default: cuda::launch(quant_gemv_kernel<Acc, TY, 4>, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 1: quant_gemv_kernel<Acc, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 2: quant_gemv_kernel<Acc, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        case 3: quant_gemv_kernel<Acc, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
+        default: quant_gemv_kernel<Acc, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki, s.alpha, s.alpha_per_n); break;
     }
     CHECK_LAUNCH("quant_gemv_kernel");
 }
@@ -150,7 +144,6 @@ void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias
 template <class TY>
 __global__ void int8_epilogue_kernel(const int32_t* __restrict__ acc, const float* __restrict__ alpha,
                                      const TY* __restrict__ bias, TY* __restrict__ y, int64_t total, int64_t n) {
-    cuda::pdl_start();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < total; i += stride) {
         const int64_t c = i % n;
@@ -193,7 +186,7 @@ void int8_epilogue_cuda(const int32_t* acc, const float* alpha, const void* bias
     if (m <= 0 || n <= 0) return;
     constexpr int kThreads = 256;
     TRTLLM_DISPATCH_FLOAT(y_dtype, TY, {
-        cuda::launch(int8_epilogue_kernel<TY>, cuda::blocks_for(m * n, kThreads), kThreads, 0, stream,
+        int8_epilogue_kernel<TY><<<cuda::blocks_for(m * n, kThreads), kThreads, 0, stream>>>(
             acc, alpha, static_cast<const TY*>(bias), static_cast<TY*>(y), m * n, n);
     });
     CHECK_LAUNCH("int8_epilogue_kernel");

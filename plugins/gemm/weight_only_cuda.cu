@@ -129,7 +129,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
     constexpr int kGemvUnroll = gemv_unroll(M);
-    cuda::pdl_launch_dependents();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;
@@ -139,11 +138,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     const uint8_t* rows[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) rows[r] = w + min(row0 + r, n - 1) * row_bytes;  // a row past n is computed, not stored
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        cuda::prefetch_l2(rows[r], row_bytes < cuda::kPrefetchBytesPerWarp / R ? row_bytes : cuda::kPrefetchBytesPerWarp / R, lane);
-    }
-    cuda::pdl_wait();
     float acc[M][R];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
@@ -228,7 +222,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 template <class T, int BITS>
 __global__ void weight_only_dequantize_kernel(const uint8_t* __restrict__ w, const T* __restrict__ scale, T* __restrict__ out,
                                               int64_t num_vecs, int k, int group_size) {
-    cuda::pdl_start();
     using D = Dequant<T, BITS>;
     const int64_t vec = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (vec >= num_vecs) return;
@@ -246,7 +239,6 @@ __global__ void weight_only_dequantize_kernel(const uint8_t* __restrict__ w, con
 template <class T>
 __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restrict__ pre, T* __restrict__ out,
                                        int64_t num_vecs, int k) {
-    cuda::pdl_start();
     const int64_t vec = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (vec >= num_vecs) return;
     const int k0 = static_cast<int>(vec % (k / 8)) * 8;
@@ -262,7 +254,7 @@ template <class T, int BITS, int M, int R = 2>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * R;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    cuda::launch(weight_only_gemv_kernel<T, BITS, M, R>, grid, kGemvWarps * 32, 0, stream,
+    weight_only_gemv_kernel<T, BITS, M, R><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));
@@ -286,7 +278,7 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
     constexpr int kThreads = 256;
     T* wd = static_cast<T*>(scratch);
     const int64_t num_vecs = w.n * w.k / Dequant<T, BITS>::kInputs;
-    cuda::launch(weight_only_dequantize_kernel<T, BITS>, cuda::blocks_for(num_vecs, kThreads), kThreads, 0, stream,
+    weight_only_dequantize_kernel<T, BITS><<<cuda::blocks_for(num_vecs, kThreads), kThreads, 0, stream>>>(
         static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, num_vecs, static_cast<int>(w.k),
         static_cast<int>(w.group_size));
     CHECK_LAUNCH("weight_only_dequantize_kernel");
@@ -299,7 +291,7 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
     for (int64_t r0 = 0; r0 < m; r0 += kWeightOnlyChunkRows) {
         const int64_t rows = std::min(kWeightOnlyChunkRows, m - r0);
         const int64_t vecs = rows * w.k / 8;
-        cuda::launch(pre_quant_scale_kernel<T>, cuda::blocks_for(vecs, kThreads), kThreads, 0, stream,
+        pre_quant_scale_kernel<T><<<cuda::blocks_for(vecs, kThreads), kThreads, 0, stream>>>(
             static_cast<const T*>(x) + r0 * w.k, static_cast<const T*>(w.pre_quant_scale), xs, vecs,
             static_cast<int>(w.k));
         CHECK_LAUNCH("pre_quant_scale_kernel");

@@ -14,6 +14,9 @@ using cuda::from_float;
 using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
+// Rows per warp, sharing each x load (one row per warp, twice the warps, measured no faster on cold
+// weights: the int4 GEMV is bound by its dequantization and FMAs, not by loads in flight).
+constexpr int kGemvRowsPerWarp = 2;
 // 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
 // the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
 // of many rows of x dominate anyway.
@@ -119,15 +122,16 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
-// y[mi, row] for mi < m <= M and the R rows of this warp (sharing each x load). Grid: ceil(n / (kGemvWarps * R)).
+// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M, int R>
+template <class T, int BITS, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
+    constexpr int R = kGemvRowsPerWarp;
     constexpr int kGemvUnroll = gemv_unroll(M);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
@@ -248,13 +252,11 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-// Two rows per warp share each x load (one row per warp, twice the warps, measured no faster on
-// cold weights: the int4 GEMV is bound by its dequantization and FMAs, not by loads in flight).
-template <class T, int BITS, int M, int R = 2>
+template <class T, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    constexpr int kRowsPerBlock = kGemvWarps * R;
+    constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M, R><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));

@@ -84,7 +84,6 @@ public:
         copies_ = static_cast<int>((2 * static_cast<size_t>(l2) + stride_ - 1) / stride_) + 1;
     }
     size_t bytes() const { return stride_ * static_cast<size_t>(copies_); }
-    int copies() const { return copies_; }
     // Call i's weight, in a buffer of bytes() holding the copies.
     template <class T>
     T* at(T* base, int i) const {

@@ -5,6 +5,7 @@
 // exactly in int32 by dp4a. The epilogue multiplies and adds with __fmul_rn / __fadd_rn so that
 // nvcc cannot contract them into one FMA: the op contract rounds after the multiply, as the CPU
 // emulation does.
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -141,6 +142,110 @@ void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias
     CHECK_LAUNCH("quant_gemv_kernel");
 }
 
+// The quantized GEMV on the tensor cores (m <= 8: x's rows are the 8 columns of
+// mma.m16n8k32's B). A block of kTcWarps warps takes 16 rows of w; its warps split k into
+// contiguous runs of 128-k steps. Per step each lane loads 32 contiguous bytes of rows g and
+// g + 8 (the 4 lanes of group g: 128 contiguous bytes of a row) and of x row g, and feeds them
+// to 4 mmas (2 steps' loads in flight): the same permutation of k in w and x, which changes only the summation order
+// (unspecified for fp8, exact for int8). FP8 sums leave the tensor cores for float32 registers
+// every step (128 k), as cuBLASLt promotes them: Hopper's FP8 MMA keeps ~14 bits inside a
+// k-block. The warps' partial sums are added in warp order: the result does not vary from run
+// to run.
+constexpr int kTcWarps = 8;
+constexpr int kTcStepK = 128;
+constexpr int kTcStepsInFlight = 2;  // steps whose loads a warp issues before its mmas: 4 KB in flight
+
+template <class Acc>
+__device__ __forceinline__ void mma_k32(Acc (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    if constexpr (std::is_same_v<Acc, float>) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+#endif
+}
+
+template <class Acc, class TY>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    quant_gemv_tc_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
+                         TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n) {
+    __shared__ Acc partial[kTcWarps][32][4];
+    cuda::pdl_launch_dependents();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int row0 = blockIdx.x * 16;
+    const uint8_t* w_lo = w + int64_t{row0 + g} * k;  // rows g and g + 8 of the block's 16
+    const uint8_t* w_hi = w_lo + int64_t{8} * k;
+    const uint8_t* x_row = g < m ? x + int64_t{g} * k : nullptr;
+    const int steps = (k + kTcStepK - 1) / kTcStepK, per_warp = (steps + kTcWarps - 1) / kTcWarps;
+    const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
+    if (s0 < s1) {  // the run's first bytes of both rows into L2 while the kernel before finishes
+        const int64_t first = int64_t{s0} * kTcStepK, bytes = k - first < 4 * kTcStepK ? k - first : 4 * kTcStepK;
+        cuda::prefetch_l2(w_lo + first, bytes, t);  // the group's 4 lanes: one 128-byte line each
+        cuda::prefetch_l2(w_hi + first, bytes, t);
+    }
+    cuda::pdl_wait();
+    Acc acc[4] = {};
+    for (int s = s0; s < s1; s += kTcStepsInFlight) {
+        uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2], xv[kTcStepsInFlight][2];  // [u][h]: bytes kb + 16 h
+#pragma unroll
+        for (int u = 0; u < kTcStepsInFlight; ++u) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int kb = (s + u) * kTcStepK + 32 * t + 16 * h;
+                const bool in = s + u < s1 && kb < k;  // k % 16 == 0: a 16-byte piece is in or out whole
+                lo[u][h] = in ? load16(w_lo + kb) : uint4{};
+                hi[u][h] = in ? load16(w_hi + kb) : uint4{};
+                xv[u][h] = in && x_row != nullptr ? load16(x_row + kb) : uint4{};
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kTcStepsInFlight; ++u) {
+            Acc step[4] = {};
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                mma_k32(step, lo[u][h].x, hi[u][h].x, lo[u][h].y, hi[u][h].y, xv[u][h].x, xv[u][h].y);  // bytes 0-7
+                mma_k32(step, lo[u][h].z, hi[u][h].z, lo[u][h].w, hi[u][h].w, xv[u][h].z, xv[u][h].w);  // bytes 8-15
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[i] += step[i];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the block, x row 2 t + (i & 1)
+        Acc sum = partial[0][lane][i];
+        for (int v = 1; v < kTcWarps; ++v) sum += partial[v][lane][i];
+        const int j = row0 + g + (i >= 2 ? 8 : 0), mi = 2 * t + (i & 1);
+        if (mi >= m) continue;
+        float out = epilogue(sum, alpha, alpha_per_n, j);
+        if (bias != nullptr) out = __fadd_rn(out, cuda::to_float(bias[j]));
+        y[int64_t{mi} * n + j] = cuda::from_float<TY>(out);
+    }
+}
+
+template <class Acc, class TY>
+void launch_quant_gemv_tc(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
+                          const GemmScales& s, cudaStream_t stream) {
+    cuda::launch(quant_gemv_tc_kernel<Acc, TY>, static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream,
+                 static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w), static_cast<const TY*>(bias),
+                 static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha,
+                 s.alpha_per_n);
+    CHECK_LAUNCH("quant_gemv_tc_kernel");
+}
+
 template <class TY>
 __global__ void int8_epilogue_kernel(const int32_t* __restrict__ acc, const float* __restrict__ alpha,
                                      const TY* __restrict__ bias, TY* __restrict__ y, int64_t total, int64_t n) {
@@ -173,10 +278,13 @@ void quant_gemv_cuda(const GemmShape& s, int64_t m, const void* x, const void* w
     const bool int8 = s.x_dtype == DType::kInt8;
     if (int8 && scales.alpha_per_n == nullptr) throw std::invalid_argument("int8 GEMV needs alpha_per_n");
     TRTLLM_DISPATCH_FLOAT(s.y_dtype, TY, {
+        static const bool tc = !(std::getenv("TRTLLM_QGEMV_TC") && std::string(std::getenv("TRTLLM_QGEMV_TC")) == "0");
         if (int8) {
-            launch_quant_gemv<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+            if (tc) launch_quant_gemv_tc<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+            else launch_quant_gemv<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
         } else {
-            launch_quant_gemv<float, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+            if (tc) launch_quant_gemv_tc<float, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
+            else launch_quant_gemv<float, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
         }
     });
 }

@@ -180,7 +180,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     quant_gemv_tc_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
                          TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n) {
     __shared__ Acc partial[kTcWarps][32][4];
-    cuda::pdl_launch_dependents();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.x * 16;
     const uint8_t* w_lo = w + int64_t{row0 + g} * k;  // rows g and g + 8 of the block's 16
@@ -188,12 +187,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const uint8_t* x_row = g < m ? x + int64_t{g} * k : nullptr;
     const int steps = (k + kTcStepK - 1) / kTcStepK, per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    if (s0 < s1) {  // the run's first bytes of both rows into L2 while the kernel before finishes
-        const int64_t first = int64_t{s0} * kTcStepK, bytes = k - first < 4 * kTcStepK ? k - first : 4 * kTcStepK;
-        cuda::prefetch_l2(w_lo + first, bytes, t);  // the group's 4 lanes: one 128-byte line each
-        cuda::prefetch_l2(w_hi + first, bytes, t);
-    }
-    cuda::pdl_wait();
     Acc acc[4] = {};
     for (int s = s0; s < s1; s += kTcStepsInFlight) {
         uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2], xv[kTcStepsInFlight][2];  // [u][h]: bytes kb + 16 h
@@ -239,7 +232,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 template <class Acc, class TY>
 void launch_quant_gemv_tc(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
                           const GemmScales& s, cudaStream_t stream) {
-    cuda::launch(quant_gemv_tc_kernel<Acc, TY>, static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream,
+    quant_gemv_tc_kernel<Acc, TY><<<static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream>>>(
                  static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w), static_cast<const TY*>(bias),
                  static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha,
                  s.alpha_per_n);

@@ -256,7 +256,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
                                int k, int group_size) {
     using D = Dequant<T, BITS>;
     __shared__ float partial[kTcWarps][32][4];
-    cuda::pdl_launch_dependents();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.x * 16;
     const int row_lo = min(row0 + g, n - 1), row_hi = min(row0 + g + 8, n - 1);  // rows past n: computed, not stored
@@ -268,13 +267,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const int steps = static_cast<int>((row_bytes + kTcStepBytes - 1) / kTcStepBytes);
     const int per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    if (s0 < s1) {  // the run's first bytes of both rows into L2 while the kernel before finishes
-        const int64_t first = int64_t{s0} * kTcStepBytes;
-        const int64_t bytes = row_bytes - first < 4 * kTcStepBytes ? row_bytes - first : 4 * kTcStepBytes;
-        cuda::prefetch_l2(w_lo + first, bytes, t);
-        cuda::prefetch_l2(w_hi + first, bytes, t);
-    }
-    cuda::pdl_wait();
     float acc[4] = {};
     for (int s = s0; s < s1; ++s) {
         uint4 lo[2], hi[2];
@@ -372,8 +364,8 @@ template <class T, int BITS>
 void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     static const bool tc = !(std::getenv("TRTLLM_WO_TC") && std::string(std::getenv("TRTLLM_WO_TC")) == "0");
     if (tc && m <= 8) {
-        cuda::launch(weight_only_gemv_tc_kernel<T, BITS>, static_cast<unsigned>((w.n + 15) / 16), kTcWarps * 32, 0,
-                     stream, static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight),
+        weight_only_gemv_tc_kernel<T, BITS><<<static_cast<unsigned>((w.n + 15) / 16), kTcWarps * 32, 0, stream>>>(
+                     static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight),
                      static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale),
                      static_cast<const T*>(w.bias), static_cast<T*>(y), static_cast<int>(m), static_cast<int>(w.n),
                      static_cast<int>(w.k), static_cast<int>(w.group_size));

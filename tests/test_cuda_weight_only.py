@@ -67,6 +67,22 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
             raise AssertionError(f"path {path}: {e}") from None
 
 
+@pytest.mark.parametrize("bits,k,group", [(8, 1040, 16), (8, 1040, 0), (4, 2080, 32), (4, 2080, 160)])
+@pytest.mark.parametrize("m", [1, 5, 8])
+def test_weight_only_gemv_where_warps_take_several_steps(rng, bits, k, group, m):
+    # The tensor-core GEMV's 8 warps split a row's bytes in 128-byte steps: 1040 bytes (int8 k = 1040,
+    # int4 k = 2080) make 9 steps, so warps 0-3 take two, 4 one, 5-7 none, and the last step ends
+    # inside the row. n = 40: a block of 16 rows past the end.
+    n, dtype = 40, "bfloat16"
+    group = group or k
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, True, True)
+    x = rand(rng, (m, k), dtype)
+    cpu = K.weight_only_linear(x, packed, scale, **kw)
+    gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw, path="gemv")
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
+    assert_close(gpu, cpu, dtype, atol=1e-5 * (np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0).max())
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 def test_weight_only_linear_against_float64_reference(rng, bits):
     # An independent check of the contract (not via the CPU kernel): x' = round(x * s), w = round(q * scale).

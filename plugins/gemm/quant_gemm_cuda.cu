@@ -146,11 +146,14 @@ void launch_quant_gemv(int64_t m, const void* x, const void* w, const void* bias
 // mma.m16n8k32's B). A block of kTcWarps warps takes 16 rows of w; its warps split k into
 // contiguous runs of 128-k steps. Per step each lane loads 32 contiguous bytes of rows g and
 // g + 8 (the 4 lanes of group g: 128 contiguous bytes of a row) and of x row g, and feeds them
-// to 4 mmas (2 steps' loads in flight): the same permutation of k in w and x, which changes only the summation order
-// (unspecified for fp8, exact for int8). FP8 sums leave the tensor cores for float32 registers
-// every step (128 k), as cuBLASLt promotes them: Hopper's FP8 MMA keeps ~14 bits inside a
-// k-block. The warps' partial sums are added in warp order: the result does not vary from run
-// to run.
+// to 4 mmas (2 steps' loads in flight): the same permutation of k in w and x, which changes
+// only the summation order (unspecified for fp8, exact for int8). On sm_90 the s8 mma is native
+// (IMMA); the e4m3 one is not (it is Ada's): nvcc lowers it to e4m3 -> f16 conversions and f16
+// HMMAs, exact products either way, still far fewer instructions than widening to float32 for
+// FMAs. Each step's sums go to float32 registers (a fresh accumulator per step), so the float32
+// accumulation does not depend on how a given GPU's fp8 MMA keeps its partial sums. The warps'
+// partial sums are added in warp order: the result does not vary from run to run. Needs sm_89
+// (fp8) / sm_80 (int8): launch_quant_gemv_tc's callers check (quant_gemv_tc_supported).
 constexpr int kTcWarps = 8;
 constexpr int kTcStepK = 128;
 constexpr int kTcStepsInFlight = 2;  // steps whose loads a warp issues before its mmas: 4 KB in flight
@@ -158,21 +161,42 @@ constexpr int kTcStepsInFlight = 2;  // steps whose loads a warp issues before i
 template <class Acc>
 __device__ __forceinline__ void mma_k32(Acc (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                         uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
     if constexpr (std::is_same_v<Acc, float>) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
         asm volatile(
             "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#elif defined(__CUDA_ARCH__)
+        __trap();  // the host does not launch it below sm_89
+#endif
     } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile(
             "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
             : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
             : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
+#elif defined(__CUDA_ARCH__)
+        __trap();
 #endif
+    }
+}
+
+// Whether this process's GPU runs the tensor-core GEMV for fp8 (sm_89+) / int8 (sm_80+) inputs.
+// TRTLLM_QGEMV_TC=0 keeps the CUDA-core kernel (for the A/B; to be removed with it).
+bool quant_gemv_tc_supported(bool int8) {
+    static const int arch = [] {
+        const char* env = std::getenv("TRTLLM_QGEMV_TC");
+        if (env != nullptr && std::string(env) == "0") return 0;
+        int device = 0, major = 0, minor = 0;
+        CHECK_CUDA(cudaGetDevice(&device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+        return major * 10 + minor;
+    }();
+    return arch >= (int8 ? 80 : 89);
 }
 
 template <class Acc, class TY>
@@ -271,7 +295,7 @@ void quant_gemv_cuda(const GemmShape& s, int64_t m, const void* x, const void* w
     const bool int8 = s.x_dtype == DType::kInt8;
     if (int8 && scales.alpha_per_n == nullptr) throw std::invalid_argument("int8 GEMV needs alpha_per_n");
     TRTLLM_DISPATCH_FLOAT(s.y_dtype, TY, {
-        static const bool tc = !(std::getenv("TRTLLM_QGEMV_TC") && std::string(std::getenv("TRTLLM_QGEMV_TC")) == "0");
+        const bool tc = quant_gemv_tc_supported(int8);
         if (int8) {
             if (tc) launch_quant_gemv_tc<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);
             else launch_quant_gemv<int, TY>(m, x, w, bias, y, s.n, s.k, scales, stream);

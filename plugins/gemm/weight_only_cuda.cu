@@ -229,7 +229,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // group g: 128 contiguous bytes of a row), dequantizes them as the CUDA-core GEMV does (pairs in
 // input order, round(q * scale) in the activation dtype) and feeds mmas that take the same
 // permutation of k in w and x: mma i of a 16-byte piece gets pairs 2i, 2i + 1 of each row and the
-// x pairs of the same inputs. The warps' sums are added in warp order.
+// x pairs of the same inputs. The warps' sums are added in warp order. mma.m16n8k16 in bf16/f16
+// exists from sm_80 on, the oldest GPU this builds for.
 constexpr int kTcWarps = 8;
 constexpr int kTcStepBytes = 128;
 
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const int steps = static_cast<int>((row_bytes + kTcStepBytes - 1) / kTcStepBytes);
     const int per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    float acc[4] = {};
+    float acc[2][4] = {};  // two accumulators, so that consecutive mmas do not wait for each other
     for (int s = s0; s < s1; ++s) {
         uint4 lo[2], hi[2];
 #pragma unroll
@@ -297,13 +298,13 @@ __global__ void __launch_bounds__(kTcWarps * 32)
                         xv = make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
                     }
                 }
-                mma_k16<T>(acc, wl[4 * i], wh[4 * i], wl[4 * i + 1], wh[4 * i + 1], xv.x, xv.y);
-                mma_k16<T>(acc, wl[4 * i + 2], wh[4 * i + 2], wl[4 * i + 3], wh[4 * i + 3], xv.z, xv.w);
+                mma_k16<T>(acc[0], wl[4 * i], wh[4 * i], wl[4 * i + 1], wh[4 * i + 1], xv.x, xv.y);
+                mma_k16<T>(acc[1], wl[4 * i + 2], wh[4 * i + 2], wl[4 * i + 3], wh[4 * i + 3], xv.z, xv.w);
             }
         }
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
+    for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[0][i] + acc[1][i];
     __syncthreads();
     if (warp != 0) return;
 #pragma unroll

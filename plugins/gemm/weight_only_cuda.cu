@@ -233,6 +233,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // exists from sm_80 on, the oldest GPU this builds for.
 constexpr int kTcWarps = 8;
 constexpr int kTcStepBytes = 128;
+constexpr int kTcStepsInFlight = 2;  // steps whose loads a warp issues before dequantizing: 4 KB in flight
 
 template <class T>
 __device__ __forceinline__ void mma_k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -269,37 +270,44 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const int per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
     float acc[2][4] = {};  // two accumulators, so that consecutive mmas do not wait for each other
-    for (int s = s0; s < s1; ++s) {
-        uint4 lo[2], hi[2];
+    for (int s = s0; s < s1; s += kTcStepsInFlight) {
+        uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2];  // [u][h]: bytes ob(s + u, h) of rows g, g + 8
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int64_t ob = int64_t{s} * kTcStepBytes + 32 * t + 16 * h;
-            const bool in = ob < row_bytes;  // k is a multiple of a 16-byte piece's inputs
-            lo[h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_lo + ob)) : uint4{};
-            hi[h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_hi + ob)) : uint4{};
+        for (int u = 0; u < kTcStepsInFlight; ++u) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int64_t ob = int64_t{s + u} * kTcStepBytes + 32 * t + 16 * h;
+                const bool in = s + u < s1 && ob < row_bytes;  // k is a multiple of a piece's inputs
+                lo[u][h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_lo + ob)) : uint4{};
+                hi[u][h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_hi + ob)) : uint4{};
+            }
         }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int64_t ob = int64_t{s} * kTcStepBytes + 32 * t + 16 * h;
-            const bool in = ob < row_bytes;
-            const int k0 = static_cast<int>(ob * 8 / BITS);  // the piece's first input
-            uint32_t wl[D::kPairs] = {}, wh[D::kPairs] = {};
-            if (in) {  // out of range: zero weights (offset binary 0 would dequantize to -128 * scale)
-                D::run(lo[h], scale_pair(scale, int64_t{row_lo} * groups + k0 / group_size), wl);
-                D::run(hi[h], scale_pair(scale, int64_t{row_hi} * groups + k0 / group_size), wh);
-            }
+        for (int u = 0; u < kTcStepsInFlight; ++u) {
 #pragma unroll
-            for (int i = 0; i < D::kPairs / 4; ++i) {  // 8 inputs of x per 16-byte load: two mmas
-                uint4 xv{}, pv{};
-                if (in && x_row != nullptr) {
-                    xv = *reinterpret_cast<const uint4*>(x_row + k0 + 8 * i);
-                    if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-                        pv = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
-                        xv = make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
-                    }
+            for (int h = 0; h < 2; ++h) {
+                const int64_t ob = int64_t{s + u} * kTcStepBytes + 32 * t + 16 * h;
+                const bool in = s + u < s1 && ob < row_bytes;
+                const int k0 = static_cast<int>(ob * 8 / BITS);  // the piece's first input
+                uint32_t wl[D::kPairs] = {}, wh[D::kPairs] = {};
+                if (in) {  // out of range: zero weights (offset binary 0 would dequantize to -128 * scale)
+                    D::run(lo[u][h], scale_pair(scale, int64_t{row_lo} * groups + k0 / group_size), wl);
+                    D::run(hi[u][h], scale_pair(scale, int64_t{row_hi} * groups + k0 / group_size), wh);
                 }
-                mma_k16<T>(acc[0], wl[4 * i], wh[4 * i], wl[4 * i + 1], wh[4 * i + 1], xv.x, xv.y);
-                mma_k16<T>(acc[1], wl[4 * i + 2], wh[4 * i + 2], wl[4 * i + 3], wh[4 * i + 3], xv.z, xv.w);
+#pragma unroll
+                for (int i = 0; i < D::kPairs / 4; ++i) {  // 8 inputs of x per 16-byte load: two mmas
+                    uint4 xv{}, pv{};
+                    if (in && x_row != nullptr) {
+                        xv = *reinterpret_cast<const uint4*>(x_row + k0 + 8 * i);
+                        if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+                            pv = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
+                            xv = make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z),
+                                            mul2<T>(xv.w, pv.w));
+                        }
+                    }
+                    mma_k16<T>(acc[0], wl[4 * i], wh[4 * i], wl[4 * i + 1], wh[4 * i + 1], xv.x, xv.y);
+                    mma_k16<T>(acc[1], wl[4 * i + 2], wh[4 * i + 2], wl[4 * i + 3], wh[4 * i + 3], xv.z, xv.w);
+                }
             }
         }
     }

@@ -69,10 +69,10 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
 
 @pytest.mark.parametrize("bits,k,group", [(8, 1040, 16), (8, 1040, 0), (4, 2080, 32), (4, 2080, 160)])
 @pytest.mark.parametrize("m", [1, 5, 8])
-def test_weight_only_gemv_where_warps_take_several_steps(rng, bits, k, group, m):
-    # The tensor-core GEMV's 8 warps split a row's bytes in 128-byte steps: 1040 bytes (int8 k = 1040,
-    # int4 k = 2080) make 9 steps, so warps 0-3 take two, 4 one, 5-7 none, and the last step ends
-    # inside the row. n = 40: a block of 16 rows past the end.
+def test_weight_only_gemv_where_rows_end_inside_a_sweep(rng, bits, k, group, m):
+    # 1040-byte rows (int8 k = 1040, int4 k = 2080) are 65 16-byte vectors: a warp's lanes sweep a
+    # row in 512-byte strides, the last sweep with one vector; groups of one vector (16 int8 / 32 int4
+    # inputs), five (160 int4) or the whole row. n = 40: the last block has rows past the end.
     n, dtype = 40, "bfloat16"
     group = group or k
     packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, True, True)

@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -222,110 +221,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     }
 }
 
-// The weight-only GEMV on the tensor cores for m <= 8 (x's rows are the 8 columns of
-// mma.m16n8k16's B, float32 accumulators): the quantized GEMV's schedule (quant_gemm_cuda.cu).
-// A block of kTcWarps warps takes 16 rows; its warps split the rows' bytes into contiguous runs
-// of 128-byte steps. Per step a lane loads 32 contiguous bytes of rows g and g + 8 (the 4 lanes of
-// group g: 128 contiguous bytes of a row), dequantizes them as the CUDA-core GEMV does (pairs in
-// input order, round(q * scale) in the activation dtype) and feeds mmas that take the same
-// permutation of k in w and x: mma i of a 16-byte piece gets pairs 2i, 2i + 1 of each row and the
-// x pairs of the same inputs. The warps' sums are added in warp order. mma.m16n8k16 in bf16/f16
-// exists from sm_80 on, the oldest GPU this builds for.
-constexpr int kTcWarps = 8;
-constexpr int kTcStepBytes = 128;
-constexpr int kTcStepsInFlight = 2;  // steps whose loads a warp issues before dequantizing: 4 KB in flight
-
-template <class T>
-__device__ __forceinline__ void mma_k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                        uint32_t b1) {
-    if constexpr (std::is_same_v<T, __half>) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
-}
-
-template <class T, int BITS>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    weight_only_gemv_tc_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                               const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
-                               int k, int group_size) {
-    using D = Dequant<T, BITS>;
-    __shared__ float partial[kTcWarps][32][4];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * 16;
-    const int row_lo = min(row0 + g, n - 1), row_hi = min(row0 + g + 8, n - 1);  // rows past n: computed, not stored
-    const int64_t row_bytes = int64_t{k} * BITS / 8;
-    const uint8_t* w_lo = w + row_lo * row_bytes;
-    const uint8_t* w_hi = w + row_hi * row_bytes;
-    const T* x_row = g < m ? x + int64_t{g} * k : nullptr;
-    const int groups = k / group_size;
-    const int steps = static_cast<int>((row_bytes + kTcStepBytes - 1) / kTcStepBytes);
-    const int per_warp = (steps + kTcWarps - 1) / kTcWarps;
-    const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    float acc[2][4] = {};  // two accumulators, so that consecutive mmas do not wait for each other
-    for (int s = s0; s < s1; s += kTcStepsInFlight) {
-        uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2];  // [u][h]: bytes ob(s + u, h) of rows g, g + 8
-#pragma unroll
-        for (int u = 0; u < kTcStepsInFlight; ++u) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int64_t ob = int64_t{s + u} * kTcStepBytes + 32 * t + 16 * h;
-                const bool in = s + u < s1 && ob < row_bytes;  // k is a multiple of a piece's inputs
-                lo[u][h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_lo + ob)) : uint4{};
-                hi[u][h] = in ? __ldcs(reinterpret_cast<const uint4*>(w_hi + ob)) : uint4{};
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < kTcStepsInFlight; ++u) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int64_t ob = int64_t{s + u} * kTcStepBytes + 32 * t + 16 * h;
-                const bool in = s + u < s1 && ob < row_bytes;
-                const int k0 = static_cast<int>(ob * 8 / BITS);  // the piece's first input
-                uint32_t wl[D::kPairs] = {}, wh[D::kPairs] = {};
-                if (in) {  // out of range: zero weights (offset binary 0 would dequantize to -128 * scale)
-                    D::run(lo[u][h], scale_pair(scale, int64_t{row_lo} * groups + k0 / group_size), wl);
-                    D::run(hi[u][h], scale_pair(scale, int64_t{row_hi} * groups + k0 / group_size), wh);
-                }
-#pragma unroll
-                for (int i = 0; i < D::kPairs / 4; ++i) {  // 8 inputs of x per 16-byte load: two mmas
-                    uint4 xv{}, pv{};
-                    if (in && x_row != nullptr) {
-                        xv = *reinterpret_cast<const uint4*>(x_row + k0 + 8 * i);
-                        if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-                            pv = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
-                            xv = make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z),
-                                            mul2<T>(xv.w, pv.w));
-                        }
-                    }
-                    mma_k16<T>(acc[0], wl[4 * i], wh[4 * i], wl[4 * i + 1], wh[4 * i + 1], xv.x, xv.y);
-                    mma_k16<T>(acc[1], wl[4 * i + 2], wh[4 * i + 2], wl[4 * i + 3], wh[4 * i + 3], xv.z, xv.w);
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[0][i] + acc[1][i];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the block, x row 2 t + (i & 1)
-        float sum = partial[0][lane][i];
-        for (int v = 1; v < kTcWarps; ++v) sum += partial[v][lane][i];
-        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 2 * t + (i & 1);
-        if (row >= n || mi >= m) continue;
-        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-        y[int64_t{mi} * n + row] = from_float<T>(sum + b);
-    }
-}
-
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as
 // the GEMV). One thread per 16-byte weight vector.
 template <class T, int BITS>
@@ -371,16 +266,6 @@ void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m,
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.
 template <class T, int BITS>
 void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    static const bool tc = !(std::getenv("TRTLLM_WO_TC") && std::string(std::getenv("TRTLLM_WO_TC")) == "0");
-    if (tc && m <= 8) {
-        weight_only_gemv_tc_kernel<T, BITS><<<static_cast<unsigned>((w.n + 15) / 16), kTcWarps * 32, 0, stream>>>(
-                     static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight),
-                     static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale),
-                     static_cast<const T*>(w.bias), static_cast<T*>(y), static_cast<int>(m), static_cast<int>(w.n),
-                     static_cast<int>(w.k), static_cast<int>(w.group_size));
-        CHECK_LAUNCH("weight_only_gemv_tc_kernel");
-        return;
-    }
     if (m == 1) launch_gemv<T, BITS, 1>(w, x, y, m, stream);
     else if (m == 2) launch_gemv<T, BITS, 2>(w, x, y, m, stream);
     else if (m <= 4) launch_gemv<T, BITS, 4>(w, x, y, m, stream);

@@ -67,6 +67,22 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
             raise AssertionError(f"path {path}: {e}") from None
 
 
+@pytest.mark.parametrize("bits,k,group", [(8, 1040, 16), (8, 1040, 0), (4, 2080, 32), (4, 2080, 160)])
+@pytest.mark.parametrize("m", [1, 5, 8])
+def test_weight_only_gemv_where_rows_end_inside_a_sweep(rng, bits, k, group, m):
+    # 1040-byte rows (int8 k = 1040, int4 k = 2080) are 65 16-byte vectors: a warp's lanes sweep a
+    # row in 512-byte strides, the last sweep with one vector; groups of one vector (16 int8 / 32 int4
+    # inputs), five (160 int4) or the whole row. n = 40: the last block has rows past the end.
+    n, dtype = 40, "bfloat16"
+    group = group or k
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, True, True)
+    x = rand(rng, (m, k), dtype)
+    cpu = K.weight_only_linear(x, packed, scale, **kw)
+    gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits), scale, **kw, path="gemv")
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
+    assert_close(gpu, cpu, dtype, atol=1e-5 * (np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0).max())
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 def test_weight_only_linear_against_float64_reference(rng, bits):
     # An independent check of the contract (not via the CPU kernel): x' = round(x * s), w = round(q * scale).

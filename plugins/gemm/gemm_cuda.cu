@@ -161,7 +161,10 @@ void check_quantized_gemm_shape(const GemmShape& s) {
 }
 
 bool gemv_supported(const GemmShape& s, int64_t m) {
-    if (is_quantized_gemm(s)) return m >= 1 && m <= kGemvMaxRows && s.k % 16 == 0 && s.n % 16 == 0;
+    if (is_quantized_gemm(s)) {
+        return m >= 1 && m <= kGemvMaxRows && s.k % 16 == 0 && s.n % 16 == 0 &&
+               quant_gemv_supported(s.x_dtype == DType::kInt8);
+    }
     const bool half = s.x_dtype == DType::kBFloat16 || s.x_dtype == DType::kFloat16;
     return half && (s.y_dtype == s.x_dtype || s.y_dtype == DType::kFloat32) && m >= 1 && m <= kGemvMaxRows &&
            s.k % 8 == 0 && s.n < (int64_t{1} << 31) && s.k < (int64_t{1} << 31);

@@ -10,6 +10,9 @@
 
 namespace trtllm::kernels {
 
+// Whether this process's GPU has the tensor-core MMA the GEMV needs: fp8 sm_89+, int8 sm_80+.
+bool quant_gemv_supported(bool int8);
+
 // y[m, n] = x[m, k] · w[n, k]ᵀ for m <= kGemvMaxRows, x and w of shape.x_dtype (fp8 / int8),
 // with the op's epilogue: fp8 fl(fl(Σ) · alpha) + bias; int8 fl(float(acc) · alpha[n]) + bias.
 void quant_gemv_cuda(const GemmShape& shape, int64_t m, const void* x, const void* w, const void* bias, void* y,

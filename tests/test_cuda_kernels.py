@@ -202,7 +202,9 @@ def test_attention_mixed_batch_matches_cpu(rng, dtype, d):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("num_splits", [0, 1, 7, 40])  # 0: the backend's choice; 1: 601 keys in 3 tiles
 def test_attention_decode_splits_match_cpu(rng, dtype, num_splits):
-    # long and short contexts: some splits empty, uneven last splits; MHA and GQA group 8
+    # long and short contexts: a split takes >= 64 keys, so 601 keys use 10 of 40 splits, 256 use
+    # 4 and 4 keys one (written without the merge); uneven last splits; MHA and GQA group 8. A batch
+    # of decode tokens only: the decode kernel writes the new k / v itself (checked in the cache).
     for h, h_kv in ((4, 4), (16, 2)):
         case = attention_case(rng, dtype, h=h, h_kv=h_kv, d=64, past=[600, 3, 255, 0], new=[1, 1, 1, 1],
                               tokens_per_block=32)
@@ -212,6 +214,8 @@ def test_attention_decode_splits_match_cpu(rng, dtype, num_splits):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_attention_qk_norm_and_no_rope_match_cpu(rng, dtype):
     check_attention(attention_case(rng, dtype, h=4, h_kv=2, d=32, past=[3, 0], new=[1, 40], qk_norm=True), dtype)
+    # decode only: q / k normed and rotated in the decode kernel, a 200-key request over 4 splits
+    check_attention(attention_case(rng, dtype, h=4, h_kv=2, d=32, past=[3, 199], new=[1, 1], qk_norm=True), dtype, 8)
     check_attention(attention_case(rng, dtype, h=2, h_kv=1, d=32, past=[0, 8], new=[5, 2], rope=False), dtype)
 
 

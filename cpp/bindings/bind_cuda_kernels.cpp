@@ -456,10 +456,18 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     work.prefill_tiles = d_tiles.as<int32_t>();
     work.tile_tokens = tile_tokens;
     work.num_splits = num_splits;
-    trtllm::kernels::AttentionScratch scratch{d_q.as<float>(), d_part.as<float>()};
+    DeviceBuffer d_done(sizeof(int) * std::max<size_t>(1, decode.size()) * static_cast<size_t>(num_kv_heads));
+    CHECK_CUDA(cudaMemset(d_done.get(), 0, d_done.bytes()));
+    trtllm::kernels::AttentionScratch scratch{d_q.as<float>(), d_part.as<float>(), d_done.as<int>()};
     trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, d_kv.get(), batch, params, work, scratch, nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
     CHECK_CUDA(cudaMemcpy(kv_layer.mutable_data(), d_kv.get(), d_kv.bytes(), cudaMemcpyDeviceToHost));
+    // The next launch (the next layer) relies on the decode kernel leaving its counters at zero.
+    std::vector<int> done(d_done.bytes() / sizeof(int));
+    CHECK_CUDA(cudaMemcpy(done.data(), d_done.get(), d_done.bytes(), cudaMemcpyDeviceToHost));
+    if (std::any_of(done.begin(), done.end(), [](int v) { return v != 0; })) {
+        throw std::runtime_error("attention: the decode kernel left a split counter non-zero");
+    }
     return download(d_out, dt, {num_tokens, static_cast<py::ssize_t>(num_heads) * head_dim});
 }
 

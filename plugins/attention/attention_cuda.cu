@@ -23,6 +23,7 @@ using namespace cuda;
 using attn::Fp8KvCache;
 using attn::KvScale;
 using attn::kPrepWarps;
+using attn::QkPrep;
 using attn::kTileRows;
 using attn::kv_row;
 
@@ -30,7 +31,7 @@ using attn::kv_row;
 // element type (T, or Fp8KvCache: k and v are quantized from their float32 values).
 template <class T, class C>
 __global__ void qkv_prep_kernel(const T* qkv, float* q_out, C* kv, KvScale kvs, PagedBatchCuda b, int h, int h_kv,
-                                int d, const float* inv_freq, const T* q_norm, const T* k_norm, float eps) {
+                                int d, QkPrep<T> prep) {
     extern __shared__ float prep_smem[];
     const int token = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int head = blockIdx.y * kPrepWarps + warp;
@@ -42,30 +43,7 @@ __global__ void qkv_prep_kernel(const T* qkv, float* q_out, C* kv, KvScale kvs, 
     }
     const int r = lo, pos = b.past_len[r] + token - b.token_start[r];
     float* buf = prep_smem + warp * d;
-    const T* row = qkv + (int64_t{token} * (h + 2 * h_kv) + head) * d;
-    for (int x = lane; x < d; x += 32) buf[x] = to_float(row[x]);
-    __syncwarp();
-    if (head < h + h_kv) {
-        if (q_norm != nullptr) {
-            float sq = 0.0f;
-            for (int x = lane; x < d; x += 32) sq += buf[x] * buf[x];
-            const float inv = 1.0f / sqrtf(warp_sum(sq) / static_cast<float>(d) + eps);
-            const T* w = head < h ? q_norm : k_norm;
-            for (int x = lane; x < d; x += 32) buf[x] = buf[x] * inv * to_float(w[x]);
-            __syncwarp();
-        }
-        if (inv_freq != nullptr) {
-            const int half = d / 2;
-            for (int j = lane; j < half; j += 32) {
-                const float angle = static_cast<float>(pos) * inv_freq[j];  // one float32 product, as HF
-                const float c = cosf(angle), s = sinf(angle);
-                const float x1 = buf[j], x2 = buf[j + half];
-                buf[j] = x1 * c - x2 * s;
-                buf[j + half] = x2 * c + x1 * s;
-            }
-            __syncwarp();
-        }
-    }
+    prep_head(qkv + int64_t{token} * (h + 2 * h_kv) * d, head, pos, h, h_kv, d, prep, buf, lane);
     if (head < h) {
         float* dst = q_out + (int64_t{token} * h + head) * d;
         for (int x = lane; x < d; x += 32) dst[x] = buf[x];
@@ -89,10 +67,10 @@ int attention_tile_tokens(int num_heads, int num_kv_heads) {
 }
 
 int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms) {
-    constexpr int kMinKeysPerSplit = 64;
+    using attn::kMinKeysPerSplit;
     const int64_t blocks = std::max<int64_t>(1, int64_t{num_decode} * num_kv_heads);
     const int64_t want = (2 * int64_t{num_sms} + blocks - 1) / blocks;
-    const int64_t most = std::max(1, (max_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    const int64_t most = std::min(attn::kMaxKeysPerSplit, std::max(1, (max_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
     return static_cast<int>(std::clamp<int64_t>(want, 1, most));
 }
 
@@ -123,18 +101,33 @@ void run_attention(const T* qkv, T* out, C* kv, KvScale kvs, const PagedBatchCud
                    const AttentionWork& work, const AttentionScratch& scratch, cudaStream_t stream) {
     const int h = params.num_heads, h_kv = params.num_kv_heads, d = params.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
-    qkv_prep_kernel<T, C><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
-        qkv, scratch.q, kv, kvs, batch, h, h_kv, d, params.rope_inv_freq, static_cast<const T*>(params.q_norm),
-        static_cast<const T*>(params.k_norm), params.qk_norm_eps);
-    CHECK_LAUNCH("qkv_prep_kernel");
+    QkPrep<T> prep;
+    prep.inv_freq = params.rope_inv_freq;
+    prep.q_norm = static_cast<const T*>(params.q_norm);
+    prep.k_norm = static_cast<const T*>(params.k_norm);
+    prep.eps = params.qk_norm_eps;
+    // A batch of decode tokens only: the decode kernel preps its own token (one launch, not two).
+    const bool decode_only = work.num_prefill_tiles == 0 && work.num_decode == work.num_tokens;
+    if (!decode_only) {
+        const dim3 prep_grid(work.num_tokens, (h + 2 * h_kv + kPrepWarps - 1) / kPrepWarps);
+        qkv_prep_kernel<T, C><<<prep_grid, kPrepWarps * 32, sizeof(float) * kPrepWarps * d, stream>>>(
+            qkv, scratch.q, kv, kvs, batch, h, h_kv, d, prep);
+        CHECK_LAUNCH("qkv_prep_kernel");
+    }
+    const T* decode_qkv = decode_only ? qkv : nullptr;
     switch (d) {
-        case 8: attn::launch_attend<T, C, 8>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
-        case 16: attn::launch_attend<T, C, 16>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
-        case 32: attn::launch_attend<T, C, 32>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
-        case 64: attn::launch_attend<T, C, 64>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
-        case 128: attn::launch_attend<T, C, 128>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
-        case 256: attn::launch_attend<T, C, 256>(work, batch, scratch.q, kv, kvs, out, h, h_kv, scale, scratch.partial, stream); break;
+#define TRTLLM_ATTEND_CASE(D)                                                                                    \
+    case D:                                                                                                      \
+        attn::launch_attend<T, C, D>(work, batch, scratch.q, decode_qkv, prep, kv, kvs, out, h, h_kv, scale, scratch, \
+                                     stream);                                                                    \
+        break;
+        TRTLLM_ATTEND_CASE(8)
+        TRTLLM_ATTEND_CASE(16)
+        TRTLLM_ATTEND_CASE(32)
+        TRTLLM_ATTEND_CASE(64)
+        TRTLLM_ATTEND_CASE(128)
+        TRTLLM_ATTEND_CASE(256)
+#undef TRTLLM_ATTEND_CASE
         default:
             throw std::invalid_argument("CUDA attention supports head_dim 8, 16, 32, 64, 128 or 256, got " +
                                         std::to_string(d));

@@ -1,15 +1,16 @@
 // CUDA paged attention: the op of attention.h (q/k norm, RoPE, KV-cache write, causal GQA
-// attention over the paged cache), in three launches:
+// attention over the paged cache):
 //   1. qkv_prep: per (token, head) q/k RMSNorm and RoPE; q to a float32 scratch, k and v into
-//      the cache through the block table;
+//      the cache through the block table (a batch of decode tokens only skips this launch: the
+//      decode kernel does it for its own token);
 //   2. attention, split by how many new tokens each request brings:
-//      - decode requests (new_len == 1): flash-decoding. The request's keys are cut into
+//      - decode requests (new_len == 1): flash-decoding. The request's keys are cut into up to
 //        `num_splits` ranges attended in parallel blocks, each for all query heads of one kv head
-//        (GQA: a key row is read once per group); a combine launch merges the partial softmaxes;
+//        (GQA: a key row is read once per group); the last block of a request to finish merges
+//        the partial softmaxes;
 //      - prefill requests (new_len > 1, chunked prefill included): flash-attention style tiles
 //        of query rows (tokens x heads of one kv group) against key/value tiles staged in shared
-//        memory, online softmax, causal mask;
-//   3. (decode) combine.
+//        memory, online softmax, causal mask.
 // Every key, new or old, is read back from the cache after it is written, as on the CPU, so a
 // token's result does not depend on whether its keys arrived in this iteration or earlier.
 // Which path a request takes depends on its own new_len only, so batching does not change it.
@@ -51,13 +52,15 @@ struct AttentionWork {
 struct AttentionScratch {
     float* q = nullptr;        // [num_tokens, num_heads, head_dim]
     float* partial = nullptr;  // attention_partial_floats(num_decode, ...)
+    int* decode_done = nullptr;  // [num_decode * num_kv_heads], zeros; the decode kernel leaves them zero
 };
 
 // Tokens per prefill tile: 64 query rows of one kv group.
 int attention_tile_tokens(int num_heads, int num_kv_heads);
 // Decode key ranges per request: enough blocks to give each of the GPU's `num_sms`
-// multiprocessors two, never ranges under 64 keys for sequences of `max_len`. A large batch
-// gets 1 (each block walks its whole sequence), batch 1 gets many.
+// multiprocessors two, never ranges under 64 keys for sequences of `max_len` (nor more than 256).
+// A large batch gets 1 (each block walks its whole sequence), batch 1 gets many; the kernel
+// takes fewer for a shorter sequence.
 int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms);
 // Scratch floats for `decode_splits` = num_decode * num_splits partial results.
 int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_dim);

@@ -15,7 +15,8 @@ using namespace cuda;
 
 constexpr int kPrepWarps = 4;
 constexpr int kDecodeThreads = 128;
-constexpr int kMaxKeysPerSplit = 256;
+constexpr int kMaxKeysPerSplit = 256;  // keys per tile of a decode block, and the most splits (decode_kernel)
+constexpr int kMinKeysPerSplit = 64;   // the fewest keys a decode split takes
 constexpr int kGroupChunk = 4;        // query heads per register pass in the decode kernel
 constexpr int kDecodeMinBlocks = 8;   // decode blocks resident per SM: registers capped so that a large batch keeps
                                       // enough loads in flight to stream the KV cache at full bandwidth
@@ -39,53 +40,110 @@ __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int 
     return kv + index * d;
 }
 
+// The per-head transforms before the cache: q/k RMSNorm (weights in T, or null) and RoPE (null: none).
+template <class T>
+struct QkPrep {
+    const float* inv_freq = nullptr;
+    const T* q_norm = nullptr;
+    const T* k_norm = nullptr;
+    float eps = 0.0f;
+};
+
+// One warp: head `head` of a token's qkv row (heads [0, h) are q, [h, h + h_kv) k, then v), the
+// token at position pos -> buf[0, d) in float32, q and k heads normalized and rotated.
+template <class T>
+__device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, int h, int h_kv, int d,
+                                          const QkPrep<T>& p, float* buf, int lane) {
+    const T* row = qkv_row + int64_t{head} * d;
+    for (int x = lane; x < d; x += 32) buf[x] = to_float(row[x]);
+    __syncwarp();
+    if (head >= h + h_kv) return;  // v: as it is
+    if (p.q_norm != nullptr) {
+        float sq = 0.0f;
+        for (int x = lane; x < d; x += 32) sq += buf[x] * buf[x];
+        const float inv = 1.0f / sqrtf(warp_sum(sq) / static_cast<float>(d) + p.eps);
+        const T* w = head < h ? p.q_norm : p.k_norm;
+        for (int x = lane; x < d; x += 32) buf[x] = buf[x] * inv * to_float(w[x]);
+        __syncwarp();
+    }
+    if (p.inv_freq != nullptr) {
+        const int half = d / 2;
+        for (int j = lane; j < half; j += 32) {
+            const float angle = static_cast<float>(pos) * p.inv_freq[j];  // one float32 product, as HF
+            const float c = cosf(angle), s = sinf(angle);
+            const float x1 = buf[j], x2 = buf[j + half];
+            buf[j] = x1 * c - x2 * s;
+            buf[j + half] = x2 * c + x1 * s;
+        }
+        __syncwarp();
+    }
+}
+
 // C is the cache's element type (T, or Fp8KvCache read through kv_cache_access.cuh).
-// grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range
-// of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
-// online softmax (running max and sum per head, output rescaled per tile). Partial results per
-// (decode request, head, split): o [D] unnormalized, then (m, l); with one split (large decode
-// batches) the block writes the normalized output itself, as decode_combine_kernel would.
+// grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range of
+// one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an online
+// softmax (running max and sum per head, output rescaled per tile). A request of len keys uses
+// the first ceil(len / chunk) splits, chunk = max(ceil(len / num_splits), kMinKeysPerSplit): the
+// split count is planned for the longest sequence a graph may replay, a short one takes fewer,
+// and the other blocks return at once.
+//
+// qkv != null (a batch of decode tokens only): the block does qkv_prep's work for its token itself:
+// q of its heads into shared memory, and the block whose range ends with the new key writes that
+// key and value to the cache before reading its range back (__syncthreads orders a block's
+// global writes before its reads), so no prep launch runs. qkv == null: qkv_prep ran, q is in q.
+//
+// One split: the block writes the normalized output. Several: each writes its partial result
+// (o [D] unnormalized, then (m, l)) per head, and the last block of the request and kv head to
+// finish (a counter in done, reset by it for the next launch) merges them into out.
 template <class T, class C, int D>
-__global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const C* kv, KvScale kvs, PagedBatchCuda b,
+__global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const T* qkv, QkPrep<T> prep,
+                                                                C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
-                                                                float* part_ml, T* out) {
+                                                                float* part_ml, int* done, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
     constexpr int kSlots = decode_red_slots<T, D>();
     static_assert(kVecPerRow <= kDecodeThreads && kDecodeThreads % kVecPerRow == 0, "head_dim too large");
     extern __shared__ float dec_smem[];
+    __shared__ bool merges;
     const int dec = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
     const int group = h / h_kv;
     const int r = decode_requests[dec];
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
-    const int chunk = (len + num_splits - 1) / num_splits;
+    const int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
+    const int active = (len + chunk - 1) / chunk;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
+    if (split >= active) return;
     const int64_t part0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits + split;  // + g * num_splits
-    if (n <= 0) {
-        for (int g = tid; g < group; g += blockDim.x) {
-            part_ml[(part0 + int64_t{g} * num_splits) * 2] = -INFINITY;
-            part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = 0.0f;
-        }
-        return;
-    }
     float* qs = dec_smem;                                   // [group][D]
     float* os = qs + group * D;                             // [group][D] running output
     float* sc = os + group * D;                             // [group][kMaxKeysPerSplit]
     float* red = sc + group * kMaxKeysPerSplit;             // [kSlots][kGroupChunk][D]
     float* ml = red + kSlots * kGroupChunk * D;             // [group][3]: running max, sum, this tile's rescale
-    for (int i = tid; i < group * D; i += blockDim.x) {
-        qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
-        os[i] = 0.0f;
+    if (qkv != nullptr) {
+        const T* qkv_row = qkv + int64_t{token} * (h + 2 * h_kv) * D;
+        for (int g = warp; g < group; g += kDecodeThreads / 32) {
+            prep_head(qkv_row, kh * group + g, len - 1, h, h_kv, D, prep, qs + g * D, lane);
+        }
+        if (k0 + n == len && warp < 2) {  // warp 0: the new key, warp 1: its value (staged in red)
+            float* buf = red + warp * D;
+            prep_head(qkv_row, h + warp * h_kv + kh, len - 1, h, h_kv, D, prep, buf, lane);
+            C* dst = kv_row(kv, b, r, len - 1, warp, kh, h_kv, D);
+            for (int x = lane; x < D; x += 32) store_kv(dst + x, buf[x], kvs);
+        }
+    } else {
+        for (int i = tid; i < group * D; i += blockDim.x) qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
     }
+    for (int i = tid; i < group * D; i += blockDim.x) os[i] = 0.0f;
     for (int g = tid; g < group; g += blockDim.x) {
         ml[3 * g] = -INFINITY;
         ml[3 * g + 1] = 0.0f;
     }
     __syncthreads();
-    const int warp = tid / 32, lane = tid % 32;
     const int xv = tid % kVecPerRow, kg = tid / kVecPerRow;
     for (int t0 = 0; t0 < n; t0 += kMaxKeysPerSplit) {
         const int nt = min(kMaxKeysPerSplit, n - t0);
@@ -191,11 +249,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
             __syncthreads();
         }
     }
-    if (num_splits == 1) {
-        for (int i = tid; i < group * D; i += blockDim.x) {
-            const float inv = 1.0f / ml[3 * (i / D) + 1];
-            out[(int64_t{token} * h + int64_t{kh} * group) * D + i] = from_float<T>(os[i] * inv);
-        }
+    T* out_row = out + (int64_t{token} * h + int64_t{kh} * group) * D;
+    if (active == 1) {
+        for (int i = tid; i < group * D; i += blockDim.x) out_row[i] = from_float<T>(os[i] * (1.0f / ml[3 * (i / D) + 1]));
         return;
     }
     for (int i = tid; i < group * D; i += blockDim.x) {
@@ -205,31 +261,42 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
         part_ml[(part0 + int64_t{g} * num_splits) * 2] = ml[3 * g];
         part_ml[(part0 + int64_t{g} * num_splits) * 2 + 1] = ml[3 * g + 1];
     }
-}
-
-// grid (num_decode, h): merges the splits' partial softmaxes into out.
-template <class T>
-__global__ void decode_combine_kernel(const float* part_o, const float* part_ml, const PagedBatchCuda b,
-                                      const int32_t* decode_requests, int h, int d, int num_splits, T* out) {
-    const int dec = blockIdx.x, head = blockIdx.y;
-    const int token = b.token_start[decode_requests[dec]];
-    const int64_t base = (int64_t{dec} * h + head) * num_splits;
-    float m = -INFINITY;
-    for (int s = 0; s < num_splits; ++s) m = fmaxf(m, part_ml[(base + s) * 2]);
-    float l = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-        const float ms = part_ml[(base + s) * 2];
-        if (ms != -INFINITY) l += part_ml[(base + s) * 2 + 1] * expf(ms - m);
-    }
-    const float inv = 1.0f / l;
-    for (int x = threadIdx.x; x < d; x += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < num_splits; ++s) {
-            const float ms = part_ml[(base + s) * 2];
-            if (ms != -INFINITY) o += part_o[(base + s) * d + x] * expf(ms - m);
+    // The last of the active blocks to get here merges: every block's writes are made visible
+    // device-wide before it counts itself in.
+    __threadfence();
+    __syncthreads();
+    int* counter = done + int64_t{dec} * h_kv + kh;
+    if (tid == 0) merges = atomicAdd(counter, 1) == active - 1;
+    __syncthreads();
+    if (!merges) return;
+    __threadfence();
+    const int64_t base0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits;  // split 0 of head g: + g * num_splits
+    // Per head: the weight exp(m_s - m) of each split (in sc, active <= num_splits <= kMaxKeysPerSplit), 1 / l in ml.
+    for (int g = warp; g < group; g += kDecodeThreads / 32) {
+        const float* mlg = part_ml + (base0 + int64_t{g} * num_splits) * 2;
+        float m = -INFINITY;
+        for (int s = lane; s < active; s += 32) m = fmaxf(m, __ldcg(mlg + 2 * s));
+        m = warp_max(m);
+        float l = 0.0f;
+        for (int s = lane; s < active; s += 32) {
+            const float e = expf(__ldcg(mlg + 2 * s) - m);
+            sc[g * kMaxKeysPerSplit + s] = e;
+            l += __ldcg(mlg + 2 * s + 1) * e;
         }
-        out[(int64_t{token} * h + head) * d + x] = from_float<T>(o * inv);
+        l = warp_sum(l);
+        if (lane == 0) ml[3 * g] = 1.0f / l;
     }
+    __syncthreads();
+    for (int i = tid; i < group * D; i += blockDim.x) {
+        const int g = i / D, x = i % D;
+        const float* o_s = part_o + (base0 + int64_t{g} * num_splits) * D + x;
+        const float* e = sc + g * kMaxKeysPerSplit;
+        float o = 0.0f;
+#pragma unroll 4
+        for (int s = 0; s < active; ++s) o += __ldcg(o_s + int64_t{s} * D) * e[s];
+        out_row[i] = from_float<T>(o * ml[3 * g]);
+    }
+    if (tid == 0) *counter = 0;
 }
 
 template <int D>
@@ -352,8 +419,9 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
 }
 
 template <class T, class C, int D>
-void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const C* kv, KvScale kvs, T* out,
-                   int h, int h_kv, float scale, float* partial, cudaStream_t stream) {
+void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const T* qkv, const QkPrep<T>& prep,
+                   C* kv, KvScale kvs, T* out, int h, int h_kv, float scale, const AttentionScratch& scratch,
+                   cudaStream_t stream) {
     const int group = h / h_kv;
     static_assert(kTcRows == kTileRows, "the tensor-core kernel takes the plan's tiles of kTileRows query rows");
     // The tensor-core prefill copies cache tiles as they are (cp.async of T): an FP8 cache takes the
@@ -381,23 +449,19 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
                                             static_cast<int>(smem)));
             configured_bytes = static_cast<int>(smem);
         }
-        float* part_o = partial;
-        float* part_ml = partial + int64_t{w.num_decode} * h * w.num_splits * D;
+        float* part_o = scratch.partial;
+        float* part_ml = scratch.partial + int64_t{w.num_decode} * h * w.num_splits * D;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml, out);
+            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml,
+            scratch.decode_done, out);
         CHECK_LAUNCH("decode_kernel");
-        if (w.num_splits > 1) {
-            decode_combine_kernel<T><<<dim3(w.num_decode, h), 128, 0, stream>>>(part_o, part_ml, b, w.decode_requests, h,
-                                                                              D, w.num_splits, out);
-            CHECK_LAUNCH("decode_combine_kernel");
-        }
     }
 }
 
 
 #define TRTLLM_ATTEND_SIGNATURE(T, C, D)                                                                      \
-    void launch_attend<T, C, D>(const AttentionWork&, const PagedBatchCuda&, const float*, const C*, KvScale, T*, int, \
-                                int, float, float*, cudaStream_t)
+    void launch_attend<T, C, D>(const AttentionWork&, const PagedBatchCuda&, const float*, const T*, const QkPrep<T>&, \
+                                C*, KvScale, T*, int, int, float, const AttentionScratch&, cudaStream_t)
 #define TRTLLM_INSTANTIATE_ATTEND(T, C)                                                                          \
     template TRTLLM_ATTEND_SIGNATURE(T, C, 8);                                                                   \
     template TRTLLM_ATTEND_SIGNATURE(T, C, 16);                                                                  \

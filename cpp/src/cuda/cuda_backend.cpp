@@ -222,6 +222,9 @@ public:
         // num_decode * num_splits <= num_decode + 2 * num_sms (attention_num_splits' target).
         partial_ = DeviceBuffer(sizeof(float) * static_cast<size_t>(kernels::attention_partial_floats(
                                                     max_requests_ + 2 * int64_t{num_sms_}, max_heads, info.head_dim)));
+        // One counter per (decode request, kv head) <= max_requests * num_heads; zero, and the kernel keeps them so.
+        decode_done_ = DeviceBuffer(sizeof(int) * static_cast<size_t>(max_requests_) * max_heads);
+        CHECK_CUDA(cudaMemset(decode_done_.get(), 0, decode_done_.bytes()));
         layout_step_buffers();
         logits_host_ = PinnedBuffer(sizeof(float) * static_cast<size_t>(info.max_output_rows) * info.vocab_size_padded);
         const auto max_rows = static_cast<size_t>(info.max_output_rows);
@@ -788,7 +791,7 @@ private:
                 // The FP8 cache's scale is a constant of the engine: the host copy, read at launch.
                 if (const WeightView* kv = op.weight("kv_scale")) params.kv_scale = static_cast<const float*>(kv->data);
                 void* kv_layer = static_cast<std::byte*>(kv_pool_.get()) + kv_layer_bytes_ * op.layer_idx;
-                kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>()};
+                kernels::AttentionScratch scratch{q_scratch_.as<float>(), partial_.as<float>(), decode_done_.as<int>()};
                 kernels::attention_cuda(ptr(in), ptr(out), in.dtype, kv_layer, batch, params, work, scratch, s);
                 break;
             }
@@ -863,7 +866,7 @@ private:
     std::unique_ptr<kernels::CublasLtGemm> gemm_;
     TunedShapes<kernels::GemmTactic> tactics_;
     TunedShapes<kernels::WeightOnlyPath> weight_only_tactics_;
-    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, gather_scratch_, reduce_scratch_;
+    DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, decode_done_, gather_scratch_, reduce_scratch_;
     DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;

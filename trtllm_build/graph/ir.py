@@ -78,6 +78,14 @@ class Graph:
                 users[name].append(node)
         return users
 
+    def sole_reader(self, value: str, node: Node) -> bool:
+        """Whether `node` reads `value` exactly once, no other node reads it and it is no graph
+        output: a pass may then fold the value's producer into `node` and drop the value."""
+        if value in self.outputs:
+            return False
+        readers = [n for n in self.nodes for name in n.inputs if name == value]
+        return len(readers) == 1 and readers[0] is node
+
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for node in self.nodes:

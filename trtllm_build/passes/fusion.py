@@ -7,10 +7,6 @@ import numpy as np
 from ..graph.ir import Graph, Node, TensorType, fresh_name
 
 
-def _sole_user(graph: Graph, value: str, user: Node) -> bool:
-    return value not in graph.outputs and all(n is user for n in graph.consumers()[value])
-
-
 def fold_attention_inputs(graph: Graph) -> Graph:
     """Fold per-head q/k RMSNorm and RoPE into the attention op that consumes them.
 
@@ -28,7 +24,7 @@ def fold_attention_inputs(graph: Graph) -> Graph:
         q, k, v = node.inputs
         pq, pk = producers.get(q), producers.get(k)
         if (pq and pk and pq.op == pk.op == "rope" and pq.attrs == pk.attrs
-                and _sole_user(g, q, node) and _sole_user(g, k, node)):
+                and g.sole_reader(q, node) and g.sole_reader(k, node)):
             node.attrs["rope"] = {key: val for key, val in pq.attrs.items() if key != "head_dim"}
             g.nodes = [n for n in g.nodes if n is not pq and n is not pk]
             q, k = pq.inputs[0], pk.inputs[0]
@@ -38,7 +34,7 @@ def fold_attention_inputs(graph: Graph) -> Graph:
         if (nq and nk and nq.op == nk.op == "rms_norm" and nq.attrs == nk.attrs
                 and g.weights[nq.weights["weight"]].shape == (head_dim,)
                 and g.weights[nk.weights["weight"]].shape == (head_dim,)
-                and _sole_user(g, q, node) and _sole_user(g, k, node)):
+                and g.sole_reader(q, node) and g.sole_reader(k, node)):
             node.weights.update(q_norm=nq.weights["weight"], k_norm=nk.weights["weight"])
             node.attrs["qk_norm_eps"] = nq.attrs["eps"]
             g.nodes = [n for n in g.nodes if n is not nq and n is not nk]
@@ -92,7 +88,7 @@ def _compatible_linears(g: Graph, nodes: list[Node | None], user: Node) -> bool:
     return all(n.inputs == first.inputs and n.attrs == first.attrs
                and set(n.weights) == set(first.weights)
                and g.values[n.outputs[0]].dtype == g.values[first.outputs[0]].dtype
-               and _sole_user(g, n.outputs[0], user) for n in nodes) and _shared_scales_equal(g, nodes)
+               and g.sole_reader(n.outputs[0], user) for n in nodes) and _shared_scales_equal(g, nodes)
 
 
 def _prefix(weight_name: str) -> str:
@@ -139,10 +135,10 @@ def fuse_gate_up(graph: Graph) -> Graph:
         if node.op != "mul":
             continue
         act = producers.get(node.inputs[0])
-        if act is None or act.op != "silu" or not _sole_user(g, act.outputs[0], node):
+        if act is None or act.op != "silu" or not g.sole_reader(act.outputs[0], node):
             continue
         gate, up = producers.get(act.inputs[0]), producers.get(node.inputs[1])
-        if gate is None or not _sole_user(g, gate.outputs[0], act) or not _compatible_linears(g, [up], node):
+        if gate is None or not g.sole_reader(gate.outputs[0], act) or not _compatible_linears(g, [up], node):
             continue
         if not (gate.op == "linear" and gate.inputs == up.inputs and gate.attrs == up.attrs
                 and set(gate.weights) == set(up.weights) and _shared_scales_equal(g, [gate, up])):

@@ -50,7 +50,6 @@ def fuse_all_reduce_norm(graph: Graph) -> Graph:
     rounded once, then added to the residual and rounded again, as the two ops do."""
     g = graph.copy()
     producers = g.producers()
-    consumers = g.consumers()
     fused = 0
     for norm in list(g.nodes):
         if norm.op != "add_rms_norm":
@@ -58,8 +57,7 @@ def fuse_all_reduce_norm(graph: Graph) -> Graph:
         for side in (0, 1):
             reduce = producers.get(norm.inputs[side])
             reduced = norm.inputs[side]
-            if (reduce is not None and reduce.op == "all_reduce" and not reduce.weights
-                    and reduced not in g.outputs and len(consumers[reduced]) == 1 and consumers[reduced][0] is norm):
+            if reduce is not None and reduce.op == "all_reduce" and not reduce.weights and g.sole_reader(reduced, norm):
                 break
         else:
             continue

@@ -13,10 +13,6 @@ NORMS = ("rms_norm", "add_rms_norm", "all_reduce_add_rms_norm", "layer_norm", "a
 QUANTIZING_PRODUCERS = NORMS + ("silu_mul", "gelu_tanh")
 
 
-def _sole_user(graph: Graph, value: str, user: Node) -> bool:
-    return value not in graph.outputs and all(n is user for n in graph.consumers()[value])
-
-
 def fold_pre_quant_scales(graph: Graph) -> Graph:
     """Fold a quantized linear's pre_quant_scale (SmoothQuant's 1/s, AWQ's scale) into the norm
     that produces its input.
@@ -36,7 +32,7 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
             continue
         norm = producers.get(node.inputs[0])
         if (norm is None or norm.op not in NORMS or norm.outputs[0] != node.inputs[0]
-                or not _sole_user(g, node.inputs[0], node)):
+                or not g.sole_reader(node.inputs[0], node)):
             continue
         scale = g.weights[node.weights["pre_quant_scale"]].astype(np.float32)
         for role in ("weight", "bias"):
@@ -113,7 +109,7 @@ def fuse_activation_quant(graph: Graph) -> Graph:
             continue
         producer = producers.get(node.inputs[0])
         if (producer is None or producer.op not in QUANTIZING_PRODUCERS or producer.outputs[0] != node.inputs[0]
-                or not _sole_user(g, node.inputs[0], node)):
+                or not g.sole_reader(node.inputs[0], node)):
             continue
         producer.outputs[0] = node.outputs[0]
         producer.weights["out_scale"] = node.weights["out_scale"]

@@ -28,6 +28,7 @@ def fold_attention_inputs(graph: Graph) -> Graph:
             node.attrs["rope"] = {key: val for key, val in pq.attrs.items() if key != "head_dim"}
             g.nodes = [n for n in g.nodes if n is not pq and n is not pk]
             q, k = pq.inputs[0], pk.inputs[0]
+            node.inputs = [q, k, v]  # the norms below must be read by this node now
             folds += 1
         nq, nk = producers.get(q), producers.get(k)
         head_dim = node.attrs["head_dim"]

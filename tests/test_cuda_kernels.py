@@ -11,6 +11,8 @@ Tolerances (both sides compute in float32 and round once, in different orders):
 
 from __future__ import annotations
 
+import zlib
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -47,7 +49,7 @@ def assert_close(gpu: np.ndarray, cpu: np.ndarray, dtype: str, atol: float = 0.0
 
 @pytest.fixture
 def rng(request) -> np.random.Generator:
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))  # the same inputs in every run
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -123,11 +125,21 @@ def test_add_rms_norm_matches_cpu(rng, dtype, dim):
 def test_layer_norms_match_cpu(rng, dtype, dim):
     a, b = rand(rng, (6, dim), dtype, 1.0, 3.0), rand(rng, (6, dim), dtype)
     w, bias = rand(rng, (dim,), dtype, 1.0, 1.0), rand(rng, (dim,), dtype)
-    assert_close(C.layer_norm(a, w, bias, dtype, 1e-5), K.layer_norm(a, w, bias, dtype, 1e-5), dtype, atol=1e-5)
+    atol = layer_norm_atol(values(a, dtype), values(w, dtype))
+    assert_close(C.layer_norm(a, w, bias, dtype, 1e-5), K.layer_norm(a, w, bias, dtype, 1e-5), dtype, atol=atol)
     gn, gs = C.add_layer_norm(a, b, w, bias, dtype, 1e-5)
     cn, cs = K.add_layer_norm(a, b, w, bias, dtype, 1e-5)
     assert_close(gs, cs, dtype)
-    assert_close(gn, cn, dtype, atol=1e-5)
+    assert_close(gn, cn, dtype, atol=layer_norm_atol(values(cs, dtype), values(w, dtype)))
+
+
+def layer_norm_atol(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each side sums a row in float32, in its own order: their means can differ by about
+    sqrt(dim) * 2^-24 * mean|x| (rounding errors of random sign; rows here have mean 3), which
+    moves every output of the row by that times rsqrt(var) * |w|. Allowed: 4x that, plus 1e-5."""
+    inv = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    mean_error = np.sqrt(x.shape[-1]) * 2.0**-24 * np.abs(x).mean(axis=-1, keepdims=True)
+    return 1e-5 + 4 * mean_error * inv * np.abs(w)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

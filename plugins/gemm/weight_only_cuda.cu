@@ -19,8 +19,14 @@ constexpr int kGemvWarps = 4;
 constexpr int kGemvRowsPerWarp = 2;
 // 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
 // the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
-// of many rows of x dominate anyway.
-constexpr int gemv_unroll(int m_bound) { return m_bound <= 2 ? 4 : 2; }
+// of many rows of x dominate anyway. Int8 at m = 1 takes 2 and at most 64 registers instead (8
+// blocks per SM, not 5 at 91 registers): more warps in flight beat more loads per warp there, on
+// cold weights per 8B layer 108.4 against 118.5 us (qkv 14.8 vs 19.5). Int4 keeps 4 and no cap:
+// capped at 64 or 80 registers its dequantization spills (127.6 / 84.9 against 84.3 us).
+template <int BITS, int M>
+constexpr int gemv_unroll() { return M == 1 && BITS == 8 ? 2 : M <= 2 ? 4 : 2; }
+template <int BITS, int M>
+constexpr int gemv_min_blocks() { return M == 1 && BITS == 8 ? 8 : 1; }
 
 // Two values of the activation dtype in one 32-bit register (.x in the low half): the
 // dequantization runs on pairs, as the hardware's 16-bit vector math does.
@@ -126,13 +132,13 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
 template <class T, int BITS, int M>
-__global__ void __launch_bounds__(kGemvWarps * 32)
+__global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int group_size) {
     using D = Dequant<T, BITS>;
     constexpr int R = kGemvRowsPerWarp;
-    constexpr int kGemvUnroll = gemv_unroll(M);
+    constexpr int kGemvUnroll = gemv_unroll<BITS, M>();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;

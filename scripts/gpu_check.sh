@@ -222,7 +222,9 @@ if has bench8b && ((build_rc == 0)); then
     echo "8B: $what in $(($(date +%s) - t0)) s (${local_disk_gb} GB free)"
     for q in "${schemes[@]}"; do  # builds one at a time: each times GEMM tactics on the GPU
       [[ -d $B/engine_$q ]] && continue
-      ((parallel_convert)) || convert8 $q $(convert_args $q)
+      # Printed at once: a call cut off by its time limit shows where its time went.
+      t0=$(date +%s)
+      ((parallel_convert)) || { convert8 $q $(convert_args $q) && echo "8B $q: convert $(($(date +%s) - t0)) s"; }
       t0=$(date +%s)
       "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$q --output-dir $B/engine_$q "${build_args[@]}" \
         2>&1 | grep -E "error" || true

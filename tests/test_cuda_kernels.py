@@ -223,6 +223,28 @@ def test_attention_decode_splits_match_cpu(rng, dtype, num_splits):
         check_attention(case, dtype, num_splits)
 
 
+@pytest.mark.parametrize("d", [8, 16, 128, 256])
+@pytest.mark.parametrize("h, h_kv", [(64, 1), (8, 8)])  # GQA group 64 (the most a tile takes) and MHA
+def test_attention_decode_only_prep_matches_cpu(rng, d, h, h_kv):
+    # A batch of decode tokens only: the decode kernel norms and rotates q itself and writes the
+    # new k / v (checked in the cache); 71 keys over 2 splits, 6 keys in one.
+    case = attention_case(rng, "bfloat16", h=h, h_kv=h_kv, d=d, past=[70, 5], new=[1, 1], qk_norm=True)
+    check_attention(case, "bfloat16", 4)
+
+
+def test_attention_decode_merges_many_splits_of_a_long_sequence(rng):
+    # 20001 keys in 254 splits of 79: the merge's weights are spread over the lanes 8 times.
+    case = attention_case(rng, "float32", h=2, h_kv=1, d=64, past=[20000], new=[1], tokens_per_block=64)
+    check_attention(case, "float32", 256)
+
+
+def test_attention_rejects_more_splits_than_the_merge_holds(rng):
+    qkv, kv, past, new, table, kwargs = attention_case(rng, "float32", h=2, h_kv=1, d=64, past=[20000], new=[1],
+                                                       tokens_per_block=64)
+    with pytest.raises(ValueError, match="num_splits must be 1 to 256"):
+        C.attention(qkv, kv, past, new, table, **kwargs, num_splits=257)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_attention_qk_norm_and_no_rope_match_cpu(rng, dtype):
     check_attention(attention_case(rng, dtype, h=4, h_kv=2, d=32, past=[3, 0], new=[1, 40], qk_norm=True), dtype)

@@ -156,6 +156,15 @@ void attention_cuda(const void* qkv, void* out, DType dtype, void* kv_layer, con
         throw std::invalid_argument("attention: q_norm and k_norm come together");
     }
     if (work.num_tokens <= 0) return;
+    // The decode merge keeps one weight per split in a [group][kMaxKeysPerSplit] buffer and counts
+    // the blocks that finished in decode_done.
+    if (work.num_decode > 0 && (work.num_splits < 1 || work.num_splits > attn::kMaxKeysPerSplit)) {
+        throw std::invalid_argument("attention: num_splits must be 1 to " + std::to_string(attn::kMaxKeysPerSplit) +
+                                    ", got " + std::to_string(work.num_splits));
+    }
+    if (work.num_decode > 0 && work.num_splits > 1 && scratch.decode_done == nullptr) {
+        throw std::invalid_argument("attention: decode with several splits needs scratch.decode_done");
+    }
     if (params.kv_scale != nullptr) {
         const KvScale kvs = fp8_kv_scale(params.kv_scale);
         auto* kv = static_cast<Fp8KvCache*>(kv_layer);

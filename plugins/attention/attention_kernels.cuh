@@ -1,4 +1,4 @@
-// Kernels of the attention op's attend step (decode, combine, prefill on CUDA cores; the
+// Kernels of the attention op's attend step (decode, prefill on CUDA cores; the
 // tensor-core prefill for bf16/fp16 and head_dim 64/128 is in attention_prefill_tc.cuh) and their launcher,
 // shared by the per-dtype translation units attention_cuda_{f32,bf16,f16}.cu (split so that a
 // parallel build compiles the 15 instantiations of each dtype at the same time).

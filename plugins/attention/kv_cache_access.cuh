@@ -36,7 +36,9 @@ __device__ __forceinline__ void store_kv(C* dst, float x, KvScale s) {
 }
 
 // f[0..V) = the cached values at p[0..V) as float32, V = kVec<T> (a 16-byte vector of T; the same
-// count of FP8 elements is V bytes). p is V-element aligned.
+// count of FP8 elements is V bytes). p is V-element aligned. A plain (coherent) load on purpose:
+// the decode kernel reads back a key its own block wrote in the same launch, so never the
+// read-only path (__ldg, ld.global.nc, __restrict__ on the cache pointer).
 template <class T, class C>
 __device__ __forceinline__ void load_kv_vec(const C* p, float (&f)[cuda::kVec<T>], KvScale s) {
     constexpr int V = cuda::kVec<T>;

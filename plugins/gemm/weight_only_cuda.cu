@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -79,7 +80,9 @@ __device__ __forceinline__ void dequant_int4(const uint4 v, uint32_t scale2, uin
     for (int q = 0; q < 4; ++q) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            const uint32_t u = ((words[q] >> (4 * j)) & 0x000f000fu) | kMagic;
+            // (word & mask) | magic in one LOP3: written as C, nvcc emits an AND and an OR.
+            uint32_t u;
+            asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(u) : "r"(words[q] >> (4 * j)), "n"(0x000f000fu), "n"(kMagic));
             w[4 * q + j] = mul2<T>(sub2<T>(u, kOffset), scale2);
         }
     }
@@ -122,6 +125,17 @@ struct Dequant {
     }
 };
 
+// The group of weight vector v, v / d for d vectors per group, as one multiply-high:
+// floor((2v + 1) * ceil(2^32 / 2d) / 2^32) (exact while (2v + 1) * 2d < 2^32, which
+// check_weight_only_gemm's bound on k ensures). The GEMV's integer division was ~20 instructions per
+// vector.
+__host__ __device__ constexpr uint32_t group_magic(uint32_t vecs_per_group) {
+    return static_cast<uint32_t>(((uint64_t{1} << 32) + 2 * vecs_per_group - 1) / (2 * vecs_per_group));
+}
+__device__ __forceinline__ int vector_group(int v, uint32_t magic) {
+    return static_cast<int>(__umulhi(2 * static_cast<uint32_t>(v) + 1, magic));
+}
+
 template <class T>
 __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     const uint32_t s = *reinterpret_cast<const uint16_t*>(scale + index);
@@ -131,23 +145,26 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M>
+template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>()>
 __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
-                            int k, int group_size) {
+                            int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
-    constexpr int R = kGemvRowsPerWarp;
-    constexpr int kGemvUnroll = gemv_unroll<BITS, M>();
+    constexpr int kGemvUnroll = UNROLL;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;
     const int64_t row_bytes = int64_t{k} * BITS / 8;
-    const int groups = k / group_size;
     const int num_vecs = k / D::kInputs;
     const uint8_t* rows[R];
+    const T* row_scales[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) rows[r] = w + min(row0 + r, n - 1) * row_bytes;  // a row past n is computed, not stored
+    for (int r = 0; r < R; ++r) {
+        const int row = min(row0 + r, n - 1);  // a row past n is computed, not stored
+        rows[r] = w + row * row_bytes;
+        row_scales[r] = scale + int64_t{row} * groups;
+    }
     float acc[M][R];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
@@ -169,12 +186,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
             const int v = v0 + 32 * u;
             if (v >= num_vecs) break;
             const int k0 = v * D::kInputs;
+            const int group = vector_group(v, group_magic);
             uint32_t wd[R][D::kPairs];
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const int row = min(row0 + r, n - 1);
-                D::run(wv[u][r], scale_pair(scale, int64_t{row} * groups + k0 / group_size), wd[r]);
-            }
+            for (int r = 0; r < R; ++r) D::run(wv[u][r], scale_pair(row_scales[r], group), wd[r]);
             uint32_t pre_pairs[D::kPairs];
             if (pre != nullptr) {
 #pragma unroll
@@ -258,15 +273,30 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M>
-void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    constexpr int kRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
+template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>()>
+void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    constexpr int kRowsPerBlock = kGemvWarps * R;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M, R, UNROLL><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
-        static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size));
+        static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+        group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
     CHECK_LAUNCH("weight_only_gemv_kernel");
+}
+
+// TRTLLM_WO_VARIANT (A/B, to be removed) for m = 1: rows per warp and vectors in flight per row.
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
+    if constexpr (M == 1 && BITS == 4) {
+        if (variant == 1) return launch_gemv_variant<T, BITS, M, 4, 2>(w, x, y, m, stream);
+        if (variant == 3) return launch_gemv_variant<T, BITS, M, 2, 2>(w, x, y, m, stream);
+    }
+    if constexpr (M == 1) {
+        if (variant == 2) return launch_gemv_variant<T, BITS, M, 4, 1>(w, x, y, m, stream);
+    }
+    launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.
@@ -332,11 +362,12 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
     }
     const int64_t per_vec = 128 / w.weight_bits;
     if (w.n < 1 || w.k < per_vec || w.k % per_vec != 0 || w.group_size < per_vec || w.group_size % per_vec != 0 ||
-        w.k % w.group_size != 0 || w.n >= (int64_t{1} << 31) || w.k >= (int64_t{1} << 31)) {
+        w.k % w.group_size != 0 || w.n >= (int64_t{1} << 31) || w.k / per_vec > (int64_t{1} << 15)) {
         throw std::invalid_argument("CUDA weight_only_linear: n = " + std::to_string(w.n) + ", k = " + std::to_string(w.k) +
                                     ", group_size = " + std::to_string(w.group_size) + " for int" +
                                     std::to_string(w.weight_bits) + ": k and group_size must be multiples of " +
-                                    std::to_string(per_vec) + " and group_size must divide k");
+                                    std::to_string(per_vec) + ", group_size must divide k, k at most " +
+                                    std::to_string(per_vec << 15) + " and n below 2^31");
     }
     if (w.weight == nullptr || w.scale == nullptr) throw std::invalid_argument("CUDA weight_only_linear: missing weight or scale");
     for (const void* p : {w.weight, w.pre_quant_scale}) {

@@ -67,48 +67,41 @@ __device__ __forceinline__ float2 to_float2(uint32_t bits) {
     }
 }
 
-// 16 bytes of int4 weights (32 inputs, layout in the header) times the group's scale pair ->
-// 16 pairs of dequantized weights in input order. A nibble u becomes the exact 16-bit value
-// 128 + u (bfloat16) / 1024 + u (float16) by or-ing in the exponent; minus 136 / 1032 gives q.
+// 4 bytes of int4 weights (8 inputs; word q of a 16-byte vector holds inputs 8q..8q+7, layout in
+// the header) times the group's scale pair -> 4 pairs of dequantized weights in input order. A
+// nibble u becomes the exact 16-bit value 128 + u (bfloat16) / 1024 + u (float16) by or-ing in the
+// exponent; minus 136 / 1032 gives q.
 template <class T>
-__device__ __forceinline__ void dequant_int4(const uint4 v, uint32_t scale2, uint32_t (&w)[16]) {
+__device__ __forceinline__ void dequant_int4_word(uint32_t word, uint32_t scale2, uint32_t (&w)[4]) {
     constexpr bool kHalf = std::is_same_v<T, __half>;
     constexpr uint32_t kMagic = kHalf ? 0x64006400u : 0x43004300u;
     constexpr uint32_t kOffset = kHalf ? 0x64086408u : 0x43084308u;
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            // (word & mask) | magic in one LOP3: written as C, nvcc emits an AND and an OR.
-            uint32_t u;
-            asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(u) : "r"(words[q] >> (4 * j)), "n"(0x000f000fu), "n"(kMagic));
-            w[4 * q + j] = mul2<T>(sub2<T>(u, kOffset), scale2);
-        }
+    for (int j = 0; j < 4; ++j) {
+        // (word & mask) | magic in one LOP3: written as C, nvcc emits an AND and an OR.
+        uint32_t u;
+        asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(u) : "r"(word >> (4 * j)), "n"(0x000f000fu), "n"(kMagic));
+        w[j] = mul2<T>(sub2<T>(u, kOffset), scale2);
     }
 }
 
-// 16 bytes of int8 weights (16 inputs, offset binary) -> 8 dequantized pairs. float16: 1024 + u is
+// 4 bytes of int8 weights (4 inputs, offset binary) -> 2 dequantized pairs. float16: 1024 + u is
 // exact in a half, so a byte permute builds a pair; bfloat16 (8-bit significand) goes through
 // float32's 2^23 + u and keeps the upper halves (q is exact in bfloat16).
 template <class T>
-__device__ __forceinline__ void dequant_int8(const uint4 v, uint32_t scale2, uint32_t (&w)[8]) {
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+__device__ __forceinline__ void dequant_int8_word(uint32_t word, uint32_t scale2, uint32_t (&w)[2]) {
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            uint32_t qpair;
-            if constexpr (std::is_same_v<T, __half>) {
-                const uint32_t u = __byte_perm(words[q], 0x64646464u, j == 0 ? 0x4140u : 0x4342u);
-                qpair = sub2<T>(u, 0x64806480u);  // - 1152
-            } else {
-                const float lo = __uint_as_float(__byte_perm(words[q], 0x4b000000u, 0x7440u | (2 * j))) - 8388736.0f;
-                const float hi = __uint_as_float(__byte_perm(words[q], 0x4b000000u, 0x7440u | (2 * j + 1))) - 8388736.0f;
-                qpair = __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
-            }
-            w[2 * q + j] = mul2<T>(qpair, scale2);
+    for (int j = 0; j < 2; ++j) {
+        uint32_t qpair;
+        if constexpr (std::is_same_v<T, __half>) {
+            const uint32_t u = __byte_perm(word, 0x64646464u, j == 0 ? 0x4140u : 0x4342u);
+            qpair = sub2<T>(u, 0x64806480u);  // - 1152
+        } else {
+            const float lo = __uint_as_float(__byte_perm(word, 0x4b000000u, 0x7440u | (2 * j))) - 8388736.0f;
+            const float hi = __uint_as_float(__byte_perm(word, 0x4b000000u, 0x7440u | (2 * j + 1))) - 8388736.0f;
+            qpair = __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632u);
         }
+        w[j] = mul2<T>(qpair, scale2);
     }
 }
 
@@ -116,14 +109,32 @@ template <class T, int BITS>
 struct Dequant {
     static constexpr int kInputs = 128 / BITS;  // inputs per 16-byte weight vector
     static constexpr int kPairs = kInputs / 2;
-    __device__ __forceinline__ static void run(const uint4 v, uint32_t scale2, uint32_t (&w)[kPairs]) {
+    static constexpr int kWordPairs = kPairs / 4;  // pairs per 4-byte word of the vector
+    __device__ __forceinline__ static void word(uint32_t bits, uint32_t scale2, uint32_t (&w)[kWordPairs]) {
         if constexpr (BITS == 4) {
-            dequant_int4<T>(v, scale2, w);
+            dequant_int4_word<T>(bits, scale2, w);
         } else {
-            dequant_int8<T>(v, scale2, w);
+            dequant_int8_word<T>(bits, scale2, w);
         }
     }
+    __device__ __forceinline__ static void run(const uint4 v, uint32_t scale2, uint32_t (&w)[kPairs]) {
+        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) word(words[q], scale2, reinterpret_cast<uint32_t(&)[kWordPairs]>(w[q * kWordPairs]));
+    }
 };
+
+// The activation pairs of one weight word: 8 (int4) or 4 (int8) 16-bit values from p.
+template <int N>
+__device__ __forceinline__ void load_pairs(const void* p, uint32_t (&out)[N]) {
+    if constexpr (N == 4) {
+        const uint4 v = *reinterpret_cast<const uint4*>(p);
+        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    } else {
+        const uint2 v = *reinterpret_cast<const uint2*>(p);
+        out[0] = v.x, out[1] = v.y;
+    }
+}
 
 // The group of weight vector v, v / d for d vectors per group, as one multiply-high:
 // floor((2v + 1) * ceil(2^32 / 2d) / 2^32) (exact while (2v + 1) * 2d < 2^32, which
@@ -145,8 +156,9 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>()>
-__global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
+template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>(),
+          int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
+__global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
@@ -187,38 +199,41 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
             if (v >= num_vecs) break;
             const int k0 = v * D::kInputs;
             const int group = vector_group(v, group_magic);
-            uint32_t wd[R][D::kPairs];
+            uint32_t scale2[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) D::run(wv[u][r], scale_pair(row_scales[r], group), wd[r]);
-            uint32_t pre_pairs[D::kPairs];
-            if (pre != nullptr) {
+            for (int r = 0; r < R; ++r) scale2[r] = scale_pair(row_scales[r], group);
+            // Word by word (8 int4 / 4 int8 inputs): only one word's dequantized pairs are live,
+            // which keeps the registers to the loads in flight.
 #pragma unroll
-                for (int i = 0; i < D::kPairs / 4; ++i) {
-                    const uint4 p = *reinterpret_cast<const uint4*>(pre + k0 + 8 * i);
-                    pre_pairs[4 * i] = p.x, pre_pairs[4 * i + 1] = p.y, pre_pairs[4 * i + 2] = p.z, pre_pairs[4 * i + 3] = p.w;
+            for (int q = 0; q < 4; ++q) {
+                constexpr int P = D::kWordPairs;
+                const int kq = k0 + q * 2 * P;
+                uint32_t wd[R][P];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const uint4 vec = wv[u][r];
+                    D::word(q == 0 ? vec.x : q == 1 ? vec.y : q == 2 ? vec.z : vec.w, scale2[r], wd[r]);
                 }
-            }
+                uint32_t pre_pairs[P];
+                if (pre != nullptr) load_pairs(pre + kq, pre_pairs);
 #pragma unroll
-            for (int mi = 0; mi < M; ++mi) {
-                if (mi >= m) break;
-                uint32_t xp[D::kPairs];
+                for (int mi = 0; mi < M; ++mi) {
+                    if (mi >= m) break;
+                    uint32_t xp[P];
+                    load_pairs(x + int64_t{mi} * k + kq, xp);
+                    if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
 #pragma unroll
-                for (int i = 0; i < D::kPairs / 4; ++i) {
-                    const uint4 p = *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * i);
-                    xp[4 * i] = p.x, xp[4 * i + 1] = p.y, xp[4 * i + 2] = p.z, xp[4 * i + 3] = p.w;
-                }
-                if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+                        for (int i = 0; i < P; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
+                    }
 #pragma unroll
-                    for (int i = 0; i < D::kPairs; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
-                }
+                    for (int i = 0; i < P; ++i) {
+                        const float2 xf = to_float2<T>(xp[i]);
 #pragma unroll
-                for (int i = 0; i < D::kPairs; ++i) {
-                    const float2 xf = to_float2<T>(xp[i]);
-#pragma unroll
-                    for (int r = 0; r < R; ++r) {
-                        const float2 wf = to_float2<T>(wd[r][i]);
-                        acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
-                        acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
+                        for (int r = 0; r < R; ++r) {
+                            const float2 wf = to_float2<T>(wd[r][i]);
+                            acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
+                            acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
+                        }
                     }
                 }
             }
@@ -273,11 +288,12 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>()>
+template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>(),
+          int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
 void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * R;
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M, R, UNROLL><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M, R, UNROLL, MIN_BLOCKS><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
@@ -285,16 +301,15 @@ void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, in
     CHECK_LAUNCH("weight_only_gemv_kernel");
 }
 
-// TRTLLM_WO_VARIANT (A/B, to be removed) for m = 1: rows per warp and vectors in flight per row.
+// TRTLLM_WO_VARIANT (A/B, to be removed) for int4 at m = 1: 1 at most 80 registers (6 blocks per
+// SM), 2 at most 64 (8 blocks), 3 64 registers with 2 vectors in flight per row.
 template <class T, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
     if constexpr (M == 1 && BITS == 4) {
-        if (variant == 1) return launch_gemv_variant<T, BITS, M, 4, 2>(w, x, y, m, stream);
-        if (variant == 3) return launch_gemv_variant<T, BITS, M, 2, 2>(w, x, y, m, stream);
-    }
-    if constexpr (M == 1) {
-        if (variant == 2) return launch_gemv_variant<T, BITS, M, 4, 1>(w, x, y, m, stream);
+        if (variant == 1) return launch_gemv_variant<T, BITS, M, 2, 4, 6>(w, x, y, m, stream);
+        if (variant == 2) return launch_gemv_variant<T, BITS, M, 2, 4, 8>(w, x, y, m, stream);
+        if (variant == 3) return launch_gemv_variant<T, BITS, M, 2, 2, 8>(w, x, y, m, stream);
     }
     launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }

@@ -25,9 +25,9 @@ constexpr int kGemvRowsPerWarp = 2;
 // cold weights per 8B layer 108.4 against 118.5 us (qkv 14.8 vs 19.5). Int4 keeps 4 and no cap:
 // capped at 64 or 80 registers its dequantization spills (127.6 / 84.9 against 84.3 us).
 template <int BITS, int M>
-constexpr int gemv_unroll() { return M == 1 && BITS == 8 ? 2 : M <= 2 ? 4 : 2; }
+constexpr int gemv_unroll() { return M == 1 ? 2 : M <= 2 ? 4 : 2; }
 template <int BITS, int M>
-constexpr int gemv_min_blocks() { return M == 1 && BITS == 8 ? 8 : 1; }
+constexpr int gemv_min_blocks() { return M == 1 ? 8 : 1; }
 
 // Two values of the activation dtype in one 32-bit register (.x in the low half): the
 // dequantization runs on pairs, as the hardware's 16-bit vector math does.
@@ -109,31 +109,27 @@ template <class T, int BITS>
 struct Dequant {
     static constexpr int kInputs = 128 / BITS;  // inputs per 16-byte weight vector
     static constexpr int kPairs = kInputs / 2;
-    static constexpr int kWordPairs = kPairs / 4;  // pairs per 4-byte word of the vector
-    __device__ __forceinline__ static void word(uint32_t bits, uint32_t scale2, uint32_t (&w)[kWordPairs]) {
+    static constexpr int kChunks = kInputs / 8;  // 8-input chunks: one 16-byte load of activations each
+    // Inputs 8c..8c+7 of the vector: one int4 word or two int8 words -> 4 dequantized pairs.
+    __device__ __forceinline__ static void chunk(const uint4 v, int c, uint32_t scale2, uint32_t (&w)[4]) {
+        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
         if constexpr (BITS == 4) {
-            dequant_int4_word<T>(bits, scale2, w);
+            dequant_int4_word<T>(words[c], scale2, w);
         } else {
-            dequant_int8_word<T>(bits, scale2, w);
+            dequant_int8_word<T>(words[2 * c], scale2, reinterpret_cast<uint32_t(&)[2]>(w[0]));
+            dequant_int8_word<T>(words[2 * c + 1], scale2, reinterpret_cast<uint32_t(&)[2]>(w[2]));
         }
     }
     __device__ __forceinline__ static void run(const uint4 v, uint32_t scale2, uint32_t (&w)[kPairs]) {
-        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int q = 0; q < 4; ++q) word(words[q], scale2, reinterpret_cast<uint32_t(&)[kWordPairs]>(w[q * kWordPairs]));
+        for (int c = 0; c < kChunks; ++c) chunk(v, c, scale2, reinterpret_cast<uint32_t(&)[4]>(w[4 * c]));
     }
 };
 
-// The activation pairs of one weight word: 8 (int4) or 4 (int8) 16-bit values from p.
-template <int N>
-__device__ __forceinline__ void load_pairs(const void* p, uint32_t (&out)[N]) {
-    if constexpr (N == 4) {
-        const uint4 v = *reinterpret_cast<const uint4*>(p);
-        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
-    } else {
-        const uint2 v = *reinterpret_cast<const uint2*>(p);
-        out[0] = v.x, out[1] = v.y;
-    }
+// 8 activations (4 pairs) from p, 16-byte aligned.
+__device__ __forceinline__ void load_pairs(const void* p, uint32_t (&out)[4]) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
 }
 
 // The group of weight vector v, v / d for d vectors per group, as one multiply-high:
@@ -202,18 +198,15 @@ __global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
             uint32_t scale2[R];
 #pragma unroll
             for (int r = 0; r < R; ++r) scale2[r] = scale_pair(row_scales[r], group);
-            // Word by word (8 int4 / 4 int8 inputs): only one word's dequantized pairs are live,
-            // which keeps the registers to the loads in flight.
+            // Chunk by chunk of 8 inputs: only one chunk's dequantized pairs are live, which keeps
+            // the registers to the loads in flight.
 #pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                constexpr int P = D::kWordPairs;
-                const int kq = k0 + q * 2 * P;
+            for (int c = 0; c < D::kChunks; ++c) {
+                constexpr int P = 4;
+                const int kq = k0 + 8 * c;
                 uint32_t wd[R][P];
 #pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    const uint4 vec = wv[u][r];
-                    D::word(q == 0 ? vec.x : q == 1 ? vec.y : q == 2 ? vec.z : vec.w, scale2[r], wd[r]);
-                }
+                for (int r = 0; r < R; ++r) D::chunk(wv[u][r], c, scale2[r], wd[r]);
                 uint32_t pre_pairs[P];
                 if (pre != nullptr) load_pairs(pre + kq, pre_pairs);
 #pragma unroll
@@ -301,15 +294,14 @@ void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, in
     CHECK_LAUNCH("weight_only_gemv_kernel");
 }
 
-// TRTLLM_WO_VARIANT (A/B, to be removed) for int4 at m = 1: 1 at most 80 registers (6 blocks per
-// SM), 2 at most 64 (8 blocks), 3 64 registers with 2 vectors in flight per row.
+// TRTLLM_WO_VARIANT (A/B, to be removed) at m = 1: 1 int4 with 3 vectors in flight per row,
+// int8 with 4 and at most 80 registers; 2 both with 4 rows per warp and 1 vector in flight.
 template <class T, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
-    if constexpr (M == 1 && BITS == 4) {
-        if (variant == 1) return launch_gemv_variant<T, BITS, M, 2, 4, 6>(w, x, y, m, stream);
-        if (variant == 2) return launch_gemv_variant<T, BITS, M, 2, 4, 8>(w, x, y, m, stream);
-        if (variant == 3) return launch_gemv_variant<T, BITS, M, 2, 2, 8>(w, x, y, m, stream);
+    if constexpr (M == 1) {
+        if (variant == 1) return launch_gemv_variant<T, BITS, M, 2, BITS == 4 ? 3 : 4, BITS == 4 ? 8 : 6>(w, x, y, m, stream);
+        if (variant == 2) return launch_gemv_variant<T, BITS, M, 4, 1, 8>(w, x, y, m, stream);
     }
     launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }

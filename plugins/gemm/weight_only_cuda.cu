@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -15,17 +14,17 @@ using cuda::from_float;
 using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
-// Rows per warp, sharing each x load (one row per warp, twice the warps, measured no faster on cold
-// weights: the int4 GEMV is bound by its dequantization and FMAs, not by loads in flight).
-constexpr int kGemvRowsPerWarp = 2;
-// 16-byte weight vectors in flight per row and lane: 4 at decode sizes, so that a warp issues all
-// the loads of a 4096-input int4 row at once (bandwidth needs bytes in flight); 2 where the FMAs
-// of many rows of x dominate anyway. Int8 at m = 1 takes 2 and at most 64 registers instead (8
-// blocks per SM, not 5 at 91 registers): more warps in flight beat more loads per warp there, on
-// cold weights per 8B layer 108.4 against 118.5 us (qkv 14.8 vs 19.5). Int4 keeps 4 and no cap:
-// capped at 64 or 80 registers its dequantization spills (127.6 / 84.9 against 84.3 us).
+// The schedule, per m bound M (measured per 8B layer at m = 1 on cold weights, Nsight Compute,
+// docs/cuda_backend.md "Session 8"). At m = 1 the GEMV is latency-bound: neither the ALU pipe nor
+// DRAM passes ~60% while each SM holds few warps, so m = 1 caps registers at 64 for 8 blocks per SM
+// (the kernel dequantizes 8 inputs at a time to fit): int8 takes 2 rows per warp and 2 vectors in
+// flight per row (107.4 us), int4 4 rows and 1 vector (int4 80.1, AWQ 86.3 us, against 83.6 and
+// 94.8 with 2 rows, 4 vectors and 116 registers). Larger m: 2 rows per warp, sharing each x load;
+// 4 vectors in flight at m <= 2, 2 where the FMAs of many rows of x dominate anyway.
 template <int BITS, int M>
-constexpr int gemv_unroll() { return M == 1 ? 2 : M <= 2 ? 4 : 2; }
+constexpr int gemv_rows() { return M == 1 && BITS == 4 ? 4 : 2; }
+template <int BITS, int M>
+constexpr int gemv_unroll() { return M == 1 ? (BITS == 4 ? 1 : 2) : M <= 2 ? 4 : 2; }
 template <int BITS, int M>
 constexpr int gemv_min_blocks() { return M == 1 ? 8 : 1; }
 
@@ -149,17 +148,17 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
-// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * kGemvRowsPerWarp)).
+// y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>(),
-          int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
-__global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
+template <class T, int BITS, int M>
+__global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
-    constexpr int kGemvUnroll = UNROLL;
+    constexpr int R = gemv_rows<BITS, M>();
+    constexpr int kGemvUnroll = gemv_unroll<BITS, M>();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;
@@ -281,29 +280,16 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M, int R = kGemvRowsPerWarp, int UNROLL = gemv_unroll<BITS, M>(),
-          int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
-void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    constexpr int kRowsPerBlock = kGemvWarps * R;
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M, R, UNROLL, MIN_BLOCKS><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
         group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
     CHECK_LAUNCH("weight_only_gemv_kernel");
-}
-
-// TRTLLM_WO_VARIANT (A/B, to be removed) at m = 1: 1 int4 with 3 vectors in flight per row,
-// int8 with 4 and at most 80 registers; 2 both with 4 rows per warp and 1 vector in flight.
-template <class T, int BITS, int M>
-void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
-    if constexpr (M == 1) {
-        if (variant == 1) return launch_gemv_variant<T, BITS, M, 2, BITS == 4 ? 3 : 4, BITS == 4 ? 8 : 6>(w, x, y, m, stream);
-        if (variant == 2) return launch_gemv_variant<T, BITS, M, 4, 1, 8>(w, x, y, m, stream);
-    }
-    launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.

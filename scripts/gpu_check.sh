@@ -15,9 +15,9 @@
 #                                   build only where nothing was built yet.
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
-# (default "fp8 int8_wo int4_awq"; "" for none), quantized: batch-1 latency, TTFT at 2048,
+# (default "fp8 int8_wo int4_awq"; "" for none; fp8_kv8 is fp8 with an FP8 KV cache), quantized: batch-1 latency, TTFT at 2048,
 # throughput, and HF transformers on the same GPU in the same run. Needs ~90 GB of disk in /tmp at
-# the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 int4_awq") get
+# the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 fp8_kv8 int4_awq") get
 # synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
 # MAX_BATCH_8B (default 256): the engines' max batch size (throughput at 1024 requests may want
 # 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 benchmarks (a
@@ -185,9 +185,9 @@ if has bench8b && ((build_rc == 0)); then
       # about an hour): the benchmark takes synthetic scales for the schemes in $SYNTH_8B (same
       # tensors; speed does not depend on their values).
       local convert=(-m trtllm_build.cli.convert)
-      if [[ " ${SYNTH_8B-fp8 int4_awq} " == *" $name "* ]]; then
+      if [[ " ${SYNTH_8B-fp8 fp8_kv8 int4_awq} " == *" $name "* ]]; then
         convert=(scripts/make_synthetic_quant_checkpoint.py)
-      elif [[ $name == fp8 || $name == int8_sq ]]; then
+      elif [[ $name == fp8* || $name == int8_sq ]]; then
         set -- "$@" --calib-size 4 --calib-seq-len 128
       fi
       "$PYTHON" "${convert[@]}" --model-dir $HF8 --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
@@ -196,6 +196,7 @@ if has bench8b && ((build_rc == 0)); then
     convert_args() {  # name -> trtllm-convert arguments
       case $1 in
         bf16) echo --dtype bfloat16 ;;
+        fp8_kv8) echo --dtype bfloat16 --quant fp8 --kv-cache fp8 ;;
         *) echo --dtype bfloat16 --quant $1 ;;
       esac
     }
@@ -242,7 +243,7 @@ if has bench8b && ((build_rc == 0)); then
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
       bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
-      [[ $q == fp8 ]] && ((!quick)) && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
+      [[ $q == fp8* ]] && ((!quick)) && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
         --num-requests 1024
       rm -rf $B/engine_$q
     done

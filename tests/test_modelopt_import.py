@@ -1,7 +1,8 @@
 """Import of checkpoints quantized by NVIDIA ModelOpt: synthetic exports written the way ModelOpt
 0.47 writes them (unified_export_hf: weight / weight_scale / input_scale / pre_quant_scale, int4
 packed along the output dim, k_proj.k_scale; export_tensorrt_llm_checkpoint: fused qkv,
-weights_scaling_factor, activation_scaling_factor, kv_cache_scaling_factor)."""
+weights_scaling_factor, activation_scaling_factor, prequant_scaling_factor, kv_cache_scaling_factor,
+embedding and lm_head padded to a multiple of 64 rows)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,125 @@ def test_tensorrt_llm_fp8_export_splits_the_fused_qkv(float_model, tmp_path):
                                   tensors["transformer.layers.1.attention.qkv.weight"][:q_rows].view(np.uint8))
     assert ckpt["layers.1.attn.kv_scale"][0] == np.float32(0.05)
     build(tmp_path / "ckpt", tmp_path / "engine", BuildConfig(target="cpu", max_num_tokens=64))
+
+
+def modelopt_quantize(state, algo: str, group: int = 16) -> dict[str, dict[str, np.ndarray]]:
+    """Module -> its tensors the way ModelOpt quantizes them (W8A8_SQ_PER_CHANNEL or W4A16_AWQ):
+    the weight divided by a pre_quant_scale that the layers reading one input (q/k/v, gate/up)
+    share, as they share SmoothQuant's per-tensor input scale."""
+    rng = np.random.default_rng(1)
+    shared: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out = {}
+    for name, value in state.items():
+        module = name.removesuffix(".weight")
+        if not module.endswith(PROJ):
+            continue
+        layer, leaf = module.rsplit(".", 2)[0], module.split(".", 3)[3]
+        key = layer + ("qkv" if leaf in PROJ[:3] else "gate_up" if leaf in PROJ[4:6] else leaf)
+        pre, x_scale = shared.setdefault(key, (rng.uniform(0.5, 2.0, value.shape[1]).astype(np.float32),
+                                               np.array([rng.uniform(0.01, 0.05)], np.float32)))
+        w = value / pre
+        if algo == "W8A8_SQ_PER_CHANNEL":
+            q, scale = numerics.quantize_int8_per_channel(w)
+            out[module] = {"weight": q, "weight_scale": scale, "input_scale": x_scale, "pre_quant_scale": pre}
+        else:
+            q, scale = numerics.quantize_groupwise(w, 4, group, np.dtype(np.float32))
+            out[module] = {"weight": modelopt_pack_int4(q), "weight_scale": scale, "pre_quant_scale": pre}
+    return out
+
+
+def write_both_exports(float_model, tmp_path, algo: str):
+    """The same quantized model as ModelOpt's HF export and as its TensorRT-LLM export (q/k/v
+    fused, TensorRT-LLM names, embedding and lm_head padded to a multiple of 64 rows)."""
+    src, state = float_model
+    hf = json.loads((src / "config.json").read_text())
+    rope = dict(hf["rope_parameters"])
+    modules = modelopt_quantize(state, algo)
+    quant = {"quant_algo": algo, "exclude_modules": ["lm_head"]}
+    if algo == "W4A16_AWQ":
+        quant |= {"group_size": 16, "has_zero_point": False, "pre_quant_scale": True}
+    hf_dir, trt_dir = tmp_path / "hf_export", tmp_path / "trtllm_export"
+    hf_dir.mkdir(), trt_dir.mkdir()
+    shutil.copy(src / "config.json", hf_dir / "config.json")
+    tensors = {k: v for k, v in state.items() if not k.removesuffix(".weight").endswith(PROJ)}
+    for module, parts in modules.items():
+        tensors |= {f"{module}.{k}": v for k, v in parts.items()}
+    write_safetensors(hf_dir / "model.safetensors", tensors)
+    (hf_dir / "hf_quant_config.json").write_text(json.dumps({"quantization": quant}))
+
+    theirs = {"weight": "weight", "weight_scale": "weights_scaling_factor", "input_scale": "activation_scaling_factor",
+              "pre_quant_scale": "prequant_scaling_factor"}
+    pad = lambda w: np.concatenate([w, np.zeros((-w.shape[0] % 64 or 64, w.shape[1]), w.dtype)])  # noqa: E731
+    trt = {"transformer.vocab_embedding.weight": pad(state["model.embed_tokens.weight"]),
+           "transformer.ln_f.weight": state["model.norm.weight"], "lm_head.weight": pad(state["lm_head.weight"])}
+    names = {"attention.dense": "self_attn.o_proj", "mlp.fc": "mlp.gate_proj", "mlp.gate": "mlp.up_proj",
+             "mlp.proj": "mlp.down_proj"}
+    for i in range(hf["num_hidden_layers"]):
+        p, t = f"model.layers.{i}.", f"transformer.layers.{i}."
+        trt[t + "input_layernorm.weight"] = state[p + "input_layernorm.weight"]
+        trt[t + "post_layernorm.weight"] = state[p + "post_attention_layernorm.weight"]
+        qkv = [modules[p + f"self_attn.{x}_proj"] for x in "qkv"]
+        fused = {"attention.qkv": {k: np.concatenate([m[k] for m in qkv]) if k in ("weight", "weight_scale")
+                                   else qkv[0][k] for k in qkv[0]},
+                 **{k: modules[p + v] for k, v in names.items()}}
+        for name, parts in fused.items():
+            trt |= {f"{t}{name}.{theirs[k]}": v for k, v in parts.items()}
+    write_safetensors(trt_dir / "rank0.safetensors", trt)
+    config = {"architecture": "LlamaForCausalLM", "dtype": "float32", "vocab_size": hf["vocab_size"],
+              "hidden_size": hf["hidden_size"], "intermediate_size": hf["intermediate_size"],
+              "num_hidden_layers": hf["num_hidden_layers"], "num_attention_heads": hf["num_attention_heads"],
+              "num_key_value_heads": hf["num_key_value_heads"], "max_position_embeddings": 256,
+              "norm_epsilon": hf["rms_norm_eps"], "rotary_base": rope.pop("rope_theta"),
+              "rotary_scaling": rope, "mapping": {"tp_size": 1}, "quantization": quant}
+    (trt_dir / "config.json").write_text(json.dumps(config))
+    return hf_dir, trt_dir, modules
+
+
+@pytest.mark.parametrize("algo", ["W8A8_SQ_PER_CHANNEL", "W4A16_AWQ"])
+def test_tensorrt_llm_export_reads_as_the_same_model_as_the_hf_export(float_model, tmp_path, algo):
+    hf_dir, trt_dir, modules = write_both_exports(float_model, tmp_path, algo)
+    assert detect(trt_dir) == "modelopt_trtllm"
+    convert(hf_dir, tmp_path / "ckpt_hf", "float32")
+    config = convert(trt_dir, tmp_path / "ckpt_trt", "float32")
+    assert config.quantization.quant_algo == algo
+    _, from_hf = load_checkpoint(tmp_path / "ckpt_hf")
+    _, from_trt = load_checkpoint(tmp_path / "ckpt_trt")
+    assert sorted(from_trt) == sorted(from_hf)
+    for name, value in from_hf.items():
+        np.testing.assert_array_equal(from_trt[name], value, err_msg=name)
+    # and against what was quantized: v's rows of the fused qkv, its scales, the shared ones
+    v = modules["model.layers.1.self_attn.v_proj"]
+    if algo == "W4A16_AWQ":
+        np.testing.assert_array_equal(numerics.unpack_int4(from_trt["layers.1.attn.v.weight"]),
+                                      unpack_modelopt_int4(v["weight"]))
+    else:
+        np.testing.assert_array_equal(from_trt["layers.1.attn.v.weight"], v["weight"])
+        np.testing.assert_array_equal(from_trt["layers.1.attn.v.input_scale"], v["input_scale"])
+    np.testing.assert_array_equal(from_trt["layers.1.attn.v.weight_scale"].reshape(-1), v["weight_scale"].reshape(-1))
+    np.testing.assert_array_equal(from_trt["layers.1.attn.v.pre_quant_scale"], v["pre_quant_scale"])
+    vocab = json.loads((trt_dir / "config.json").read_text())["vocab_size"]
+    assert from_trt["embed.weight"].shape[0] == vocab  # ModelOpt's padding rows dropped
+    build(tmp_path / "ckpt_trt", tmp_path / "engine", BuildConfig(target="cpu", max_num_tokens=64))
+
+
+def test_tensorrt_llm_awq_export_without_pre_quant_scales_scales_by_one(float_model, tmp_path):
+    _, trt_dir, _ = write_both_exports(float_model, tmp_path, "W4A16_AWQ")
+    tensors = read_safetensors(trt_dir / "rank0.safetensors")
+    write_safetensors(trt_dir / "rank0.safetensors",
+                      {k: v for k, v in tensors.items() if not k.endswith("prequant_scaling_factor")})
+    convert(trt_dir, tmp_path / "ckpt", "float32")
+    _, ckpt = load_checkpoint(tmp_path / "ckpt")
+    for name in ("layers.0.attn.q", "layers.0.mlp.down"):
+        np.testing.assert_array_equal(ckpt[f"{name}.pre_quant_scale"], np.ones_like(ckpt[f"{name}.pre_quant_scale"]))
+
+
+def test_tensorrt_llm_awq_export_with_zero_points_is_refused(float_model, tmp_path):
+    _, trt_dir, _ = write_both_exports(float_model, tmp_path, "W4A16_AWQ")
+    config = json.loads((trt_dir / "config.json").read_text())
+    config["quantization"]["has_zero_point"] = True
+    (trt_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConvertError, match="zero points are not supported"):
+        convert(trt_dir, tmp_path / "ckpt")
 
 
 def test_unsupported_tensorrt_llm_algo_fails_clearly(tmp_path):

@@ -7,8 +7,13 @@
   `self_attn.{k,v}_proj.{k,v}_scale` (amax / 448) for an FP8 KV cache. quant_algo FP8,
   W8A8_SQ_PER_CHANNEL, W4A16_AWQ, W8A16.
 - TensorRT-LLM export (`export_tensorrt_llm_checkpoint`): config.json with `architecture` and
-  `quantization.quant_algo`, rank{N}.safetensors with TensorRT-LLM names; FP8 only for now
-  (`weights_scaling_factor`, `activation_scaling_factor`, `kv_cache_scaling_factor`).
+  `quantization.quant_algo`, rank{N}.safetensors with TensorRT-LLM names and q/k/v fused as
+  `attention.qkv` (rows concatenated), the same tensors under other names:
+  `weights_scaling_factor` (FP8 [1], SQ [N], AWQ [N, K/G]), `activation_scaling_factor` ([1]; none
+  for AWQ), `prequant_scaling_factor` ([K], every SQ / AWQ layer; layernorms left as they are),
+  `kv_cache_scaling_factor`; int4 packed as in the HF export. quant_algo FP8,
+  W8A8_SQ_PER_CHANNEL, W4A16_AWQ. Embedding and lm_head rows past vocab_size (ModelOpt pads them
+  to a multiple of 64) are dropped.
 
 Layers that our builder fuses (q/k/v, gate/up) must share the scales that depend on their
 common input; FP8 per-tensor weight scales that differ are unified by requantizing to the
@@ -33,7 +38,7 @@ from .schemes import scheme_of
 log = logging.getLogger(__name__)
 
 HF_ALGOS = ("FP8", "W8A8_SQ_PER_CHANNEL", "W4A16_AWQ", "W8A16")
-TRTLLM_ALGOS = ("FP8",)
+TRTLLM_ALGOS = ("FP8", "W8A8_SQ_PER_CHANNEL", "W4A16_AWQ")
 
 
 def detect(model_dir: Path) -> str | None:
@@ -101,8 +106,10 @@ class _Export:
             return out
         pre = None
         if self.scheme.pre_quant_scale:
-            pre = _same([np.asarray(tensor(i, "pre_quant_scale")) for i in range(len(names))], "pre_quant_scale",
-                        src).astype(np.float32).astype(self.dtype)
+            # An export without the tensors (AWQ's "pre_quant_scale": false) scales by 1.
+            pres = [np.asarray(tensor(i, "pre_quant_scale")) if self.has(f"{src[i]}.pre_quant_scale")
+                    else np.ones(np.asarray(tensor(i, "weight")).shape[1], np.float32) for i in range(len(names))]
+            pre = _same(pres, "pre_quant_scale", src).astype(np.float32).astype(self.dtype)
         if algo == "W8A8_SQ_PER_CHANNEL":
             x_scale = _same([np.asarray(tensor(i, "input_scale"), np.float32).reshape(1) for i in range(len(names))],
                             "input_scale", src)
@@ -216,27 +223,40 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
     config.quantization = _quant_config(d["quantization"], TRTLLM_ALGOS, model_dir / "config.json",
                                         "modelopt tensorrt-llm export")
     config.validate()
+    if d["quantization"].get("has_zero_point"):
+        raise ConvertError(f"{model_dir}: int4 weights with zero points are not supported (has_zero_point)")
     raw = read_safetensors(model_dir / "rank0.safetensors")
     q_rows, kv_rows = heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    theirs = {"weight_scale": "weights_scaling_factor", "input_scale": "activation_scaling_factor",
+              "pre_quant_scale": "prequant_scaling_factor"}
+
+    def resolve(name: str) -> tuple[str, slice | None]:
+        """Our name -> (the export's tensor, the rows of it that are ours: q, k, v of the fused qkv)."""
+        base, _, suffix = name.rpartition(".")
+        suffix = theirs.get(suffix, suffix)
+        if ".attn.split." not in base:
+            return f"{base}.{suffix}", None
+        layer, part = base.split(".attn.split.")
+        start = {"q": 0, "k": q_rows, "v": q_rows + kv_rows}[part]
+        return f"{layer}.attention.qkv.{suffix}", slice(start, start + (q_rows if part == "q" else kv_rows))
+
+    def has(name: str) -> bool:
+        return resolve(name)[0] in raw
 
     def get(name: str) -> np.ndarray:
-        # q, k, v come fused as attention.qkv: split its rows (per-tensor scales are shared).
-        base, _, suffix = name.rpartition(".")
-        if ".attn.split." in base:
-            layer, part = base.split(".attn.split.")
-            fused = _raw(f"{layer}.attention.qkv.{suffix}")
-            if suffix != "weight":
-                return fused
-            start = {"q": 0, "k": q_rows, "v": q_rows + kv_rows}[part]
-            return fused[start:start + (q_rows if part == "q" else kv_rows)]
-        return _raw(name)
-
-    def _raw(name: str) -> np.ndarray:
-        for suffix, ours in (("weights_scaling_factor", "weight_scale"), ("activation_scaling_factor", "input_scale")):
-            name = name.replace(f".{ours}", f".{suffix}") if name.endswith(ours) else name
-        if name not in raw:
-            raise ConvertError(f"{model_dir}: tensor {name!r} is missing from the TensorRT-LLM export")
-        return raw[name]
+        src, rows = resolve(name)
+        if src not in raw:
+            raise ConvertError(f"{model_dir}: tensor {src!r} is missing from the TensorRT-LLM export")
+        fused = raw[src]
+        per_row = src.endswith((".weight", ".weights_scaling_factor")) and fused.ndim > 0 and fused.shape[0] > 1
+        if rows is None or not per_row:  # input-side and per-tensor scales are shared by q, k, v
+            return fused
+        if fused.shape[0] == q_rows + 2 * kv_rows:  # weights and scales per output row
+            return fused[rows]
+        if src.endswith(".weight") and fused.shape[0] * 2 == q_rows + 2 * kv_rows:  # int4, pairs of rows a byte
+            return fused[rows.start // 2:rows.stop // 2]
+        raise ConvertError(f"{model_dir}: {src} has shape {fused.shape}, which does not split into q, k, v of "
+                           f"{q_rows}, {kv_rows}, {kv_rows} rows")
 
     def linear_name(name: str) -> str:
         _, i, leaf = name.split(".", 2)
@@ -247,15 +267,16 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
     def kv_names(i: int) -> list[str]:
         return [f"transformer.layers.{i}.attention.kv_cache_scaling_factor"]
 
-    source = _Export(get, lambda n: n in raw, config, linear_name, kv_names)
+    source = _Export(get, has, config, linear_name, kv_names)
     loaders = {}
-    for ours, theirs in _TRTLLM_NAMES.items():
+    for ours, export_name in _TRTLLM_NAMES.items():
         for i in range(config.num_hidden_layers) if "{i}" in ours else [None]:
-            name = theirs.format(i=i)
+            name = export_name.format(i=i)
             if name in raw:  # under our HF-side names, so the converter's tables find them
                 hf_name = {"embed.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight",
                            "lm_head.weight": "lm_head.weight"}.get(ours) or (
                     f"model.layers.{i}.input_layernorm.weight" if "attn_norm" in ours
                     else f"model.layers.{i}.post_attention_layernorm.weight")
-                loaders[hf_name] = (lambda n=name: raw[n])
+                vocab_rows = ours in ("embed.weight", "lm_head.weight")
+                loaders[hf_name] = (lambda n=name, v=vocab_rows: raw[n][:config.vocab_size] if v else raw[n])
     return config, lambda: convert_weights(config, loaders, prequantized=source), lambda out: []

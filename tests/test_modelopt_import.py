@@ -270,6 +270,39 @@ def test_tensorrt_llm_awq_export_without_pre_quant_scales_scales_by_one(float_mo
         np.testing.assert_array_equal(ckpt[f"{name}.pre_quant_scale"], np.ones_like(ckpt[f"{name}.pre_quant_scale"]))
 
 
+def test_a_quantized_lm_head_in_an_hf_export_is_dequantized(float_model, tmp_path):
+    # ModelOpt quantizes lm_head unless it is excluded; our engines keep it in the model dtype
+    write_hf_export(float_model, tmp_path / "export", "FP8")
+    tensors = read_safetensors(tmp_path / "export" / "model.safetensors")
+    w = tensors["lm_head.weight"]
+    scale = np.float32(np.abs(w).max() / 448)
+    tensors["lm_head.weight"] = numerics.to_fp8(w / scale)
+    tensors["lm_head.weight_scale"] = np.array(scale, np.float32)
+    tensors["lm_head.input_scale"] = np.array(0.02, np.float32)
+    write_safetensors(tmp_path / "export" / "model.safetensors", tensors)
+    convert(tmp_path / "export", tmp_path / "ckpt", "float32")
+    _, ckpt = load_checkpoint(tmp_path / "ckpt")
+    want = tensors["lm_head.weight"].astype(np.float32) * scale
+    np.testing.assert_array_equal(ckpt["lm_head.weight"][:w.shape[0]], want)
+    np.testing.assert_allclose(want, w, atol=float(np.abs(w).max()) / 16)  # and it is the model's lm_head
+
+
+def test_a_quantized_lm_head_in_a_tensorrt_llm_awq_export_is_dequantized(float_model, tmp_path):
+    _, trt_dir, _ = write_both_exports(float_model, tmp_path, "W4A16_AWQ")
+    tensors = read_safetensors(trt_dir / "rank0.safetensors")
+    w = tensors["lm_head.weight"]  # padded to a multiple of 64 rows
+    pre = np.random.default_rng(3).uniform(0.5, 2.0, w.shape[1]).astype(np.float32)
+    q, scale = numerics.quantize_groupwise(w / pre, 4, 16, np.dtype(np.float32))
+    tensors |= {"lm_head.weight": modelopt_pack_int4(q), "lm_head.weights_scaling_factor": scale,
+                "lm_head.prequant_scaling_factor": pre}
+    write_safetensors(trt_dir / "rank0.safetensors", tensors)
+    convert(trt_dir, tmp_path / "ckpt", "float32")
+    _, ckpt = load_checkpoint(tmp_path / "ckpt")
+    vocab = json.loads((trt_dir / "config.json").read_text())["vocab_size"]
+    want = (q.astype(np.float64) * np.repeat(scale, 16, axis=1) * pre)[:vocab]
+    np.testing.assert_allclose(ckpt["lm_head.weight"][:vocab], want, rtol=1e-6, atol=0)
+
+
 def test_tensorrt_llm_awq_export_with_zero_points_is_refused(float_model, tmp_path):
     _, trt_dir, _ = write_both_exports(float_model, tmp_path, "W4A16_AWQ")
     config = json.loads((trt_dir / "config.json").read_text())

@@ -81,6 +81,28 @@ def unpack_modelopt_int4(packed: np.ndarray) -> np.ndarray:
     return np.where(q >= 8, q - 16, q).astype(np.int8)
 
 
+def dequantize_lm_head(algo: str, get: Callable[[str], np.ndarray], has: Callable[[str], bool]) -> np.ndarray:
+    """An export's quantized lm_head (ModelOpt quantizes it unless excluded) as float32: our engine
+    keeps lm_head in the model dtype. `get` / `has` take our tensor roles (weight, weight_scale,
+    pre_quant_scale). Exact in float32: each product of a code and its scales is representable."""
+    w, scale = np.asarray(get("weight")), np.asarray(get("weight_scale"), np.float32)
+    if algo == "FP8":
+        out = w.view(numerics.FP8).astype(np.float32) * scale.reshape(-1)[0]
+    elif algo in ("W8A8_SQ_PER_CHANNEL", "W8A16"):
+        out = w.astype(np.float32) * scale.reshape(-1, 1)
+    elif algo == "W4A16_AWQ":
+        q = unpack_modelopt_int4(w).astype(np.float32)
+        groups = scale.reshape(q.shape[0], -1)
+        out = q * np.repeat(groups, q.shape[1] // groups.shape[1], axis=1)
+    else:
+        raise ConvertError(f"a quantized lm_head with quant_algo {algo} is not supported")
+    if has("pre_quant_scale"):  # the weights were stored divided by it
+        out = out * np.asarray(get("pre_quant_scale"), np.float32).reshape(1, -1)
+    log.info("lm_head is quantized (%s) in the export: dequantized, as our engines keep lm_head in the model dtype",
+             algo)
+    return out
+
+
 class _Export:
     """Quantized linear groups and KV scales of an export, in our canonical names and formats."""
 
@@ -186,6 +208,11 @@ def read(model_dir: Path, export: str, dtype: str | None, tp_size: int
         return tensors[name]()
 
     used: set[str] = set()
+    if "lm_head.weight_scale" in tensors:
+        lm_head = {role: tensors.pop(f"lm_head.{role}") for role in ("weight", "weight_scale", "input_scale",
+                                                                     "pre_quant_scale") if f"lm_head.{role}" in tensors}
+        algo = config.quantization.quant_algo
+        tensors["lm_head.weight"] = lambda: dequantize_lm_head(algo, lambda r: lm_head[r](), lambda r: r in lm_head)
     source = _Export(get, lambda n: n in tensors, config, linear_name, kv_names)
     log.info("reading ModelOpt HF export %s (%s)", model_dir, config.quantization.quant_algo)
     return config, lambda: convert_weights(config, tensors, prequantized=source), \
@@ -279,4 +306,8 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
                     else f"model.layers.{i}.post_attention_layernorm.weight")
                 vocab_rows = ours in ("embed.weight", "lm_head.weight")
                 loaders[hf_name] = (lambda n=name, v=vocab_rows: raw[n][:config.vocab_size] if v else raw[n])
+    if "lm_head.weights_scaling_factor" in raw:
+        algo = config.quantization.quant_algo
+        loaders["lm_head.weight"] = lambda: dequantize_lm_head(
+            algo, lambda r: get(f"lm_head.{r}"), lambda r: has(f"lm_head.{r}"))[:config.vocab_size]
     return config, lambda: convert_weights(config, loaders, prequantized=source), lambda out: []

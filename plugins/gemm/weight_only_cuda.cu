@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -125,9 +126,8 @@ struct Dequant {
     }
 };
 
-// 8 activations (4 pairs) from p, 16-byte aligned.
-__device__ __forceinline__ void load_pairs(const void* p, uint32_t (&out)[4]) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
+// 8 activations (4 pairs) of a 16-byte load.
+__device__ __forceinline__ void unpack_pairs(const uint4 v, uint32_t (&out)[4]) {
     out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
 }
 
@@ -151,8 +151,8 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M>
-__global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
+template <class T, int BITS, int M, bool PREFETCH_X = M == 1, int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
+__global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
@@ -188,6 +188,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
                 wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
             }
         }
+        // At m = 1, x (and pre_quant_scale) of the sweep are loaded with the weights: loaded at
+        // their use they were a second round trip after the weights' (Nsight Compute: 40-60% of
+        // the long-scoreboard stalls of the int4 / int8 GEMV waited on them).
+        uint4 xq[PREFETCH_X ? kGemvUnroll : 1][D::kChunks], pq[PREFETCH_X ? kGemvUnroll : 1][D::kChunks];
+        if constexpr (PREFETCH_X) {
+#pragma unroll
+            for (int u = 0; u < kGemvUnroll; ++u) {
+                const int v = v0 + 32 * u;
+                if (v >= num_vecs) break;
+#pragma unroll
+                for (int c = 0; c < D::kChunks; ++c) {
+                    xq[u][c] = *reinterpret_cast<const uint4*>(x + v * D::kInputs + 8 * c);
+                    if (pre != nullptr) pq[u][c] = *reinterpret_cast<const uint4*>(pre + v * D::kInputs + 8 * c);
+                }
+            }
+        }
 #pragma unroll
         for (int u = 0; u < kGemvUnroll; ++u) {
             const int v = v0 + 32 * u;
@@ -207,12 +223,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
 #pragma unroll
                 for (int r = 0; r < R; ++r) D::chunk(wv[u][r], c, scale2[r], wd[r]);
                 uint32_t pre_pairs[P];
-                if (pre != nullptr) load_pairs(pre + kq, pre_pairs);
+                if (pre != nullptr) {
+                    if constexpr (PREFETCH_X) {
+                        unpack_pairs(pq[u][c], pre_pairs);
+                    } else {
+                        unpack_pairs(*reinterpret_cast<const uint4*>(pre + kq), pre_pairs);
+                    }
+                }
 #pragma unroll
                 for (int mi = 0; mi < M; ++mi) {
                     if (mi >= m) break;
                     uint32_t xp[P];
-                    load_pairs(x + int64_t{mi} * k + kq, xp);
+                    if constexpr (PREFETCH_X) {
+                        unpack_pairs(xq[u][c], xp);
+                    } else {
+                        unpack_pairs(*reinterpret_cast<const uint4*>(x + int64_t{mi} * k + kq), xp);
+                    }
                     if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
 #pragma unroll
                         for (int i = 0; i < P; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
@@ -280,16 +306,29 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M>
-void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+template <class T, int BITS, int M, bool PREFETCH_X = M == 1, int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
+void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M, PREFETCH_X, MIN_BLOCKS><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
         group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
     CHECK_LAUNCH("weight_only_gemv_kernel");
+}
+
+// TRTLLM_WO_VARIANT (A/B, to be removed) at m = 1: 0 x prefetched, at most 80 registers (6 blocks
+// per SM); 1 x prefetched, 7 blocks; 2 no prefetch, 8 blocks (the schedule before).
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
+    if constexpr (M == 1) {
+        if (variant == 1) return launch_gemv_variant<T, BITS, M, true, 7>(w, x, y, m, stream);
+        if (variant == 2) return launch_gemv_variant<T, BITS, M, false>(w, x, y, m, stream);
+        return launch_gemv_variant<T, BITS, M, true, 6>(w, x, y, m, stream);
+    }
+    launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.

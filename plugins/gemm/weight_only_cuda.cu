@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -16,18 +15,18 @@ using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
 // The schedule, per m bound M (measured per 8B layer at m = 1 on cold weights, Nsight Compute,
-// docs/cuda_backend.md "Session 8"). At m = 1 the GEMV is latency-bound: neither the ALU pipe nor
-// DRAM passes ~60% while each SM holds few warps, so m = 1 caps registers at 64 for 8 blocks per SM
-// (the kernel dequantizes 8 inputs at a time to fit): int8 takes 2 rows per warp and 2 vectors in
-// flight per row (107.4 us), int4 4 rows and 1 vector (int4 80.1, AWQ 86.3 us, against 83.6 and
-// 94.8 with 2 rows, 4 vectors and 116 registers). Larger m: 2 rows per warp, sharing each x load;
-// 4 vectors in flight at m <= 2, 2 where the FMAs of many rows of x dominate anyway.
+// docs/cuda_backend.md "Session 8"). At m = 1 the GEMV is latency-bound (neither the ALU pipe nor
+// DRAM passes ~60%), so it loads x with the weights (below) and caps registers at 80 for 6 blocks
+// per SM (the kernel dequantizes 8 inputs at a time to fit): int8 takes 2 rows per warp and 2
+// vectors in flight per row (95.0 us), int4 4 rows and 1 vector (int4 71.0, AWQ 73.4 us, against
+// 83.6 and 94.8 with 2 rows, 4 vectors and 116 registers). Larger m: 2 rows per warp, sharing
+// each x load; 4 vectors in flight at m <= 2, 2 where the FMAs of many rows of x dominate anyway.
 template <int BITS, int M>
 constexpr int gemv_rows() { return M == 1 && BITS == 4 ? 4 : 2; }
 template <int BITS, int M>
 constexpr int gemv_unroll() { return M == 1 ? (BITS == 4 ? 1 : 2) : M <= 2 ? 4 : 2; }
 template <int BITS, int M>
-constexpr int gemv_min_blocks() { return M == 1 ? 8 : 1; }
+constexpr int gemv_min_blocks() { return M == 1 ? 6 : 1; }
 
 // Two values of the activation dtype in one 32-bit register (.x in the low half): the
 // dequantization runs on pairs, as the hardware's 16-bit vector math does.
@@ -151,12 +150,13 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M, bool PREFETCH_X = M == 1, int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
-__global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
+template <class T, int BITS, int M>
+__global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
+    constexpr bool kPrefetchX = M == 1;
     constexpr int R = gemv_rows<BITS, M>();
     constexpr int kGemvUnroll = gemv_unroll<BITS, M>();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -191,8 +191,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
         // At m = 1, x (and pre_quant_scale) of the sweep are loaded with the weights: loaded at
         // their use they were a second round trip after the weights' (Nsight Compute: 40-60% of
         // the long-scoreboard stalls of the int4 / int8 GEMV waited on them).
-        uint4 xq[PREFETCH_X ? kGemvUnroll : 1][D::kChunks], pq[PREFETCH_X ? kGemvUnroll : 1][D::kChunks];
-        if constexpr (PREFETCH_X) {
+        uint4 xq[kPrefetchX ? kGemvUnroll : 1][D::kChunks], pq[kPrefetchX ? kGemvUnroll : 1][D::kChunks];
+        if constexpr (kPrefetchX) {
 #pragma unroll
             for (int u = 0; u < kGemvUnroll; ++u) {
                 const int v = v0 + 32 * u;
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
                 for (int r = 0; r < R; ++r) D::chunk(wv[u][r], c, scale2[r], wd[r]);
                 uint32_t pre_pairs[P];
                 if (pre != nullptr) {
-                    if constexpr (PREFETCH_X) {
+                    if constexpr (kPrefetchX) {
                         unpack_pairs(pq[u][c], pre_pairs);
                     } else {
                         unpack_pairs(*reinterpret_cast<const uint4*>(pre + kq), pre_pairs);
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, MIN_BLOCKS)
                 for (int mi = 0; mi < M; ++mi) {
                     if (mi >= m) break;
                     uint32_t xp[P];
-                    if constexpr (PREFETCH_X) {
+                    if constexpr (kPrefetchX) {
                         unpack_pairs(xq[u][c], xp);
                     } else {
                         unpack_pairs(*reinterpret_cast<const uint4*>(x + int64_t{mi} * k + kq), xp);
@@ -306,29 +306,16 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M, bool PREFETCH_X = M == 1, int MIN_BLOCKS = gemv_min_blocks<BITS, M>()>
-void launch_gemv_variant(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+template <class T, int BITS, int M>
+void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M, PREFETCH_X, MIN_BLOCKS><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
         group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
     CHECK_LAUNCH("weight_only_gemv_kernel");
-}
-
-// TRTLLM_WO_VARIANT (A/B, to be removed) at m = 1: 0 x prefetched, at most 80 registers (6 blocks
-// per SM); 1 x prefetched, 7 blocks; 2 no prefetch, 8 blocks (the schedule before).
-template <class T, int BITS, int M>
-void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    static const int variant = std::getenv("TRTLLM_WO_VARIANT") ? std::atoi(std::getenv("TRTLLM_WO_VARIANT")) : 0;
-    if constexpr (M == 1) {
-        if (variant == 1) return launch_gemv_variant<T, BITS, M, true, 7>(w, x, y, m, stream);
-        if (variant == 2) return launch_gemv_variant<T, BITS, M, false>(w, x, y, m, stream);
-        return launch_gemv_variant<T, BITS, M, true, 6>(w, x, y, m, stream);
-    }
-    launch_gemv_variant<T, BITS, M>(w, x, y, m, stream);
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.

@@ -121,39 +121,64 @@ def test_export_with_quant_flags_is_refused(float_model, tmp_path):
         convert(tmp_path / "export", tmp_path / "ckpt", "float32", 1, QuantOptions("int8_wo"))
 
 
-def test_tensorrt_llm_fp8_export_splits_the_fused_qkv(float_model, tmp_path):
-    _, state = float_model
-    hf = json.loads((float_model[0] / "config.json").read_text())
-    out = tmp_path / "trtllm"
-    out.mkdir()
-    tensors = {"transformer.vocab_embedding.weight": state["model.embed_tokens.weight"],
-               "transformer.ln_f.weight": state["model.norm.weight"], "lm_head.weight": state["lm_head.weight"]}
+def write_trtllm_export(float_model, out, modules, quant, kv_scale: float | None = None):
+    """ModelOpt's TensorRT-LLM export of a model whose linears are `modules` (HF module name ->
+    our roles: weight, weight_scale, input_scale, pre_quant_scale): TensorRT-LLM names, q/k/v
+    fused (rows concatenated, per-tensor and input-side scales shared), embedding and lm_head
+    padded to a multiple of 64 rows. Returns the tensors written."""
+    src, state = float_model
+    hf = json.loads((src / "config.json").read_text())
+    rope = dict(hf["rope_parameters"])
+    theirs = {"weight": "weight", "weight_scale": "weights_scaling_factor", "input_scale": "activation_scaling_factor",
+              "pre_quant_scale": "prequant_scaling_factor"}
+    pad = lambda w: np.concatenate([w, np.zeros((-w.shape[0] % 64 or 64, w.shape[1]), w.dtype)])  # noqa: E731
+    trt = {"transformer.vocab_embedding.weight": pad(state["model.embed_tokens.weight"]),
+           "transformer.ln_f.weight": state["model.norm.weight"], "lm_head.weight": pad(state["lm_head.weight"])}
     names = {"attention.dense": "self_attn.o_proj", "mlp.fc": "mlp.gate_proj", "mlp.gate": "mlp.up_proj",
              "mlp.proj": "mlp.down_proj"}
+    per_row = lambda k, v: k == "weight" or (k == "weight_scale" and v.shape[0] > 1)  # noqa: E731
     for i in range(hf["num_hidden_layers"]):
         p, t = f"model.layers.{i}.", f"transformer.layers.{i}."
-        tensors[t + "input_layernorm.weight"] = state[p + "input_layernorm.weight"]
-        tensors[t + "post_layernorm.weight"] = state[p + "post_attention_layernorm.weight"]
-        qkv = np.concatenate([state[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
-        fused = {"attention.qkv": qkv, **{k: state[p + v + ".weight"] for k, v in names.items()}}
-        for name, w in fused.items():
-            scale = np.float32(np.abs(w).max() / 448)
-            tensors[t + name + ".weight"] = numerics.to_fp8(w / scale)
-            tensors[t + name + ".weights_scaling_factor"] = np.array([scale], np.float32)
-            tensors[t + name + ".activation_scaling_factor"] = np.array([0.03], np.float32)
-        tensors[t + "attention.kv_cache_scaling_factor"] = np.array([0.05], np.float32)
-    write_safetensors(out / "rank0.safetensors", tensors)
+        trt[t + "input_layernorm.weight"] = state[p + "input_layernorm.weight"]
+        trt[t + "post_layernorm.weight"] = state[p + "post_attention_layernorm.weight"]
+        qkv = [modules[p + f"self_attn.{x}_proj"] for x in "qkv"]
+        fused = {"attention.qkv": {k: np.concatenate([m[k] for m in qkv]) if per_row(k, v) else v
+                                   for k, v in qkv[0].items()},
+                 **{k: modules[p + v] for k, v in names.items()}}
+        for name, parts in fused.items():
+            trt |= {f"{t}{name}.{theirs[k]}": v for k, v in parts.items()}
+        if kv_scale is not None:
+            trt[t + "attention.kv_cache_scaling_factor"] = np.array([kv_scale], np.float32)
+    out.mkdir()
+    write_safetensors(out / "rank0.safetensors", trt)
     config = {"architecture": "LlamaForCausalLM", "dtype": "float32", "vocab_size": hf["vocab_size"],
               "hidden_size": hf["hidden_size"], "intermediate_size": hf["intermediate_size"],
               "num_hidden_layers": hf["num_hidden_layers"], "num_attention_heads": hf["num_attention_heads"],
               "num_key_value_heads": hf["num_key_value_heads"], "max_position_embeddings": 256,
-              "norm_epsilon": hf["rms_norm_eps"], "rotary_base": 10000.0, "mapping": {"tp_size": 1},
-              "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}}
+              "norm_epsilon": hf["rms_norm_eps"], "rotary_base": rope.pop("rope_theta"),
+              "rotary_scaling": rope, "mapping": {"tp_size": 1}, "quantization": quant}
     (out / "config.json").write_text(json.dumps(config))
+    return trt
+
+
+def test_tensorrt_llm_fp8_export_splits_the_fused_qkv(float_model, tmp_path):
+    _, state = float_model
+    modules = {}
+    for name, value in state.items():
+        module = name.removesuffix(".weight")
+        if module.endswith(PROJ):  # q, k, v quantized against one scale: ModelOpt's fused-layer export
+            layer = module.rsplit(".", 2)[0]
+            group = [state[f"{layer}.self_attn.{x}_proj.weight"] for x in "qkv"] if module.endswith(PROJ[:3]) else [value]
+            scale = np.float32(max(np.abs(w).max() for w in group) / 448)
+            modules[module] = {"weight": numerics.to_fp8(value / scale), "weight_scale": np.array([scale], np.float32),
+                               "input_scale": np.array([0.03], np.float32)}
+    out = tmp_path / "trtllm"
+    tensors = write_trtllm_export(float_model, out, modules, {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"},
+                                  kv_scale=0.05)
     assert detect(out) == "modelopt_trtllm"
     convert(out, tmp_path / "ckpt", "float32")
     _, ckpt = load_checkpoint(tmp_path / "ckpt")
-    q_rows = hf["num_attention_heads"] * 8
+    q_rows = json.loads((float_model[0] / "config.json").read_text())["num_attention_heads"] * 8
     np.testing.assert_array_equal(ckpt["layers.1.attn.q.weight"].view(np.uint8),
                                   tensors["transformer.layers.1.attention.qkv.weight"][:q_rows].view(np.uint8))
     assert ckpt["layers.1.attn.kv_scale"][0] == np.float32(0.05)
@@ -189,46 +214,19 @@ def write_both_exports(float_model, tmp_path, algo: str):
     """The same quantized model as ModelOpt's HF export and as its TensorRT-LLM export (q/k/v
     fused, TensorRT-LLM names, embedding and lm_head padded to a multiple of 64 rows)."""
     src, state = float_model
-    hf = json.loads((src / "config.json").read_text())
-    rope = dict(hf["rope_parameters"])
     modules = modelopt_quantize(state, algo)
     quant = {"quant_algo": algo, "exclude_modules": ["lm_head"]}
     if algo == "W4A16_AWQ":
         quant |= {"group_size": 16, "has_zero_point": False, "pre_quant_scale": True}
     hf_dir, trt_dir = tmp_path / "hf_export", tmp_path / "trtllm_export"
-    hf_dir.mkdir(), trt_dir.mkdir()
+    hf_dir.mkdir()
     shutil.copy(src / "config.json", hf_dir / "config.json")
     tensors = {k: v for k, v in state.items() if not k.removesuffix(".weight").endswith(PROJ)}
     for module, parts in modules.items():
         tensors |= {f"{module}.{k}": v for k, v in parts.items()}
     write_safetensors(hf_dir / "model.safetensors", tensors)
     (hf_dir / "hf_quant_config.json").write_text(json.dumps({"quantization": quant}))
-
-    theirs = {"weight": "weight", "weight_scale": "weights_scaling_factor", "input_scale": "activation_scaling_factor",
-              "pre_quant_scale": "prequant_scaling_factor"}
-    pad = lambda w: np.concatenate([w, np.zeros((-w.shape[0] % 64 or 64, w.shape[1]), w.dtype)])  # noqa: E731
-    trt = {"transformer.vocab_embedding.weight": pad(state["model.embed_tokens.weight"]),
-           "transformer.ln_f.weight": state["model.norm.weight"], "lm_head.weight": pad(state["lm_head.weight"])}
-    names = {"attention.dense": "self_attn.o_proj", "mlp.fc": "mlp.gate_proj", "mlp.gate": "mlp.up_proj",
-             "mlp.proj": "mlp.down_proj"}
-    for i in range(hf["num_hidden_layers"]):
-        p, t = f"model.layers.{i}.", f"transformer.layers.{i}."
-        trt[t + "input_layernorm.weight"] = state[p + "input_layernorm.weight"]
-        trt[t + "post_layernorm.weight"] = state[p + "post_attention_layernorm.weight"]
-        qkv = [modules[p + f"self_attn.{x}_proj"] for x in "qkv"]
-        fused = {"attention.qkv": {k: np.concatenate([m[k] for m in qkv]) if k in ("weight", "weight_scale")
-                                   else qkv[0][k] for k in qkv[0]},
-                 **{k: modules[p + v] for k, v in names.items()}}
-        for name, parts in fused.items():
-            trt |= {f"{t}{name}.{theirs[k]}": v for k, v in parts.items()}
-    write_safetensors(trt_dir / "rank0.safetensors", trt)
-    config = {"architecture": "LlamaForCausalLM", "dtype": "float32", "vocab_size": hf["vocab_size"],
-              "hidden_size": hf["hidden_size"], "intermediate_size": hf["intermediate_size"],
-              "num_hidden_layers": hf["num_hidden_layers"], "num_attention_heads": hf["num_attention_heads"],
-              "num_key_value_heads": hf["num_key_value_heads"], "max_position_embeddings": 256,
-              "norm_epsilon": hf["rms_norm_eps"], "rotary_base": rope.pop("rope_theta"),
-              "rotary_scaling": rope, "mapping": {"tp_size": 1}, "quantization": quant}
-    (trt_dir / "config.json").write_text(json.dumps(config))
+    write_trtllm_export(float_model, trt_dir, modules, quant)
     return hf_dir, trt_dir, modules
 
 

@@ -82,9 +82,10 @@ def unpack_modelopt_int4(packed: np.ndarray) -> np.ndarray:
 
 
 def dequantize_lm_head(algo: str, get: Callable[[str], np.ndarray], has: Callable[[str], bool]) -> np.ndarray:
-    """An export's quantized lm_head (ModelOpt quantizes it unless excluded) as float32: our engine
-    keeps lm_head in the model dtype. `get` / `has` take our tensor roles (weight, weight_scale,
-    pre_quant_scale). Exact in float32: each product of a code and its scales is representable."""
+    """An export's quantized lm_head (ModelOpt quantizes it unless excluded) as float32 weights,
+    code x weight_scale (x pre_quant_scale where the weights were stored divided by it), each
+    product rounded once in float32; the converter then casts them to the model dtype, the dtype
+    our engines keep lm_head in. `get` / `has` take our tensor roles."""
     w, scale = np.asarray(get("weight")), np.asarray(get("weight_scale"), np.float32)
     if algo == "FP8":
         out = w.view(numerics.FP8).astype(np.float32) * scale.reshape(-1)[0]

@@ -292,6 +292,9 @@ if has ncu && ((build_rc == 0)); then
         --reps 1 --tp $tp
     done
   done
+  # Per-layer table of every GEMV run above (in the log, so an A/B call's result comes back even
+  # when its CSVs do not).
+  "$PYTHON" scripts/ncu_gemv_table.py "$OUT"/ncu_gemv_tp*.csv || true
   B=/tmp/bench8b
   if [[ ${NCU_DECODE:-1} == 0 ]]; then
     :

@@ -270,7 +270,8 @@ fi
 # --- each kernel's device time on cold caches (phase ncu) -----------------------------------------
 # Nsight Compute times every kernel alone, with the caches flushed before it (--cache-control all)
 # and the clocks left alone: the decode GEMVs of scripts/bench_weight_only.py at TP=1 and TP=2
-# shapes ($OUT/ncu_gemv_tp{1,2}.csv), and every kernel of about two batch-1 decode steps of the
+# shapes ($OUT/ncu_gemv_tp{1,2}.csv; the per-layer table of each, scripts/ncu_gemv_table.py, goes
+# into the log), and every kernel of about two batch-1 decode steps of the
 # Llama-3.1-8B shape in bf16 with graphs off ($OUT/ncu_decode_8b.csv; the bf16 engine of bench8b,
 # built here if missing). The time of a kernel alone, against its bytes at the copy bandwidth.
 if has ncu && ((build_rc == 0)); then

@@ -88,15 +88,16 @@ def dequantize_lm_head(algo: str, get: Callable[[str], np.ndarray], has: Callabl
     our engines keep lm_head in. `get` / `has` take our tensor roles."""
     w, scale = np.asarray(get("weight")), np.asarray(get("weight_scale"), np.float32)
     if algo == "FP8":
-        out = w.view(numerics.FP8).astype(np.float32) * scale.reshape(-1)[0]
+        codes = w.view(numerics.FP8)
     elif algo in ("W8A8_SQ_PER_CHANNEL", "W8A16"):
-        out = w.astype(np.float32) * scale.reshape(-1, 1)
+        codes = w
     elif algo == "W4A16_AWQ":
-        q = unpack_modelopt_int4(w).astype(np.float32)
-        groups = scale.reshape(q.shape[0], -1)
-        out = q * np.repeat(groups, q.shape[1] // groups.shape[1], axis=1)
+        codes = unpack_modelopt_int4(w)
     else:
         raise ConvertError(f"a quantized lm_head with quant_algo {algo} is not supported")
+    # One scale (per tensor), one per row, or one per row and group of inputs.
+    groups = scale.reshape(codes.shape[0] if scale.size > 1 else 1, -1)
+    out = codes.astype(np.float32) * np.repeat(groups, codes.shape[1] // groups.shape[1], axis=1)
     if has("pre_quant_scale"):  # the weights were stored divided by it
         out = out * np.asarray(get("pre_quant_scale"), np.float32).reshape(1, -1)
     log.info("lm_head is quantized (%s) in the export: dequantized, as our engines keep lm_head in the model dtype",

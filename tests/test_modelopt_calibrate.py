@@ -25,7 +25,9 @@ needs_modelopt = pytest.mark.skipif(modelopt_calibrate.modelopt_unavailable() is
 CALIB = dict(calib_size=4, calib_seq_len=64, calibrator="modelopt")
 CASES = {"fp8": QuantOptions("fp8", **CALIB), "int8_sq": QuantOptions("int8_sq", **CALIB),
          "int4_awq": QuantOptions("int4_awq", group_size=16, **CALIB),
-         "fp8_kv_fp8": QuantOptions("fp8", kv_cache="fp8", **CALIB)}
+         "fp8_kv_fp8": QuantOptions("fp8", kv_cache="fp8", **CALIB),
+         "int8_sq_lm_head": QuantOptions("int8_sq", quantize_lm_head=True, **CALIB),
+         "int4_awq_lm_head": QuantOptions("int4_awq", group_size=16, quantize_lm_head=True, **CALIB)}
 LINEARS = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
            "attn.o": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
            "mlp.down": "mlp.down_proj"}
@@ -108,22 +110,27 @@ def test_checkpoint_holds_the_scales_and_weights_of_modelopts_quantizers(calibra
     _, (config, weights), model = calibrated
     qc = config.quantization
     assert qc.source == "modelopt calibration"
+    linears = [(f"layers.{i}.{ours}", model.get_submodule(f"model.layers.{i}.{theirs}"))
+               for i in range(config.num_hidden_layers) for ours, theirs in LINEARS.items()]
+    if qc.quantize_lm_head:
+        linears.append(("lm_head", model.get_output_embeddings()))
+    else:
+        assert not model.get_output_embeddings().weight_quantizer.is_enabled
+    for name, module in linears:
+        np.testing.assert_allclose(np.asarray(weights[f"{name}.weight_scale"]).reshape(-1),
+                                   quantizer_scale(module.weight_quantizer).reshape(-1), rtol=1e-6)
+        np.testing.assert_allclose(dequantized_weight(weights, name, qc.quant_algo), fake_quant_weight(module),
+                                   rtol=1e-6, atol=1e-7)
+        if f"{name}.input_scale" in weights:
+            np.testing.assert_allclose(weights[f"{name}.input_scale"], quantizer_scale(module.input_quantizer),
+                                       rtol=1e-6)
+        if qc.quant_algo == "W4A16_AWQ":  # ModelOpt's block is our group (16 here: the model is small)
+            assert module.weight_quantizer.block_sizes[-1] == qc.group_size == 16
+        if f"{name}.pre_quant_scale" in weights:
+            np.testing.assert_array_equal(weights[f"{name}.pre_quant_scale"],
+                                          module.input_quantizer.pre_quant_scale.numpy())
     for i in range(config.num_hidden_layers):
         attn = model.get_submodule(f"model.layers.{i}.self_attn")
-        for ours, theirs in LINEARS.items():
-            name, module = f"layers.{i}.{ours}", model.get_submodule(f"model.layers.{i}.{theirs}")
-            np.testing.assert_allclose(np.asarray(weights[f"{name}.weight_scale"]).reshape(-1),
-                                       quantizer_scale(module.weight_quantizer).reshape(-1), rtol=1e-6)
-            np.testing.assert_allclose(dequantized_weight(weights, name, qc.quant_algo), fake_quant_weight(module),
-                                       rtol=1e-6, atol=1e-7)
-            if f"{name}.input_scale" in weights:
-                np.testing.assert_allclose(weights[f"{name}.input_scale"], quantizer_scale(module.input_quantizer),
-                                           rtol=1e-6)
-            if qc.quant_algo == "W4A16_AWQ":  # ModelOpt's block is our group (16 here: the model is small)
-                assert module.weight_quantizer.block_sizes[-1] == qc.group_size == 16
-            if f"{name}.pre_quant_scale" in weights:
-                np.testing.assert_array_equal(weights[f"{name}.pre_quant_scale"],
-                                              module.input_quantizer.pre_quant_scale.numpy())
         if qc.kv_cache_quant_algo:
             k, v = quantizer_scale(attn.k_bmm_quantizer), quantizer_scale(attn.v_bmm_quantizer)
             np.testing.assert_allclose(weights[f"layers.{i}.attn.kv_scale"], k, rtol=1e-6)

@@ -170,3 +170,101 @@ def test_cpu_backend_refuses_an_engine_in_the_cuda_weight_layout(tiny_llama, tmp
     engine = build_quantized(tiny_llama, tmp_path, SCHEMES["int8_wo"])
     with pytest.raises((ValueError, EngineFormatError), match="cuda_k_interleaved_v1.*not runnable on the CPU"):
         ModelRunner.from_dir(engine)
+
+
+# --------------------------------------------------------------------------- --quantize-lm-head
+
+LM_HEAD_SCHEMES = ("fp8", "int8_sq", "int8_wo", "int4_awq")
+# As BOUNDS, on the tied model, lm_head quantized, as measured (fp8 0.216, int8_sq 0.131, int8_wo 0.032,
+# int4_awq g16 0.398; with lm_head unquantized 0.225, 0.133, 0.033, 0.376) plus about 30%.
+TIED_LM_HEAD_BOUNDS = {"fp8": 0.28, "int8_sq": 0.17, "int8_wo": 0.042, "int4_awq": 0.52}
+
+
+@pytest.fixture(scope="module")
+def tiny_tied_llama(tmp_path_factory):
+    """Tied embeddings and a vocab of 130: the quantized lm_head is a copy of the embedding table,
+    padded to 192 rows (64 per rank)."""
+    import tiny_hf
+
+    return tiny_hf.save_trained_scale_llama(tmp_path_factory.mktemp("tiny_tied"), family="llama_tied")
+
+
+@pytest.fixture(scope="module")
+def tied_float_logits(tiny_tied_llama, tmp_path_factory):
+    return engine_logits(build_quantized(tiny_tied_llama, tmp_path_factory.mktemp("tied_float"), None))
+
+
+def dequantized_lm_head(scheme: str, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(lm_head as the GEMM multiplies it, the per-element rounding bound of its quantizer), float64,
+    both in the domain of the stored weight (the original divided by pre_quant_scale)."""
+    import ml_dtypes
+
+    q, scale = w["lm_head.weight"], w["lm_head.weight_scale"].astype(np.float64)
+    if scheme == "fp8":  # e4m3: 3 mantissa bits, a relative half-ulp of 2^-4; subnormals step 2^-9
+        deq = q.view(ml_dtypes.float8_e4m3fn).astype(np.float64) * scale[0]
+        return deq, np.maximum(np.abs(deq) * 2.0**-4, 2.0**-10 * scale[0])
+    if scheme == "int8_sq":
+        return q.astype(np.float64) * scale[:, None], np.broadcast_to(scale[:, None] / 2, q.shape)
+    bits = 4 if scheme == "int4_awq" else 8
+    codes = q.astype(np.int8) if bits == 8 else np.stack([(q << 4).astype(np.int8) >> 4, q.astype(np.int8) >> 4],
+                                                         axis=2).reshape(q.shape[0], -1)
+    per = np.repeat(scale, codes.shape[1] // scale.shape[1], axis=1)
+    return codes.astype(np.float64) * per, per / 2
+
+
+@pytest.mark.parametrize("scheme", LM_HEAD_SCHEMES)
+def test_quantized_lm_head_is_the_rounded_tied_embedding_and_the_engine_runs_its_math(
+        tiny_tied_llama, tied_float_logits, tmp_path, scheme):
+    options = dataclasses.replace(SCHEMES[scheme], quantize_lm_head=True)
+    engine = build_quantized(tiny_tied_llama, tmp_path, options)
+    config, weights = load_checkpoint(tmp_path / "ckpt")
+    assert config.quantization.quantize_lm_head and config.vocab_size_padded == 192
+    # The checkpoint: the HF embedding (float64), divided by pre_quant_scale, rounded by the scheme's
+    # quantizer to within half a step; padding rows are zero.
+    embed = transformers.AutoModelForCausalLM.from_pretrained(tiny_tied_llama).get_input_embeddings().weight
+    target = np.zeros((192, config.hidden_size))
+    target[:130] = embed.detach().double().numpy()
+    if "lm_head.pre_quant_scale" in weights:
+        target /= weights["lm_head.pre_quant_scale"].astype(np.float64)[None, :]
+    deq, bound = dequantized_lm_head(scheme, weights)
+    assert np.all(np.abs(deq - target) <= bound * (1 + 1e-6) + 1e-12)
+    assert not deq[130:].any() and np.abs(deq[:130] - target[:130]).max() > 0
+    # The engine: the quantized graph's math (the float64 reference interpreter), lm_head included.
+    graph = optimize(trace(config, weights), max_num_tokens=64, max_output_rows=64)
+    assert graph.nodes[-1].op == ("weight_only_linear" if scheme in ("int8_wo", "int4_awq") else
+                                  f"{scheme[:4]}_linear")
+    ours = engine_logits(engine)
+    reference = run_graphs([graph], np.array(PROMPT), output_rows=list(range(len(PROMPT))))["logits"]
+    assert ours.shape == tied_float_logits.shape == (len(PROMPT), 130)  # the runtime drops the padding
+    scale = np.max(np.abs(tied_float_logits))
+    assert np.max(np.abs(ours - reference[:, :130])) / scale < 2e-3
+    assert 0 < np.max(np.abs(ours - tied_float_logits)) / scale < TIED_LM_HEAD_BOUNDS[scheme]
+
+
+@pytest.mark.parametrize("scheme", ["int8_sq", "int4_awq"])
+def test_tensor_parallel_quantized_lm_head_matches_tp1(tiny_tied_llama, tmp_path, scheme):
+    options = dataclasses.replace(SCHEMES[scheme], calib_size=4, calib_seq_len=64, quantize_lm_head=True)
+    logits = []
+    for tp in (1, 2):
+        config = convert(tiny_tied_llama, tmp_path / f"tp{tp}", "float32", tp, options)
+        assert config.vocab_size_padded == 64 * tp * -(-130 // (64 * tp))
+        graphs = [optimize(trace(*load_checkpoint(tmp_path / f"tp{tp}", r)), max_num_tokens=64, max_output_rows=64)
+                  for r in range(tp)]
+        logits.append(run_graphs(graphs, np.array(PROMPT))["logits"][:, :130])
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-6, atol=1e-6 * np.abs(logits[0]).max())
+
+
+def test_convert_cli_quantize_lm_head(tiny_llama, tmp_path, capsys):
+    from trtllm_build.cli.build import main as build_main
+    from trtllm_build.cli.convert import main as convert_main
+
+    args = ["--model-dir", str(tiny_llama), "--output-dir", str(tmp_path / "ckpt"), "--dtype", "float32"]
+    assert convert_main(args + ["--quantize-lm-head"]) == 2
+    assert "--quantize-lm-head needs --quant" in capsys.readouterr().err
+    assert convert_main(args + ["--quant", "int8_wo", "--quantize-lm-head"]) == 0
+    assert build_main(["--checkpoint-dir", str(tmp_path / "ckpt"), "--output-dir", str(tmp_path / "engine"),
+                       "--target", "cpu", "--max-num-tokens", "64"]) == 0
+    capsys.readouterr()
+    assert build_main(["--inspect", str(tmp_path / "engine")]) == 0
+    out = capsys.readouterr().out
+    assert "quantization: W8A16; weight_only_linear x9" in out and "unquantized linears: none" in out

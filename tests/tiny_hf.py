@@ -44,21 +44,21 @@ def save_char_tokenizer(path) -> None:
     tok.save(str(path / "tokenizer.json"))
 
 
-def trained_scale_llama(seed: int = 1):
-    """A tiny Llama (GQA, llama3 rope; every GEMM dim a multiple of 16) with weights of a trained
-    model's scale: norms near 1, the rest N(0, 0.15)."""
+def trained_scale_llama(seed: int = 1, family: str = "llama3"):
+    """A tiny Llama (by default GQA, llama3 rope; every GEMM dim a multiple of 16) with weights of a
+    trained model's scale: norms near 1, the rest N(0, 0.15)."""
     import torch
 
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config("llama3"))
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(family))
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
     return model
 
 
-def save_trained_scale_llama(path, seed: int = 1):
-    """trained_scale_llama(seed) and the char tokenizer, saved into `path`; returns path."""
-    trained_scale_llama(seed).save_pretrained(path)
+def save_trained_scale_llama(path, seed: int = 1, family: str = "llama3"):
+    """trained_scale_llama(seed, family) and the char tokenizer, saved into `path`; returns path."""
+    trained_scale_llama(seed, family).save_pretrained(path)
     save_char_tokenizer(path)
     return path

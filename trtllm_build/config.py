@@ -61,12 +61,14 @@ class Mapping:
 @dataclass
 class QuantConfig:
     """How the checkpoint's linear layers and KV cache are quantized (trtllm_build.quantization.schemes
-    lists the tensors each quant_algo stores). lm_head and the embeddings are never quantized."""
+    lists the tensors each quant_algo stores). The embeddings are never quantized; lm_head only with
+    quantize_lm_head (its vocabulary rows are then padded to a multiple of 64 per rank)."""
     quant_algo: str | None = None            # FP8 | W8A8_SQ_PER_CHANNEL | W8A16 | W4A16 | W4A16_AWQ
     kv_cache_quant_algo: str | None = None   # FP8
     group_size: int | None = None            # W4A16_AWQ: inputs per weight scale
     smoothquant_alpha: float | None = None   # W8A8_SQ_PER_CHANNEL, for the record
     source: str | None = None                # how the scales were made (calibration, modelopt import)
+    quantize_lm_head: bool = False           # lm_head quantized like the other linears (`lm_head.*` tensors)
 
 
 @dataclass
@@ -93,7 +95,7 @@ class ModelConfig:
     mlp_bias: bool = False
     qk_norm: bool = False
     tie_word_embeddings: bool = False
-    vocab_size_padded: int = 0         # vocab rounded up to a multiple of tp_size (lm_head rows)
+    vocab_size_padded: int = 0         # lm_head rows: the vocab rounded up (vocab_rows_multiple)
     bos_token_id: int | None = None
     eos_token_id: list[int] = field(default_factory=list)
     mapping: Mapping = field(default_factory=Mapping)
@@ -102,8 +104,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if not self.vocab_size_padded:
-            tp = self.mapping.tp_size
-            self.vocab_size_padded = -(-self.vocab_size // tp) * tp
+            self.pad_vocab()
+
+    def vocab_rows_multiple(self) -> int:
+        """lm_head's rows are a multiple of this: tp_size, times 64 for a quantized lm_head (the
+        quantized GEMMs want n a multiple of 16 per rank; 64 is what ModelOpt's export pads to)."""
+        return self.mapping.tp_size * (64 if self.quantization.quantize_lm_head else 1)
+
+    def pad_vocab(self) -> None:
+        multiple = self.vocab_rows_multiple()
+        self.vocab_size_padded = -(-self.vocab_size // multiple) * multiple
         self.validate()
 
     def validate(self) -> None:
@@ -125,6 +135,9 @@ class ModelConfig:
         for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
             if getattr(self, name) % tp:
                 raise ConfigError(f"tp_size {tp} does not divide {name} ({getattr(self, name)})")
+        if self.vocab_size_padded < self.vocab_size or self.vocab_size_padded % self.vocab_rows_multiple():
+            raise ConfigError(f"vocab_size_padded {self.vocab_size_padded} must be at least vocab_size "
+                              f"{self.vocab_size} and a multiple of {self.vocab_rows_multiple()}")
 
     def linear_input_sizes(self) -> dict[str, int]:
         """Per-rank input features of each quantizable linear (by its leaf name)."""
@@ -133,6 +146,8 @@ class ModelConfig:
         mlp = ("gate", "up") if self.gated_mlp else ("fc",)
         sizes.update({name: self.hidden_size for name in mlp})
         sizes["down" if self.gated_mlp else "proj"] = self.intermediate_size // tp
+        if self.quantization.quantize_lm_head:
+            sizes["lm_head"] = self.hidden_size
         return sizes
 
     def _validate_quantization(self) -> None:
@@ -143,6 +158,8 @@ class ModelConfig:
             raise ConfigError(f"kv_cache_quant_algo {qc.kv_cache_quant_algo!r} is not supported; expected one of "
                               f"{KV_CACHE_ALGOS}")
         if qc.quant_algo is None:
+            if qc.quantize_lm_head:
+                raise ConfigError("quantize_lm_head needs a quant_algo")
             return
         scheme = SCHEMES.get(qc.quant_algo)
         if scheme is None:

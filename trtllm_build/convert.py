@@ -243,8 +243,9 @@ class TensorSpec:
 def linear_groups(config: ModelConfig) -> list[list[str]]:
     """The quantizable linears of every layer, grouped by the input they read (q/k/v, gate/up, ...)."""
     mlp = [["mlp.gate", "mlp.up"], ["mlp.down"]] if config.gated_mlp else [["mlp.fc"], ["mlp.proj"]]
-    return [[f"layers.{i}.{name}" for name in group]
-            for i in range(config.num_hidden_layers) for group in [["attn.q", "attn.k", "attn.v"], ["attn.o"], *mlp]]
+    groups = [[f"layers.{i}.{name}" for name in group]
+              for i in range(config.num_hidden_layers) for group in [["attn.q", "attn.k", "attn.v"], ["attn.o"], *mlp]]
+    return groups + [["lm_head"]] if config.quantization.quantize_lm_head else groups
 
 
 def _layout(config: ModelConfig) -> dict[str, TensorSpec]:
@@ -299,8 +300,12 @@ def _layout(config: ModelConfig) -> dict[str, TensorSpec]:
             linear(p + name, h, cols, "row", biased.get(name, config.mlp_bias))
     for kind in norm:
         out[f"final_norm.{kind}"] = TensorSpec((h,), None, dt)
-    if not (config.tie_word_embeddings and config.tp_size == 1):  # tied, tp 1: builder reuses embed
-        out["lm_head.weight"] = TensorSpec((config.vocab_size, h), 0, dt)
+    # Rows padded to vocab_size_padded (zeros). Tied embeddings on one rank: the builder reuses
+    # embed, unless lm_head is quantized (then it is a quantized copy of embed).
+    if qc.quantize_lm_head:
+        linear("lm_head", config.vocab_size_padded, h, "column", False)
+    elif not (config.tie_word_embeddings and config.tp_size == 1):
+        out["lm_head.weight"] = TensorSpec((config.vocab_size_padded, h), 0, dt)
     return out
 
 
@@ -310,8 +315,6 @@ def checkpoint_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], 
     tensors = {}
     for name, spec in _layout(config).items():
         shape = spec.shape
-        if name == "lm_head.weight":
-            shape = (config.vocab_size_padded,) + shape[1:]
         if spec.axis is not None:
             shape = shape[:spec.axis] + (shape[spec.axis] // tp,) + shape[spec.axis + 1:]
         tensors[name] = (shape, spec.dtype)
@@ -363,6 +366,15 @@ def _load(name: str, config: ModelConfig, tensors: TensorLoaders, used: set[str]
     return w
 
 
+def _load_padded(name: str, config: ModelConfig, tensors: TensorLoaders, used: set[str]) -> np.ndarray:
+    """_load, with lm_head's vocab rows padded with zeros to vocab_size_padded."""
+    w = _load(name, config, tensors, used)
+    pad = config.vocab_size_padded - config.vocab_size
+    if name == "lm_head.weight" and pad and w.shape[0] == config.vocab_size:
+        w = np.concatenate([w, np.zeros((pad,) + tuple(w.shape[1:]), w.dtype)])
+    return w
+
+
 def _cast(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if w.dtype == dtype:
         return np.ascontiguousarray(w)
@@ -398,14 +410,11 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibSt
     report_every = max(1, len(streamed) // 10)
     for n, name in enumerate(streamed, 1):
         spec = layout[name]
-        w = _load(name, config, tensors, used)
+        w = _load_padded(name, config, tensors, used)
         if tuple(w.shape) != spec.shape:
             _, hf_name = _source_of(name, config)
             raise ConvertError(f"tensor {hf_name!r} (for {name}) has shape {tuple(w.shape)}; "
                                f"expected {spec.shape} from the config")
-        if name == "lm_head.weight" and config.vocab_size_padded > config.vocab_size:
-            w = np.concatenate([w, np.zeros((config.vocab_size_padded - config.vocab_size,) + spec.shape[1:],
-                                            w.dtype)])
         _store(ranks, name, _cast(w, dtype), spec.axis)
         logger.debug("%s <- %s %s", name, tuple(w.shape), w.dtype)
         if n % report_every == 0 or n == len(streamed):
@@ -450,7 +459,7 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
             continue
         weights = []
         for prefix in group:
-            w = _load(f"{prefix}.weight", config, tensors, used)
+            w = _load_padded(f"{prefix}.weight", config, tensors, used)
             spec = layout[f"{prefix}.weight"]
             expected = (spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1))
             if tuple(w.shape) != expected:
@@ -552,6 +561,7 @@ def convert(model_dir: Path | str, output_dir: Path | str, dtype: str | None = N
 
         calibrator = resolve_calibrator(quant, config) if quant.needs_calibration else None
         config.quantization = quant_config(quant, config, calibrator)
+        config.pad_vocab()
         config.validate()
         if calibrator is not None:
             from .quantization.calib_data import read_calibration_text

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensor-parallel ranks; must divide the attention heads, the KV heads "
                              "and the MLP size (default 1)")
     q = parser.add_argument_group(
-        "quantization", "lm_head and the embeddings stay unquantized. Calibration (fp8, int8_sq, int4_awq, "
+        "quantization", "The embeddings stay unquantized, and lm_head unless --quantize-lm-head. Calibration (fp8, int8_sq, int4_awq, "
         "--kv-cache fp8) runs the model in torch, with NVIDIA ModelOpt (pip install 'trtllm[modelopt]') or the "
         "built-in calibrator (pip install 'trtllm[quant]'). A checkpoint already quantized by ModelOpt "
         "(hf_quant_config.json, or its TensorRT-LLM export) is read as is, without these flags.")
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="modelopt: NVIDIA ModelOpt's mtq.quantize (its FP8, INT8 SmoothQuant and INT4 AWQ-lite "
                         "configs; llama family); builtin: our forward hooks (max, SmoothQuant, AWQ-lite); auto "
                         "(default): modelopt where it is installed, else builtin with a notice")
+    q.add_argument("--quantize-lm-head", action="store_true",
+                   help="quantize lm_head with the --quant scheme too (smaller and faster; its error lands on "
+                        "every logit). Its rows are padded to a multiple of 64 per rank")
     q.add_argument("--smoothquant-alpha", type=float, default=0.5,
                    help="int8_sq: migration strength alpha in [0, 1] (default 0.5)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         quant = QuantOptions(scheme=args.quant, kv_cache=args.kv_cache, calib_data=args.calib_data,
                              calib_size=args.calib_size, calib_seq_len=args.calib_seq_len,
                              group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha,
-                             calibrator=args.calibrator)
+                             calibrator=args.calibrator, quantize_lm_head=args.quantize_lm_head)
         quant.validate()
         convert(args.model_dir, args.output_dir, args.dtype, args.tp_size, quant)
     except (ConvertError, ConfigError, DefaultModelError) as e:

@@ -59,9 +59,10 @@ class CausalLM(Module):
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.final_norm = _norm(config)
         # Logits in float32: sampling and log-probs need the precision; the vocab is gathered across ranks.
-        # Never quantized: its error lands on every logit directly.
+        # Quantized only when asked (quantize_lm_head): its error lands on every logit directly.
         self.lm_head = ColumnLinear(config.hidden_size, config.vocab_size_padded // config.tp_size, config.dtype,
-                                    gather_output=True, out_dtype="float32")
+                                    gather_output=True, out_dtype="float32",
+                                    quant=_linear_quant(config) if config.quantization.quantize_lm_head else None)
 
     def __call__(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         hidden = self.embed(input_ids)
@@ -73,8 +74,10 @@ class CausalLM(Module):
         return self.lm_head(hidden)
 
     def weight_aliases(self) -> dict[str, str]:
-        """Tied embeddings on one rank: lm_head reads the embedding table (no copy in the checkpoint)."""
-        if self.config.tie_word_embeddings and self.config.tp_size == 1:
+        """Tied embeddings on one rank: an unquantized lm_head reads the embedding table (no copy in the
+        checkpoint)."""
+        c = self.config
+        if c.tie_word_embeddings and c.tp_size == 1 and not c.quantization.quantize_lm_head:
             return {"lm_head.weight": "embed.weight"}
         return {}
 

@@ -78,6 +78,15 @@ def find_module(model, hf_name: str):
     raise ConvertError(f"calibration: the model has no module {name!r}")
 
 
+def linear_module(model, config: ModelConfig, canonical: str):
+    """The HF module of a quantizable linear's canonical name (`layers.3.attn.q`, `lm_head`). lm_head
+    is the model's own output projection even where its weight is tied to the embeddings."""
+    if canonical == "lm_head":
+        return model.get_output_embeddings()
+    _, layer, leaf = canonical.split(".", 2)
+    return find_module(model, NAME_TABLES[config.architecture][f"layers.{{i}}.{leaf}.weight"].name.format(i=layer))
+
+
 class _InputRecorder:
     """Running per-channel max |x| and sum |x| of a module's input, plus a row subsample."""
 
@@ -120,13 +129,11 @@ def calibrate(model_dir: Path, config: ModelConfig, *, text: str, calib_size: in
     start = time.monotonic()
     model, tokenizer = load_hf_model(model_dir)
     batches = calibration_batches(tokenizer, text, calib_size, seq_len)
-    table = NAME_TABLES[config.architecture]
     recorders: dict[str, _InputRecorder] = {}
     handles = []
     modules_seen: dict[int, _InputRecorder] = {}
     for n, group in enumerate(linear_groups(config)):
-        layer, leaf = group[0].split(".", 2)[1], group[0].split(".", 2)[2]
-        module = find_module(model, table[f"layers.{{i}}.{leaf}.weight"].name.format(i=layer))
+        module = linear_module(model, config, group[0])
         if id(module) in modules_seen:  # GPT-2's c_attn is q, k and v at once
             recorders[group[0]] = modules_seen[id(module)]
             continue

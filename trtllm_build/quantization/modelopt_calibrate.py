@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelConfig, QuantConfig
-from ..convert import NAME_TABLES, NP_DTYPES, linear_groups
+from ..convert import NP_DTYPES, linear_groups
 from ..convert_error import ConvertError
 from . import numerics
-from .calibrate import calibration_batches, find_module, load_hf_model
+from .calibrate import calibration_batches, find_module, linear_module, load_hf_model
 from .quantize_weights import GroupScales, kv_cache_scale, write_group
 from .schemes import scheme_of
 
@@ -70,14 +70,11 @@ def mtq_config(qc: QuantConfig, smoothquant_alpha: float = 0.5) -> dict[str, Any
         cfg["algorithm"] = {"method": "smoothquant", "alpha": smoothquant_alpha}
     if qc.quant_algo == "W4A16_AWQ":
         weight_cfg["block_sizes"] = {**weight_cfg["block_sizes"], -1: qc.group_size}
+    if qc.quantize_lm_head:  # the presets exclude lm_head by name; its quantizers then follow the patterns above
+        cfg["quant_cfg"] = [e for e in cfg["quant_cfg"] if e.get("quantizer_name") != "*lm_head*"]
     if qc.kv_cache_quant_algo == "FP8":
         cfg["quant_cfg"] = cfg["quant_cfg"] + copy.deepcopy(mtq.FP8_KV_CFG["quant_cfg"])
     return cfg
-
-
-def _linear_module(model, config: ModelConfig, canonical: str):
-    _, layer, leaf = canonical.split(".", 2)
-    return find_module(model, NAME_TABLES[config.architecture][f"layers.{{i}}.{leaf}.weight"].name.format(i=layer))
 
 
 def _attention_module(model, layer: int):
@@ -113,6 +110,10 @@ def quantize_hf_model(model, config: ModelConfig, batches: list[list[int]], smoo
 
     qc = config.quantization
     start = time.monotonic()
+    head = model.get_output_embeddings()
+    if qc.quantize_lm_head and head.weight is model.get_input_embeddings().weight:
+        # Untie: SmoothQuant and AWQ rescale lm_head's weight in place, which must not reach the embeddings.
+        head.weight = torch.nn.Parameter(head.weight.detach().clone())
     mtq.quantize(model, mtq_config(qc, smoothquant_alpha), _forward_loop(batches))
     scheme = scheme_of(qc.quant_algo) if qc.quant_algo else None
     with torch.no_grad():
@@ -121,7 +122,7 @@ def quantize_hf_model(model, config: ModelConfig, batches: list[list[int]], smoo
         if scheme is not None and (not scheme.weight_only or scheme.pre_quant_scale):
             for group in linear_groups(config):
                 if len(group) > 1:
-                    preprocess_linear_fusion([_linear_module(model, config, name) for name in group])
+                    preprocess_linear_fusion([linear_module(model, config, name) for name in group])
         if qc.kv_cache_quant_algo is not None:
             for i in range(config.num_hidden_layers):
                 attn = _attention_module(model, i)
@@ -152,7 +153,7 @@ class ModelOptScales:
 
     def group(self, names: list[str]) -> dict[str, np.ndarray]:
         scheme = self.scheme
-        modules = [_linear_module(self.model, self.config, name) for name in names]
+        modules = [linear_module(self.model, self.config, name) for name in names]
         w_bound = {"float8_e4m3fn": numerics.FP8_MAX, "int8": numerics.INT8_MAX}.get(scheme.weight_dtype,
                                                                                    numerics.INT4_MAX)
         scales = GroupScales(weights=[m.weight.detach().float().numpy() for m in modules],

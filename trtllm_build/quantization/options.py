@@ -28,6 +28,7 @@ class QuantOptions:
     group_size: int | None = None      # int4_awq: default 128 (64 or 32 when 128 does not divide)
     smoothquant_alpha: float = 0.5
     calibrator: str = "auto"
+    quantize_lm_head: bool = False     # lm_head quantized with `scheme` too (default: kept in the model dtype)
 
     def validate(self) -> None:
         if self.scheme is not None and self.scheme not in CLI_SCHEMES:
@@ -39,6 +40,8 @@ class QuantOptions:
                               f"{self.calib_seq_len}")
         if not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ConfigError(f"--smoothquant-alpha must lie in [0, 1], got {self.smoothquant_alpha}")
+        if self.quantize_lm_head and self.scheme is None:
+            raise ConfigError("--quantize-lm-head needs --quant")
         if self.group_size is not None and self.scheme != "int4_awq":
             raise ConfigError("--group-size applies to --quant int4_awq only")
         if self.calibrator not in CALIBRATORS:
@@ -90,4 +93,4 @@ def quant_config(options: QuantOptions, model: ModelConfig, calibrator: str = "b
     return QuantConfig(quant_algo=algo, kv_cache_quant_algo="FP8" if options.kv_cache == "fp8" else None,
                        group_size=group_size,
                        smoothquant_alpha=options.smoothquant_alpha if options.scheme == "int8_sq" else None,
-                       source=f"{calibrator} calibration" if options.needs_calibration else "round-to-nearest")
+                       quantize_lm_head=options.quantize_lm_head, source=f"{calibrator} calibration" if options.needs_calibration else "round-to-nearest")

@@ -15,7 +15,8 @@
 #                                   build only where nothing was built yet.
 #
 # bench8b: the Llama-3.1-8B shape (random weights) in bf16 and, for each scheme in $QUANT8B
-# (default "fp8 int8_wo int4_awq"; "" for none; fp8_kv8 is fp8 with an FP8 KV cache), quantized: batch-1 latency, TTFT at 2048,
+# (default "fp8 int8_wo int4_awq"; "" for none; fp8_kv8 is fp8 with an FP8 KV cache; a name ending
+# in _lmh, e.g. int4_awq_lmh, adds --quantize-lm-head), quantized: batch-1 latency, TTFT at 2048,
 # throughput, and HF transformers on the same GPU in the same run. Needs ~90 GB of disk in /tmp at
 # the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 fp8_kv8 int4_awq") get
 # synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
@@ -185,7 +186,7 @@ if has bench8b && ((build_rc == 0)); then
       # about an hour): the benchmark takes synthetic scales for the schemes in $SYNTH_8B (same
       # tensors; speed does not depend on their values).
       local convert=(-m trtllm_build.cli.convert)
-      if [[ " ${SYNTH_8B-fp8 fp8_kv8 int4_awq} " == *" $name "* ]]; then
+      if [[ " ${SYNTH_8B-fp8 fp8_kv8 int4_awq} " == *" ${name%_lmh} "* ]]; then
         convert=(scripts/make_synthetic_quant_checkpoint.py)
       elif [[ $name == fp8* || $name == int8_sq ]]; then
         set -- "$@" --calib-size 4 --calib-seq-len 128
@@ -193,11 +194,13 @@ if has bench8b && ((build_rc == 0)); then
       "$PYTHON" "${convert[@]}" --model-dir $HF8 --output-dir $B/ckpt_$name "$@" > $B/convert_$name.log 2>&1 ||
         { tail -5 $B/convert_$name.log; return 1; }
     }
-    convert_args() {  # name -> trtllm-convert arguments
-      case $1 in
+    convert_args() {  # name -> trtllm-convert arguments; a name ending in _lmh quantizes lm_head too
+      local lmh=
+      [[ $1 == *_lmh ]] && lmh=--quantize-lm-head
+      case ${1%_lmh} in
         bf16) echo --dtype bfloat16 ;;
-        fp8_kv8) echo --dtype bfloat16 --quant fp8 --kv-cache fp8 ;;
-        *) echo --dtype bfloat16 --quant $1 ;;
+        fp8_kv8) echo --dtype bfloat16 --quant fp8 --kv-cache fp8 $lmh ;;
+        *) echo --dtype bfloat16 --quant ${1%_lmh} $lmh ;;
       esac
     }
     t0=$(date +%s)

@@ -3,7 +3,7 @@
 random-weight models only (make_random_llama.py), never for quality.
 
     python scripts/make_synthetic_quant_checkpoint.py --model-dir /tmp/llama_8b --output-dir /tmp/ckpt_awq \\
-        --quant int4_awq [--group-size 128] [--kv-cache fp8]
+        --quant int4_awq [--group-size 128] [--kv-cache fp8] [--quantize-lm-head]
 
 Calibration runs the HF model in torch on the CPU and AWQ searches 12 scale candidates per layer
 input (about an hour for an 8B model, and it needs a tokenizer, which random models lack). Kernel
@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--kv-cache", choices=("fp8",), default=None)
     p.add_argument("--group-size", type=int, default=None, help="int4_awq group size (default 128)")
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--quantize-lm-head", action="store_true", help="lm_head quantized too (trtllm-convert's flag)")
     args = p.parse_args()
     if args.quant is None and args.kv_cache is None:
         p.error("nothing to quantize: pass --quant and/or --kv-cache")
@@ -46,7 +47,7 @@ def main() -> None:
         sizes = config.linear_input_sizes()
         inputs = {}
         for group in linear_groups(config):
-            k = sizes[group[0].rsplit(".", 1)[1]]
+            k = sizes[group[0].rsplit(".", 1)[-1]]  # by leaf name: q, ..., lm_head
             inputs[group[0]] = quantize_weights.InputStats(np.full(k, 4.0, np.float32), np.ones(k, np.float32),
                                                            np.zeros((0, k), np.float32))
         kv_amax = {i: 8.0 for i in range(config.num_hidden_layers)}
@@ -58,7 +59,8 @@ def main() -> None:
     calibrate_module.calibrate = synthetic_calibrate      # convert() imports it when it calibrates
     quantize_weights._awq_scales = synthetic_awq_scales   # quantize_group looks it up at call time
     convert(args.model_dir, args.output_dir, args.dtype, 1,
-            QuantOptions(args.quant, kv_cache=args.kv_cache, group_size=args.group_size))
+            QuantOptions(args.quant, kv_cache=args.kv_cache, group_size=args.group_size,
+                         quantize_lm_head=args.quantize_lm_head))
 
 
 if __name__ == "__main__":

@@ -129,3 +129,18 @@ def test_tactic_shapes_include_the_quantized_gemms_keyed_by_input_dtype():
     shapes = gemm_shapes(ops, plan, {"wf": (64, 32), "wi": (48, 32), "s": (1,)})
     assert shapes == {"64x32:float8_e4m3fn:bfloat16:nobias": (64, 32, "float8_e4m3fn", "bfloat16", False),
                       "48x32:int8:bfloat16:bias": (48, 32, "int8", "bfloat16", True)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scheme", ["fp8", "int8_sq", "int8_wo", "int4_awq"])
+def test_quantized_lm_head_engine_on_gpu_matches_cpu(tiny_llama, tmp_path, scheme):  # noqa: F811
+    # --quantize-lm-head: the quantized GEMM writes the float32 logits itself.
+    options = {**WEIGHT_ONLY, "fp8": QuantOptions("fp8"), "int8_sq": QuantOptions("int8_sq")}[scheme]
+    ckpt = convert_quantized(tiny_llama, tmp_path / "ckpt", dataclasses.replace(options, quantize_lm_head=True),
+                             "bfloat16")
+    bounds = WEIGHT_ONLY_BOUNDS if scheme in WEIGHT_ONLY else GEMM_BOUNDS[scheme, "bfloat16"]
+    engine = assert_gpu_matches_cpu(ckpt, tmp_path, *bounds, f"{scheme} lm_head")
+    head = engine.ops[-1]
+    assert head["op"] != "linear" and head["weights"]["weight"].startswith("lm_head")
+    if scheme in WEIGHT_ONLY:
+        assert any(key.endswith(":out_float32") for key in engine.tactics["weight_only"]["shapes"])

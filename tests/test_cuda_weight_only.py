@@ -85,6 +85,30 @@ def test_weight_only_gemv_where_rows_end_inside_a_sweep(rng, bits, k, group, m):
     assert_close(gpu, cpu, dtype, atol=1e-5 * (np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0).max())
 
 
+@pytest.mark.parametrize("bits,group", [(8, 0), (4, 128)])
+@pytest.mark.parametrize("m", [1, 3, 16, 40])
+def test_weight_only_linear_float32_output(rng, bits, group, m):
+    # A quantized lm_head writes float32 logits: the same float32 sums, stored unrounded.
+    dtype, n, k = "bfloat16", 203, 384
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group or k, n, k, True, False)
+    x = rand(rng, (m, k), dtype)
+    pre = values(kw["pre_quant_scale"], dtype).astype(np.float32)
+    xs = (values(x, dtype).astype(np.float32) * pre).astype(ml_dtypes.bfloat16).astype(np.float64)
+    deq = numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), bits).astype(np.float64)
+    ref = xs @ deq.T
+    bound = 1e-5 * (np.abs(xs) @ np.abs(deq.T)).max()  # float32 sums in some order; no rounding to bf16
+    weight = to_cuda_layout(packed, bits)
+    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):
+        gpu = C.weight_only_linear(x, weight, scale, **kw, path=path, out_dtype="float32")
+        assert gpu.dtype == np.float32 and gpu.shape == (m, n)
+        assert np.abs(gpu - ref).max() <= bound, path
+        if path == "gemv":  # the bf16-output GEMV rounds the same sums once
+            narrow = C.weight_only_linear(x, weight, scale, **kw, path=path)
+            np.testing.assert_array_equal(narrow, gpu.astype(ml_dtypes.bfloat16).view(np.uint16))
+    with pytest.raises(ValueError, match="or float32 without a bias"):
+        C.weight_only_linear(x, weight, scale, **{**kw, "bias": rand(rng, (n,), dtype)}, out_dtype="float32")
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 def test_weight_only_linear_against_float64_reference(rng, bits):
     # An independent check of the contract (not via the CPU kernel): x' = round(x * s), w = round(q * scale).

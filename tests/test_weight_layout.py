@@ -89,10 +89,10 @@ def test_weight_only_tactic_keys_name_each_layer_shape():
     ops = [node.to_json() for node in graph.nodes]
     shapes = weight_only_shapes(ops, graph.meta["memory_plan"], {k: w.shape for k, w in graph.weights.items()})
     # qkv 128x64, o 64x64, gate_up 192x64, down 64x96; per channel (G = K), float32 tiny model
-    assert shapes == {"128x64:int4:g64:float32:nopre:nobias": (128, 64, 4, 64, "float32", False, False),
-                      "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False),
-                      "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False),
-                      "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False)}
+    assert shapes == {"128x64:int4:g64:float32:nopre:nobias": (128, 64, 4, 64, "float32", False, False, "float32"),
+                      "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False, "float32"),
+                      "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False, "float32"),
+                      "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False, "float32")}
 
 
 def _bits_as(bits: np.ndarray, dtype) -> np.ndarray:

@@ -12,11 +12,13 @@ output epilogue. The result goes into the engine's `tactics`:
               "shapes": {"2048x4096:bfloat16:bfloat16:nobias": {"1": {"algo": "<128 hex digits>",
                                                                     "us": 5.1, "default_us": 6.0}, ...}}}}
 
-Every `weight_only_linear` shape (n, k, weight_bits, group_size, dtype, pre_quant_scale, bias) gets
-the faster of its two CUDA paths per bucket, timed by `_core.cuda_autotune_weight_only`:
+Every `weight_only_linear` shape (n, k, weight_bits, group_size, dtype, pre_quant_scale, bias, and
+the output dtype where it is not the activation dtype: a quantized lm_head's float32) gets the
+faster of its two CUDA paths per bucket, timed by `_core.cuda_autotune_weight_only`:
 
     {"weight_only": {"buckets": [...], "shapes": {"4096x14336:int4:g128:bfloat16:pre:nobias":
-        {"1": {"path": "gemv", "gemv_us": 9.8, "dequant_us": 80.1}, ...}}}}
+        {"1": {"path": "gemv", "gemv_us": 9.8, "dequant_us": 80.1}, ...},
+        "128256x4096:int4:g128:bfloat16:nopre:nobias:out_float32": {...}}}}
 
 The runtime runs an m with the algorithm of the smallest bucket >= m (when cuBLASLt accepts it
 for that m). An algorithm is opaque outside the cuBLASLt version that chose it, so the version is
@@ -57,9 +59,10 @@ def gemm_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
 
 
 def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
-                       weight_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int, int, int, str, bool, bool]]:
-    """shape key -> (n, k, weight_bits, group_size, dtype, has_pre_quant_scale, has_bias) of every
-    `weight_only_linear` op, keyed as the runtime keys them."""
+                       weight_shapes: dict[str, tuple[int, ...]]
+                       ) -> dict[str, tuple[int, int, int, int, str, bool, bool, str]]:
+    """shape key -> (n, k, weight_bits, group_size, dtype, has_pre_quant_scale, has_bias, out_dtype) of
+    every `weight_only_linear` op, keyed as the runtime keys them."""
     tensors = memory_plan["tensors"]
     shapes = {}
     for op in ops:
@@ -68,20 +71,22 @@ def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
         bits, group = int(op["attrs"]["weight_bits"]), int(op["attrs"]["group_size"])
         n, packed_k = weight_shapes[op["weights"]["weight"]]
         k = packed_k * (2 if bits == 4 else 1)
-        dtype = tensors[op["inputs"][0]]["dtype"]
+        dtype, out_dtype = tensors[op["inputs"][0]]["dtype"], tensors[op["outputs"][0]]["dtype"]
         pre, bias = "pre_quant_scale" in op["weights"], "bias" in op["weights"]
         key = f"{n}x{k}:int{bits}:g{group}:{dtype}:{'pre' if pre else 'nopre'}:{'bias' if bias else 'nobias'}"
-        shapes[key] = (int(n), int(k), bits, group, dtype, pre, bias)
+        if out_dtype != dtype:
+            key += f":out_{out_dtype}"
+        shapes[key] = (int(n), int(k), bits, group, dtype, pre, bias, out_dtype)
     return shapes
 
 
-def _select_weight_only_tactics(wo_shapes: dict[str, tuple[int, int, int, int, str, bool, bool]],
+def _select_weight_only_tactics(wo_shapes: dict[str, tuple[int, int, int, int, str, bool, bool, str]],
                                 buckets: list[int]) -> dict[str, Any]:
     from trtllm_runtime import _core
 
     shapes: dict[str, Any] = {}
-    for key, (n, k, bits, group, dtype, pre, bias) in wo_shapes.items():
-        tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets)
+    for key, (n, k, bits, group, dtype, pre, bias, out_dtype) in wo_shapes.items():
+        tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets, out_dtype=out_dtype)
         shapes[key] = {str(t["m"]): {"path": t["path"], "gemv_us": round(t["gemv_us"], 2),
                                      "dequant_us": round(t["dequant_us"], 2)} for t in tuned}
         log.info("weight-only tactics %s: %s", key,

@@ -141,8 +141,9 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
 py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
                              const std::string& dtype, int weight_bits, int64_t group_size,
                              const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias,
-                             const std::optional<std::string>& path) {
+                             const std::optional<std::string>& path, const std::optional<std::string>& out_dtype) {
     const DType dt = float_dtype(dtype);
+    const DType ydt = out_dtype ? float_dtype(*out_dtype) : dt;
     if (x.ndim() != 2 || weight.ndim() != 2) throw std::invalid_argument("need x [m, k] and weight [n, k or k / 2]");
     if (std::string(py::str(weight.dtype())) != "uint8") throw std::invalid_argument("weight must be uint8 (CUDA layout)");
     trtllm::kernels::WeightOnlyGemmCuda w;
@@ -151,6 +152,7 @@ py::array weight_only_linear(const py::array& x, const py::array& weight, const 
     w.weight_bits = weight_bits;
     w.group_size = group_size;
     w.dtype = dt;
+    w.out_dtype = ydt;
     const int64_t m = x.shape(0);
     if (x.shape(1) != w.k || group_size <= 0 || weight_scale.size() != w.n * (w.k / group_size) ||
         (pre_quant_scale && pre_quant_scale->size() != w.k) || (bias && bias->size() != w.n)) {
@@ -165,22 +167,24 @@ py::array weight_only_linear(const py::array& x, const py::array& weight, const 
     w.bias = bias ? db.get() : nullptr;
     trtllm::kernels::check_weight_only_gemm(w);
     DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
-    DeviceBuffer dy = poisoned(static_cast<size_t>(m * w.n) * esz(dt));
+    DeviceBuffer dy = poisoned(static_cast<size_t>(m * w.n) * esz(ydt));
     trtllm::kernels::CublasLtGemm g;
     std::optional<trtllm::kernels::WeightOnlyPath> p;
     if (path) p = trtllm::kernels::weight_only_path_from_name(*path);
     trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr, p ? &*p : nullptr);
-    return download(dy, dt, {m, w.n});
+    return download(dy, ydt, {m, w.n});
 }
 
 py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, int weight_bits, int64_t group_size,
-                              bool pre_quant_scale, bool bias, const std::vector<int64_t>& ms, int reps) {
+                              bool pre_quant_scale, bool bias, const std::vector<int64_t>& ms, int reps,
+                              const std::optional<std::string>& out_dtype) {
     trtllm::kernels::WeightOnlyGemmCuda w;
     w.n = n;
     w.k = k;
     w.weight_bits = weight_bits;
     w.group_size = group_size;
     w.dtype = float_dtype(dtype);
+    w.out_dtype = out_dtype ? float_dtype(*out_dtype) : w.dtype;
     // Only whether these are set matters to the tuner (it allocates its own tensors).
     alignas(16) static const char kSet[16] = {};
     w.weight = w.scale = kSet;
@@ -637,11 +641,12 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("narrow_from_float", &narrow_from_float, "x"_a, "dtype"_a, "x (float32) -> dtype, rounded to nearest even");
     k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
           "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
+          "out_dtype"_a = py::none(),
           "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout (cuda_k_interleaved_v1), "
           "weight_scale [n, k / group_size], pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or "
-          "'dequant_gemm' (None: the default for m)");
+          "'dequant_gemm' (None: the default for m); out_dtype: y's dtype, None (dtype) or 'float32'");
     m.def("cuda_autotune_weight_only", &autotune_weight_only, "n"_a, "k"_a, "dtype"_a, "weight_bits"_a, "group_size"_a,
-          "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20,
+          "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20, "out_dtype"_a = py::none(),
           "Times the weight-only GEMV and dequantize + cuBLASLt paths at each m on GPU 0 (synthetic weights); returns "
           "per m {m, path (the faster), gemv_us (0 past the GEMV's rows), dequant_us}.");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,

@@ -150,10 +150,10 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
 // dequantizes them once and uses them for all m rows of x.
-template <class T, int BITS, int M>
+template <class T, class TY, int BITS, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                            const T* __restrict__ pre, const T* __restrict__ bias, T* __restrict__ y, int m, int n,
+                            const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
     constexpr bool kPrefetchX = M == 1;
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
         const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
 #pragma unroll
         for (int mi = 0; mi < M; ++mi) {
-            if (mi < m) y[int64_t{mi} * n + row] = from_float<T>(acc[mi][r] + b);
+            if (mi < m) y[int64_t{mi} * n + row] = from_float<TY>(acc[mi][r] + b);
         }
     }
 }
@@ -306,26 +306,32 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-template <class T, int BITS, int M>
+template <class T, class TY, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, TY, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-        static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<T*>(y),
+        static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
         group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
     CHECK_LAUNCH("weight_only_gemv_kernel");
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.
+template <class T, class TY, int BITS>
+void gemv_rows_bound(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    if (m == 1) launch_gemv<T, TY, BITS, 1>(w, x, y, m, stream);
+    else if (m == 2) launch_gemv<T, TY, BITS, 2>(w, x, y, m, stream);
+    else if (m <= 4) launch_gemv<T, TY, BITS, 4>(w, x, y, m, stream);
+    else if (m <= 8) launch_gemv<T, TY, BITS, 8>(w, x, y, m, stream);
+    else launch_gemv<T, TY, BITS, 16>(w, x, y, m, stream);
+}
+
 template <class T, int BITS>
 void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    if (m == 1) launch_gemv<T, BITS, 1>(w, x, y, m, stream);
-    else if (m == 2) launch_gemv<T, BITS, 2>(w, x, y, m, stream);
-    else if (m <= 4) launch_gemv<T, BITS, 4>(w, x, y, m, stream);
-    else if (m <= 8) launch_gemv<T, BITS, 8>(w, x, y, m, stream);
-    else launch_gemv<T, BITS, 16>(w, x, y, m, stream);
+    if (w.out_dtype == DType::kFloat32) gemv_rows_bound<T, float, BITS>(w, x, y, m, stream);
+    else gemv_rows_bound<T, T, BITS>(w, x, y, m, stream);
 }
 
 // m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
@@ -339,7 +345,7 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
         static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, num_vecs, static_cast<int>(w.k),
         static_cast<int>(w.group_size));
     CHECK_LAUNCH("weight_only_dequantize_kernel");
-    const GemmShape shape{w.n, w.k, w.dtype, w.dtype, w.bias != nullptr};
+    const GemmShape shape{w.n, w.k, w.dtype, w.out_dtype, w.bias != nullptr};
     if (w.pre_quant_scale == nullptr) {
         gemm.run(shape, m, x, wd, w.bias, y, nullptr, stream);
         return;
@@ -352,7 +358,8 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
             static_cast<const T*>(x) + r0 * w.k, static_cast<const T*>(w.pre_quant_scale), xs, vecs,
             static_cast<int>(w.k));
         CHECK_LAUNCH("pre_quant_scale_kernel");
-        gemm.run(shape, rows, xs, wd, w.bias, static_cast<T*>(y) + r0 * w.n, nullptr, stream);
+        gemm.run(shape, rows, xs, wd, w.bias, static_cast<char*>(y) + r0 * w.n * dtype_size(w.out_dtype), nullptr,
+                 stream);
     }
 }
 
@@ -374,6 +381,11 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
     if (w.dtype != DType::kBFloat16 && w.dtype != DType::kFloat16) {
         throw std::invalid_argument(std::string("CUDA weight_only_linear: activations must be bfloat16 or float16, got ") +
                                     dtype_name(w.dtype));
+    }
+    if (w.out_dtype != w.dtype && !(w.out_dtype == DType::kFloat32 && w.bias == nullptr)) {
+        throw std::invalid_argument(std::string("CUDA weight_only_linear: the output must be ") + dtype_name(w.dtype) +
+                                    ", or float32 without a bias; got " + dtype_name(w.out_dtype) +
+                                    (w.bias != nullptr ? " with a bias" : ""));
     }
     if (w.weight_bits != 8 && w.weight_bits != 4) {
         throw std::invalid_argument("CUDA weight_only_linear: weight_bits must be 8 or 4, got " +
@@ -441,7 +453,7 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
     DeviceBuffer weight(cold.bytes());
     DeviceBuffer scale(static_cast<size_t>(w.n * (w.k / w.group_size)) * esz), pre(static_cast<size_t>(w.k) * esz);
     DeviceBuffer bias(static_cast<size_t>(w.n) * esz), x(static_cast<size_t>(max_m * w.k) * esz);
-    DeviceBuffer y(static_cast<size_t>(max_m * w.n) * esz);
+    DeviceBuffer y(static_cast<size_t>(max_m * w.n) * dtype_size(w.out_dtype));
     // Speed does not depend on the values: bytes of 0x3c give finite 16-bit numbers near 1 (fp16) / 0.01 (bf16).
     CHECK_CUDA(cudaMemset(weight.get(), 0x5a, weight.bytes()));
     for (const DeviceBuffer* b : {&scale, &pre, &bias, &x}) CHECK_CUDA(cudaMemset(b->get(), 0x3c, b->bytes()));

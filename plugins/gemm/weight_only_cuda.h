@@ -43,7 +43,8 @@ struct WeightOnlyGemmCuda {
     int64_t n = 0, k = 0;
     int weight_bits = 8;                   // 8 or 4
     int64_t group_size = 0;                // G: divides k, a multiple of the inputs per 16-byte vector
-    DType dtype = DType::kBFloat16;        // activations, scales, bias and output: bfloat16 or float16
+    DType dtype = DType::kBFloat16;        // activations, scales and bias: bfloat16 or float16
+    DType out_dtype = DType::kBFloat16;    // y: dtype, or float32 (a quantized lm_head's logits; no bias then)
     const void* weight = nullptr;
     const void* scale = nullptr;           // [n, k / G]
     const void* pre_quant_scale = nullptr; // [k] or nullptr
@@ -58,7 +59,7 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
 // rows: the dequantized weight, then x * pre_quant_scale for up to kWeightOnlyChunkRows rows.
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m);
 
-// y [m, n] = round(x' · wᵀ + bias), x [m, k] (all device pointers, activation dtype). `path`: the
+// y [m, n] = round(x' · wᵀ + bias) in out_dtype, x [m, k] (all device pointers). `path`: the
 // recorded choice for this m (a GEMV choice past kWeightOnlyGemvMaxRows is ignored), or nullptr
 // for the default. `scratch` holds weight_only_scratch_elems(w, m) elements (unused by the GEMV).
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,

@@ -91,7 +91,7 @@ TunedShapes<Choice> read_tuned_shapes(const Json& section, const char* field, co
 std::string weight_only_key(const kernels::WeightOnlyGemmCuda& w) {
     return std::to_string(w.n) + "x" + std::to_string(w.k) + ":int" + std::to_string(w.weight_bits) + ":g" +
            std::to_string(w.group_size) + ":" + dtype_name(w.dtype) + ":" + (w.pre_quant_scale ? "pre" : "nopre") +
-           ":" + (w.bias ? "bias" : "nobias");
+           ":" + (w.bias ? "bias" : "nobias") + (w.out_dtype != w.dtype ? std::string(":out_") + dtype_name(w.out_dtype) : "");
 }
 
 TunedShapes<kernels::GemmTactic> read_gemm_tactics(const Json& tactics) {
@@ -402,11 +402,12 @@ private:
         g.weight_bits = op.weight_bits;
         g.group_size = op.group_size;
         g.dtype = in.dtype;
+        g.out_dtype = op.outputs.at(0).dtype;  // the activation dtype, or float32 (logits)
         const bool shapes_ok = w.dtype == DType::kUInt8 && s.dtype == in.dtype && op.group_size > 0 &&
                                s.numel() == g.n * (g.k / op.group_size) && (!pre || (pre->dtype == in.dtype && pre->numel() == g.k)) &&
-                               (!b || (b->dtype == in.dtype && b->numel() == g.n)) && op.outputs.at(0).dtype == in.dtype;
+                               (!b || (b->dtype == in.dtype && b->numel() == g.n));
         if (!shapes_ok) {
-            throw std::invalid_argument("weight_only_linear: weight (uint8), weight_scale, pre_quant_scale, bias and output "
+            throw std::invalid_argument("weight_only_linear: weight (uint8), weight_scale, pre_quant_scale and bias "
                                         "must match the layout and the activation dtype " + std::string(dtype_name(in.dtype)));
         }
         g.weight = dev(w.data);

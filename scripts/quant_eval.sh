@@ -21,3 +21,6 @@ run int4_wo --quant int4_wo
 run int4_awq --quant int4_awq "${CALIB[@]}"
 run bf16_kv_fp8 --kv-cache fp8 "${CALIB[@]}"
 run fp8_kv_fp8 --quant fp8 --kv-cache fp8 "${CALIB[@]}"
+run fp8_lm_head --quant fp8 --quantize-lm-head "${CALIB[@]}"
+run int8_wo_lm_head --quant int8_wo --quantize-lm-head
+run int4_awq_lm_head --quant int4_awq --quantize-lm-head "${CALIB[@]}"

@@ -268,8 +268,8 @@ def test_tensorrt_llm_awq_export_without_pre_quant_scales_scales_by_one(float_mo
         np.testing.assert_array_equal(ckpt[f"{name}.pre_quant_scale"], np.ones_like(ckpt[f"{name}.pre_quant_scale"]))
 
 
-def test_a_quantized_lm_head_in_an_hf_export_is_dequantized(float_model, tmp_path):
-    # ModelOpt quantizes lm_head unless it is excluded; our engines keep it in the model dtype
+def test_a_quantized_lm_head_in_an_hf_export_stays_quantized(float_model, tmp_path):
+    # ModelOpt's presets exclude lm_head; an export that quantized it asked for it: read as is.
     write_hf_export(float_model, tmp_path / "export", "FP8")
     tensors = read_safetensors(tmp_path / "export" / "model.safetensors")
     w = tensors["lm_head.weight"]
@@ -279,13 +279,18 @@ def test_a_quantized_lm_head_in_an_hf_export_is_dequantized(float_model, tmp_pat
     tensors["lm_head.input_scale"] = np.array(0.02, np.float32)
     write_safetensors(tmp_path / "export" / "model.safetensors", tensors)
     convert(tmp_path / "export", tmp_path / "ckpt", "float32")
-    _, ckpt = load_checkpoint(tmp_path / "ckpt")
-    want = tensors["lm_head.weight"].astype(np.float32) * scale
-    np.testing.assert_array_equal(ckpt["lm_head.weight"][:w.shape[0]], want)
-    np.testing.assert_allclose(want, w, atol=float(np.abs(w).max()) / 16)  # and it is the model's lm_head
+    config, ckpt = load_checkpoint(tmp_path / "ckpt")
+    assert config.quantization.quantize_lm_head and config.vocab_size_padded % 64 == 0
+    vocab = w.shape[0]
+    np.testing.assert_array_equal(ckpt["lm_head.weight"][:vocab].view(np.uint8),
+                                  tensors["lm_head.weight"].view(np.uint8))
+    assert not ckpt["lm_head.weight"][vocab:].view(np.uint8).any()
+    np.testing.assert_array_equal(ckpt["lm_head.weight_scale"], [scale])
+    np.testing.assert_array_equal(ckpt["lm_head.input_scale"], [np.float32(0.02)])
+    build(tmp_path / "ckpt", tmp_path / "engine", BuildConfig(max_batch_size=2, max_num_tokens=64, target="cpu"))
 
 
-def test_a_quantized_lm_head_in_a_tensorrt_llm_awq_export_is_dequantized(float_model, tmp_path):
+def test_a_quantized_lm_head_in_a_tensorrt_llm_awq_export_stays_quantized(float_model, tmp_path):
     _, trt_dir, _ = write_both_exports(float_model, tmp_path, "W4A16_AWQ")
     tensors = read_safetensors(trt_dir / "rank0.safetensors")
     w = tensors["lm_head.weight"]  # padded to a multiple of 64 rows
@@ -295,10 +300,14 @@ def test_a_quantized_lm_head_in_a_tensorrt_llm_awq_export_is_dequantized(float_m
                 "lm_head.prequant_scaling_factor": pre}
     write_safetensors(trt_dir / "rank0.safetensors", tensors)
     convert(trt_dir, tmp_path / "ckpt", "float32")
-    _, ckpt = load_checkpoint(tmp_path / "ckpt")
+    config, ckpt = load_checkpoint(tmp_path / "ckpt")
     vocab = json.loads((trt_dir / "config.json").read_text())["vocab_size"]
-    want = (q.astype(np.float64) * np.repeat(scale, 16, axis=1) * pre)[:vocab]
-    np.testing.assert_allclose(ckpt["lm_head.weight"][:vocab], want, rtol=1e-6, atol=0)
+    assert config.quantization.quantize_lm_head and config.vocab_size_padded % 64 == 0
+    np.testing.assert_array_equal(numerics.unpack_int4(ckpt["lm_head.weight"])[:vocab], q[:vocab])
+    np.testing.assert_array_equal(ckpt["lm_head.weight_scale"][:vocab], scale[:vocab])
+    np.testing.assert_array_equal(ckpt["lm_head.pre_quant_scale"], pre)
+    assert not ckpt["lm_head.weight"][vocab:].any() and np.all(ckpt["lm_head.weight_scale"][vocab:] == 1)
+    build(tmp_path / "ckpt", tmp_path / "engine", BuildConfig(max_batch_size=2, max_num_tokens=64, target="cpu"))
 
 
 def test_tensorrt_llm_awq_export_with_zero_points_is_refused(float_model, tmp_path):

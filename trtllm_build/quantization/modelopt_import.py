@@ -15,6 +15,9 @@
   W8A8_SQ_PER_CHANNEL, W4A16_AWQ. Embedding and lm_head rows past vocab_size (ModelOpt pads them
   to a multiple of 64) are dropped.
 
+A quantized lm_head (ModelOpt's presets exclude lm_head, so an export has one only when asked
+for) stays quantized, as `--quantize-lm-head` makes it, padded to our vocab rows.
+
 Layers that our builder fuses (q/k/v, gate/up) must share the scales that depend on their
 common input; FP8 per-tensor weight scales that differ are unified by requantizing to the
 largest (what ModelOpt's own export does), other mismatches are refused.
@@ -22,6 +25,7 @@ largest (what ModelOpt's own export does), other mismatches are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -81,30 +85,6 @@ def unpack_modelopt_int4(packed: np.ndarray) -> np.ndarray:
     return np.where(q >= 8, q - 16, q).astype(np.int8)
 
 
-def dequantize_lm_head(algo: str, get: Callable[[str], np.ndarray], has: Callable[[str], bool]) -> np.ndarray:
-    """An export's quantized lm_head (ModelOpt quantizes it unless excluded) as float32 weights,
-    code x weight_scale (x pre_quant_scale where the weights were stored divided by it), each
-    product rounded once in float32; the converter then casts them to the model dtype, the dtype
-    our engines keep lm_head in. `get` / `has` take our tensor roles."""
-    w, scale = np.asarray(get("weight")), np.asarray(get("weight_scale"), np.float32)
-    if algo == "FP8":
-        codes = w.view(numerics.FP8)
-    elif algo in ("W8A8_SQ_PER_CHANNEL", "W8A16"):
-        codes = w
-    elif algo == "W4A16_AWQ":
-        codes = unpack_modelopt_int4(w)
-    else:
-        raise ConvertError(f"a quantized lm_head with quant_algo {algo} is not supported")
-    # One scale (per tensor), one per row, or one per row and group of inputs.
-    groups = scale.reshape(codes.shape[0] if scale.size > 1 else 1, -1)
-    out = codes.astype(np.float32) * np.repeat(groups, codes.shape[1] // groups.shape[1], axis=1)
-    if has("pre_quant_scale"):  # the weights were stored divided by it
-        out = out * np.asarray(get("pre_quant_scale"), np.float32).reshape(1, -1)
-    log.info("lm_head is quantized (%s) in the export: dequantized, as our engines keep lm_head in the model dtype",
-             algo)
-    return out
-
-
 class _Export:
     """Quantized linear groups and KV scales of an export, in our canonical names and formats."""
 
@@ -127,7 +107,7 @@ class _Export:
                                     for i in range(len(names)))], np.float32)
             for name, w in zip(names, ws):
                 out |= {f"{name}.weight": w, f"{name}.weight_scale": w_scale, f"{name}.input_scale": x_scale}
-            return out
+            return self._pad_lm_head(out) if names == ["lm_head"] else out
         pre = None
         if self.scheme.pre_quant_scale:
             # An export without the tensors (AWQ's "pre_quant_scale": false) scales by 1.
@@ -151,6 +131,17 @@ class _Export:
                         f"{name}.weight_scale": scale.reshape(q.shape[0], -1).astype(self.dtype)}
             if pre is not None:
                 out[f"{name}.pre_quant_scale"] = pre
+        return self._pad_lm_head(out) if names == ["lm_head"] else out
+
+    def _pad_lm_head(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A quantized lm_head's rows as our checkpoint pads them: the export's own padding dropped
+        (its TensorRT-LLM export pads to 64), then zero rows with scale 1 up to vocab_size_padded."""
+        vocab, rows = self.config.vocab_size, self.config.vocab_size_padded
+        per_row = ("weight", "weight_scale") if self.scheme.per_channel or self.scheme.grouped else ("weight",)
+        for role in per_row:
+            t = np.asarray(out[f"lm_head.{role}"])[:vocab]
+            fill = (np.zeros if role == "weight" else np.ones)((rows - vocab,) + t.shape[1:], t.dtype)
+            out[f"lm_head.{role}"] = np.concatenate([t, fill])
         return out
 
     def kv_scale(self, layer: int) -> np.ndarray:
@@ -164,6 +155,15 @@ def _np_dtype(name: str) -> np.dtype:
     from ..convert import NP_DTYPES
 
     return NP_DTYPES[name]
+
+
+def _keep_lm_head_quantized(config: ModelConfig) -> None:
+    """An export whose lm_head is quantized (ModelOpt's presets exclude it, so someone asked for it)
+    is read as is: lm_head stays quantized, its rows padded as `--quantize-lm-head` pads them."""
+    config.quantization = dataclasses.replace(config.quantization, quantize_lm_head=True)
+    config.pad_vocab()
+    config.validate()
+    log.info("lm_head is quantized (%s) in the export: kept quantized", config.quantization.quant_algo)
 
 
 def _quant_config(q: dict[str, Any], allowed: tuple[str, ...], where: Path, source: str) -> QuantConfig:
@@ -196,6 +196,8 @@ def read(model_dir: Path, export: str, dtype: str | None, tp_size: int
     table = NAME_TABLES[config.architecture]
 
     def linear_name(name: str) -> str:
+        if name == "lm_head":
+            return name
         _, i, leaf = name.split(".", 2)
         return table[f"layers.{{i}}.{leaf}.weight"].name.format(i=i).removesuffix(".weight")
 
@@ -211,10 +213,7 @@ def read(model_dir: Path, export: str, dtype: str | None, tp_size: int
 
     used: set[str] = set()
     if "lm_head.weight_scale" in tensors:
-        lm_head = {role: tensors.pop(f"lm_head.{role}") for role in ("weight", "weight_scale", "input_scale",
-                                                                     "pre_quant_scale") if f"lm_head.{role}" in tensors}
-        algo = config.quantization.quant_algo
-        tensors["lm_head.weight"] = lambda: dequantize_lm_head(algo, lambda r: lm_head[r](), lambda r: r in lm_head)
+        _keep_lm_head_quantized(config)
     source = _Export(get, lambda n: n in tensors, config, linear_name, kv_names)
     log.info("reading ModelOpt HF export %s (%s)", model_dir, config.quantization.quant_algo)
     return config, lambda: convert_weights(config, tensors, prequantized=source), \
@@ -288,6 +287,8 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
                            f"{q_rows}, {kv_rows}, {kv_rows} rows")
 
     def linear_name(name: str) -> str:
+        if name == "lm_head":
+            return name
         _, i, leaf = name.split(".", 2)
         if leaf in ("attn.q", "attn.k", "attn.v"):
             return f"transformer.layers.{i}.attn.split.{leaf[-1]}"
@@ -309,7 +310,5 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
                 vocab_rows = ours in ("embed.weight", "lm_head.weight")
                 loaders[hf_name] = (lambda n=name, v=vocab_rows: raw[n][:config.vocab_size] if v else raw[n])
     if "lm_head.weights_scaling_factor" in raw:
-        algo = config.quantization.quant_algo
-        loaders["lm_head.weight"] = lambda: dequantize_lm_head(
-            algo, lambda r: get(f"lm_head.{r}"), lambda r: has(f"lm_head.{r}"))[:config.vocab_size]
+        _keep_lm_head_quantized(config)
     return config, lambda: convert_weights(config, loaders, prequantized=source), lambda out: []

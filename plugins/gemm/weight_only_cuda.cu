@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -147,18 +148,110 @@ __device__ __forceinline__ uint32_t scale_pair(const T* scale, int64_t index) {
     return s | (s << 16);
 }
 
+// One sweep of a warp over its R rows: U vectors per row at lanes' v0 + 32u, and at m = 1 their x
+// (and pre_quant_scale) chunks, loaded together (`load`), then dequantized and multiplied (`compute`).
+// At m = 1 x is loaded with the weights: loaded at its use it was a second round trip after the
+// weights' (Nsight Compute: 40-60% of the long-scoreboard stalls of the int4 / int8 GEMV waited on it).
+template <class T, int BITS, int M, int R, int U>
+struct Sweep {
+    using D = Dequant<T, BITS>;
+    static constexpr bool kPrefetchX = M == 1;
+    uint4 w[U][R];
+    uint4 x[kPrefetchX ? U : 1][D::kChunks], pre[kPrefetchX ? U : 1][D::kChunks];
+
+    __device__ __forceinline__ void load(int v0, int num_vecs, const uint8_t* const (&rows)[R], const T* xs,
+                                         const T* pres) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int v = v0 + 32 * u;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                w[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
+            }
+        }
+        if constexpr (kPrefetchX) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int v = v0 + 32 * u;
+                if (v >= num_vecs) break;
+#pragma unroll
+                for (int c = 0; c < D::kChunks; ++c) {
+                    x[u][c] = *reinterpret_cast<const uint4*>(xs + v * D::kInputs + 8 * c);
+                    if (pres != nullptr) pre[u][c] = *reinterpret_cast<const uint4*>(pres + v * D::kInputs + 8 * c);
+                }
+            }
+        }
+    }
+
+    __device__ __forceinline__ void compute(int v0, int num_vecs, const T* const (&row_scales)[R], uint32_t group_magic,
+                                            const T* xs, const T* pres, int m, int k, float (&acc)[M][R]) const {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int v = v0 + 32 * u;
+            if (v >= num_vecs) break;
+            const int k0 = v * D::kInputs;
+            const int group = vector_group(v, group_magic);
+            uint32_t scale2[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) scale2[r] = scale_pair(row_scales[r], group);
+            // Chunk by chunk of 8 inputs: only one chunk's dequantized pairs are live, which keeps
+            // the registers to the loads in flight.
+#pragma unroll
+            for (int c = 0; c < D::kChunks; ++c) {
+                constexpr int P = 4;
+                const int kq = k0 + 8 * c;
+                uint32_t wd[R][P];
+#pragma unroll
+                for (int r = 0; r < R; ++r) D::chunk(w[u][r], c, scale2[r], wd[r]);
+                uint32_t pre_pairs[P];
+                if (pres != nullptr) {
+                    if constexpr (kPrefetchX) {
+                        unpack_pairs(pre[u][c], pre_pairs);
+                    } else {
+                        unpack_pairs(*reinterpret_cast<const uint4*>(pres + kq), pre_pairs);
+                    }
+                }
+#pragma unroll
+                for (int mi = 0; mi < M; ++mi) {
+                    if (mi >= m) break;
+                    uint32_t xp[P];
+                    if constexpr (kPrefetchX) {
+                        unpack_pairs(x[u][c], xp);
+                    } else {
+                        unpack_pairs(*reinterpret_cast<const uint4*>(xs + int64_t{mi} * k + kq), xp);
+                    }
+                    if (pres != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+#pragma unroll
+                        for (int i = 0; i < P; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
+                    }
+#pragma unroll
+                    for (int i = 0; i < P; ++i) {
+                        const float2 xf = to_float2<T>(xp[i]);
+#pragma unroll
+                        for (int r = 0; r < R; ++r) {
+                            const float2 wf = to_float2<T>(wd[r][i]);
+                            acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
+                            acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+};
+
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
-// dequantizes them once and uses them for all m rows of x.
-template <class T, class TY, int BITS, int M>
+// dequantizes them once and uses them for all m rows of x. PING: two sweeps' registers, the next
+// sweep's loads issued before the current one is computed (A/B: TRTLLM_WO_VARIANT=1, int8 at m = 1).
+template <class T, class TY, int BITS, int M, bool PING>
 __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
-    constexpr bool kPrefetchX = M == 1;
     constexpr int R = gemv_rows<BITS, M>();
-    constexpr int kGemvUnroll = gemv_unroll<BITS, M>();
+    constexpr int U = PING ? 1 : gemv_unroll<BITS, M>();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;
@@ -178,83 +271,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
     }
-    for (int v0 = lane; v0 < num_vecs; v0 += 32 * kGemvUnroll) {
-        uint4 wv[kGemvUnroll][R];
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
-            const int v = v0 + 32 * u;
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                wv[u][r] = v < num_vecs ? __ldcs(reinterpret_cast<const uint4*>(rows[r] + int64_t{v} * 16)) : uint4{};
-            }
+    constexpr int kStride = 32 * U;
+    if constexpr (PING) {
+        Sweep<T, BITS, M, R, U> a, b;
+        a.load(lane, num_vecs, rows, x, pre);
+        for (int v0 = lane; v0 < num_vecs; v0 += 2 * kStride) {
+            b.load(v0 + kStride, num_vecs, rows, x, pre);
+            a.compute(v0, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
+            if (v0 + kStride >= num_vecs) break;
+            a.load(v0 + 2 * kStride, num_vecs, rows, x, pre);
+            b.compute(v0 + kStride, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
         }
-        // At m = 1, x (and pre_quant_scale) of the sweep are loaded with the weights: loaded at
-        // their use they were a second round trip after the weights' (Nsight Compute: 40-60% of
-        // the long-scoreboard stalls of the int4 / int8 GEMV waited on them).
-        uint4 xq[kPrefetchX ? kGemvUnroll : 1][D::kChunks], pq[kPrefetchX ? kGemvUnroll : 1][D::kChunks];
-        if constexpr (kPrefetchX) {
-#pragma unroll
-            for (int u = 0; u < kGemvUnroll; ++u) {
-                const int v = v0 + 32 * u;
-                if (v >= num_vecs) break;
-#pragma unroll
-                for (int c = 0; c < D::kChunks; ++c) {
-                    xq[u][c] = *reinterpret_cast<const uint4*>(x + v * D::kInputs + 8 * c);
-                    if (pre != nullptr) pq[u][c] = *reinterpret_cast<const uint4*>(pre + v * D::kInputs + 8 * c);
-                }
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
-            const int v = v0 + 32 * u;
-            if (v >= num_vecs) break;
-            const int k0 = v * D::kInputs;
-            const int group = vector_group(v, group_magic);
-            uint32_t scale2[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) scale2[r] = scale_pair(row_scales[r], group);
-            // Chunk by chunk of 8 inputs: only one chunk's dequantized pairs are live, which keeps
-            // the registers to the loads in flight.
-#pragma unroll
-            for (int c = 0; c < D::kChunks; ++c) {
-                constexpr int P = 4;
-                const int kq = k0 + 8 * c;
-                uint32_t wd[R][P];
-#pragma unroll
-                for (int r = 0; r < R; ++r) D::chunk(wv[u][r], c, scale2[r], wd[r]);
-                uint32_t pre_pairs[P];
-                if (pre != nullptr) {
-                    if constexpr (kPrefetchX) {
-                        unpack_pairs(pq[u][c], pre_pairs);
-                    } else {
-                        unpack_pairs(*reinterpret_cast<const uint4*>(pre + kq), pre_pairs);
-                    }
-                }
-#pragma unroll
-                for (int mi = 0; mi < M; ++mi) {
-                    if (mi >= m) break;
-                    uint32_t xp[P];
-                    if constexpr (kPrefetchX) {
-                        unpack_pairs(xq[u][c], xp);
-                    } else {
-                        unpack_pairs(*reinterpret_cast<const uint4*>(x + int64_t{mi} * k + kq), xp);
-                    }
-                    if (pre != nullptr) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-#pragma unroll
-                        for (int i = 0; i < P; ++i) xp[i] = mul2<T>(xp[i], pre_pairs[i]);
-                    }
-#pragma unroll
-                    for (int i = 0; i < P; ++i) {
-                        const float2 xf = to_float2<T>(xp[i]);
-#pragma unroll
-                        for (int r = 0; r < R; ++r) {
-                            const float2 wf = to_float2<T>(wd[r][i]);
-                            acc[mi][r] = fmaf(wf.x, xf.x, acc[mi][r]);
-                            acc[mi][r] = fmaf(wf.y, xf.y, acc[mi][r]);
-                        }
-                    }
-                }
-            }
+    } else {
+        for (int v0 = lane; v0 < num_vecs; v0 += kStride) {
+            Sweep<T, BITS, M, R, U> s;
+            s.load(v0, num_vecs, rows, x, pre);
+            s.compute(v0, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
         }
     }
 #pragma unroll
@@ -306,11 +338,25 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
+// A/B switch for Nsight Compute runs (gpu_check.sh NCU_GEMV_ENV): TRTLLM_WO_VARIANT=1 runs int8 at
+// m = 1 with the next sweep's loads issued before the current sweep is computed.
+inline int wo_variant() {
+    static const int v = [] {
+        const char* e = std::getenv("TRTLLM_WO_VARIANT");
+        return e != nullptr ? std::atoi(e) : 0;
+    }();
+    return v;
+}
+
 template <class T, class TY, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    weight_only_gemv_kernel<T, TY, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+    auto kernel = weight_only_gemv_kernel<T, TY, BITS, M, false>;
+    if constexpr (BITS == 8 && M == 1) {
+        if (wo_variant() == 1) kernel = weight_only_gemv_kernel<T, TY, BITS, M, true>;
+    }
+    kernel<<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),

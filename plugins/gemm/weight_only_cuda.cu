@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -242,16 +241,16 @@ struct Sweep {
 
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
-// dequantizes them once and uses them for all m rows of x. PING: two sweeps' registers, the next
-// sweep's loads issued before the current one is computed (A/B: TRTLLM_WO_VARIANT=1, int8 at m = 1).
-template <class T, class TY, int BITS, int M, bool PING>
+// dequantizes them once and uses them for all m rows of x. (Issuing the next sweep's loads before
+// the current sweep's math, in a second set of registers, was slower: docs/cuda_backend.md, session 9.)
+template <class T, class TY, int BITS, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m, int n,
                             int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
     constexpr int R = gemv_rows<BITS, M>();
-    constexpr int U = PING ? 1 : gemv_unroll<BITS, M>();
+    constexpr int U = gemv_unroll<BITS, M>();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
     if (row0 >= n) return;
@@ -271,23 +270,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
     }
-    constexpr int kStride = 32 * U;
-    if constexpr (PING) {
-        Sweep<T, BITS, M, R, U> a, b;
-        a.load(lane, num_vecs, rows, x, pre);
-        for (int v0 = lane; v0 < num_vecs; v0 += 2 * kStride) {
-            b.load(v0 + kStride, num_vecs, rows, x, pre);
-            a.compute(v0, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
-            if (v0 + kStride >= num_vecs) break;
-            a.load(v0 + 2 * kStride, num_vecs, rows, x, pre);
-            b.compute(v0 + kStride, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
-        }
-    } else {
-        for (int v0 = lane; v0 < num_vecs; v0 += kStride) {
-            Sweep<T, BITS, M, R, U> s;
-            s.load(v0, num_vecs, rows, x, pre);
-            s.compute(v0, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
-        }
+    for (int v0 = lane; v0 < num_vecs; v0 += 32 * U) {
+        Sweep<T, BITS, M, R, U> s;
+        s.load(v0, num_vecs, rows, x, pre);
+        s.compute(v0, num_vecs, row_scales, group_magic, x, pre, m, k, acc);
     }
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
@@ -338,25 +324,11 @@ __global__ void pre_quant_scale_kernel(const T* __restrict__ x, const T* __restr
         make_uint4(mul2<T>(xv.x, pv.x), mul2<T>(xv.y, pv.y), mul2<T>(xv.z, pv.z), mul2<T>(xv.w, pv.w));
 }
 
-// A/B switch for Nsight Compute runs (gpu_check.sh NCU_GEMV_ENV): TRTLLM_WO_VARIANT=1 runs int8 at
-// m = 1 with the next sweep's loads issued before the current sweep is computed.
-inline int wo_variant() {
-    static const int v = [] {
-        const char* e = std::getenv("TRTLLM_WO_VARIANT");
-        return e != nullptr ? std::atoi(e) : 0;
-    }();
-    return v;
-}
-
 template <class T, class TY, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    auto kernel = weight_only_gemv_kernel<T, TY, BITS, M, false>;
-    if constexpr (BITS == 8 && M == 1) {
-        if (wo_variant() == 1) kernel = weight_only_gemv_kernel<T, TY, BITS, M, true>;
-    }
-    kernel<<<grid, kGemvWarps * 32, 0, stream>>>(
+    weight_only_gemv_kernel<T, TY, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
         static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
         static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),

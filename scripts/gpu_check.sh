@@ -26,7 +26,8 @@
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
-# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_DTYPE=float32 runs it in
+# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
+# batch-1 decode of TP=1 and TP=2 (no all-reduce benchmark, greedy check, throughput, NCCL run or profile); TP_DTYPE=float32 runs it in
 # float32, whose rounding flips random weights' near ties far less often than bf16's: the greedy
 # check only, no benchmarks; TP_ENGINE1 must then be a float32 engine too).
 # GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
@@ -368,9 +369,9 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   echo "tp: tests in $(($(date +%s) - t0)) s"
   # TP_DTYPE=float32 is the exactness check alone: greedy tokens, no benchmarks (the float32 8B
   # takes most of a call to convert and build).
-  local benchmarks=1
+  local benchmarks=1 quick=${TP_LATENCY_ONLY:-0}
   [[ $dtype == float32 ]] && benchmarks=0
-  ((benchmarks == 0)) || timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" scripts/bench_all_reduce.py \
+  ((benchmarks == 0 || quick)) || timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" scripts/bench_all_reduce.py \
     --json "$JSON_DIR/tp_all_reduce.json" || rc=1
   wait $prepare || { echo "tp: making / converting the 8B failed:"; tail -20 "$JSON_DIR/tp_prepare.log"; return 1; }
   cat "$JSON_DIR/tp_prepare.log"
@@ -395,27 +396,30 @@ print(f'tp: rank {c.rank}/{c.size}, local {c.local_rank}/{c.local_size}, nccl {_
   rm -rf "$dir/ckpt_tp1" "$dir/ckpt_tp2"
   echo "tp: built TP=1 and TP=2 engines in $(($(date +%s) - t0)) s"
 
-  timeout 240 "$PYTHON" scripts/tp_check.py --reference "$engine1" --candidate "$engine2" --new-tokens 32 \
+  ((quick)) || timeout 240 "$PYTHON" scripts/tp_check.py --reference "$engine1" --candidate "$engine2" --new-tokens 32 \
     --num-prompts 4 --json "$JSON_DIR/tp_greedy.json" || rc=1
 
   # TP=2 twice: small all-reduces through peer memory (the default), and all through NCCL
   # (TRTLLM_CUSTOM_ALL_REDUCE=0), side by side.
   local run engine launch
-  ((benchmarks)) && for run in tp1 tp2 tp2_nccl; do
+  local runs=(tp1 tp2 tp2_nccl)
+  ((quick)) && runs=(tp1 tp2)
+  ((benchmarks)) && for run in "${runs[@]}"; do
     engine=$engine2 launch=("${mpirun[@]}" -n 2)
     [[ $run == tp1 ]] && engine=$engine1 launch=()
     [[ $run == tp2_nccl ]] && launch=(env TRTLLM_CUSTOM_ALL_REDUCE=0 "${mpirun[@]}" -n 2)
     timeout 180 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine" --input-len 128 \
       --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_$run.json" >/dev/null || { echo "tp: latency $run failed"; rc=1; }
-    timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
+    ((quick)) || timeout 240 "${launch[@]}" "$PYTHON" -m trtllm_runtime.cli.bench throughput --engine-dir "$engine" --input-len 128 \
       --output-len 128 --num-requests 256 --json "$JSON_DIR/tp_throughput_$run.json" >/dev/null || { echo "tp: throughput $run failed"; rc=1; }
     # Printed at once: a call cut off by its time limit still returns the log.
-    "$PYTHON" -c "import json, sys; l, t = (json.load(open(f)) for f in sys.argv[1:]); print('tp $run:', \
-round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TTFT,', round(t['output_tokens_per_s']), \
-'tok/s at 256 req')" "$JSON_DIR/tp_latency_$run.json" "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
+    "$PYTHON" -c "import json, os, sys; l, t = (json.load(open(f)) if os.path.exists(f) else None for f in sys.argv[1:]); \
+print('tp $run:', round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TTFT' + \
+(f\", {round(t['output_tokens_per_s'])} tok/s at 256 req\" if t else ''))" "$JSON_DIR/tp_latency_$run.json" \
+      "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
   done
   # Device time per op kind on each rank (graphs off, each op timed: all_reduce included).
-  ((benchmarks == 0)) || TRTLLM_PROFILE=1 timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \
+  ((benchmarks == 0 || quick)) || TRTLLM_PROFILE=1 timeout 120 "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency \
     --engine-dir "$engine2" --input-len 128 --output-len 64 --iterations 1 2>&1 >/dev/null | grep -v "^$" | tail -40
   "$PYTHON" - "$JSON_DIR" "$OUT" <<'PY' || rc=1
 import json, pathlib, sys

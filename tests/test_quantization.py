@@ -268,3 +268,14 @@ def test_convert_cli_quantize_lm_head(tiny_llama, tmp_path, capsys):
     assert build_main(["--inspect", str(tmp_path / "engine")]) == 0
     out = capsys.readouterr().out
     assert "quantization: W8A16; weight_only_linear x9" in out and "unquantized linears: none" in out
+
+
+def test_checkpoint_with_a_quantized_lm_head_not_padded_to_64_rows_is_refused(tiny_tied_llama, tmp_path):
+    options = dataclasses.replace(SCHEMES["int8_wo"], quantize_lm_head=True)
+    convert(tiny_tied_llama, tmp_path / "ckpt", "float32", 1, options)
+    path = tmp_path / "ckpt" / "config.json"
+    config = json.loads(path.read_text())
+    assert config["vocab_size_padded"] == 192
+    path.write_text(json.dumps({**config, "vocab_size_padded": 130}))
+    with pytest.raises(ConfigError, match="vocab_size_padded 130 must be at least vocab_size 130 and a multiple of 64"):
+        load_checkpoint(tmp_path / "ckpt")

@@ -105,6 +105,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.vocab_size_padded:
             self.pad_vocab()
+        self.validate()
 
     def vocab_rows_multiple(self) -> int:
         """lm_head's rows are a multiple of this: tp_size, times 64 for a quantized lm_head (the
@@ -114,7 +115,6 @@ class ModelConfig:
     def pad_vocab(self) -> None:
         multiple = self.vocab_rows_multiple()
         self.vocab_size_padded = -(-self.vocab_size // multiple) * multiple
-        self.validate()
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:

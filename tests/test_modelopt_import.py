@@ -231,11 +231,13 @@ def write_both_exports(float_model, tmp_path, algo: str):
 
 
 @pytest.mark.parametrize("algo", ["W8A8_SQ_PER_CHANNEL", "W4A16_AWQ"])
-def test_tensorrt_llm_export_reads_as_the_same_model_as_the_hf_export(float_model, tmp_path, algo):
+def test_tensorrt_llm_export_reads_as_the_same_model_as_the_hf_export(float_model, tmp_path, algo, caplog):
     hf_dir, trt_dir, modules = write_both_exports(float_model, tmp_path, algo)
     assert detect(trt_dir) == "modelopt_trtllm"
-    convert(hf_dir, tmp_path / "ckpt_hf", "float32")
-    config = convert(trt_dir, tmp_path / "ckpt_trt", "float32")
+    with caplog.at_level("WARNING", logger="trtllm_build"):
+        convert(hf_dir, tmp_path / "ckpt_hf", "float32")
+        config = convert(trt_dir, tmp_path / "ckpt_trt", "float32")
+    assert "not used" not in caplog.text  # every scale of either export went into the checkpoint
     assert config.quantization.quant_algo == algo
     _, from_hf = load_checkpoint(tmp_path / "ckpt_hf")
     _, from_trt = load_checkpoint(tmp_path / "ckpt_trt")
@@ -268,7 +270,7 @@ def test_tensorrt_llm_awq_export_without_pre_quant_scales_scales_by_one(float_mo
         np.testing.assert_array_equal(ckpt[f"{name}.pre_quant_scale"], np.ones_like(ckpt[f"{name}.pre_quant_scale"]))
 
 
-def test_a_quantized_lm_head_in_an_hf_export_stays_quantized(float_model, tmp_path):
+def test_a_quantized_lm_head_in_an_hf_export_stays_quantized(float_model, tmp_path, caplog):
     # ModelOpt's presets exclude lm_head; an export that quantized it asked for it: read as is.
     write_hf_export(float_model, tmp_path / "export", "FP8")
     tensors = read_safetensors(tmp_path / "export" / "model.safetensors")
@@ -278,7 +280,9 @@ def test_a_quantized_lm_head_in_an_hf_export_stays_quantized(float_model, tmp_pa
     tensors["lm_head.weight_scale"] = np.array(scale, np.float32)
     tensors["lm_head.input_scale"] = np.array(0.02, np.float32)
     write_safetensors(tmp_path / "export" / "model.safetensors", tensors)
-    convert(tmp_path / "export", tmp_path / "ckpt", "float32")
+    with caplog.at_level("WARNING", logger="trtllm_build"):
+        convert(tmp_path / "export", tmp_path / "ckpt", "float32")
+    assert "not used" not in caplog.text
     config, ckpt = load_checkpoint(tmp_path / "ckpt")
     assert config.quantization.quantize_lm_head and config.vocab_size_padded % 64 == 0
     vocab = w.shape[0]

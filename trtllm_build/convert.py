@@ -396,7 +396,8 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibSt
                     prequantized: Any = None) -> list[dict[str, np.ndarray]]:
     """Map, check, cast, quantize (config.quantization, with `calib` statistics) and shard every
     tensor; one canonical-name dict per TP rank. `prequantized` (an imported export) supplies the
-    quantized linears (`.group(names)`) and KV scales (`.kv_scale(layer)`) instead."""
+    quantized linears (`.group(names)`) and KV scales (`.kv_scale(layer)`) instead, and names the
+    source tensors it read (`.read_names`)."""
     dtype, tp = NP_DTYPES[config.dtype], config.tp_size
     layout = _layout(config)
     ranks: list[dict[str, np.ndarray]] = [{} for _ in range(tp)]
@@ -421,6 +422,8 @@ def convert_weights(config: ModelConfig, tensors: TensorLoaders, calib: "CalibSt
             logger.info("converted %d/%d tensors", n, len(streamed))
     if groups or qc.kv_cache_quant_algo:
         _quantize_linears(config, tensors, used, layout, groups, calib, ranks, prequantized)
+        if prequantized is not None:
+            used.update(prequantized.read_names)
     if config.tie_word_embeddings:  # some tied checkpoints store lm_head as well; it equals embed
         used.update(k for k in ("lm_head.weight",) if k in tensors)
     unused = sorted(k for k in set(tensors) - used if not _IGNORED.fullmatch(k))

@@ -146,6 +146,8 @@ class ModelOptScales:
     """The quantized linears and KV cache scales of a model quantized by `quantize_hf_model`, in our
     checkpoint's form: the `prequantized` source of convert.convert_weights."""
 
+    read_names: frozenset[str] = frozenset()  # the scales come from the torch model, not the source tensors
+
     def __init__(self, model, config: ModelConfig) -> None:
         self.model, self.config = model, config
         qc = config.quantization

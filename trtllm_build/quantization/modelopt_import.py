@@ -86,11 +86,13 @@ def unpack_modelopt_int4(packed: np.ndarray) -> np.ndarray:
 
 
 class _Export:
-    """Quantized linear groups and KV scales of an export, in our canonical names and formats."""
+    """Quantized linear groups and KV scales of an export, in our canonical names and formats.
+    `read_names`: the export tensors `get` has read (the converter counts them as used)."""
 
     def __init__(self, get: Callable[[str], np.ndarray], has: Callable[[str], bool], config: ModelConfig,
-                 linear_name: Callable[[str], str], kv_names: Callable[[int], list[str]]) -> None:
-        self.get, self.has, self.config = get, has, config
+                 linear_name: Callable[[str], str], kv_names: Callable[[int], list[str]],
+                 read_names: set[str]) -> None:
+        self.get, self.has, self.config, self.read_names = get, has, config, read_names
         self.linear_name, self.kv_names = linear_name, kv_names
         self.scheme = scheme_of(config.quantization.quant_algo)
         self.dtype = _np_dtype(config.dtype)
@@ -214,7 +216,7 @@ def read(model_dir: Path, export: str, dtype: str | None, tp_size: int
     used: set[str] = set()
     if "lm_head.weight_scale" in tensors:
         _keep_lm_head_quantized(config)
-    source = _Export(get, lambda n: n in tensors, config, linear_name, kv_names)
+    source = _Export(get, lambda n: n in tensors, config, linear_name, kv_names, used)
     log.info("reading ModelOpt HF export %s (%s)", model_dir, config.quantization.quant_algo)
     return config, lambda: convert_weights(config, tensors, prequantized=source), \
         lambda out: copy_tokenizer_files(model_dir, out)
@@ -297,7 +299,8 @@ def _read_trtllm(model_dir: Path, dtype: str | None, tp_size: int):
     def kv_names(i: int) -> list[str]:
         return [f"transformer.layers.{i}.attention.kv_cache_scaling_factor"]
 
-    source = _Export(get, has, config, linear_name, kv_names)
+    # Its tensors reach the converter under our loaders' names, which hold no quantized linears.
+    source = _Export(get, has, config, linear_name, kv_names, set())
     loaders = {}
     for ours, export_name in _TRTLLM_NAMES.items():
         for i in range(config.num_hidden_layers) if "{i}" in ours else [None]:

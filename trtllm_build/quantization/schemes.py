@@ -15,7 +15,10 @@ Names follow TensorRT-LLM's QuantAlgo (what ModelOpt's exports write too). Per q
 the row, even k in the low nibble, two's complement. `pre_quant_scale` multiplies the layer's
 input (SmoothQuant's 1/s, AWQ's activation scale); the weights are stored already divided by it.
 The FP8 KV cache adds `layers.{i}.attn.kv_scale` float32 [1] (amax / 448 of k and v).
-lm_head and the embeddings stay in the model dtype.
+The embeddings stay in the model dtype, and lm_head unless the checkpoint's `quantize_lm_head`
+(`--quantize-lm-head`) says otherwise: then `lm_head` is one more linear of the table, its N the
+padded vocabulary (`vocab_size_padded`, a multiple of 64 per rank; the padding rows are zero with
+scale 1).
 """
 
 from __future__ import annotations

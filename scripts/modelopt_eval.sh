@@ -3,7 +3,8 @@
 # (calibrated by ModelOpt through trtllm-convert) next to ModelOpt's fake-quant model in torch with
 # the same scheme and calibration (scripts/modelopt_fake_quant_ppl.py). Both float32, so the only
 # difference is how the quantized model is executed. Usage: scripts/modelopt_eval.sh [WORK_DIR] [SCHEME...]
-# (schemes: float fp8 int8_sq int4_awq int8_wo int4_wo fp8_kv_fp8; default all).
+# (schemes: float fp8 int8_sq int4_awq int8_wo int4_wo fp8_kv_fp8, and any of them but float and
+# fp8_kv_fp8 with _lm_head for --quantize-lm-head, e.g. int8_wo_lm_head; default the first seven).
 set -euo pipefail
 WORK=${1:-/tmp/trtllm_modelopt_eval}
 shift || true
@@ -17,6 +18,7 @@ flags() {
   case $1 in
     float) ;;
     fp8_kv_fp8) echo --quant fp8 --kv-cache fp8 "${CALIB[@]}" ;;
+    *_lm_head) echo $(flags "${1%_lm_head}") --quantize-lm-head ;;
     int8_wo|int4_wo) echo --quant "$1" ;;
     *) echo --quant "$1" "${CALIB[@]}" ;;
   esac

@@ -6,7 +6,7 @@ with the same flags holds the same quantized values.
 
     python scripts/modelopt_fake_quant_ppl.py --model-dir default --text-file topics.txt --window 256 \
         --max-tokens 2048 [--quant fp8|int8_sq|int8_wo|int4_wo|int4_awq] [--kv-cache fp8] \
-        [--calib-size 8] [--calib-seq-len 256] [--group-size N] [--smoothquant-alpha 0.5]
+        [--calib-size 8] [--calib-seq-len 256] [--group-size N] [--smoothquant-alpha 0.5] [--quantize-lm-head]
 
 Prints one JSON line: {"perplexity", "tokens", "seconds"}. Without --quant / --kv-cache it scores
 the float model.
@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--calib-seq-len", type=int, default=256)
     p.add_argument("--group-size", type=int)
     p.add_argument("--smoothquant-alpha", type=float, default=0.5)
+    p.add_argument("--quantize-lm-head", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[fake-quant] %(message)s")
     start = time.perf_counter()
@@ -81,7 +82,8 @@ def main() -> None:
     if args.quant or args.kv_cache:
         options = QuantOptions(scheme=args.quant, kv_cache=args.kv_cache, calib_data=args.calib_data,
                                calib_size=args.calib_size, calib_seq_len=args.calib_seq_len,
-                               group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha)
+                               group_size=args.group_size, smoothquant_alpha=args.smoothquant_alpha,
+                               quantize_lm_head=args.quantize_lm_head)
         config = model_config_from_hf(_hf_config(path), "float32")
         config.quantization = quant_config(options, config, "modelopt")
         batches = calibration_batches(encode, read_calibration_text(args.calib_data), args.calib_size,

@@ -27,9 +27,10 @@
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
-# batch-1 decode of TP=1 and TP=2 (no all-reduce benchmark, greedy check, throughput, NCCL run or profile); TP_DTYPE=float32 runs it in
-# float32, whose rounding flips random weights' near ties far less often than bf16's: the greedy
-# check only, no benchmarks; TP_ENGINE1 must then be a float32 engine too).
+# batch-1 decode of TP=1 and TP=2: no all-reduce benchmark, greedy check, throughput, NCCL run or
+# profile; TP_DTYPE=float32 runs it in float32, whose rounding flips random weights' near ties far
+# less often than bf16's: the greedy check only, no benchmarks; TP_ENGINE1 must then be a float32
+# engine too).
 # GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,

@@ -315,6 +315,8 @@ if has ncu && ((build_rc == 0)); then
   # Warm-up (prefill + 3 decode steps) and the timed run's prefill and first decode steps skipped.
   [[ ${NCU_DECODE:-1} == 0 ]] || TRTLLM_CUDA_GRAPHS=0 ncu_run ncu_decode_8b.csv --launch-skip ${NCU_SKIP:-2600} --launch-count 700 \
     "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir $B/engine_bf16 --input-len 128 --output-len 8 --iterations 1
+  # Its time per step by kind of kernel (scripts/ncu_decode_table.py), into the log.
+  [[ ${NCU_DECODE:-1} == 0 ]] || "$PYTHON" scripts/ncu_decode_table.py "$OUT/ncu_decode_8b.csv" || true
 fi
 
 # --- tensor parallelism (phase tp; two or more GPUs) ----------------------------------------------

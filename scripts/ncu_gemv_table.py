@@ -21,16 +21,20 @@ SCHEMES = ("bf16", "int8", "int4", "awq", "fp8")  # scripts/bench_weight_only.py
 _TO_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 
 
-def kernel_times_us(path: Path) -> list[float]:
-    """gpu__time_duration of every profiled kernel, in launch order (the program's own output and
-    ncu's notes share the file: only the quoted CSV lines are read)."""
+def kernels(path: Path) -> list[tuple[str, float]]:
+    """(kernel name, gpu__time_duration in us) of every profiled kernel, in launch order (the
+    program's own output and ncu's notes share the file: only the quoted CSV lines are read)."""
     lines = [line for line in path.read_text().splitlines() if line.startswith('"')]
-    times: dict[str, float] = {}
+    found: dict[str, tuple[str, float]] = {}
     for row in csv.DictReader(lines):
         if row.get("Metric Name") == "gpu__time_duration.sum":
             value = float(row["Metric Value"].replace(",", ""))
-            times.setdefault(row["ID"], value * _TO_US[row.get("Metric Unit", "ns")])
-    return list(times.values())
+            found.setdefault(row["ID"], (row.get("Kernel Name", ""), value * _TO_US[row.get("Metric Unit", "ns")]))
+    return list(found.values())
+
+
+def kernel_times_us(path: Path) -> list[float]:
+    return [us for _, us in kernels(path)]
 
 
 def table(times: list[float]) -> dict[str, dict[str, float]]:

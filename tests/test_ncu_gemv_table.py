@@ -14,7 +14,7 @@ ncu_gemv_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ncu_gemv_table)
 
 
-def ncu_csv(times_ns: list[int]) -> str:
+def ncu_csv(times_ns: list[int], names: list[str] | None = None) -> str:
     """What `ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum` writes: the program's
     own output and ncu's notes first, then one row per kernel and metric."""
     out = io.StringIO()
@@ -22,8 +22,9 @@ def ncu_csv(times_ns: list[int]) -> str:
     w = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
     w.writerow(["ID", "Kernel Name", "Metric Name", "Metric Unit", "Metric Value"])
     for i, t in enumerate(times_ns):
-        w.writerow([i, "gemv", "dram__bytes_read.sum", "byte", "1,000"])
-        w.writerow([i, "gemv", "gpu__time_duration.sum", "ns", f"{t:,}"])
+        name = names[i] if names else "gemv"
+        w.writerow([i, name, "dram__bytes_read.sum", "byte", "1,000"])
+        w.writerow([i, name, "gpu__time_duration.sum", "ns", f"{t:,}"])
     return out.getvalue()
 
 
@@ -44,3 +45,32 @@ def test_a_count_that_does_not_split_is_reported(tmp_path, capsys):
     path.write_text(ncu_csv([1000] * 21))
     assert ncu_gemv_table.main([str(path)]) == 1
     assert "21 kernels do not split" in capsys.readouterr().out
+
+
+def test_decode_table_sums_each_kind_per_step(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "scripts"))
+    import ncu_decode_table
+
+    # Two steps of one layer: norm, GEMV, attention, the o_proj input's quantize, the fused
+    # all-reduce + norm, SiLU·mul (quantizing), a cuBLASLt GEMM, then lm_head and sampling.
+    step = [("void trtllm::kernels::norm_row_vec_kernel<__nv_bfloat16>(...)", 3000),
+            ("void trtllm::kernels::weight_only_gemv_kernel<__nv_bfloat16, float, 4, 1>(...)", 10000),
+            ("void trtllm::kernels::decode_kernel<__nv_bfloat16, 128>(...)", 8000),
+            ("void trtllm::kernels::quantize_kernel<__nv_bfloat16>(...)", 2000),
+            ("void trtllm::kernels::peer_all_reduce_add_rms_norm_kernel<__nv_bfloat16>(...)", 4000),
+            ("void trtllm::kernels::silu_mul_quant_kernel<__nv_bfloat16>(...)", 2500),
+            ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 20000),
+            ("void trtllm::kernels::sample_rows_kernel(...)", 1000),
+            ("void at::native::elementwise_kernel(...)", 500)]
+    found = step + step
+    path = tmp_path / "ncu_decode_8b.csv"
+    path.write_text(ncu_csv([t for _, t in found], [n for n, _ in found]))
+    steps, table = ncu_decode_table.step_table(ncu_gemv_table.kernels(path))
+    assert steps == 2
+    assert table == {"sampling": (1, 1.0), "attention": (1, 8.0), "all_reduce": (1, 4.0), "norm": (1, 3.0),
+                     "silu_mul": (1, 2.5), "quantize": (1, 2.0), "gemm": (2, 30.0), "other": (1, 0.5)}
+    assert ncu_decode_table.main([str(path), "--steps", "1"]) == 0
+    assert "total 102" in capsys.readouterr().out  # 51 us per step, counted as one step
+    path.write_text(ncu_csv([1000], ["gemv"]))
+    assert ncu_decode_table.main([str(path)]) == 1
+    assert "no sampling kernel" in capsys.readouterr().out

@@ -278,7 +278,8 @@ fi
 # shapes ($OUT/ncu_gemv_tp{1,2}.csv; the per-layer table of each, scripts/ncu_gemv_table.py, goes
 # into the log), and every kernel of about two batch-1 decode steps of the
 # Llama-3.1-8B shape in bf16 with graphs off ($OUT/ncu_decode_8b.csv; the bf16 engine of bench8b,
-# built here if missing). The time of a kernel alone, against its bytes at the copy bandwidth.
+# built here if missing; its time per step by kind of kernel, scripts/ncu_decode_table.py, goes into
+# the log). The time of a kernel alone, against its bytes at the copy bandwidth.
 if has ncu && ((build_rc == 0)); then
   ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   ncu_run() {  # csv name, ncu args and command...

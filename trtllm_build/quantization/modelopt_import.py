@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Mapping, ModelConfig, QuantConfig
+from ..config import ModelConfig, QuantConfig
 from ..convert_error import ConvertError
 from . import numerics
 from .schemes import scheme_of

@@ -24,7 +24,9 @@
 # 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 benchmarks (a
 # later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
-# PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run.
+# PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
+# runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime
+# switch such as TRTLLM_PDL=0).
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
 # batch-1 decode of TP=1 and TP=2: no all-reduce benchmark, greedy check, throughput, NCCL run or
@@ -205,6 +207,14 @@ if has bench8b && ((build_rc == 0)); then
         *) echo --dtype bfloat16 --quant ${1%_lmh} $lmh ;;
       esac
     }
+    IFS=';' read -ra ab_envs <<< "${ENV_AB_8B:-}"
+    latency8() {  # engine, name: batch-1 decode, 128 in / 256 out; again under each of $ENV_AB_8B
+      bench8 "$1" "$2" latency --input-len 128 --output-len 256 --iterations 2
+      for i in "${!ab_envs[@]}"; do
+        echo "bench8b ${2}_env$i: ${ab_envs[$i]}"
+        (export ${ab_envs[$i]}; bench8 "$1" "${2}_env$i" latency --input-len 128 --output-len 256 --iterations 2)
+      done
+    }
     t0=$(date +%s)
     [[ -d $HF8 ]] || "$PYTHON" scripts/make_random_llama.py --out $HF8 --preset 8b
     # Every scheme's conversion at once (CPU and disk), while the GPU runs the kernel microbenchmark;
@@ -238,7 +248,7 @@ if has bench8b && ((build_rc == 0)); then
       echo "8B $q: build $(($(date +%s) - t0)) s, engine $(du -sh $B/engine_$q | cut -f1)"
     done
     if [[ ${BF16_8B:-1} != 0 ]]; then  # the bf16 figures the quantized ones are compared with
-      bench8 $B/engine_bf16 latency latency --input-len 128 --output-len 256 --iterations 2
+      latency8 $B/engine_bf16 latency
       ((quick)) || bench8 $B/engine_bf16 throughput throughput --input-len 128 --output-len 128 --num-requests 1024
       # PROFILE_8B=1: device time per op kind of that throughput run (graphs off, each op timed).
       if [[ ${PROFILE_8B:-0} == 1 ]]; then
@@ -247,7 +257,7 @@ if has bench8b && ((build_rc == 0)); then
       fi
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
-      bench8 $B/engine_$q ${q}_latency latency --input-len 128 --output-len 256 --iterations 2
+      latency8 $B/engine_$q ${q}_latency
       [[ $q == fp8* ]] && ((!quick)) && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \
         --num-requests 1024
       rm -rf $B/engine_$q

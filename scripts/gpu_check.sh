@@ -33,7 +33,8 @@
 # profile; TP_DTYPE=float32 runs it in float32, whose rounding flips random weights' near ties far
 # less often than bf16's: the greedy check only, no benchmarks; TP_ENGINE1 must then be a float32
 # engine too).
-# GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480).
+# GPU_TEST_TIMEOUT: seconds for the whole GPU suite (test phase; default 480); GPU_TESTS: the test
+# files or dirs it runs (default tests).
 #
 # Offline machines: put wheels of what is missing (scikit-build-core, pybind11, pytest, gguf,
 # ...) in .whl/ (or $WHEELS); they are installed into /tmp/site and put on PYTHONPATH. A machine
@@ -117,7 +118,7 @@ if has build || has test || has tp || has smol; then
     # A hanging test must fail alone, not take the whole suite's time limit with it.
     "$PYTHON" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 150)
     timeout ${GPU_TEST_TIMEOUT:-480} "$PYTHON" -m pytest -q -rfE -m gpu "${xdist[@]}" "${per_test[@]}" \
-      -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log"
+      -p no:cacheprovider ${GPU_TESTS:-tests} 2>&1 | tee "$OUT/pytest.log"
     tests_rc=${PIPESTATUS[0]}
   fi
 fi

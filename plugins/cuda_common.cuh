@@ -7,12 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <utility>
 
 #include "trtllm/cuda_utils.h"
 #include "trtllm/dtype.h"
@@ -97,86 +94,6 @@ private:
     size_t stride_;
     int copies_ = 1;
 };
-
-// --- Programmatic dependent launch (sm_90) --------------------------------------------------------
-// A kernel started by `launch` may begin while the kernel before it in the stream is still
-// running: at batch-1 decode most kernels are a few microseconds, and a step runs ~300 of them.
-// Such a kernel must call `wait_for_prior_kernels()` before it reads anything an earlier kernel
-// wrote or writes anything an earlier kernel may still read (the activation arena reuses
-// buffers). What it does before, loading weights no kernel writes or prefetching them into the
-// L2, overlaps the previous kernel. The wait returns once the previous kernel has finished and
-// its writes are visible; that kernel finished only after its own wait, so every earlier kernel
-// has too. Right after its wait a kernel lets the next one launch (its blocks then sit at their
-// own wait), so at most one kernel runs ahead. TRTLLM_PDL=0 turns it off (plain stream order).
-__device__ __forceinline__ void wait_for_prior_kernels() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
-
-// Starts bringing `bytes` (a multiple of 16) at `p` into the L2 with one bulk request to the copy
-// engine (sm_90), returning at once; nothing where `p` is not 16-byte aligned. Safe before
-// `wait_for_prior_kernels`: the L2 is where every write lands, so a prefetch cannot make a later
-// load stale.
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (bytes > 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0) {
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-    }
-#endif
-}
-
-inline bool env_flag(const char* name, bool fallback) {
-    const char* v = std::getenv(name);
-    return v == nullptr || *v == '\0' ? fallback : std::string(v) != "0";
-}
-
-inline const cudaDeviceProp& current_device_prop() {
-    static const cudaDeviceProp prop = [] {
-        int device = 0;
-        cudaDeviceProp p{};
-        CHECK_CUDA(cudaGetDevice(&device));
-        CHECK_CUDA(cudaGetDeviceProperties(&p, device));
-        return p;
-    }();
-    return prop;
-}
-
-inline bool programmatic_launch_enabled() {
-    static const bool on = env_flag("TRTLLM_PDL", true) && current_device_prop().major >= 9;
-    return on;
-}
-
-// Bytes of each weight row a GEMV of `rows` rows prefetches into the L2 as its blocks start, before
-// they wait for their input: the rows' heads, at most half the L2 in all so that nothing the
-// kernel reads first is evicted by its own prefetches. 0 where prefetch is off (TRTLLM_L2_PREFETCH=0)
-// or unsupported (before sm_90).
-inline uint32_t l2_prefetch_row_bytes(int64_t rows, int64_t row_bytes) {
-    static const int64_t budget = env_flag("TRTLLM_L2_PREFETCH", true) && current_device_prop().major >= 9
-                                      ? int64_t{current_device_prop().l2CacheSize} / 2 : 0;
-    if (rows <= 0) return 0;
-    const int64_t bytes = std::min(row_bytes, budget / rows) / 16 * 16;
-    return static_cast<uint32_t>(bytes);
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch where enabled:
-// only for kernels that call wait_for_prior_kernels() (above) before touching activations.
-template <class... Params, class... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-            Args&&... args) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = programmatic_launch_enabled() ? 1 : 0;
-    check_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
-}
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

@@ -101,7 +101,6 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
                                                                 const int32_t* decode_requests, int h, int h_kv,
                                                                 float scale, int num_splits, float* part_o,
                                                                 float* part_ml, int* done, T* out) {
-    wait_for_prior_kernels();  // launched programmatically (cuda_common.cuh, launch)
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -452,9 +451,10 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         }
         float* part_o = scratch.partial;
         float* part_ml = scratch.partial + int64_t{w.num_decode} * h * w.num_splits * D;
-        launch("decode_kernel", decode_kernel<T, C, D>, dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem,
-               stream, q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml,
-               scratch.decode_done, out);
+        decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
+            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml,
+            scratch.decode_done, out);
+        CHECK_LAUNCH("decode_kernel");
     }
 }
 

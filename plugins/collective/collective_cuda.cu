@@ -149,7 +149,6 @@ struct PeerCall {
 template <class T, class Raw>
 __global__ void __launch_bounds__(kPeerThreads) peer_all_reduce_kernel(const Raw* in, Raw* out, int64_t units,
                                                                         PeerBuffers p) {
-    wait_for_prior_kernels();
     constexpr int kPer = sizeof(Raw) / sizeof(T);
     const PeerCall c(p);
     const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
@@ -175,7 +174,6 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
                                                                             const T* weight, Store normed, T* sum,
                                                                             int64_t rows, int vectors, float eps,
                                                                             PeerBuffers p) {
-    wait_for_prior_kernels();
     constexpr int V = kVec<T>;
     const PeerCall c(p);
     const int64_t dim = int64_t{vectors} * V, col = int64_t{threadIdx.x} * V;
@@ -219,8 +217,8 @@ __global__ void peer_buffer_init_kernel(uint4* buffer, int64_t units, uint32_t* 
 template <class T, class Raw>
 void launch_peer_all_reduce(const void* in, void* out, int64_t units, const PeerBuffers& peers, cudaStream_t stream) {
     const int64_t blocks = std::min<int64_t>(kPeerMaxBlocks, (units + kPeerThreads - 1) / kPeerThreads);
-    launch("peer_all_reduce_kernel", peer_all_reduce_kernel<T, Raw>, static_cast<unsigned>(blocks), kPeerThreads, 0,
-           stream, static_cast<const Raw*>(in), static_cast<Raw*>(out), units, peers);
+    peer_all_reduce_kernel<T, Raw><<<static_cast<unsigned>(blocks), kPeerThreads, 0, stream>>>(
+        static_cast<const Raw*>(in), static_cast<Raw*>(out), units, peers);
 }
 
 size_t peer_part_bytes(size_t max_bytes) { return (max_bytes + 15) / 16 * 16; }
@@ -269,6 +267,7 @@ void peer_all_reduce_cuda(const void* in, void* out, DType dtype, int64_t count,
             launch_peer_all_reduce<T, Bits<T>>(in, out, count, peers, stream);
         }
     });
+    CHECK_LAUNCH("peer_all_reduce_kernel");
 }
 
 bool peer_add_rms_norm_fits(DType dtype, int64_t dim, std::initializer_list<const void*> pointers) {
@@ -300,11 +299,12 @@ void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual
         const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
         const auto blocks = static_cast<unsigned>(std::min<int64_t>(kPeerMaxBlocks, rows));
         TRTLLM_DISPATCH_STORE(T, quant, normed, {
-            launch("peer_all_reduce_add_rms_norm_kernel", peer_all_reduce_add_rms_norm_kernel<T, Store>, blocks, threads,
-                   0, stream, static_cast<const uint4*>(partial), static_cast<const T*>(residual),
-                   static_cast<const T*>(weight), store, static_cast<T*>(sum), rows, vectors, eps, peers);
+            peer_all_reduce_add_rms_norm_kernel<T, Store><<<blocks, threads, 0, stream>>>(
+                static_cast<const uint4*>(partial), static_cast<const T*>(residual), static_cast<const T*>(weight),
+                store, static_cast<T*>(sum), rows, vectors, eps, peers);
         });
     });
+    CHECK_LAUNCH("peer_all_reduce_add_rms_norm_kernel");
 }
 
 void concat_shards_cuda(const void* gathered, void* out, size_t elem_bytes, int64_t rows, int64_t shard_cols, int tp,

@@ -19,7 +19,6 @@ __device__ __forceinline__ float gelu_tanh_f(float x) {
 
 template <class T, bool kVector>
 __global__ void add_kernel(const T* a, const T* b, T* y, int64_t n) {
-    wait_for_prior_kernels();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     if constexpr (kVector) {
         constexpr int V = kVec<T>;
@@ -40,7 +39,6 @@ __global__ void add_kernel(const T* a, const T* b, T* y, int64_t n) {
 
 template <class T, bool kVector>
 __global__ void gelu_kernel(const T* x, T* y, int64_t n) {
-    wait_for_prior_kernels();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     if constexpr (kVector) {
         constexpr int V = kVec<T>;
@@ -61,7 +59,6 @@ __global__ void gelu_kernel(const T* x, T* y, int64_t n) {
 // One element (or vector) of y [rows, inter] per thread step; gate x[:, :inter], up x[:, inter:].
 template <class T, bool kVector>
 __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
-    wait_for_prior_kernels();
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     constexpr int V = kVector ? kVec<T> : 1;
     for (int64_t i = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * V; i < n; i += stride * V) {
@@ -84,7 +81,6 @@ __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
 // thread step, stored through `store` (Q(v, out_scale[col])).
 template <class T, class Store>
 __global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int64_t inter) {
-    wait_for_prior_kernels();
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         const int64_t r = i / inter, c = i % inter;
@@ -95,7 +91,6 @@ __global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int
 
 template <class T, class Store>
 __global__ void gelu_quant_kernel(const T* x, Store store, int64_t n, int64_t cols) {
-    wait_for_prior_kernels();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         store(i, i % cols, gelu_tanh_f(to_float(x[i])));
@@ -104,7 +99,6 @@ __global__ void gelu_quant_kernel(const T* x, Store store, int64_t n, int64_t co
 
 template <class T>
 __global__ void add_bias_kernel(T* x, const T* bias, int64_t rows, int64_t n) {
-    wait_for_prior_kernels();
     const int64_t total = rows * n, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < total; i += stride) {
         x[i] = from_float<T>(to_float(x[i]) + to_float(bias[i % n]));
@@ -118,13 +112,14 @@ void add_cuda(const void* a, const void* b, void* y, DType dtype, int64_t n, cud
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         const bool vec = n % kVec<T> == 0 && aligned16(a) && aligned16(b) && aligned16(y);
         if (vec) {
-            launch("add_kernel", add_kernel<T, true>, blocks_for(n / kVec<T>, kThreads), kThreads, 0, stream,
-                   static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n);
+            add_kernel<T, true><<<blocks_for(n / kVec<T>, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n);
         } else {
-            launch("add_kernel", add_kernel<T, false>, blocks_for(n, kThreads), kThreads, 0, stream,
-                   static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n);
+            add_kernel<T, false><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n);
         }
     });
+    CHECK_LAUNCH("add_kernel");
 }
 
 void gelu_tanh_cuda(const void* x, void* y, DType dtype, int64_t n, cudaStream_t stream, const OutputQuantCuda* quant,
@@ -138,22 +133,24 @@ void gelu_tanh_cuda(const void* x, void* y, DType dtype, int64_t n, cudaStream_t
         if (n <= 0) return;
         TRTLLM_DISPATCH_FLOAT(dtype, T, {
             TRTLLM_DISPATCH_STORE(T, quant, y, {
-                launch("gelu_quant_kernel", gelu_quant_kernel<T, Store>, blocks_for(n, kThreads), kThreads, 0, stream,
-                       static_cast<const T*>(x), store, n, cols);
+                gelu_quant_kernel<T, Store><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                           store, n, cols);
             });
         });
+        CHECK_LAUNCH("gelu_quant_kernel");
         return;
     }
     if (n <= 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (n % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
-            launch("gelu_kernel", gelu_kernel<T, true>, blocks_for(n / kVec<T>, kThreads), kThreads, 0, stream,
-                   static_cast<const T*>(x), static_cast<T*>(y), n);
+            gelu_kernel<T, true><<<blocks_for(n / kVec<T>, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(x), static_cast<T*>(y), n);
         } else {
-            launch("gelu_kernel", gelu_kernel<T, false>, blocks_for(n, kThreads), kThreads, 0, stream,
-                   static_cast<const T*>(x), static_cast<T*>(y), n);
+            gelu_kernel<T, false><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                 static_cast<T*>(y), n);
         }
     });
+    CHECK_LAUNCH("gelu_kernel");
 }
 
 void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t inter, cudaStream_t stream,
@@ -163,29 +160,32 @@ void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t in
     if (quant != nullptr) {
         TRTLLM_DISPATCH_FLOAT(dtype, T, {
             TRTLLM_DISPATCH_STORE(T, quant, y, {
-                launch("silu_mul_quant_kernel", silu_mul_quant_kernel<T, Store>, blocks_for(rows * inter, kThreads),
-                       kThreads, 0, stream, static_cast<const T*>(x), store, rows, inter);
+                silu_mul_quant_kernel<T, Store><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
+                    static_cast<const T*>(x), store, rows, inter);
             });
         });
+        CHECK_LAUNCH("silu_mul_quant_kernel");
         return;
     }
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (inter % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
-            launch("silu_mul_kernel", silu_mul_kernel<T, true>, blocks_for(rows * inter / kVec<T>, kThreads), kThreads,
-                   0, stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            silu_mul_kernel<T, true><<<blocks_for(rows * inter / kVec<T>, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         } else {
-            launch("silu_mul_kernel", silu_mul_kernel<T, false>, blocks_for(rows * inter, kThreads), kThreads, 0,
-                   stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            silu_mul_kernel<T, false><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
+                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         }
     });
+    CHECK_LAUNCH("silu_mul_kernel");
 }
 
 void add_bias_cuda(void* x, const void* bias, DType dtype, int64_t rows, int64_t n, cudaStream_t stream) {
     if (rows <= 0 || n <= 0) return;
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        launch("add_bias_kernel", add_bias_kernel<T>, blocks_for(rows * n, kThreads), kThreads, 0, stream,
-               static_cast<T*>(x), static_cast<const T*>(bias), rows, n);
+        add_bias_kernel<T><<<blocks_for(rows * n, kThreads), kThreads, 0, stream>>>(
+            static_cast<T*>(x), static_cast<const T*>(bias), rows, n);
     });
+    CHECK_LAUNCH("add_bias_kernel");
 }
 
 }  // namespace trtllm::kernels

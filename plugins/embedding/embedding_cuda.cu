@@ -8,17 +8,10 @@ namespace {
 
 template <class V>
 __global__ void gather_rows_kernel(const V* x, const int32_t* rows, V* y, int64_t row_elems) {
-    cuda::wait_for_prior_kernels();
     const int64_t src = rows[blockIdx.x];
     const V* in = x + src * row_elems;
     V* out = y + int64_t{blockIdx.x} * row_elems;
     for (int64_t i = threadIdx.x; i < row_elems; i += blockDim.x) out[i] = in[i];
-}
-
-template <class V>
-void launch_gather(const void* x, const int32_t* rows, void* y, int64_t num_rows, int64_t row_bytes, cudaStream_t stream) {
-    cuda::launch("gather_rows_kernel", gather_rows_kernel<V>, static_cast<unsigned>(num_rows), 128, 0, stream,
-                 static_cast<const V*>(x), rows, static_cast<V*>(y), row_bytes / static_cast<int64_t>(sizeof(V)));
 }
 
 }  // namespace
@@ -26,13 +19,18 @@ void launch_gather(const void* x, const int32_t* rows, void* y, int64_t num_rows
 void gather_rows_cuda(const void* x, const int32_t* rows, void* y, int64_t num_rows, int64_t row_bytes,
                       cudaStream_t stream) {
     if (num_rows <= 0 || row_bytes <= 0) return;
+    const auto grid = static_cast<unsigned>(num_rows);
     if (row_bytes % 16 == 0 && cuda::aligned16(x) && cuda::aligned16(y)) {
-        launch_gather<uint4>(x, rows, y, num_rows, row_bytes, stream);
+        gather_rows_kernel<uint4><<<grid, 128, 0, stream>>>(static_cast<const uint4*>(x), rows, static_cast<uint4*>(y),
+                                                             row_bytes / 16);
     } else if (row_bytes % 4 == 0) {
-        launch_gather<uint32_t>(x, rows, y, num_rows, row_bytes, stream);
+        gather_rows_kernel<uint32_t><<<grid, 128, 0, stream>>>(static_cast<const uint32_t*>(x), rows,
+                                                                static_cast<uint32_t*>(y), row_bytes / 4);
     } else {
-        launch_gather<uint8_t>(x, rows, y, num_rows, row_bytes, stream);
+        gather_rows_kernel<uint8_t><<<grid, 128, 0, stream>>>(static_cast<const uint8_t*>(x), rows,
+                                                               static_cast<uint8_t*>(y), row_bytes);
     }
+    CHECK_LAUNCH("gather_rows_kernel");
 }
 
 void embedding_cuda(const int32_t* ids, const void* table, void* y, DType dtype, int64_t num_tokens, int64_t hidden,

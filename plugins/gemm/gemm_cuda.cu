@@ -49,18 +49,15 @@ void fill_random(void* p, DType dt, int64_t n, uint32_t seed, cudaStream_t strea
 
 // y[mi, j] = w[j, :] · x[mi, :] (+ bias[j]) for mi < M: one warp per output column j; each
 // lane reads 16-byte vectors of the weight row, four in flight, and uses each for all M rows.
-// The row's first `prefetch_bytes` head for the L2 while the previous kernel finishes.
 template <class T, class TY, int M>
 __global__ void gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const TY* __restrict__ bias,
-                            TY* __restrict__ y, int n, int k, uint32_t prefetch_bytes) {
+                            TY* __restrict__ y, int n, int k) {
     constexpr int V = cuda::kVec<T>;
     constexpr int kUnroll = 4;
     const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (j >= n) return;
     const int lane = threadIdx.x % 32;
     const T* wr = w + int64_t{j} * k;
-    if (lane == 0) cuda::prefetch_l2(wr, prefetch_bytes);
-    cuda::wait_for_prior_kernels();
     float acc[M];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) acc[mi] = 0.0f;
@@ -110,16 +107,13 @@ void launch_gemv(int64_t m, const void* x, const void* w, const void* bias, void
     const auto* bp = static_cast<const TY*>(bias);
     auto* yp = static_cast<TY*>(y);
     const int ni = static_cast<int>(n), ki = static_cast<int>(k);
-    const uint32_t prefetch = cuda::l2_prefetch_row_bytes(n, k * static_cast<int64_t>(sizeof(T)));
-    const auto run = [&](auto kernel) {
-        cuda::launch("gemv_kernel", kernel, grid, kWarps * 32, 0, stream, xp, wp, bp, yp, ni, ki, prefetch);
-    };
     switch (m) {
-        case 1: run(gemv_kernel<T, TY, 1>); break;
-        case 2: run(gemv_kernel<T, TY, 2>); break;
-        case 3: run(gemv_kernel<T, TY, 3>); break;
-        default: run(gemv_kernel<T, TY, 4>); break;
+        case 1: gemv_kernel<T, TY, 1><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 2: gemv_kernel<T, TY, 2><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        case 3: gemv_kernel<T, TY, 3><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
+        default: gemv_kernel<T, TY, 4><<<grid, kWarps * 32, 0, stream>>>(xp, wp, bp, yp, ni, ki); break;
     }
+    CHECK_LAUNCH("gemv_kernel");
 }
 
 void gemv(const GemmShape& s, int64_t m, const void* x, const void* w, const void* bias, void* y, cudaStream_t stream) {

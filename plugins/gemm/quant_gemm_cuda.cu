@@ -70,8 +70,7 @@ __device__ __forceinline__ void mma_k32(Acc (&d)[4], uint32_t a0, uint32_t a1, u
 template <class Acc, class TY>
 __global__ void __launch_bounds__(kTcWarps * 32)
     quant_gemv_tc_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
-                         TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n,
-                         uint32_t prefetch_bytes) {
+                         TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n) {
     __shared__ Acc partial[kTcWarps][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.x * 16;
@@ -80,13 +79,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const uint8_t* x_row = g < m ? x + int64_t{g} * k : nullptr;
     const int steps = (k + kTcStepK - 1) / kTcStepK, per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    if (t == 0 && s0 < s1) {  // the head of each row's `prefetch_bytes`, shared out over the warps' runs
-        const int kb0 = s0 * kTcStepK;
-        const auto bytes = min(static_cast<uint32_t>(min(k, s1 * kTcStepK) - kb0), prefetch_bytes / kTcWarps / 16 * 16);
-        cuda::prefetch_l2(w_lo + kb0, bytes);
-        cuda::prefetch_l2(w_hi + kb0, bytes);
-    }
-    cuda::wait_for_prior_kernels();
     Acc acc[4] = {};
     for (int s = s0; s < s1; s += kTcStepsInFlight) {
         uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2], xv[kTcStepsInFlight][2];  // [u][h]: bytes kb + 16 h
@@ -132,10 +124,11 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 template <class Acc, class TY>
 void launch_quant_gemv_tc(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
                           const GemmScales& s, cudaStream_t stream) {
-    cuda::launch("quant_gemv_tc_kernel", quant_gemv_tc_kernel<Acc, TY>, static_cast<unsigned>(n / 16), kTcWarps * 32, 0,
-                 stream, static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w), static_cast<const TY*>(bias),
+    quant_gemv_tc_kernel<Acc, TY><<<static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream>>>(
+                 static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w), static_cast<const TY*>(bias),
                  static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha,
-                 s.alpha_per_n, cuda::l2_prefetch_row_bytes(n, k));
+                 s.alpha_per_n);
+    CHECK_LAUNCH("quant_gemv_tc_kernel");
 }
 
 template <class TY>

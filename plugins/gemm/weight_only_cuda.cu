@@ -241,14 +241,13 @@ struct Sweep {
 
 // y[mi, row] for mi < m <= M and rows of this warp. Grid: ceil(n / (kGemvWarps * R)).
 // Lane l reads 16-byte vectors l, l + 32, ... of each of its rows (coalesced 512-byte segments),
-// dequantizes them once and uses them for all m rows of x. Each row's first `prefetch_bytes` head
-// for the L2 while the previous kernel finishes. (Issuing the next sweep's loads before
+// dequantizes them once and uses them for all m rows of x. (Issuing the next sweep's loads before
 // the current sweep's math, in a second set of registers, was slower: docs/cuda_backend.md, session 9.)
 template <class T, class TY, int BITS, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     weight_only_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                             const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m, int n,
-                            int k, int groups, uint32_t group_magic, uint32_t prefetch_bytes) {
+                            int k, int groups, uint32_t group_magic) {
     using D = Dequant<T, BITS>;
     constexpr int R = gemv_rows<BITS, M>();
     constexpr int U = gemv_unroll<BITS, M>();
@@ -264,9 +263,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
         const int row = min(row0 + r, n - 1);  // a row past n is computed, not stored
         rows[r] = w + row * row_bytes;
         row_scales[r] = scale + int64_t{row} * groups;
-        if (lane == r) cuda::prefetch_l2(rows[r], prefetch_bytes);
     }
-    cuda::wait_for_prior_kernels();
     float acc[M][R];
 #pragma unroll
     for (int mi = 0; mi < M; ++mi) {
@@ -331,13 +328,12 @@ template <class T, class TY, int BITS, int M>
 void launch_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     constexpr int kRowsPerBlock = kGemvWarps * gemv_rows<BITS, M>();
     const dim3 grid(static_cast<unsigned>((w.n + kRowsPerBlock - 1) / kRowsPerBlock));
-    cuda::launch("weight_only_gemv_kernel", weight_only_gemv_kernel<T, TY, BITS, M>, grid, kGemvWarps * 32, 0, stream,
-                 static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-                 static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
-                 static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k),
-                 static_cast<int>(w.k / w.group_size),
-                 group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)),
-                 cuda::l2_prefetch_row_bytes(w.n, w.k * BITS / 8));
+    weight_only_gemv_kernel<T, TY, BITS, M><<<grid, kGemvWarps * 32, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+        static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+        static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+        group_magic(static_cast<uint32_t>(w.group_size / Dequant<T, BITS>::kInputs)));
+    CHECK_LAUNCH("weight_only_gemv_kernel");
 }
 
 // The kernel's M is a bound on m: 1, 2, 4, 8 or 16 rows of accumulators.

@@ -24,7 +24,6 @@ int threads_for(int64_t dim) {
 template <class T, int kMode, class Store>
 __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
-    wait_for_prior_kernels();
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
     if (b != nullptr) {
@@ -61,12 +60,6 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
     constexpr int V = kVec<T>;
     const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
     const bool active = c < dim;
-    float w[V], bv[V] = {};  // weights first: no kernel writes them (cuda_common.cuh, launch)
-    if (active) {
-        load_vec(weight + c, w);
-        if constexpr (kMode == 1) load_vec(bias + c, bv);
-    }
-    wait_for_prior_kernels();
     float x[V] = {};
     if (active) {
         load_vec(a + off + c, x);
@@ -92,6 +85,9 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
     }
     const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
     if (!active) return;
+    float w[V], bv[V] = {};
+    load_vec(weight + c, w);
+    if constexpr (kMode == 1) load_vec(bias + c, bv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
         float v = (x[k] - mean) * inv * w[k];
@@ -103,7 +99,6 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
 // RMSNorm of chunks smaller than a row (per-head q/k norm): one warp per chunk.
 template <class T>
 __global__ void rms_norm_chunk_kernel(const T* x, const T* weight, T* y, int64_t num_chunks, int64_t chunk, float eps) {
-    wait_for_prior_kernels();
     const int64_t c = int64_t{blockIdx.x} * (blockDim.x / 32) + threadIdx.x / 32;
     if (c >= num_chunks) return;
     const int lane = threadIdx.x % 32;
@@ -133,18 +128,19 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
         if (aligned && dim % kVec<T> == 0 && vectors <= 1024) {
             const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                launch("norm_row_vec_kernel", norm_row_vec_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
-                       threads, 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
-                       static_cast<const T*>(w), static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
+                norm_row_vec_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
             });
         } else {
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                launch("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
-                       threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
-                       static_cast<const T*>(w), static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
+                norm_row_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
+                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
+                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
             });
         }
     });
+    CHECK_LAUNCH("norm_row_kernel");
 }
 
 }  // namespace
@@ -163,9 +159,10 @@ void rms_norm_cuda(const void* x, const void* weight, void* y, DType dtype, int6
     if (rows == 0) return;
     const int64_t num_chunks = rows * (dim / chunk);
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
-        launch("rms_norm_chunk_kernel", rms_norm_chunk_kernel<T>, cuda::blocks_for(num_chunks, 8), 256, 0, stream,
-               static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(y), num_chunks, chunk, eps);
+        rms_norm_chunk_kernel<T><<<cuda::blocks_for(num_chunks, 8), 256, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(y), num_chunks, chunk, eps);
     });
+    CHECK_LAUNCH("rms_norm_chunk_kernel");
 }
 
 void add_rms_norm_cuda(const void* a, const void* b, const void* weight, void* normed, void* sum, DType dtype,

@@ -8,7 +8,6 @@ namespace {
 
 template <class T, class Store>
 __global__ void quantize_kernel(const T* x, Store store, int64_t n, int64_t cols) {
-    cuda::wait_for_prior_kernels();
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         store(i, i % cols, cuda::to_float(x[i]));
@@ -38,10 +37,11 @@ void quantize_cuda(const void* x, DType x_dtype, void* y, const OutputQuantCuda&
     const OutputQuantCuda* quant = &q;
     TRTLLM_DISPATCH_FLOAT(x_dtype, T, {
         TRTLLM_DISPATCH_STORE(T, quant, y, {
-            cuda::launch("quantize_kernel", quantize_kernel<T, Store>, cuda::blocks_for(n, kThreads), kThreads, 0, stream,
-                         static_cast<const T*>(x), store, n, cols);
+            quantize_kernel<T, Store><<<cuda::blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                             store, n, cols);
         });
     });
+    CHECK_LAUNCH("quantize_kernel");
 }
 
 }  // namespace trtllm::kernels

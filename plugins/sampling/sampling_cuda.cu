@@ -246,7 +246,6 @@ __device__ float token_logprob(const float* row, int vocab, int token, Shared& s
 
 __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logits, int64_t row_stride, int vocab,
                                                                const RowSampling* params, RowSample* out) {
-    cuda::wait_for_prior_kernels();
     __shared__ Shared sh;
     const float* row = logits + int64_t{blockIdx.x} * row_stride;
     const RowSampling p = params[blockIdx.x];
@@ -308,8 +307,9 @@ void sample_rows_cuda(const float* logits, int64_t rows, int64_t row_stride, int
         throw std::invalid_argument("device sampler: vocab_size must be in [1, " + std::to_string(kMaxVocab) +
                                     "], got " + std::to_string(vocab_size));
     }
-    cuda::launch("sample_rows_kernel", sample_rows_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
-                 row_stride, vocab_size, params, out);
+    sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, row_stride, vocab_size, params,
+                                                                             out);
+    CHECK_LAUNCH("sample_rows_kernel");
 }
 
 }  // namespace trtllm::kernels

@@ -303,6 +303,7 @@ if has ncu && ((build_rc == 0)); then
   # NCU_GEMV_ENV: extra runs of the GEMVs, each under an environment ("NAME=V NAME2=V2;..."), for A/B.
   IFS=';' read -ra gemv_envs <<< "${NCU_GEMV_ENV:-}"
   for tp in 1 2; do
+    [[ ${NCU_GEMV:-1} == 0 ]] && break  # NCU_GEMV=0: the decode profile alone
     ncu_run ncu_gemv_tp$tp.csv -k regex:gemv "$PYTHON" scripts/bench_weight_only.py --reps 1 --tp $tp
     for i in "${!gemv_envs[@]}"; do
       echo "ncu ncu_gemv_tp${tp}_env$i.csv: ${gemv_envs[$i]}"
@@ -312,7 +313,7 @@ if has ncu && ((build_rc == 0)); then
   done
   # Per-layer table of every GEMV run above (in the log, so an A/B call's result comes back even
   # when its CSVs do not).
-  "$PYTHON" scripts/ncu_gemv_table.py "$OUT"/ncu_gemv_tp*.csv || true
+  [[ ${NCU_GEMV:-1} == 0 ]] || "$PYTHON" scripts/ncu_gemv_table.py "$OUT"/ncu_gemv_tp*.csv || true
   B=/tmp/bench8b
   if [[ ${NCU_DECODE:-1} == 0 ]]; then
     :

@@ -4,6 +4,9 @@
 // parallel build compiles the 15 instantiations of each dtype at the same time).
 #pragma once
 
+#include <cstdlib>
+#include <string>
+
 #include "attention/attention_cuda.h"
 #include "attention/attention_prefill_tc.cuh"
 #include "attention/kv_cache_access.cuh"
@@ -17,6 +20,23 @@ constexpr int kPrepWarps = 4;
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxKeysPerSplit = 256;  // keys per tile of a decode block, and the most splits (decode_kernel)
 constexpr int kMinKeysPerSplit = 64;   // the fewest keys a decode split takes
+constexpr int kPrefetchMaxHeads = 64;  // decode blocks prefetch their keys while requests x kv heads <= this
+
+// EXPERIMENT (A/B in one GPU call; to be fixed to the winner): TRTLLM_ATTN_MIN_KEYS, TRTLLM_ATTN_PREFETCH.
+inline int decode_min_keys() {
+    static const int v = [] {
+        const char* e = std::getenv("TRTLLM_ATTN_MIN_KEYS");
+        return e != nullptr && *e != '\0' ? std::atoi(e) : kMinKeysPerSplit;
+    }();
+    return v;
+}
+inline bool decode_prefetch() {
+    static const bool v = [] {
+        const char* e = std::getenv("TRTLLM_ATTN_PREFETCH");
+        return e == nullptr || std::string(e) != "0";
+    }();
+    return v;
+}
 constexpr int kGroupChunk = 4;        // query heads per register pass in the decode kernel
 constexpr int kDecodeMinBlocks = 8;   // decode blocks resident per SM: registers capped so that a large batch keeps
                                       // enough loads in flight to stream the KV cache at full bandwidth
@@ -99,11 +119,17 @@ template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const T* qkv, QkPrep<T> prep,
                                                                 C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
-                                                                float scale, int num_splits, float* part_o,
-                                                                float* part_ml, int* done, T* out) {
+                                                                float scale, int num_splits, int min_keys,
+                                                                bool prefetch, float* part_o, float* part_ml,
+                                                                int* done, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
+    // Scores: kKeyLanes threads share a key row (kRowVecs vectors each), kKeysPerPass rows at once.
+    constexpr int kKeyLanes = kVecPerRow < 32 ? kVecPerRow : 32;
+    constexpr int kRowVecs = kVecPerRow / kKeyLanes;
+    constexpr int kKeysPerPass = kDecodeThreads / kKeyLanes;
+    constexpr int kKeysInFlight = 4;  // key rows a thread loads before it uses them
     constexpr int kSlots = decode_red_slots<T, D>();
     static_assert(kVecPerRow <= kDecodeThreads && kDecodeThreads % kVecPerRow == 0, "head_dim too large");
     extern __shared__ float dec_smem[];
@@ -114,10 +140,19 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     const int r = decode_requests[dec];
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
-    const int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
+    const int chunk = max((len + num_splits - 1) / num_splits, min_keys);
     const int active = (len + chunk - 1) / chunk;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
     if (split >= active) return;
+    if (prefetch) {  // the block's first keys and values head for the L2 while q is prepared
+        constexpr int kRowBytes = D * static_cast<int>(sizeof(C));
+        constexpr int kLines = kRowBytes >= 128 ? kRowBytes / 128 : 1;
+        const int keys = min(n, kMaxKeysPerSplit);
+        for (int i = tid; i < 2 * keys * kLines; i += blockDim.x) {
+            const int line = i % kLines, key = i / kLines % keys, which = i / (kLines * keys);
+            prefetch_l2_line(reinterpret_cast<const char*>(kv_row(kv, b, r, k0 + key, which, kh, h_kv, D)) + 128 * line);
+        }
+    }
     const int64_t part0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits + split;  // + g * num_splits
     float* qs = dec_smem;                                   // [group][D]
     float* os = qs + group * D;                             // [group][D] running output
@@ -148,29 +183,48 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     for (int t0 = 0; t0 < n; t0 += kMaxKeysPerSplit) {
         const int nt = min(kMaxKeysPerSplit, n - t0);
         const int kt = k0 + t0;  // first key of the tile
-        // Scores: one key row per thread, read once in 16-byte vectors, dotted with every head of the group.
-        for (int j = tid; j < nt; j += blockDim.x) {
-            const C* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
-            for (int gb = 0; gb < group; gb += kGroupChunk) {
-                float dot[kGroupChunk];
+        // Scores: kKeyLanes threads per key row, each dotting its kRowVecs vectors with every head of
+        // the group; the row's partial dots are added by shuffles. A thread loads kKeysInFlight rows'
+        // vectors before using them, so each batch costs one round trip to memory.
+        // The loop bounds and shuffles are the same for every thread (a warp may hold several rows).
+        const int kl = tid % kKeyLanes, kp = tid / kKeyLanes;
+        for (int j0 = 0; j0 < nt; j0 += kKeysPerPass * kKeysInFlight) {
+            float kf[kKeysInFlight][kRowVecs][V] = {};
 #pragma unroll
-                for (int g = 0; g < kGroupChunk; ++g) dot[g] = 0.0f;
-#pragma unroll 4
-                for (int x0 = 0; x0 < D; x0 += V) {
-                    float kf[V];
-                    load_kv_vec<T>(krow + x0, kf, kvs);
+            for (int u = 0; u < kKeysInFlight; ++u) {
+                const int j = j0 + u * kKeysPerPass + kp;
+                if (j >= nt) continue;
+                const C* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
+#pragma unroll
+                for (int c = 0; c < kRowVecs; ++c) load_kv_vec<T>(krow + (kl + c * kKeyLanes) * V, kf[u][c], kvs);
+            }
+#pragma unroll
+            for (int u = 0; u < kKeysInFlight; ++u) {
+                const int j = j0 + u * kKeysPerPass + kp;
+                for (int gb = 0; gb < group; gb += kGroupChunk) {
+                    float dot[kGroupChunk];
 #pragma unroll
                     for (int g = 0; g < kGroupChunk; ++g) {
-                        if (gb + g < group) {
-                            const float* qg = qs + (gb + g) * D + x0;
+                        dot[g] = 0.0f;
+                        if (gb + g >= group) continue;
 #pragma unroll
-                            for (int i = 0; i < V; ++i) dot[g] += kf[i] * qg[i];
+                        for (int c = 0; c < kRowVecs; ++c) {
+                            const float* qg = qs + (gb + g) * D + (kl + c * kKeyLanes) * V;
+#pragma unroll
+                            for (int i = 0; i < V; ++i) dot[g] += kf[u][c][i] * qg[i];
                         }
                     }
-                }
 #pragma unroll
-                for (int g = 0; g < kGroupChunk; ++g) {
-                    if (gb + g < group) sc[(gb + g) * kMaxKeysPerSplit + j] = dot[g] * scale;
+                    for (int off = kKeyLanes / 2; off > 0; off /= 2) {
+#pragma unroll
+                        for (int g = 0; g < kGroupChunk; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
+                    }
+                    if (kl == 0 && j < nt) {
+#pragma unroll
+                        for (int g = 0; g < kGroupChunk; ++g) {
+                            if (gb + g < group) sc[(gb + g) * kMaxKeysPerSplit + j] = dot[g] * scale;
+                        }
+                    }
                 }
             }
         }
@@ -451,9 +505,11 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         }
         float* part_o = scratch.partial;
         float* part_ml = scratch.partial + int64_t{w.num_decode} * h * w.num_splits * D;
+        // Prefetch where few blocks run (a small batch: each block's chain of round trips is the time).
+        const bool prefetch = decode_prefetch() && int64_t{w.num_decode} * h_kv <= kPrefetchMaxHeads;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, part_o, part_ml,
-            scratch.decode_done, out);
+            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, decode_min_keys(), prefetch,
+            part_o, part_ml, scratch.decode_done, out);
         CHECK_LAUNCH("decode_kernel");
     }
 }

@@ -6,8 +6,8 @@ kernel alone, caches flushed, CUDA graphs off).
     python scripts/ncu_decode_table.py ncu_decode_8b.csv [--steps N]
 
 Prints, per kind (sampling, attention, all-reduce, norms, SiLU·mul, quantize, GEMMs and GEMVs, the rest), the
-kernels per step and their time per step (us); steps are counted by the sampling kernel's launches
-unless --steps is given. The sum is the step's kernel time with no launch gaps: set against the
+kernels per step and their time per step (us), over the whole steps of the profile (each ends
+with the sampling kernel); --steps N takes every kernel as N steps instead. The sum is the step's kernel time with no launch gaps: set against the
 CUDA-graph forward time of `trtllm-bench latency` it bounds what the gaps between kernels cost.
 """
 
@@ -37,10 +37,11 @@ def kind_of(name: str) -> str:
 
 def step_table(found: list[tuple[str, float]], steps: int | None = None) -> tuple[int, dict[str, tuple[float, float]]]:
     """(steps, kind -> (kernels per step, us per step)), kinds in KINDS order, then "other"."""
-    if steps is None:
-        steps = sum(1 for name, _ in found if kind_of(name) == "sampling")
-    if steps < 1:
-        raise ValueError("no sampling kernel to count the steps by: pass --steps")
+    if steps is None:  # whole steps only: from after one sampling kernel to the next one, inclusive
+        ends = [i for i, (name, _) in enumerate(found) if kind_of(name) == "sampling"]
+        if len(ends) < 2:
+            raise ValueError(f"{len(ends)} sampling kernels, too few to mark a whole step: pass --steps")
+        found, steps = found[ends[0] + 1:ends[-1] + 1], len(ends) - 1
     totals: dict[str, list[float]] = {kind: [0, 0.0] for kind, _ in KINDS}
     totals["other"] = [0, 0.0]
     for name, us in found:

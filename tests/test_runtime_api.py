@@ -83,6 +83,19 @@ def test_bad_requests_raise_clear_errors_and_lose_nothing(runner, kwargs, messag
     assert runner.generate([PROMPTS[0]], max_new_tokens=4, end_id=-1)[0]  # still serving
 
 
+def test_a_batch_is_scheduled_together_and_a_bad_member_queues_none(runner):
+    # generate() queues its prompts at once: the first iteration prefills all three, and 4 new
+    # tokens take exactly 4 iterations, however the threads interleave.
+    before = runner.client.stats()
+    assert [len(o) for o in runner.generate(PROMPTS, max_new_tokens=4, end_id=-1)] == [4, 4, 4]
+    after = runner.client.stats()
+    assert after["iterations"] - before["iterations"] == 4
+    assert after["prompt_tokens_computed"] - before["prompt_tokens_computed"] == sum(map(len, PROMPTS))
+    with pytest.raises(ValueError, match="request 1 of the batch: prompt token 500"):
+        runner.generate([PROMPTS[0], [1, 500]], max_new_tokens=4)
+    assert runner.client.stats()["prompt_tokens_computed"] == after["prompt_tokens_computed"]  # none ran
+
+
 def test_engine_dir_missing_files_is_a_clear_error(tiny_engines, tmp_path):
     with pytest.raises(EngineDirError, match="does not exist"):
         ModelRunner.from_dir(tmp_path / "nope")

@@ -5,7 +5,9 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <set>
 #include <string>
+#include <type_traits>
 
 #include "trtllm/executor.h"
 
@@ -59,6 +61,42 @@ trtllm::SchedulerPolicy parse_policy(const std::string& name) {
     throw std::invalid_argument("scheduler_policy must be 'max_utilization' or 'guaranteed_no_evict', got '" + name + "'");
 }
 
+// A RequestSpec from a prompt and enqueue's keyword arguments; an unknown keyword is a TypeError,
+// as for any Python function.
+trtllm::RequestSpec request_spec(std::vector<int32_t> prompt, const py::dict& kw) {
+    static const std::set<std::string> known = {
+        "max_new_tokens", "min_new_tokens", "end_id", "stop_token_ids", "stop_sequences", "temperature", "top_k",
+        "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "num_logprobs",
+        "return_context_logits", "return_generation_logits"};
+    for (const auto& item : kw) {
+        const auto key = item.first.cast<std::string>();
+        if (known.count(key) == 0) throw py::type_error("enqueue() got an unexpected keyword argument '" + key + "'");
+    }
+    trtllm::RequestSpec spec;  // its defaults stand for what is not given (or None)
+    spec.prompt = std::move(prompt);
+    const auto set = [&](const char* key, auto& field) {
+        if (kw.contains(key) && !kw[key].is_none()) field = kw[key].cast<std::remove_reference_t<decltype(field)>>();
+    };
+    set("max_new_tokens", spec.max_new_tokens);
+    set("min_new_tokens", spec.min_new_tokens);
+    set("end_id", spec.end_id);
+    set("stop_token_ids", spec.stop_token_ids);
+    set("stop_sequences", spec.stop_sequences);
+    set("temperature", spec.sampling.temperature);
+    set("top_k", spec.sampling.top_k);
+    set("top_p", spec.sampling.top_p);
+    set("min_p", spec.sampling.min_p);
+    set("repetition_penalty", spec.sampling.repetition_penalty);
+    set("presence_penalty", spec.sampling.presence_penalty);
+    set("frequency_penalty", spec.sampling.frequency_penalty);
+    set("seed", spec.sampling.seed);
+    spec.sampling.has_seed = kw.contains("seed") && !kw["seed"].is_none();
+    set("num_logprobs", spec.sampling.num_logprobs);
+    set("return_context_logits", spec.return_context_logits);
+    set("return_generation_logits", spec.return_generation_logits);
+    return spec;
+}
+
 }  // namespace
 
 void bind_executor(py::module_& m) {
@@ -89,39 +127,32 @@ void bind_executor(py::module_& m) {
              "rank 0 leads, the others follow (see trtllm/executor.h).")
         .def(
             "enqueue",
-            [](trtllm::Executor& e, std::vector<int32_t> prompt, int max_new_tokens, int min_new_tokens, int32_t end_id,
-               std::vector<int32_t> stop_token_ids, std::vector<std::vector<int32_t>> stop_sequences,
-               float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
-               float presence_penalty, float frequency_penalty, std::optional<uint64_t> seed, int num_logprobs,
-               bool return_context_logits, bool return_generation_logits) {
-                trtllm::RequestSpec spec;
-                spec.prompt = std::move(prompt);
-                spec.max_new_tokens = max_new_tokens;
-                spec.min_new_tokens = min_new_tokens;
-                spec.end_id = end_id;
-                spec.stop_token_ids = std::move(stop_token_ids);
-                spec.stop_sequences = std::move(stop_sequences);
-                spec.sampling.temperature = temperature;
-                spec.sampling.top_k = top_k;
-                spec.sampling.top_p = top_p;
-                spec.sampling.min_p = min_p;
-                spec.sampling.repetition_penalty = repetition_penalty;
-                spec.sampling.presence_penalty = presence_penalty;
-                spec.sampling.frequency_penalty = frequency_penalty;
-                spec.sampling.has_seed = seed.has_value();
-                spec.sampling.seed = seed.value_or(0);
-                spec.sampling.num_logprobs = num_logprobs;
-                spec.return_context_logits = return_context_logits;
-                spec.return_generation_logits = return_generation_logits;
-                return e.enqueue(spec);
+            [](trtllm::Executor& e, std::vector<int32_t> prompt, const py::kwargs& request) {
+                return e.enqueue(request_spec(std::move(prompt), request));
             },
-            py::arg("prompt"), py::arg("max_new_tokens") = 16, py::arg("min_new_tokens") = 0, py::arg("end_id") = -1,
-            py::arg("stop_token_ids") = std::vector<int32_t>{},
-            py::arg("stop_sequences") = std::vector<std::vector<int32_t>>{}, py::arg("temperature") = 0.0f,
-            py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
-            py::arg("repetition_penalty") = 1.0f, py::arg("presence_penalty") = 0.0f,
-            py::arg("frequency_penalty") = 0.0f, py::arg("seed") = py::none(), py::arg("num_logprobs") = -1,
-            py::arg("return_context_logits") = false, py::arg("return_generation_logits") = false)
+            py::arg("prompt"),
+            "Queue one request; keyword arguments (all optional): max_new_tokens=16, min_new_tokens=0, end_id=-1, "
+            "stop_token_ids, stop_sequences, temperature=0, top_k=0, top_p=1, min_p=0, repetition_penalty=1, "
+            "presence_penalty=0, frequency_penalty=0, seed=None, num_logprobs=-1, return_context_logits=False, "
+            "return_generation_logits=False. Returns the request id.")
+        .def(
+            "enqueue_batch",
+            [](trtllm::Executor& e, const py::list& requests) {
+                std::vector<trtllm::RequestSpec> specs;
+                for (const auto& item : requests) {
+                    const auto request = item.cast<py::dict>();
+                    if (!request.contains("prompt")) throw py::type_error("enqueue_batch: a request without 'prompt'");
+                    py::dict rest;
+                    for (const auto& [key, value] : request) {
+                        if (key.cast<std::string>() != "prompt") rest[key] = value;
+                    }
+                    specs.push_back(request_spec(request["prompt"].cast<std::vector<int32_t>>(), rest));
+                }
+                return e.enqueue_batch(specs);
+            },
+            py::arg("requests"),
+            "Queue the requests (dicts: 'prompt' and enqueue's keyword arguments) at once: the scheduler sees "
+            "them together. A bad one queues none (ValueError naming it). Returns their ids in order.")
         .def("cancel", &trtllm::Executor::cancel, py::arg("request_id"))
         .def(
             "await_responses",

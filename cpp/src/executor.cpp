@@ -199,7 +199,33 @@ void Executor::make_backend() {
 
 Executor::~Executor() { shutdown(); }
 
-int64_t Executor::enqueue(const RequestSpec& spec) {
+int64_t Executor::enqueue(const RequestSpec& spec) { return enqueue_batch({spec}).front(); }
+
+std::vector<int64_t> Executor::enqueue_batch(const std::vector<RequestSpec>& specs) {
+    std::vector<std::unique_ptr<Request>> requests;
+    requests.reserve(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+        try {
+            requests.push_back(make_request(specs[i]));
+        } catch (const std::invalid_argument& e) {
+            if (specs.size() == 1) throw;
+            throw std::invalid_argument("request " + std::to_string(i) + " of the batch: " + e.what());
+        }
+    }
+    std::vector<int64_t> ids;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_) throw std::runtime_error("executor is shut down");
+    if (!fatal_error_.empty()) throw std::runtime_error("executor failed: " + fatal_error_);
+    for (auto& request : requests) {
+        request->id = next_id_++;
+        ids.push_back(request->id);
+        pending_.push_back(std::move(request));
+    }
+    work_cv_.notify_one();
+    return ids;
+}
+
+std::unique_ptr<Request> Executor::make_request(const RequestSpec& spec) const {
     if (!is_leader()) {
         throw std::runtime_error("rank " + std::to_string(comm_->rank()) + " is a follower: submit requests on rank 0");
     }
@@ -249,14 +275,7 @@ int64_t Executor::enqueue(const RequestSpec& spec) {
     request->num_prompt = static_cast<int>(prompt_len);
     request->rng.seed(spec.sampling.has_seed ? spec.sampling.seed : std::random_device{}());
     request->enqueue_time = Clock::now();
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (stop_) throw std::runtime_error("executor is shut down");
-    if (!fatal_error_.empty()) throw std::runtime_error("executor failed: " + fatal_error_);
-    request->id = next_id_++;
-    const int64_t id = request->id;
-    pending_.push_back(std::move(request));
-    work_cv_.notify_one();
-    return id;
+    return request;
 }
 
 void Executor::cancel(int64_t request_id) {

@@ -67,10 +67,10 @@ int attention_tile_tokens(int num_heads, int num_kv_heads) {
 }
 
 int attention_num_splits(int num_decode, int num_kv_heads, int max_len, int num_sms) {
-    const int min_keys = attn::decode_min_keys();
+    using attn::kMinKeysPerSplit;
     const int64_t blocks = std::max<int64_t>(1, int64_t{num_decode} * num_kv_heads);
     const int64_t want = (2 * int64_t{num_sms} + blocks - 1) / blocks;
-    const int64_t most = std::min(attn::kMaxKeysPerSplit, std::max(1, (max_len + min_keys - 1) / min_keys));
+    const int64_t most = std::min(attn::kMaxKeysPerSplit, std::max(1, (max_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
     return static_cast<int>(std::clamp<int64_t>(want, 1, most));
 }
 

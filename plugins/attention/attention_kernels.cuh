@@ -4,9 +4,6 @@
 // parallel build compiles the 15 instantiations of each dtype at the same time).
 #pragma once
 
-#include <cstdlib>
-#include <string>
-
 #include "attention/attention_cuda.h"
 #include "attention/attention_prefill_tc.cuh"
 #include "attention/kv_cache_access.cuh"
@@ -19,24 +16,8 @@ using namespace cuda;
 constexpr int kPrepWarps = 4;
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxKeysPerSplit = 256;  // keys per tile of a decode block, and the most splits (decode_kernel)
-constexpr int kMinKeysPerSplit = 64;   // the fewest keys a decode split takes
+constexpr int kMinKeysPerSplit = 32;   // the fewest keys a decode split takes (8B batch-1 decode: 32 beat 64 and 16)
 constexpr int kPrefetchMaxHeads = 64;  // decode blocks prefetch their keys while requests x kv heads <= this
-
-// EXPERIMENT (A/B in one GPU call; to be fixed to the winner): TRTLLM_ATTN_MIN_KEYS, TRTLLM_ATTN_PREFETCH.
-inline int decode_min_keys() {
-    static const int v = [] {
-        const char* e = std::getenv("TRTLLM_ATTN_MIN_KEYS");
-        return e != nullptr && *e != '\0' ? std::atoi(e) : kMinKeysPerSplit;
-    }();
-    return v;
-}
-inline bool decode_prefetch() {
-    static const bool v = [] {
-        const char* e = std::getenv("TRTLLM_ATTN_PREFETCH");
-        return e == nullptr || std::string(e) != "0";
-    }();
-    return v;
-}
 constexpr int kGroupChunk = 4;        // query heads per register pass in the decode kernel
 constexpr int kDecodeMinBlocks = 8;   // decode blocks resident per SM: registers capped so that a large batch keeps
                                       // enough loads in flight to stream the KV cache at full bandwidth
@@ -105,7 +86,11 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
 // softmax (running max and sum per head, output rescaled per tile). A request of len keys uses
 // the first ceil(len / chunk) splits, chunk = max(ceil(len / num_splits), kMinKeysPerSplit): the
 // split count is planned for the longest sequence a graph may replay, a short one takes fewer,
-// and the other blocks return at once.
+// and the other blocks return at once. `prefetch` (a small batch, where each block's chain of
+// round trips to memory is the kernel's time): the block first asks the L2 for its first tile's
+// keys and values, so that those round trips overlap the q preparation and the loads below hit
+// the L2 (8B shape, batch 1 on an H100: 32 keys per split and the prefetch took the decode step
+// from 6.16 to 6.03 ms; docs/cuda_backend.md, session 10).
 //
 // qkv != null (a batch of decode tokens only): the block does qkv_prep's work for its token itself:
 // q of its heads into shared memory, and the block whose range ends with the new key writes that
@@ -119,9 +104,8 @@ template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const T* qkv, QkPrep<T> prep,
                                                                 C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, int h, int h_kv,
-                                                                float scale, int num_splits, int min_keys,
-                                                                bool prefetch, float* part_o, float* part_ml,
-                                                                int* done, T* out) {
+                                                                float scale, int num_splits, bool prefetch,
+                                                                float* part_o, float* part_ml, int* done, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
@@ -140,7 +124,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     const int r = decode_requests[dec];
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
-    const int chunk = max((len + num_splits - 1) / num_splits, min_keys);
+    const int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
     const int active = (len + chunk - 1) / chunk;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
     if (split >= active) return;
@@ -506,9 +490,9 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         float* part_o = scratch.partial;
         float* part_ml = scratch.partial + int64_t{w.num_decode} * h * w.num_splits * D;
         // Prefetch where few blocks run (a small batch: each block's chain of round trips is the time).
-        const bool prefetch = decode_prefetch() && int64_t{w.num_decode} * h_kv <= kPrefetchMaxHeads;
+        const bool prefetch = int64_t{w.num_decode} * h_kv <= kPrefetchMaxHeads;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, decode_min_keys(), prefetch,
+            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, prefetch,
             part_o, part_ml, scratch.decode_done, out);
         CHECK_LAUNCH("decode_kernel");
     }

@@ -151,15 +151,26 @@ class ExecutorClient:
         """Queue a request (keyword arguments as `_core.Executor.enqueue`); ValueError on bad input.
         With `on_response`, responses go to that callback (on the router thread) instead of
         `handle.responses()`."""
+        return self.submit_batch([{"prompt": prompt, **request}], on_response)[0]
+
+    def submit_batch(self, requests: list[dict[str, Any]],
+                     on_response: Callable[[dict], None] | None = None) -> list[RequestHandle]:
+        """Queue the requests ({"prompt": ids, **keyword arguments of submit}) at once: the
+        scheduler sees them together, so a batch's steps (and the numerics that depend on the
+        batch, e.g. which GEMM kernel runs) do not depend on how fast it was queued. A bad one
+        queues none (ValueError)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("executor is closed")
-            request_id = self.executor.enqueue(list(prompt), **request)
-            handle = RequestHandle(request_id, self, on_response)
-            self._handles[request_id] = handle
-            for response in self._early.pop(request_id, []):
-                self._deliver(handle, response)
-        return handle
+            ids = self.executor.enqueue_batch([{**r, "prompt": list(r["prompt"])} for r in requests])
+            handles = []
+            for request_id in ids:
+                handle = RequestHandle(request_id, self, on_response)
+                self._handles[request_id] = handle
+                for response in self._early.pop(request_id, []):
+                    self._deliver(handle, response)
+                handles.append(handle)
+        return handles
 
     def cancel(self, request_id: int) -> None:
         self.executor.cancel(request_id)

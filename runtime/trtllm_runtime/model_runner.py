@@ -69,19 +69,23 @@ class ModelRunner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, input_ids: Sequence[int], *, max_new_tokens: int, end_id: int | None = None,
-               min_new_tokens: int = 0, stop_token_ids: Sequence[int] = (),
-               stop_words: Sequence[Sequence[int]] = (), temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-               presence_penalty: float = 0.0, frequency_penalty: float = 0.0, random_seed: int | None = None,
-               num_logprobs: int = -1, return_context_logits: bool = False,
-               return_generation_logits: bool = False,
-               on_response: Callable[[dict], None] | None = None) -> RequestHandle:
+    def submit(self, input_ids: Sequence[int], *, on_response: Callable[[dict], None] | None = None,
+               **options: Any) -> RequestHandle:
         """Queue one request; its handle streams the responses (or, with `on_response`, the
-        router thread passes each one to that callback). Rank 0 only (RuntimeError elsewhere)."""
-        ids = [int(t) for t in input_ids]
-        return self.client.submit(
-            ids, on_response=on_response, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+        router thread passes each one to that callback). Options as `request_options`. Rank 0
+        only (RuntimeError elsewhere)."""
+        return self.client.submit_batch([self.request_options(input_ids, **options)], on_response)[0]
+
+    def request_options(self, input_ids: Sequence[int], *, max_new_tokens: int, end_id: int | None = None,
+                        min_new_tokens: int = 0, stop_token_ids: Sequence[int] = (),
+                        stop_words: Sequence[Sequence[int]] = (), temperature: float = 0.0, top_k: int = 0,
+                        top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                        presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                        random_seed: int | None = None, num_logprobs: int = -1,
+                        return_context_logits: bool = False, return_generation_logits: bool = False) -> dict:
+        """One request as the executor takes it. end_id None: the model's EOS; -1: never."""
+        return dict(
+            prompt=[int(t) for t in input_ids], max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
             end_id=self.end_id if end_id is None else end_id, stop_token_ids=list(stop_token_ids),
             stop_sequences=[list(s) for s in stop_words], temperature=temperature, top_k=top_k, top_p=top_p,
             min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
@@ -95,7 +99,7 @@ class ModelRunner:
 
         end_id: None uses the model's EOS; -1 never stops early. pad_id is accepted for
         TensorRT-LLM compatibility; outputs are ragged lists, never padded. Sampling keywords as
-        `submit`. Returns a list of generated-id lists, or with return_dict a dict with
+        `request_options`. Returns a list of generated-id lists, or with return_dict a dict with
         `output_ids`, `finish_reasons`, and `context_logits` / `generation_logits` / `logprobs`
         when asked. With streaming, returns an iterator yielding the lists generated so far
         after each step. On a follower rank of an mpirun job, returns None.
@@ -103,14 +107,10 @@ class ModelRunner:
         del pad_id  # outputs are never padded
         if not self.is_leader:
             return None  # rank 0 runs the requests; this rank computes its shard of every iteration
-        handles: list[RequestHandle] = []
-        try:
-            for ids in batch_input_ids:
-                handles.append(self.submit(ids, max_new_tokens=max_new_tokens, end_id=end_id, **sampling))
-        except BaseException:
-            for h in handles:
-                h.cancel()
-            raise
+        # All at once: the first step sees the whole batch however fast this thread runs, so the
+        # same call gives the same tokens and logits every time (tests/test_cuda_reproducible.py).
+        handles = self.client.submit_batch([self.request_options(ids, max_new_tokens=max_new_tokens, end_id=end_id,
+                                                                 **sampling) for ids in batch_input_ids])
         if streaming:
             return self._stream(handles)
         outputs = [_collect(h) for h in handles]

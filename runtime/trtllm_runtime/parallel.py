@@ -271,8 +271,8 @@ class RemoteExecutor:
         self._reader = threading.Thread(target=self._read, name="trtllm-tp-rank0", daemon=True)
         self._reader.start()
 
-    def enqueue(self, prompt: list[int], **request: Any) -> int:
-        return self._call("enqueue", prompt, **request)
+    def enqueue_batch(self, requests: list[dict[str, Any]]) -> list[int]:
+        return self._call("enqueue_batch", requests)
 
     def stats(self) -> dict[str, Any]:
         return self._call("stats")
@@ -351,8 +351,8 @@ class RemoteExecutor:
                     _, call_id, ok, value = message
                     with self._lock:
                         call = self._calls.pop(call_id)
-                        if ok and call.method == "enqueue":
-                            self._in_flight.add(value)  # before any response of it is read
+                        if ok and call.method == "enqueue_batch":
+                            self._in_flight.update(value)  # before any response of them is read
                     call.set(ok, value)
                 elif message[0] == "closed":
                     return

@@ -20,7 +20,7 @@ from trtllm_runtime.parallel import read_rank_config, world_comm
 
 log = logging.getLogger("trtllm_runtime.tp_worker")
 
-_CALLS = ("enqueue", "stats")
+_CALLS = ("enqueue_batch", "stats")
 
 
 def serve(executor: Any, conn: Connection) -> None:

@@ -90,6 +90,10 @@ public:
     // Validates the request (std::invalid_argument naming the bad field and its range) and
     // queues it; returns its id.
     int64_t enqueue(const RequestSpec& spec);
+    // Validates every request, then queues them all at once (or none, if one is bad): the
+    // scheduler sees them together, so a batch's first step and thus its numerics do not depend
+    // on how fast the caller queued it. Returns their ids in order.
+    std::vector<int64_t> enqueue_batch(const std::vector<RequestSpec>& specs);
     // Finishes the request with kCancelled at the next iteration boundary, freeing its KV blocks.
     void cancel(int64_t request_id);
     // Responses ready now; waits up to timeout_s for the first one.
@@ -108,6 +112,7 @@ private:
     void make_backend();                                 // backend_ for the engine's target, on every rank
     void loop();
     void follow();               // a follower's worker thread
+    std::unique_ptr<Request> make_request(const RequestSpec& spec) const;  // validated, not yet queued
     void admit_new_requests();   // under mutex_
     void step();                 // one iteration, worker thread only
     void finish(Request& r, FinishReason reason, Response& response);

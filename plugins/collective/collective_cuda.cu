@@ -181,6 +181,8 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         if (active) c.push<T>(p, row * vectors + threadIdx.x, partial[row * vectors + threadIdx.x]);
     }
+    float w[V];  // the norm weights, loaded before the wait on the peers rather than after the sum
+    if (active) load_vec(weight + col, w);
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const int64_t off = row * dim;
         float x[V] = {};
@@ -197,8 +199,6 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
         for (int k = 0; k < V; ++k) sq += x[k] * x[k];
         const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
         if (active) {
-            float w[V];
-            load_vec(weight + col, w);
 #pragma unroll
             for (int k = 0; k < V; ++k) normed(off + col + k, col + k, x[k] * inv * w[k]);
         }

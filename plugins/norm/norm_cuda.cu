@@ -60,8 +60,12 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
     constexpr int V = kVec<T>;
     const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
     const bool active = c < dim;
-    float x[V] = {};
+    float x[V] = {}, w[V], bv[V] = {};
     if (active) {
+        // The weights with the inputs: loaded after the reduction they were a second round trip to
+        // memory in this one-block kernel's chain.
+        load_vec(weight + c, w);
+        if constexpr (kMode == 1) load_vec(bias + c, bv);
         load_vec(a + off + c, x);
         if (b != nullptr) {
             float y[V];
@@ -85,9 +89,6 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
     }
     const float inv = 1.0f / sqrtf(block_sum(sq) / static_cast<float>(dim) + eps);
     if (!active) return;
-    float w[V], bv[V] = {};
-    load_vec(weight + c, w);
-    if constexpr (kMode == 1) load_vec(bias + c, bv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
         float v = (x[k] - mean) * inv * w[k];

@@ -119,6 +119,18 @@ def test_llm_runs_token_prompts_with_n_samples(tiny_engines):
         assert greedy[0].token_ids == r.generate([PROMPTS[0]], max_new_tokens=8, end_id=-1)[0]
 
 
+def test_llm_queues_every_prompt_and_sample_at_once(tiny_engines):
+    # 3 prompts x 2 samples in the first iteration, whatever the thread timing: 4 tokens, 4 iterations.
+    with LLM(tiny_engines[FAMILY]) as llm:
+        before = llm.runner.client.stats()["iterations"]
+        outs = llm.generate(PROMPTS, SamplingParams(max_tokens=4, n=2, seed=3, temperature=1.0, ignore_eos=True))
+        assert llm.runner.client.stats()["iterations"] - before == 4
+        with pytest.raises(ValueError, match="request 1 of the batch"):  # the second prompt's first sample
+            llm.generate([PROMPTS[0], [1, 500]], SamplingParams(max_tokens=4))
+        assert llm.runner.client.stats()["num_waiting"] == 0
+    assert [[len(o.token_ids) for o in out.outputs] for out in outs] == [[4, 4]] * 3
+
+
 def test_trtllm_run_prints_tokens_and_speed(tiny_engines, capsys):
     assert run_main(["--engine-dir", str(tiny_engines[FAMILY]), "--input-ids", "1,15,27", "--max-new-tokens", "5",
                      "--ignore-eos"]) == 0

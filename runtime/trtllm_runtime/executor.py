@@ -16,7 +16,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from trtllm_runtime import _core
 
@@ -154,18 +154,20 @@ class ExecutorClient:
         return self.submit_batch([{"prompt": prompt, **request}], on_response)[0]
 
     def submit_batch(self, requests: list[dict[str, Any]],
-                     on_response: Callable[[dict], None] | None = None) -> list[RequestHandle]:
+                     on_response: Callable[[dict], None] | Sequence[Callable[[dict], None] | None] | None = None
+                     ) -> list[RequestHandle]:
         """Queue the requests ({"prompt": ids, **keyword arguments of submit}) at once: the
         scheduler sees them together, so a batch's steps (and the numerics that depend on the
         batch, e.g. which GEMM kernel runs) do not depend on how fast it was queued. A bad one
-        queues none (ValueError)."""
+        queues none (ValueError). `on_response`: one callback for all, or one per request."""
+        callbacks = list(on_response) if isinstance(on_response, (list, tuple)) else [on_response] * len(requests)
         with self._lock:
             if self._closed:
                 raise RuntimeError("executor is closed")
             ids = self.executor.enqueue_batch([{**r, "prompt": list(r["prompt"])} for r in requests])
             handles = []
-            for request_id in ids:
-                handle = RequestHandle(request_id, self, on_response)
+            for request_id, callback in zip(ids, callbacks):
+                handle = RequestHandle(request_id, self, callback)
                 self._handles[request_id] = handle
                 for response in self._early.pop(request_id, []):
                     self._deliver(handle, response)

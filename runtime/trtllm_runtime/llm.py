@@ -110,9 +110,7 @@ class LLM:
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         streams = [self.generate_stream(p, params) for p in prompts]
-        # Submit everything before reading anything, so all requests batch together.
-        for s in streams:
-            s.start()
+        start_together(self.runner, streams)
         return [s.result() for s in streams]
 
     def generate_stream(self, prompt: str | Sequence[int], params: SamplingParams | None = None) -> "GenerationStream":
@@ -140,28 +138,23 @@ class GenerationStream:
         self.prompt_logprobs: list[dict[int, float] | None] | None = None
         self.metrics: dict[str, Any] = {}
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The n samples as the executor takes them (sample i seeded with seed + i)."""
+        p, runner = self.params, self.llm.runner
+        return [runner.request_options(
+            self.prompt_ids, max_new_tokens=p.max_tokens, min_new_tokens=p.min_tokens,
+            end_id=-1 if p.ignore_eos else None, stop_token_ids=p.stop_token_ids, temperature=p.temperature,
+            top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, repetition_penalty=p.repetition_penalty,
+            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+            random_seed=None if p.seed is None else p.seed + i, num_logprobs=-1 if p.logprobs is None else p.logprobs,
+            return_context_logits=p.prompt_logprobs is not None and i == 0) for i in range(p.n)]
+
     def start(self, on_response: Callable[[int, dict], None] | None = None) -> None:
         """Submit the n samples. With `on_response(i, response)`, responses go to that callback
         (on the router thread; it must not block) and the caller feeds them to `absorb`,
         instead of iterating this stream."""
-        if self.handles:
-            return
-        p, runner = self.params, self.llm.runner
-        try:
-            for i in range(p.n):
-                callback = None if on_response is None else functools.partial(on_response, i)
-                self.handles.append(runner.submit(
-                    self.prompt_ids, max_new_tokens=p.max_tokens, min_new_tokens=p.min_tokens,
-                    end_id=-1 if p.ignore_eos else None, stop_token_ids=p.stop_token_ids,
-                    temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
-                    repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,
-                    frequency_penalty=p.frequency_penalty,
-                    random_seed=None if p.seed is None else p.seed + i,
-                    num_logprobs=-1 if p.logprobs is None else p.logprobs,
-                    return_context_logits=p.prompt_logprobs is not None and i == 0, on_response=callback))
-        except BaseException:
-            self.cancel()
-            raise
+        if not self.handles:
+            start_together(self.llm.runner, [self], None if on_response is None else lambda _, i, r: on_response(i, r))
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -232,6 +225,21 @@ class GenerationStream:
             outputs.append(CompletionOutput(i, self.texts[i], list(self.tokens[i]), self.finish[i], lps, cumulative))
         return RequestOutput(self.prompt_text, self.prompt_ids, outputs, self.prompt_logprobs, finished,
                              dict(self.metrics))
+
+
+def start_together(runner: ModelRunner, streams: Sequence[GenerationStream],
+                   on_response: Callable[[int, int, dict], None] | None = None) -> None:
+    """Queue every sample of every stream at once (ExecutorClient.submit_batch): the first step
+    sees them all, so the outputs do not depend on thread timing; a bad one queues none. With
+    `on_response(stream, sample, response)`, responses go to that callback (router thread)."""
+    requests, callbacks = [], []
+    for p, stream in enumerate(streams):
+        requests += stream.requests()
+        callbacks += [None if on_response is None else functools.partial(on_response, p, i)
+                      for i in range(stream.params.n)]
+    handles = runner.client.submit_batch(requests, callbacks) if requests else []
+    for stream in streams:
+        stream.handles, handles = handles[:stream.params.n], handles[stream.params.n:]
 
 
 def _find_stop(text: str, stops: list[str] | None) -> tuple[int, str] | None:

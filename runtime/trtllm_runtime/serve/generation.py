@@ -9,13 +9,12 @@ the same code `LLM.generate` runs, so the server answers what the Python API ans
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
-from trtllm_runtime.llm import LLM, RequestOutput, SamplingParams
+from trtllm_runtime.llm import LLM, RequestOutput, SamplingParams, start_together
 from trtllm_runtime.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ class Generation:
 
     def __init__(self, llm: LLM, prompts: Sequence[list[int]], params: SamplingParams, metrics: ServerMetrics,
                  arrival_s: float) -> None:
+        self.llm = llm
         self.streams = [llm.generate_stream(ids, params) for ids in prompts]
         self.metrics = metrics
         self.arrival_s = arrival_s
@@ -49,12 +49,7 @@ class Generation:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._queue.put_nowait, (prompt, sample, response))
 
-        try:
-            for p, stream in enumerate(self.streams):
-                stream.start(on_response=functools.partial(forward, p))
-        except BaseException:
-            self.cancel()
-            raise
+        start_together(self.llm.runner, self.streams, forward)  # all at once, or none (ValueError)
 
     @property
     def finished(self) -> bool:

@@ -146,20 +146,14 @@ class ExecutorClient:
             self._router.start()
         _close_at_exit(self)
 
-    def submit(self, prompt: list[int], on_response: Callable[[dict], None] | None = None,
-               **request: Any) -> RequestHandle:
-        """Queue a request (keyword arguments as `_core.Executor.enqueue`); ValueError on bad input.
-        With `on_response`, responses go to that callback (on the router thread) instead of
-        `handle.responses()`."""
-        return self.submit_batch([{"prompt": prompt, **request}], on_response)[0]
-
     def submit_batch(self, requests: list[dict[str, Any]],
                      on_response: Callable[[dict], None] | Sequence[Callable[[dict], None] | None] | None = None
                      ) -> list[RequestHandle]:
-        """Queue the requests ({"prompt": ids, **keyword arguments of submit}) at once: the
-        scheduler sees them together, so a batch's steps (and the numerics that depend on the
-        batch, e.g. which GEMM kernel runs) do not depend on how fast it was queued. A bad one
-        queues none (ValueError). `on_response`: one callback for all, or one per request."""
+        """Queue the requests ({"prompt": ids, **keyword arguments of `_core.Executor.enqueue`})
+        at once: the scheduler sees them together, so a batch's steps (and the numerics that
+        depend on the batch, e.g. which GEMM kernel runs) do not depend on how fast it was queued.
+        A bad one queues none (ValueError). With `on_response` (one callback for all, or one per
+        request), responses go to it on the router thread instead of `handle.responses()`."""
         callbacks = list(on_response) if isinstance(on_response, (list, tuple)) else [on_response] * len(requests)
         with self._lock:
             if self._closed:

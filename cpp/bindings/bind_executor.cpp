@@ -61,20 +61,14 @@ trtllm::SchedulerPolicy parse_policy(const std::string& name) {
     throw std::invalid_argument("scheduler_policy must be 'max_utilization' or 'guaranteed_no_evict', got '" + name + "'");
 }
 
-// A RequestSpec from a prompt and enqueue's keyword arguments; an unknown keyword is a TypeError,
-// as for any Python function.
+// A RequestSpec from a prompt and enqueue's keyword arguments; a keyword no field reads is a
+// TypeError, as for any Python function.
 trtllm::RequestSpec request_spec(std::vector<int32_t> prompt, const py::dict& kw) {
-    static const std::set<std::string> known = {
-        "max_new_tokens", "min_new_tokens", "end_id", "stop_token_ids", "stop_sequences", "temperature", "top_k",
-        "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "num_logprobs",
-        "return_context_logits", "return_generation_logits"};
-    for (const auto& item : kw) {
-        const auto key = item.first.cast<std::string>();
-        if (known.count(key) == 0) throw py::type_error("enqueue() got an unexpected keyword argument '" + key + "'");
-    }
     trtllm::RequestSpec spec;  // its defaults stand for what is not given (or None)
     spec.prompt = std::move(prompt);
+    std::set<std::string> known;
     const auto set = [&](const char* key, auto& field) {
+        known.insert(key);
         if (kw.contains(key) && !kw[key].is_none()) field = kw[key].cast<std::remove_reference_t<decltype(field)>>();
     };
     set("max_new_tokens", spec.max_new_tokens);
@@ -94,6 +88,10 @@ trtllm::RequestSpec request_spec(std::vector<int32_t> prompt, const py::dict& kw
     set("num_logprobs", spec.sampling.num_logprobs);
     set("return_context_logits", spec.return_context_logits);
     set("return_generation_logits", spec.return_generation_logits);
+    for (const auto& item : kw) {
+        const auto key = item.first.cast<std::string>();
+        if (known.count(key) == 0) throw py::type_error("enqueue() got an unexpected keyword argument '" + key + "'");
+    }
     return spec;
 }
 

@@ -6,7 +6,8 @@
 Per layer shape: the bf16 GEMM's best build-time tactic (cuBLASLt or our GEMV), and the weight-only
 GEMV (m <= 16; the dequantize + cuBLASLt path past that): int8 weight-only
 (per channel), int4 per channel and int4 AWQ (group 128, with a pre_quant_scale as o_proj / down_proj
-have), and the FP8 GEMM of fp8_linear (its best build-time tactic: our FP8 GEMV or cuBLASLt), in
+have; both int4 in the layout the builder picks for the shape, the mma tiles for these), and the
+FP8 GEMM of fp8_linear (its best build-time tactic: our FP8 GEMV or cuBLASLt), in
 microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
 --tp N takes one rank's shapes under tensor parallelism (qkv and gate_up split along n, o and down
 along k). The same weights run `reps` times back to back, so the smaller ones are partly served
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 
+from trtllm_build.passes.weight_layout import cuda_layout_for
 from trtllm_runtime import _core
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
@@ -40,7 +42,8 @@ def main() -> None:
         runs = {"bf16": (tuned["best_us"], 2 * n * k)}
         for label, bits, group, pre in (("int8_wo", 8, k, False), ("int4_wo", 4, k, False),
                                         ("int4_awq", 4, 128, True)):
-            tuned_wo = _core.cuda_autotune_weight_only(n, k, "bfloat16", bits, group, pre, False, [args.m], args.reps)[0]
+            tuned_wo = _core.cuda_autotune_weight_only(n, k, "bfloat16", bits, group, pre, False, [args.m], args.reps,
+                                                       weight_layout=cuda_layout_for(bits, n, k, group))[0]
             us = tuned_wo["gemv_us"] or tuned_wo["dequant_us"]
             runs[label] = (us, n * k * bits // 8 + 2 * n * (k // group))
         fp8 = _core.cuda_autotune_gemm(n, k, "float8_e4m3fn", "bfloat16", False, [args.m], 16, args.reps)[0]

@@ -26,7 +26,8 @@
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
 # runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime
-# switch such as TRTLLM_PDL=0).
+# switch such as TRTLLM_PDL=0). BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
+# once: decode at batch N.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
 # batch-1 decode of TP=1 and TP=2: no all-reduce benchmark, greedy check, throughput, NCCL run or
@@ -209,8 +210,12 @@ if has bench8b && ((build_rc == 0)); then
       esac
     }
     IFS=';' read -ra ab_envs <<< "${ENV_AB_8B:-}"
-    latency8() {  # engine, name: batch-1 decode, 128 in / 256 out; again under each of $ENV_AB_8B
+    latency8() {  # engine, name: batch-1 decode, 128 in / 256 out; again under each of $ENV_AB_8B;
+      # and for each N in $BATCH_8B (e.g. "4 8"), N such requests at once (decode at batch N)
       bench8 "$1" "$2" latency --input-len 128 --output-len 256 --iterations 2
+      for n in ${BATCH_8B:-}; do
+        bench8 "$1" "${2%latency}throughput_bs$n" throughput --input-len 128 --output-len 256 --num-requests $n
+      done
       for i in "${!ab_envs[@]}"; do
         echo "bench8b ${2}_env$i: ${ab_envs[$i]}"
         (export ${ab_envs[$i]}; bench8 "$1" "${2}_env$i" latency --input-len 128 --output-len 256 --iterations 2)

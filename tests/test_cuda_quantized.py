@@ -41,8 +41,9 @@ NEW_TOKENS = 16
 # (logit bound, near-tie bound), both as fractions of the logit scale; see the module docstring.
 GEMM_BOUNDS = {("fp8", "float32"): (6e-2, 12e-2), ("fp8", "bfloat16"): (6e-2, 12e-2),
                ("int8_sq", "float32"): (2e-2, 4e-2), ("int8_sq", "bfloat16"): (6e-2, 12e-2)}
+# int4_awq g32: the interleaved layout; g64: every layer of the tiny model in the mma-tile layout.
 WEIGHT_ONLY = {"int8_wo": QuantOptions("int8_wo"), "int4_awq": QuantOptions("int4_awq", group_size=32),
-               "kv_fp8": QuantOptions(None, kv_cache="fp8")}
+               "int4_awq_g64": QuantOptions("int4_awq", group_size=64), "kv_fp8": QuantOptions(None, kv_cache="fp8")}
 WEIGHT_ONLY_BOUNDS = (3e-2, 1e-2)
 
 
@@ -98,7 +99,7 @@ def test_weight_only_and_kv_cache_engine_on_gpu_matches_cpu(tiny_llama, tmp_path
     engine = assert_gpu_matches_cpu(ckpt, tmp_path, *WEIGHT_ONLY_BOUNDS, scheme)
     if WEIGHT_ONLY[scheme].scheme is not None:  # weight-only linears: the CUDA layout and a timed path per bucket
         layouts = {op["attrs"]["weight_layout"] for op in engine.ops if op["op"] == "weight_only_linear"}
-        assert layouts == {"cuda_k_interleaved_v1"}
+        assert layouts == {"cuda_mma_tiles_v1" if scheme == "int4_awq_g64" else "cuda_k_interleaved_v1"}
         shapes = engine.tactics["weight_only"]["shapes"]
         assert len(shapes) == 4 and all(e["path"] in ("gemv", "dequant_gemm") for v in shapes.values() for e in v.values())
 

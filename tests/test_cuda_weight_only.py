@@ -21,7 +21,7 @@ import pytest
 
 from test_cuda_kernels import RTOL, C, K, assert_close, attention_case, rand, values
 from trtllm_runtime import _core
-from trtllm_build.passes.weight_layout import to_cuda_layout
+from trtllm_build.passes.weight_layout import CUDA_MMA_TILE_LAYOUT, to_cuda_layout
 from trtllm_build.quantization import numerics
 
 pytestmark = pytest.mark.gpu
@@ -67,6 +67,54 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
             assert_close(gpu, cpu, dtype, atol=atol)
         except AssertionError as e:
             raise AssertionError(f"path {path}: {e}") from None
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("n,k,group", [(48, 384, 64), (48, 384, 128), (208, 1088, 0)])  # 0: G = K
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16, 33])
+@pytest.mark.parametrize("pre,bias", [(False, False), (True, True), (True, False)])
+def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias):
+    # The tensor-core GEMV (m <= 8: one column group of the mma, m <= 16: two) and the tile
+    # dequantize + cuBLASLt path. k = 384 is 6 tiles for 8 or 16 warps (most warps get one or none),
+    # k = 1088 is 17 (runs of 3, the last warp's shorter); n = 208 is 13 tiles.
+    group = group or k
+    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, bias)
+    x = rand(rng, (m, k), dtype)
+    cpu = K.weight_only_linear(x, packed, scale, **kw)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
+    rounded_first = RTOL[dtype] * (magnitude + np.abs(values(kw["bias"], dtype))) if bias else 0.0
+    weight = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT)
+    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):
+        gpu = C.weight_only_linear(x, weight, scale, **kw, path=path, weight_layout=CUDA_MMA_TILE_LAYOUT)
+        atol = 1e-5 * magnitude.max() + (rounded_first if path == "dequant_gemm" else 0.0)
+        try:
+            assert_close(gpu, cpu, dtype, atol=atol)
+        except AssertionError as e:
+            raise AssertionError(f"path {path}: {e}") from None
+
+
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
+    # The quantized lm_head's float32 logits from the tile GEMV: unrounded float32 sums of the contract.
+    dtype, n, k, group = "bfloat16", 64, 256, 128
+    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, True, False)
+    x = rand(rng, (m, k), dtype)
+    pre = values(kw["pre_quant_scale"], dtype).astype(np.float32)
+    xs = (values(x, dtype).astype(np.float32) * pre).astype(ml_dtypes.bfloat16).astype(np.float64)
+    deq = numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), 4).astype(np.float64)
+    weight = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT)
+    gpu = C.weight_only_linear(x, weight, scale, **kw, path="gemv", out_dtype="float32", weight_layout=CUDA_MMA_TILE_LAYOUT)
+    assert np.abs(gpu - xs @ deq.T).max() <= 1e-5 * (np.abs(xs) @ np.abs(deq.T)).max()
+
+
+def test_int4_mma_tile_layout_rejects_shapes_it_cannot_hold(rng):
+    packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 32, 48, 384, False, False)
+    with pytest.raises(ValueError, match="k, group_size multiples of 64"):
+        C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale,
+                             **kw, weight_layout=CUDA_MMA_TILE_LAYOUT)
+    with pytest.raises(ValueError, match="weight_layout 'row_major' is not runnable on the CUDA backend"):
+        C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), packed, scale, **kw, weight_layout="row_major")
 
 
 @pytest.mark.parametrize("bits,k,group", [(8, 1040, 16), (8, 1040, 0), (4, 2080, 32), (4, 2080, 160)])
@@ -123,8 +171,10 @@ def test_weight_only_linear_against_float64_reference(rng, bits):
     assert np.all(np.abs(gpu - ref) <= bound)
 
 
-def test_weight_only_autotune_times_both_paths_and_picks_the_faster():
-    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64], 5)
+@pytest.mark.parametrize("layout", ["cuda_k_interleaved_v1", CUDA_MMA_TILE_LAYOUT])
+def test_weight_only_autotune_times_both_paths_and_picks_the_faster(layout):
+    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64], 5,
+                                            weight_layout=layout)
     assert [t["m"] for t in tuned] == [1, 16, 64]
     for t in tuned:
         assert t["dequant_us"] > 0 and (t["gemv_us"] > 0) == (t["m"] <= 16)

@@ -11,8 +11,8 @@ from test_quant_passes import fused, quantized
 from graph_reference import run_graph
 from trtllm_build.graph.opset import GraphError
 from trtllm_build.passes import quantize_linears
-from trtllm_build.passes.weight_layout import (CUDA_WEIGHT_LAYOUT, from_cuda_layout, relayout_weight_only_for_cuda,
-                                               to_cuda_layout)
+from trtllm_build.passes.weight_layout import (CUDA_MMA_TILE_LAYOUT, CUDA_WEIGHT_LAYOUT, cuda_layout_for,
+                                               from_cuda_layout, relayout_weight_only_for_cuda, to_cuda_layout)
 from trtllm_build.quantization.numerics import pack_int4
 
 RNG = np.random.default_rng(0)
@@ -23,15 +23,86 @@ def random_int(bits: int, n: int, k: int) -> np.ndarray:
     return RNG.integers(lo, hi, size=(n, k)).astype(np.int8)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_relayout_then_undo_gives_back_the_row_major_weight(bits):
-    q = random_int(bits, 13, 64)
+@pytest.mark.parametrize("bits,n,k,layout", [(8, 13, 64, CUDA_WEIGHT_LAYOUT), (4, 13, 64, CUDA_WEIGHT_LAYOUT),
+                                             (4, 48, 192, CUDA_MMA_TILE_LAYOUT)])
+def test_relayout_then_undo_gives_back_the_row_major_weight(bits, n, k, layout):
+    q = random_int(bits, n, k)
     row_major = pack_int4(q) if bits == 4 else q
-    cuda = to_cuda_layout(row_major, bits)
+    cuda = to_cuda_layout(row_major, bits, layout)
     assert cuda.dtype == np.uint8 and cuda.shape == row_major.shape
-    back = from_cuda_layout(cuda, bits)
+    back = from_cuda_layout(cuda, bits, layout)
     assert back.dtype == row_major.dtype
     np.testing.assert_array_equal(back, row_major)
+
+
+def test_layout_choice_follows_the_shape():
+    assert cuda_layout_for(4, 4096, 4096, 128) == CUDA_MMA_TILE_LAYOUT
+    assert cuda_layout_for(4, 4096, 14336, 64) == CUDA_MMA_TILE_LAYOUT
+    assert cuda_layout_for(4, 4096, 4096, 32) == CUDA_WEIGHT_LAYOUT    # a group inside a tile's 64 inputs
+    assert cuda_layout_for(4, 4104, 4096, 128) == CUDA_WEIGHT_LAYOUT   # N not a multiple of 16
+    assert cuda_layout_for(4, 64, 96, 96) == CUDA_WEIGHT_LAYOUT
+    assert cuda_layout_for(8, 4096, 4096, 4096) == CUDA_WEIGHT_LAYOUT  # int8 stays on the CUDA-core GEMV
+    with pytest.raises(ValueError, match="multiple of 16"):
+        to_cuda_layout(pack_int4(random_int(4, 24, 64)), 4, CUDA_MMA_TILE_LAYOUT)
+
+
+def test_mma_tile_bytes_are_where_the_header_says():
+    # weight_only_cuda.h: tile (r, c) at (r * K/64 + c) * 512, lane 4g + t at + 16 (4g + t), word j at
+    # + 4j; pair p of the word in nibbles p and p + 4: rows g, g+8, g, g+8 and inputs kk, kk, kk+2, kk+2
+    # (kk = 64c + 16t + 4j), the second input of the pair one further.
+    n, k = 32, 128
+    q = random_int(4, n, k)
+    raw = to_cuda_layout(pack_int4(q), 4, CUDA_MMA_TILE_LAYOUT).reshape(-1)
+    for r in range(n // 16):
+        for c in range(k // 64):
+            for g in range(8):
+                for t in range(4):
+                    for j in range(4):
+                        at = (r * (k // 64) + c) * 512 + 16 * (4 * g + t) + 4 * j
+                        word = int.from_bytes(raw[at:at + 4].tobytes(), "little")
+                        kk = 64 * c + 16 * t + 4 * j
+                        for p, (row, col) in enumerate([(g, kk), (g + 8, kk), (g, kk + 2), (g + 8, kk + 2)]):
+                            assert (word >> (4 * p)) & 0xF == q[16 * r + row, col] + 8
+                            assert (word >> (16 + 4 * p)) & 0xF == q[16 * r + row, col + 1] + 8
+
+
+def _mma_m16n8k16(a_frag: np.ndarray, b_frag: np.ndarray) -> np.ndarray:
+    """D [16, 8] from per-lane fragments as the PTX ISA defines mma.m16n8k16 (.row.col, 16-bit A/B):
+    lane 4g + t holds A[g, 2t..2t+1], A[g+8, 2t..], A[g, 2t+8..], A[g+8, 2t+8..] and B[2t..2t+1, g],
+    B[2t+8..2t+9, g]."""
+    a, b = np.zeros((16, 16)), np.zeros((16, 8))
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for reg, (row, col) in enumerate([(g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8)]):
+            a[row, col:col + 2] = a_frag[lane, 2 * reg:2 * reg + 2]
+        for reg, kk in enumerate([2 * t, 2 * t + 8]):
+            b[kk:kk + 2, g] = b_frag[lane, 2 * reg:2 * reg + 2]
+    return a @ b
+
+
+def test_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x():
+    # What the tile GEMV does, with the mma emulated from its PTX definition: word j of a lane is
+    # mma j's A registers (pair p = register p), the lane's B registers for mma j are x[kk .. kk+3]
+    # of x row g. Summed over the tiles, D must be q @ x for every row of x.
+    n, k, m = 32, 128, 8
+    q = random_int(4, n, k)
+    x = RNG.standard_normal((m, k))
+    words = to_cuda_layout(pack_int4(q), 4, CUDA_MMA_TILE_LAYOUT).reshape(-1).view("<u4").astype(np.int64)
+    y = np.zeros((m, n))
+    for r in range(n // 16):
+        for c in range(k // 64):
+            for j in range(4):
+                a_frag, b_frag = np.zeros((32, 8)), np.zeros((32, 4))
+                for lane in range(32):
+                    g, t = lane // 4, lane % 4
+                    word = words[((r * (k // 64) + c) * 32 + lane) * 4 + j]
+                    for p in range(4):
+                        a_frag[lane, 2 * p] = ((word >> (4 * p)) & 0xF) - 8
+                        a_frag[lane, 2 * p + 1] = ((word >> (16 + 4 * p)) & 0xF) - 8
+                    kk = 64 * c + 16 * t + 4 * j
+                    b_frag[lane] = x[g, kk:kk + 4]
+                y[:, 16 * r:16 * r + 16] += _mma_m16n8k16(a_frag, b_frag).T
+    np.testing.assert_allclose(y, x @ q.T.astype(np.float64), rtol=1e-12, atol=1e-12)
 
 
 def test_int8_layout_is_offset_binary():
@@ -56,19 +127,26 @@ def test_pass_relayouts_every_weight_only_linear_and_keeps_the_integers(algo):
     graph = quantize_linears(fused(quantized(algo)))
     out = relayout_weight_only_for_cuda(graph)
     nodes = [n for n in out.nodes if n.op == "weight_only_linear"]
-    assert nodes and all(n.attrs["weight_layout"] == CUDA_WEIGHT_LAYOUT for n in nodes)
-    assert out.meta["passes"]["relayout_weight_only_for_cuda"] == len(nodes)
     bits = nodes[0].attrs["weight_bits"]
+    layouts = [cuda_layout_for(bits, graph.weights[n.weights["weight"]].shape[0],
+                               graph.weights[n.weights["weight"]].shape[1] * (8 // bits), n.attrs["group_size"])
+               for n in nodes]
+    assert nodes and [n.attrs["weight_layout"] for n in nodes] == layouts
+    # the tiny model's int4 layers take both layouts (qkv 128x64 tiles, down 64x96 interleaved)
+    assert set(layouts) == ({CUDA_WEIGHT_LAYOUT, CUDA_MMA_TILE_LAYOUT} if bits == 4 else {CUDA_WEIGHT_LAYOUT})
+    assert out.meta["passes"]["relayout_weight_only_for_cuda"] == len(nodes)
     for n in nodes:
         name = n.weights["weight"]
-        np.testing.assert_array_equal(from_cuda_layout(out.weights[name], bits), graph.weights[name])
+        np.testing.assert_array_equal(from_cuda_layout(out.weights[name], bits, n.attrs["weight_layout"]),
+                                      graph.weights[name])
     # the input graph is untouched (passes are pure)
     assert all(n.attrs["weight_layout"] == "row_major" for n in graph.nodes if n.op == "weight_only_linear")
     # and undoing the layout gives an engine graph that computes the same logits
     undone = out.copy()
     for n in undone.nodes:
         if n.op == "weight_only_linear":
-            undone.weights[n.weights["weight"]] = from_cuda_layout(undone.weights[n.weights["weight"]], bits)
+            undone.weights[n.weights["weight"]] = from_cuda_layout(undone.weights[n.weights["weight"]], bits,
+                                                                   n.attrs["weight_layout"])
             n.attrs["weight_layout"] = "row_major"
     np.testing.assert_array_equal(run_graph(undone, IDS)["logits"], run_graph(graph, IDS)["logits"])
 
@@ -89,10 +167,11 @@ def test_weight_only_tactic_keys_name_each_layer_shape():
     ops = [node.to_json() for node in graph.nodes]
     shapes = weight_only_shapes(ops, graph.meta["memory_plan"], {k: w.shape for k, w in graph.weights.items()})
     # qkv 128x64, o 64x64, gate_up 192x64, down 64x96; per channel (G = K), float32 tiny model
-    assert shapes == {"128x64:int4:g64:float32:nopre:nobias": (128, 64, 4, 64, "float32", False, False, "float32"),
-                      "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False, "float32"),
-                      "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False, "float32"),
-                      "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False, "float32")}
+    tiles, rows = CUDA_MMA_TILE_LAYOUT, CUDA_WEIGHT_LAYOUT
+    assert shapes == {"128x64:int4:g64:float32:nopre:nobias": (128, 64, 4, 64, "float32", False, False, "float32", tiles),
+                      "64x64:int4:g64:float32:nopre:nobias": (64, 64, 4, 64, "float32", False, False, "float32", tiles),
+                      "192x64:int4:g64:float32:nopre:nobias": (192, 64, 4, 64, "float32", False, False, "float32", tiles),
+                      "64x96:int4:g96:float32:nopre:nobias": (64, 96, 4, 96, "float32", False, False, "float32", rows)}
 
 
 def _bits_as(bits: np.ndarray, dtype) -> np.ndarray:

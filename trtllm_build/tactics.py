@@ -60,9 +60,10 @@ def gemm_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
 
 def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
                        weight_shapes: dict[str, tuple[int, ...]]
-                       ) -> dict[str, tuple[int, int, int, int, str, bool, bool, str]]:
-    """shape key -> (n, k, weight_bits, group_size, dtype, has_pre_quant_scale, has_bias, out_dtype) of
-    every `weight_only_linear` op, keyed as the runtime keys them."""
+                       ) -> dict[str, tuple[int, int, int, int, str, bool, bool, str, str]]:
+    """shape key -> (n, k, weight_bits, group_size, dtype, has_pre_quant_scale, has_bias, out_dtype,
+    weight_layout) of every `weight_only_linear` op, keyed as the runtime keys them (the layout follows
+    from the shape, so it is not part of the key)."""
     tensors = memory_plan["tensors"]
     shapes = {}
     for op in ops:
@@ -76,17 +77,18 @@ def weight_only_shapes(ops: list[dict[str, Any]], memory_plan: dict[str, Any],
         key = f"{n}x{k}:int{bits}:g{group}:{dtype}:{'pre' if pre else 'nopre'}:{'bias' if bias else 'nobias'}"
         if out_dtype != dtype:
             key += f":out_{out_dtype}"
-        shapes[key] = (int(n), int(k), bits, group, dtype, pre, bias, out_dtype)
+        shapes[key] = (int(n), int(k), bits, group, dtype, pre, bias, out_dtype, op["attrs"]["weight_layout"])
     return shapes
 
 
-def _select_weight_only_tactics(wo_shapes: dict[str, tuple[int, int, int, int, str, bool, bool, str]],
+def _select_weight_only_tactics(wo_shapes: dict[str, tuple[int, int, int, int, str, bool, bool, str, str]],
                                 buckets: list[int]) -> dict[str, Any]:
     from trtllm_runtime import _core
 
     shapes: dict[str, Any] = {}
-    for key, (n, k, bits, group, dtype, pre, bias, out_dtype) in wo_shapes.items():
-        tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets, out_dtype=out_dtype)
+    for key, (n, k, bits, group, dtype, pre, bias, out_dtype, layout) in wo_shapes.items():
+        tuned = _core.cuda_autotune_weight_only(n, k, dtype, bits, group, pre, bias, buckets, out_dtype=out_dtype,
+                                                weight_layout=layout)
         shapes[key] = {str(t["m"]): {"path": t["path"], "gemv_us": round(t["gemv_us"], 2),
                                      "dequant_us": round(t["dequant_us"], 2)} for t in tuned}
         log.info("weight-only tactics %s: %s", key,

@@ -137,11 +137,12 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
     return download(dy, ydt, {m, n});
 }
 
-// weight in the CUDA layout (trtllm_build.passes.weight_layout.to_cuda_layout), uint8.
+// weight in the CUDA layout `weight_layout` (trtllm_build.passes.weight_layout.to_cuda_layout), uint8.
 py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
                              const std::string& dtype, int weight_bits, int64_t group_size,
                              const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias,
-                             const std::optional<std::string>& path, const std::optional<std::string>& out_dtype) {
+                             const std::optional<std::string>& path, const std::optional<std::string>& out_dtype,
+                             const std::string& weight_layout) {
     const DType dt = float_dtype(dtype);
     const DType ydt = out_dtype ? float_dtype(*out_dtype) : dt;
     if (x.ndim() != 2 || weight.ndim() != 2) throw std::invalid_argument("need x [m, k] and weight [n, k or k / 2]");
@@ -153,6 +154,7 @@ py::array weight_only_linear(const py::array& x, const py::array& weight, const 
     w.group_size = group_size;
     w.dtype = dt;
     w.out_dtype = ydt;
+    w.mma_tiles = trtllm::kernels::weight_only_mma_tiles_from_name(weight_layout);
     const int64_t m = x.shape(0);
     if (x.shape(1) != w.k || group_size <= 0 || weight_scale.size() != w.n * (w.k / group_size) ||
         (pre_quant_scale && pre_quant_scale->size() != w.k) || (bias && bias->size() != w.n)) {
@@ -177,8 +179,9 @@ py::array weight_only_linear(const py::array& x, const py::array& weight, const 
 
 py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, int weight_bits, int64_t group_size,
                               bool pre_quant_scale, bool bias, const std::vector<int64_t>& ms, int reps,
-                              const std::optional<std::string>& out_dtype) {
+                              const std::optional<std::string>& out_dtype, const std::string& weight_layout) {
     trtllm::kernels::WeightOnlyGemmCuda w;
+    w.mma_tiles = trtllm::kernels::weight_only_mma_tiles_from_name(weight_layout);
     w.n = n;
     w.k = k;
     w.weight_bits = weight_bits;
@@ -641,12 +644,14 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("narrow_from_float", &narrow_from_float, "x"_a, "dtype"_a, "x (float32) -> dtype, rounded to nearest even");
     k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
           "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
-          "out_dtype"_a = py::none(),
-          "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout (cuda_k_interleaved_v1), "
-          "weight_scale [n, k / group_size], pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or "
-          "'dequant_gemm' (None: the default for m); out_dtype: y's dtype, None (dtype) or 'float32'");
+          "out_dtype"_a = py::none(), "weight_layout"_a = trtllm::kernels::kCudaWeightLayout,
+          "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout weight_layout "
+          "(cuda_k_interleaved_v1 or, int4 only, cuda_mma_tiles_v1), weight_scale [n, k / group_size], "
+          "pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or 'dequant_gemm' (None: the default "
+          "for m); out_dtype: y's dtype, None (dtype) or 'float32'");
     m.def("cuda_autotune_weight_only", &autotune_weight_only, "n"_a, "k"_a, "dtype"_a, "weight_bits"_a, "group_size"_a,
           "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20, "out_dtype"_a = py::none(),
+          "weight_layout"_a = trtllm::kernels::kCudaWeightLayout,
           "Times the weight-only GEMV and dequantize + cuBLASLt paths at each m on GPU 0 (synthetic weights); returns "
           "per m {m, path (the faster), gemv_us (0 past the GEMV's rows), dequant_us}.");
     m.def("cuda_autotune_gemm", &autotune_gemm, "n"_a, "k"_a, "dtype"_a, "out_dtype"_a, "has_bias"_a, "ms"_a,

@@ -7,10 +7,19 @@
 //           puts inputs 2j and 2j + 1 in the two 16-bit halves at once.
 //   weight_scale: [N, K / G] in the activation dtype (unchanged).
 //
+// Layout "cuda_mma_tiles_v1" (int4 with N % 16 == 0, K % 64 == 0, G % 64 == 0; the builder's
+// choice where it applies): the same offset-binary nibbles ordered as the A operand of
+// mma.m16n8k16. Tile (r, c) = rows 16r..16r+15 x inputs 64c..64c+63, 512 bytes at (r * K/64 + c) *
+// 512; lane l = 4g + t of a warp owns its bytes 16l..16l+15, four 32-bit words; word j holds, with
+// kk = 64c + 16t + 4j, pair p in nibbles p (first input) and p + 4 (second): p0 = row g, inputs
+// kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3.
+//
 // Two paths compute the same y (the same dequantized weights, float32 sums):
 //   GEMV (m <= kWeightOnlyGemvMaxRows): reads each weight row once, in 16-byte coalesced vectors,
 //     dequantizes in registers with paired 16-bit math (w = round(q * s), one rounding, as the op
-//     set says) and accumulates in float32: bandwidth-bound at decode sizes;
+//     set says) and accumulates in float32: bandwidth-bound at decode sizes. On the interleaved
+//     layout the CUDA cores multiply; on the tile layout the tensor cores do (mma.m16n8k16, x's
+//     rows as B's columns), which keeps m = 2..16 about as fast as m = 1;
 //   dequantize + cuBLASLt: the whole weight is dequantized (same arithmetic) into a scratch
 //     [N, K] and cuBLASLt runs the GEMM: for prefill.
 // The builder times both per m bucket (autotune_weight_only) and records the faster in the engine;
@@ -29,6 +38,10 @@
 namespace trtllm::kernels {
 
 inline constexpr const char* kCudaWeightLayout = "cuda_k_interleaved_v1";
+inline constexpr const char* kCudaMmaTileLayout = "cuda_mma_tiles_v1";
+// The CUDA layout named `layout`: true for kCudaMmaTileLayout, false for kCudaWeightLayout;
+// std::invalid_argument for anything else (row_major is the CPU's).
+bool weight_only_mma_tiles_from_name(const std::string& layout);
 constexpr int64_t kWeightOnlyGemvMaxRows = 16;
 constexpr int64_t kWeightOnlyDefaultGemvRows = 8;
 
@@ -49,10 +62,11 @@ struct WeightOnlyGemmCuda {
     const void* scale = nullptr;           // [n, k / G]
     const void* pre_quant_scale = nullptr; // [k] or nullptr
     const void* bias = nullptr;            // [n] or nullptr
+    bool mma_tiles = false;                // weight in kCudaMmaTileLayout (else kCudaWeightLayout)
 };
 
 // Throws std::invalid_argument unless the kernels can run `w` (dtype, bits, k and G multiples of
-// the inputs per 16-byte vector: 16 for int8, 32 for int4).
+// the inputs per 16-byte vector: 16 for int8, 32 for int4; the tile layout's bounds above).
 void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
 
 // Scratch elements (of the activation dtype) the dequantize + cuBLASLt path needs for up to max_m

@@ -11,8 +11,17 @@ once here costs nothing at run time. Layout "cuda_k_interleaved_v1" (docs/opset.
   NIBBLE_OF_INPUT[e] = (e % 2) * 4 + e // 2, so inputs 2j and 2j + 1 sit at bits 4j and 16 + 4j;
 - rows stay rows ([N, K] or [N, K / 2] bytes); weight_scale [N, K / G] is unchanged.
 
-The values are the same integers, so the op computes the same y; only the CUDA backend reads this
-layout (the CPU backend rejects it).
+Layout "cuda_mma_tiles_v1", chosen for int4 wherever N % 16 == 0 and K, G are multiples of 64 (the
+8B model's layers, AWQ g64 / g128): the same offset-binary nibbles ordered as the A operand of the
+tensor cores' mma.m16n8k16, so that the GEMV runs the products on the tensor cores and a batch of
+2..16 decode rows costs about what one does. Tile (r, c) = rows 16r..16r+15 x inputs 64c..64c+63 is
+512 bytes at (r * K/64 + c) * 512; lane l = 4g + t owns bytes 16l..16l+15 (four 32-bit words); word
+j holds, with kk = 64c + 16t + 4j, pair p in nibbles p (first input) and p + 4 (second): p0 = row g,
+inputs kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3. The array
+keeps the shape [N, K / 2].
+
+The values are the same integers, so the op computes the same y; only the CUDA backend reads these
+layouts (the CPU backend rejects them).
 """
 
 from __future__ import annotations
@@ -24,12 +33,53 @@ from ..graph.opset import GraphError
 from ..quantization.numerics import pack_int4, unpack_int4
 
 CUDA_WEIGHT_LAYOUT = "cuda_k_interleaved_v1"
+CUDA_MMA_TILE_LAYOUT = "cuda_mma_tiles_v1"
 NIBBLE_OF_INPUT = tuple((e % 2) * 4 + e // 2 for e in range(8))   # (0, 4, 1, 5, 2, 6, 3, 7)
 INPUTS_PER_VECTOR = {8: 16, 4: 32}   # inputs in one 16-byte weight vector of the kernel
+TILE_ROWS, TILE_INPUTS = 16, 64
+# The tile's [row half (g or g+8), input pair (kk or kk+2), first/second input] -> nibble of the word.
+_TILE_NIBBLE = {(rh, cp, h): 2 * cp + rh + 4 * h for rh in range(2) for cp in range(2) for h in range(2)}
 
 
-def to_cuda_layout(weight: np.ndarray, bits: int) -> np.ndarray:
-    """Row-major int8 [N, K] or packed int4 uint8 [N, K/2] -> the CUDA layout, uint8 of the same shape."""
+def cuda_layout_for(bits: int, n: int, k: int, group_size: int) -> str:
+    """The CUDA layout a weight_only_linear of this shape is built in."""
+    tiles = bits == 4 and n % TILE_ROWS == 0 and k % TILE_INPUTS == 0 and group_size % TILE_INPUTS == 0
+    return CUDA_MMA_TILE_LAYOUT if tiles else CUDA_WEIGHT_LAYOUT
+
+
+def _tile_view(n: int, k: int) -> tuple[int, ...]:
+    # row = 16 r + 8 rh + g, input = 64 c + 16 t + 4 j + 2 cp + h
+    return (n // TILE_ROWS, 2, 8, k // TILE_INPUTS, 4, 4, 2, 2)
+
+
+def _to_mma_tiles(q: np.ndarray) -> np.ndarray:
+    n, k = q.shape
+    u = (q.astype(np.int16) + 8).astype(np.uint32).reshape(_tile_view(n, k))
+    words = np.zeros((n // TILE_ROWS, 8, k // TILE_INPUTS, 4, 4), np.uint32)   # [r, g, c, t, j]
+    for (rh, cp, h), nibble in _TILE_NIBBLE.items():
+        words |= u[:, rh, :, :, :, :, cp, h] << np.uint32(4 * nibble)
+    words = words.transpose(0, 2, 1, 3, 4)                                      # [r, c, g, t, j]: 512 bytes a tile
+    return np.ascontiguousarray(words.astype("<u4")).view(np.uint8).reshape(n, k // 2)
+
+
+def _from_mma_tiles(w: np.ndarray) -> np.ndarray:
+    n, k = w.shape[0], w.shape[1] * 2
+    words = w.reshape(-1).view("<u4").reshape(n // TILE_ROWS, k // TILE_INPUTS, 8, 4, 4).transpose(0, 2, 1, 3, 4)
+    u = np.zeros(_tile_view(n, k), np.uint32)
+    for (rh, cp, h), nibble in _TILE_NIBBLE.items():
+        u[:, rh, :, :, :, :, cp, h] = (words >> np.uint32(4 * nibble)) & np.uint32(0xF)
+    return (u.reshape(n, k).astype(np.int16) - 8).astype(np.int8)
+
+
+def to_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYOUT) -> np.ndarray:
+    """Row-major int8 [N, K] or packed int4 uint8 [N, K/2] -> `layout`, uint8 of the same shape."""
+    if layout == CUDA_MMA_TILE_LAYOUT:
+        q = unpack_int4(weight)
+        if bits != 4 or cuda_layout_for(bits, *q.shape, TILE_INPUTS) != layout:
+            raise ValueError(f"{layout} holds int4 with N a multiple of 16 and K of 64; got int{bits} {q.shape}")
+        return _to_mma_tiles(q)
+    if layout != CUDA_WEIGHT_LAYOUT:
+        raise ValueError(f"unknown CUDA weight layout {layout!r}")
     if bits == 8:
         return np.ascontiguousarray(np.asarray(weight, np.int8).view(np.uint8) ^ np.uint8(0x80))
     q = unpack_int4(weight)
@@ -43,9 +93,11 @@ def to_cuda_layout(weight: np.ndarray, bits: int) -> np.ndarray:
     return np.ascontiguousarray(words.astype("<u4")).view(np.uint8).reshape(n, k // 2)
 
 
-def from_cuda_layout(weight: np.ndarray, bits: int) -> np.ndarray:
+def from_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYOUT) -> np.ndarray:
     """The inverse of to_cuda_layout: back to the op set's row-major layout."""
     w = np.ascontiguousarray(weight, np.uint8)
+    if layout == CUDA_MMA_TILE_LAYOUT:
+        return pack_int4(_from_mma_tiles(w))
     if bits == 8:
         return (w ^ np.uint8(0x80)).view(np.int8)
     n = w.shape[0]
@@ -56,12 +108,12 @@ def from_cuda_layout(weight: np.ndarray, bits: int) -> np.ndarray:
 
 
 def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
-    """Rewrite every row-major `weight_only_linear` weight into CUDA_WEIGHT_LAYOUT (target cuda only).
+    """Rewrite every row-major `weight_only_linear` weight into its CUDA layout (target cuda only).
 
     Matches weight_only_linear with weight_layout "row_major"; its `weight` is replaced by the same
-    integers in the CUDA layout and weight_layout names it. The kernel reads 16-byte vectors of one
-    group, so K and group_size must be multiples of 16 (int8) / 32 (int4) inputs: anything else is
-    an error naming the layer, not a slow path.
+    integers in cuda_layout_for's layout and weight_layout names it. The kernels read 16-byte
+    vectors of one group, so K and group_size must be multiples of 16 (int8) / 32 (int4) inputs:
+    anything else is an error naming the layer, not a slow path.
     """
     g = graph.copy()
     done: set[str] = set()
@@ -79,12 +131,14 @@ def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
         if k % per_vec or group % per_vec or k % group:
             raise GraphError(f"weight_only_linear {node.outputs[0]}: int{bits} with K = {k}, group_size = {group} "
                              f"cannot run on CUDA: K and group_size must be multiples of {per_vec}")
-        g.weights[name] = to_cuda_layout(w, bits)
-        node.attrs["weight_layout"] = CUDA_WEIGHT_LAYOUT
+        layout = cuda_layout_for(bits, w.shape[0], k, group)
+        g.weights[name] = to_cuda_layout(w, bits, layout)
+        node.attrs["weight_layout"] = layout
         done.add(name)
         count += 1
     g.record_pass("relayout_weight_only_for_cuda", count)
     return g
 
 
-__all__ = ["CUDA_WEIGHT_LAYOUT", "to_cuda_layout", "from_cuda_layout", "relayout_weight_only_for_cuda"]
+__all__ = ["CUDA_WEIGHT_LAYOUT", "CUDA_MMA_TILE_LAYOUT", "cuda_layout_for", "to_cuda_layout", "from_cuda_layout",
+           "relayout_weight_only_for_cuda"]

@@ -384,13 +384,9 @@ private:
         return static_cast<int64_t>(step.output_rows.size());
     }
 
-    // A weight_only_linear's device tensors; the engine must hold the CUDA layout.
+    // A weight_only_linear's device tensors; the engine must hold a CUDA layout.
     kernels::WeightOnlyGemmCuda prepare_weight_only(const Op& op) const {
-        if (op.weight_layout != kernels::kCudaWeightLayout) {
-            throw std::invalid_argument("weight_only_linear weight_layout '" + op.weight_layout +
-                                        "' is not runnable on the CUDA backend (needs " + kernels::kCudaWeightLayout +
-                                        ": build the engine with --target cuda)");
-        }
+        const bool mma_tiles = kernels::weight_only_mma_tiles_from_name(op.weight_layout);
         const WeightView& w = *op.weight("weight");
         const WeightView& s = *op.weight("weight_scale");
         const WeightView* pre = op.weight("pre_quant_scale");
@@ -414,6 +410,7 @@ private:
         g.scale = dev(s.data);
         g.pre_quant_scale = pre ? dev(pre->data) : nullptr;
         g.bias = b ? dev(b->data) : nullptr;
+        g.mma_tiles = mma_tiles;
         kernels::check_weight_only_gemm(g);
         return g;
     }

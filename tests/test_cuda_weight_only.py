@@ -94,24 +94,6 @@ def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias)
             raise AssertionError(f"path {path}: {e}") from None
 
 
-@pytest.mark.parametrize("n", [9600, 35200])
-@pytest.mark.parametrize("m", [1, 5, 12])
-@pytest.mark.parametrize("pre", [False, True])
-def test_int4_mma_tile_schedules_for_large_grids_match_cpu(rng, n, m, pre):
-    # The tile GEMV's schedule follows its grid (weight_only_cuda.cu tile_gemv): 600 tile rows (n =
-    # 9600) take 8 warps x 4 tiles in flight, 2200 (n = 35200) two tiles per block, on GPUs of 69 to
-    # 275 SMs; m = 12 takes two column groups. k = 192: 3 tiles for 8 warps.
-    dtype, k, group = "bfloat16", 192, 64
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, True)
-    x = rand(rng, (m, k), dtype)
-    cpu = K.weight_only_linear(x, packed, scale, **kw)
-    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
-    magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
-    gpu = C.weight_only_linear(x, to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale, **kw, path="gemv",
-                               weight_layout=CUDA_MMA_TILE_LAYOUT)
-    assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
-
-
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
     # The quantized lm_head's float32 logits from the tile GEMV: unrounded float32 sums of the contract.

@@ -337,46 +337,39 @@ __device__ __forceinline__ void dequant_tile_word(uint32_t word, uint32_t sg, ui
     }
 }
 
-// The schedule: W warps per block splitting k, U tiles in flight per warp, TILES tile rows per
-// block (sharing x's loads). Chosen by the grid (tile_gemv below): measured per 8B shape at m = 1,
-// back to back on cold weights (H100, us): o 4096 x 4096 W16 U2 6.9 / W8 U4 7.6, down 4096 x 14336
-// 16.6 / 18.1 (256 blocks: more warps, more loads in flight), qkv 6144 x 4096 W8 U4 9.1 / W16 U2
-// 11.0, gate_up 28672 x 4096 two tiles per block (W8 U2) 27.1 / W8 U4 31.4 (1792 blocks).
-template <int W_, int U_, int TILES_>
-struct TileSchedule {
-    static constexpr int W = W_, U = U_, TILES = TILES_;
-};
+// Warps and tiles in flight per warp: more warps where x * pre_quant_scale adds registers
+// (measured per layer at m = 1: no pre 8 warps x 4 tiles 66.3 us, 16 x 2 68.6; AWQ 16 x 2 70.1,
+// 8 x 2 73.9, 8 x 4 72.8).
+template <int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE ? 16 : 8; }
+template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 && !PRE ? 4 : 2; }
 
-// y[mi, row] for mi < m <= 8 NB. Grid: n / (16 TILES) blocks; the warps split the k tiles into
-// contiguous runs and their sums are added in warp order (deterministic).
-template <class T, class TY, int NB, bool PRE, class S>
-__global__ void __launch_bounds__(S::W * 32)
+// y[mi, row] for mi < m <= 8 NB. Grid: n / 16 blocks, one tile row each; the warps split the k
+// tiles into contiguous runs and their sums are added in warp order (deterministic).
+template <class T, class TY, int NB, bool PRE>
+__global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = S::W, U = S::U, TILES = S::TILES;
-    __shared__ float partial[W][TILES][NB][32][4];
+    constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
+    __shared__ float partial[W][NB][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * kTileRows * TILES;
+    const int row0 = blockIdx.x * kTileRows;
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const uint8_t* tiles = w + int64_t{blockIdx.x} * TILES * steps * kTileBytes + lane * 16;
-    float acc[TILES][NB][4] = {};
+    const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
+    const T* scale_g = scale + int64_t{row0 + g} * groups;
+    const T* scale_h = scale_g + int64_t{8} * groups;
+    float acc[NB][4] = {};
     for (int s = s0; s < s1; s += U) {
-        uint4 wv[U][TILES], xv[U][NB][2], pv[U][2];
-        uint32_t sg[U][TILES], sh[U][TILES];
+        uint4 wv[U], xv[U][NB][2], pv[U][2];
+        uint32_t sg[U], sh[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
             const bool in = s + u < s1;
             const int group = in ? vector_group(s + u, group_magic) : 0;
-#pragma unroll
-            for (int ti = 0; ti < TILES; ++ti) {
-                const int64_t at = (int64_t{ti} * steps + s + u) * kTileBytes;
-                wv[u][ti] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + at)) : uint4{};
-                const T* scale_g = scale + int64_t{row0 + kTileRows * ti + g} * groups;
-                sg[u][ti] = scale_pair(scale_g, group);
-                sh[u][ti] = scale_pair(scale_g + int64_t{8} * groups, group);
-            }
+            wv[u] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes)) : uint4{};
+            sg[u] = scale_pair(scale_g, group);
+            sh[u] = scale_pair(scale_h, group);
             const int k0 = (s + u) * kTileInputs + 16 * t;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -404,41 +397,35 @@ __global__ void __launch_bounds__(S::W * 32)
                     }
                 }
             }
+            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+            float step[NB][4] = {};
 #pragma unroll
-            for (int ti = 0; ti < TILES; ++ti) {
-                const uint32_t words[4] = {wv[u][ti].x, wv[u][ti].y, wv[u][ti].z, wv[u][ti].w};
-                float step[NB][4] = {};
+            for (int j = 0; j < 4; ++j) {
+                uint32_t a[4];
+                dequant_tile_word<T>(words[j], sg[u], sh[u], a);
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    uint32_t a[4];
-                    dequant_tile_word<T>(words[j], sg[u][ti], sh[u][ti], a);
+                for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
+            }
 #pragma unroll
-                    for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
-                }
+            for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-                for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) acc[ti][nb][i] += step[nb][i];
-                }
+                for (int i = 0; i < 4; ++i) acc[nb][i] += step[nb][i];
             }
         }
     }
 #pragma unroll
-    for (int ti = 0; ti < TILES; ++ti) {
+    for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) partial[warp][ti][nb][lane][i] = acc[ti][nb][i];
-        }
+        for (int i = 0; i < 4; ++i) partial[warp][nb][lane][i] = acc[nb][i];
     }
     __syncthreads();
-    if (warp >= TILES * NB) return;
-    const int ti = warp / NB, nb = warp % NB;
+    if (warp >= NB) return;
+    const int nb = warp;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the tile, x row 8 nb + 2t + (i & 1)
-        float sum = partial[0][ti][nb][lane][i];
-        for (int v = 1; v < W; ++v) sum += partial[v][ti][nb][lane][i];
-        const int row = row0 + kTileRows * ti + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
+        float sum = partial[0][nb][lane][i];
+        for (int v = 1; v < W; ++v) sum += partial[v][nb][lane][i];
+        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
         if (mi >= m) continue;
         const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
         y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
@@ -472,10 +459,10 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
     }
 }
 
-template <class T, class TY, int NB, bool PRE, class S>
+template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    weight_only_tile_gemv_kernel<T, TY, NB, PRE, S>
-        <<<static_cast<unsigned>(w.n / (kTileRows * S::TILES)), S::W * 32, 0, stream>>>(
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
+        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
@@ -483,37 +470,11 @@ void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64
     CHECK_LAUNCH("weight_only_tile_gemv_kernel");
 }
 
-int device_sm_count() {
-    int device = 0, sms = 0;
-    CHECK_CUDA(cudaGetDevice(&device));
-    CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return sms;
-}
-
-// The schedule by grid (TileSchedule above): up to 2 blocks of tiles per SM, 16 warps; from 8 per
-// SM, two tiles per block (m <= 8); between, 8 warps with 4 tiles in flight (2 with x * pre_quant_scale,
-// whose registers they would take). m 9..16 (two column groups of x): 8 / 16 warps, 2 in flight.
 template <class T, class TY>
 void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    static const int sms = device_sm_count();
-    const int64_t blocks = w.n / kTileRows;
     const bool pre = w.pre_quant_scale != nullptr;
-    using Wide = TileSchedule<16, 2, 1>;
-    using Deep = TileSchedule<8, 4, 1>;
-    using Pairs = TileSchedule<8, 2, 2>;
-    if (m > 8) {
-        if (pre) launch_tile_gemv<T, TY, 2, true, Wide>(w, x, y, m, stream);
-        else launch_tile_gemv<T, TY, 2, false, TileSchedule<8, 2, 1>>(w, x, y, m, stream);
-    } else if (blocks <= 2 * sms) {
-        if (pre) launch_tile_gemv<T, TY, 1, true, Wide>(w, x, y, m, stream);
-        else launch_tile_gemv<T, TY, 1, false, Wide>(w, x, y, m, stream);
-    } else if (blocks >= 8 * sms && w.n % (2 * kTileRows) == 0) {
-        if (pre) launch_tile_gemv<T, TY, 1, true, Pairs>(w, x, y, m, stream);
-        else launch_tile_gemv<T, TY, 1, false, Pairs>(w, x, y, m, stream);
-    } else {
-        if (pre) launch_tile_gemv<T, TY, 1, true, Wide>(w, x, y, m, stream);
-        else launch_tile_gemv<T, TY, 1, false, Deep>(w, x, y, m, stream);
-    }
+    if (m <= 8) pre ? launch_tile_gemv<T, TY, 1, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 1, false>(w, x, y, m, stream);
+    else pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
 }
 
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as

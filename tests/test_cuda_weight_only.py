@@ -94,6 +94,23 @@ def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias)
             raise AssertionError(f"path {path}: {e}") from None
 
 
+@pytest.mark.parametrize("n", [9600, 35200])
+@pytest.mark.parametrize("m", [1, 5, 12])
+@pytest.mark.parametrize("pre", [False, True])
+def test_int4_mma_tile_layout_on_large_grids_matches_cpu(rng, n, m, pre):
+    # Grids of 600 and 2200 blocks (more than the GPU holds at once, as the 8B gate_up's 1792 and
+    # lm_head's 8016); m = 12 takes two column groups of x. k = 192: 3 tiles for 8 or 16 warps.
+    dtype, k, group = "bfloat16", 192, 64
+    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, True)
+    x = rand(rng, (m, k), dtype)
+    cpu = K.weight_only_linear(x, packed, scale, **kw)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
+    gpu = C.weight_only_linear(x, to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale, **kw, path="gemv",
+                               weight_layout=CUDA_MMA_TILE_LAYOUT)
+    assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
+
+
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
     # The quantized lm_head's float32 logits from the tile GEMV: unrounded float32 sums of the contract.

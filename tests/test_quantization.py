@@ -266,7 +266,8 @@ def test_convert_cli_quantize_lm_head(tiny_llama, tmp_path, capsys):
     capsys.readouterr()
     assert build_main(["--inspect", str(tmp_path / "engine")]) == 0
     out = capsys.readouterr().out
-    assert "quantization: W8A16; weight_only_linear x9" in out and "unquantized linears: none" in out
+    assert "quantization: W8A16; weight_only_linear x9; weight layouts: row_major x9" in out
+    assert "unquantized linears: none" in out
 
 
 def test_checkpoint_with_a_quantized_lm_head_not_padded_to_64_rows_is_refused(tiny_tied_llama, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from ..build import TARGETS, BuildConfig, BuildError, build
@@ -88,8 +89,10 @@ def _quantization_summary(engine) -> str:
     fused = sum(1 for op in engine.ops if "out_scale" in op["weights"] and op["op"] != "quantize")
     standalone = sum(1 for op in engine.ops if op["op"] == "quantize")
     float_linears = [op["weights"]["weight"] for op in engine.ops if op["op"] == "linear"]
+    layouts = Counter(op["attrs"]["weight_layout"] for op in engine.ops if op["op"] == "weight_only_linear")
     parts = [f"{qc.get('quant_algo') or 'no linears'}" + (f" group {qc['group_size']}" if qc.get("group_size") else ""),
              ", ".join(f"{op} x{sum(1 for o in engine.ops if o['op'] == op)}" for op in sorted(gemms)) or "no quantized GEMMs",
+             *([f"weight layouts: {', '.join(f'{name} x{n}' for name, n in sorted(layouts.items()))}"] if layouts else []),
              f"{fused} activation quantizations fused into norms/activations, {standalone} standalone",
              f"unquantized linears: {', '.join(float_linears) or 'none'}",
              f"KV cache: {qc.get('kv_cache_quant_algo') or 'activation dtype'}"]

@@ -54,10 +54,10 @@ def _tile_view(n: int, k: int) -> tuple[int, ...]:
 
 def _to_mma_tiles(q: np.ndarray) -> np.ndarray:
     n, k = q.shape
-    u = (q.astype(np.int16) + 8).astype(np.uint32).reshape(_tile_view(n, k))
+    u = (np.asarray(q, np.int8) + np.int8(8)).view(np.uint8).reshape(_tile_view(n, k))  # a byte per value: lm_head-sized inputs
     words = np.zeros((n // TILE_ROWS, 8, k // TILE_INPUTS, 4, 4), np.uint32)   # [r, g, c, t, j]
     for (rh, cp, h), nibble in _TILE_NIBBLE.items():
-        words |= u[:, rh, :, :, :, :, cp, h] << np.uint32(4 * nibble)
+        words |= u[:, rh, :, :, :, :, cp, h].astype(np.uint32) << np.uint32(4 * nibble)
     words = words.transpose(0, 2, 1, 3, 4)                                      # [r, c, g, t, j]: 512 bytes a tile
     return np.ascontiguousarray(words.astype("<u4")).view(np.uint8).reshape(n, k // 2)
 
@@ -65,10 +65,10 @@ def _to_mma_tiles(q: np.ndarray) -> np.ndarray:
 def _from_mma_tiles(w: np.ndarray) -> np.ndarray:
     n, k = w.shape[0], w.shape[1] * 2
     words = w.reshape(-1).view("<u4").reshape(n // TILE_ROWS, k // TILE_INPUTS, 8, 4, 4).transpose(0, 2, 1, 3, 4)
-    u = np.zeros(_tile_view(n, k), np.uint32)
+    u = np.zeros(_tile_view(n, k), np.uint8)
     for (rh, cp, h), nibble in _TILE_NIBBLE.items():
         u[:, rh, :, :, :, :, cp, h] = (words >> np.uint32(4 * nibble)) & np.uint32(0xF)
-    return (u.reshape(n, k).astype(np.int16) - 8).astype(np.int8)
+    return u.reshape(n, k).view(np.int8) - np.int8(8)
 
 
 def to_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYOUT) -> np.ndarray:

@@ -66,12 +66,14 @@ __device__ __forceinline__ float2 to_float2(uint32_t bits) {
     }
 }
 
-// 4 bytes of int4 weights (8 inputs; word q of a 16-byte vector holds inputs 8q..8q+7, layout in
-// the header) times the group's scale pair -> 4 pairs of dequantized weights in input order. A
-// nibble u becomes the exact 16-bit value 128 + u (bfloat16) / 1024 + u (float16) by or-ing in the
-// exponent; minus 136 / 1032 gives q.
+// 4 bytes of int4 weights -> 4 pairs of dequantized weights: nibbles p and p + 4 are pair p, scaled
+// by scale_even (p = 0, 2) or scale_odd (p = 1, 3). The interleaved layout passes one group's scale
+// twice (word q of a 16-byte vector holds inputs 8q..8q+7 in input order); the tile layout passes
+// rows g and g + 8 (layouts in the header). A nibble u becomes the exact 16-bit value 128 + u
+// (bfloat16) / 1024 + u (float16) by or-ing in the exponent; minus 136 / 1032 gives q.
 template <class T>
-__device__ __forceinline__ void dequant_int4_word(uint32_t word, uint32_t scale2, uint32_t (&w)[4]) {
+__device__ __forceinline__ void dequant_int4_word(uint32_t word, uint32_t scale_even, uint32_t scale_odd,
+                                                  uint32_t (&w)[4]) {
     constexpr bool kHalf = std::is_same_v<T, __half>;
     constexpr uint32_t kMagic = kHalf ? 0x64006400u : 0x43004300u;
     constexpr uint32_t kOffset = kHalf ? 0x64086408u : 0x43084308u;
@@ -80,7 +82,7 @@ __device__ __forceinline__ void dequant_int4_word(uint32_t word, uint32_t scale2
         // (word & mask) | magic in one LOP3: written as C, nvcc emits an AND and an OR.
         uint32_t u;
         asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(u) : "r"(word >> (4 * j)), "n"(0x000f000fu), "n"(kMagic));
-        w[j] = mul2<T>(sub2<T>(u, kOffset), scale2);
+        w[j] = mul2<T>(sub2<T>(u, kOffset), (j & 1) ? scale_odd : scale_even);
     }
 }
 
@@ -113,7 +115,7 @@ struct Dequant {
     __device__ __forceinline__ static void chunk(const uint4 v, int c, uint32_t scale2, uint32_t (&w)[4]) {
         const uint32_t words[4] = {v.x, v.y, v.z, v.w};
         if constexpr (BITS == 4) {
-            dequant_int4_word<T>(words[c], scale2, w);
+            dequant_int4_word<T>(words[c], scale2, scale2, w);
         } else {
             dequant_int8_word<T>(words[2 * c], scale2, reinterpret_cast<uint32_t(&)[2]>(w[0]));
             dequant_int8_word<T>(words[2 * c + 1], scale2, reinterpret_cast<uint32_t(&)[2]>(w[2]));
@@ -322,21 +324,6 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
     }
 }
 
-// One tile word -> the A registers of its mma: nibbles p and p + 4 are pair p (scale sg for row g,
-// sh for row g + 8).
-template <class T>
-__device__ __forceinline__ void dequant_tile_word(uint32_t word, uint32_t sg, uint32_t sh, uint32_t (&a)[4]) {
-    constexpr bool kHalf = std::is_same_v<T, __half>;
-    constexpr uint32_t kMagic = kHalf ? 0x64006400u : 0x43004300u;
-    constexpr uint32_t kOffset = kHalf ? 0x64086408u : 0x43084308u;
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-        uint32_t u;
-        asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(u) : "r"(word >> (4 * p)), "n"(0x000f000fu), "n"(kMagic));
-        a[p] = mul2<T>(sub2<T>(u, kOffset), (p & 1) ? sh : sg);
-    }
-}
-
 // Warps and tiles in flight per warp: more warps where x * pre_quant_scale adds registers
 // (measured per layer at m = 1: no pre 8 warps x 4 tiles 66.3 us, 16 x 2 68.6; AWQ 16 x 2 70.1,
 // 8 x 2 73.9, 8 x 4 72.8).
@@ -402,7 +389,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 uint32_t a[4];
-                dequant_tile_word<T>(words[j], sg[u], sh[u], a);
+                dequant_int4_word<T>(words[j], sg[u], sh[u], a);  // pair p: row g (+ 8 if p odd)
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
             }
@@ -450,7 +437,7 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
         uint32_t a[4];
-        dequant_tile_word<T>(words[j], sg, sh, a);
+        dequant_int4_word<T>(words[j], sg, sh, a);
 #pragma unroll
         for (int p = 0; p < 4; ++p) {  // pair p: row g (+ 8 if p odd), inputs k0 + 4j (+ 2 if p >= 2), + 1
             const int64_t at = (row + 8 * (p & 1)) * k + k0 + 4 * j + 2 * (p >> 1);

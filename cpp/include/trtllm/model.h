@@ -16,8 +16,9 @@
 
 namespace trtllm {
 
-inline constexpr int kOpsetVersion = 3;
-inline constexpr int kOldestOpsetVersion = 1;  // v2 and v3 only added ops and optional quantization roles
+inline constexpr int kOpsetVersion = 4;
+// v2 and v3 only added ops and optional quantization roles; v4 optional parts of weight_only_linear
+inline constexpr int kOldestOpsetVersion = 1;
 
 enum class OpKind {
     kEmbedding, kLinear, kRmsNorm, kLayerNorm, kAddRmsNorm, kAddLayerNorm, kAdd, kSiluMul, kGeluTanh,
@@ -63,6 +64,10 @@ struct Op {
     int weight_bits = 0;
     int64_t group_size = 0;
     std::string weight_layout;                   // "row_major" (CPU) or kernels::kCudaWeightLayout
+    // op set v4: weight_only_linear with its input norm (`norm_weight`; inputs a [, b], outputs y [, sum])
+    // and/or its gated activation ("silu_mul": y is silu(first half) * second half)
+    float norm_eps = 0.0f;
+    std::string activation;                      // "" or "silu_mul"
 
     const WeightView* weight(const std::string& role) const;
 };

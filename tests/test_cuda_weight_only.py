@@ -125,6 +125,98 @@ def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
     assert np.abs(gpu - xs @ deq.T).max() <= 1e-5 * (np.abs(xs) @ np.abs(deq.T)).max()
 
 
+def gated_rows(n: int) -> np.ndarray:
+    """Logical row of each physical row of a silu_mul weight in the tile layout (docs/opset.md)."""
+    r, j = np.divmod(np.arange(n), 16)
+    return np.where(j < 8, 8 * r + j, n // 2 + 8 * r + j - 8)
+
+
+def fused_reference(rng, dtype, m, k, norm, act, packed, scale, kw, eps=1e-5):
+    """Inputs and the CPU ops' outputs for op set v4's weight_only_linear: (add_)rms_norm, the linear,
+    silu_mul, one op after the other. Returns the GPU call's kwargs, the expected y, the expected sum
+    and the tolerance on y."""
+    x = rand(rng, (m, k), dtype)
+    b = rand(rng, (m, k), dtype) if norm == "add_rms" else None
+    nw = rand(rng, (k,), dtype, 0.2, 1.0) if norm else None
+    cs = None
+    if norm == "add_rms":
+        cn, cs = K.add_rms_norm(x, b, nw, dtype, eps)
+    elif norm == "rms":
+        cn = K.rms_norm(x, nw, dtype, k, eps)
+    else:
+        cn = x
+    cy = K.weight_only_linear(cn, packed, scale, **kw)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    products = np.abs(values(cn, dtype))[:, None, :] * np.abs(deq)[None]  # [m, n, k]
+    # The linear's sums differ in order (1e-5 of their magnitude); the GPU's norm sums x^2 in
+    # another order, which can move a normalized element to its neighbour value (a few per row).
+    y_tol = 1e-5 * products.sum(-1) + (RTOL[dtype] * 8 * products.max(-1) if norm else 0.0)
+    ref, tol = cy, y_tol
+    if act:
+        ref = K.silu_mul(cy, dtype)
+        half = cy.shape[1] // 2
+        g, u = values(cy, dtype)[:, :half], values(cy, dtype)[:, half:]
+        dg = RTOL[dtype] * np.abs(g) + y_tol[:, :half]
+        du = RTOL[dtype] * np.abs(u) + y_tol[:, half:]
+        tol = 1.1 * np.abs(u) * dg + np.abs(g / (1.0 + np.exp(-g))) * du + 1.1 * dg * du  # |silu'| <= 1.1
+    call = dict(norm_weight=nw, norm_eps=eps, b=b, activation=act)
+    return x, call, ref, cs, tol
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("k,m", [(1088, 1), (1088, 3), (1088, 8), (1088, 9), (1088, 16), (1088, 40),
+                                 (4160, 7), (4160, 8)])  # k = 4160: 8 rows of x pass the 64 KB the GEMV normalizes in
+@pytest.mark.parametrize("norm", [None, "rms", "add_rms"])
+@pytest.mark.parametrize("act", [None, "silu_mul"])
+def test_int4_tile_gemv_with_fused_norm_and_silu_matches_the_cpu_ops(rng, dtype, k, m, norm, act):
+    # Op set v4: the tile GEMV normalizes x itself (m <= 8 and m * k * 2 <= 64 KB), else the norm
+    # kernel runs first; silu_mul comes out of the GEMV's epilogue (gate and up rows interleaved by 8
+    # in the tiles), or after cuBLASLt on the dequantize path.
+    if not norm and not act:
+        pytest.skip("the plain op: test_int4_mma_tile_layout_matches_cpu")
+    n, group = 208, 64
+    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, False, False)
+    x, call, ref, cs, tol = fused_reference(rng, dtype, m, k, norm, act, packed, scale, kw)
+    rows = gated_rows(n) if act else np.arange(n)
+    weight = to_cuda_layout(np.ascontiguousarray(packed[rows]), 4, CUDA_MMA_TILE_LAYOUT)
+    phys_scale = np.ascontiguousarray(scale[rows])
+    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):
+        out = C.weight_only_linear(x, weight, phys_scale, **kw, path=path, weight_layout=CUDA_MMA_TILE_LAYOUT, **call)
+        gpu, gsum = out if norm == "add_rms" else (out, None)
+        try:
+            if cs is not None:
+                assert np.array_equal(gsum, cs), "sum = round(a + b) differs from the CPU's"
+            assert_close(gpu, ref, dtype, atol=tol)
+        except AssertionError as e:
+            raise AssertionError(f"path {path}: {e}") from None
+
+
+@pytest.mark.parametrize("m", [1, 12, 40])
+def test_int4_interleaved_gemv_with_norm_and_silu_runs_the_ops_around_it(rng, m):
+    # The CUDA-core GEMV takes neither part itself (the builder fuses only tile-layout ops); the
+    # backend still runs the fused op, through scratch, unpermuted.
+    dtype, n, k, group = "bfloat16", 96, 384, 128
+    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, False, True)
+    x, call, ref, cs, tol = fused_reference(rng, dtype, m, k, "add_rms", "silu_mul", packed, scale, kw)
+    if kw["bias"] is not None:  # cuBLASLt's bias epilogue may round x'.w first (test above)
+        tol = tol + RTOL[dtype] * 4 * np.abs(values(ref, dtype))
+    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):
+        gpu, gsum = C.weight_only_linear(x, to_cuda_layout(packed, 4), scale, **kw, path=path, **call)
+        assert np.array_equal(gsum, cs)
+        assert_close(gpu, ref, dtype, atol=tol)
+
+
+def test_weight_only_fused_parts_reject_what_they_cannot_run(rng):
+    packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 64, 48, 384, False, True)
+    weight, x = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), rand(rng, (1, 384), "bfloat16")
+    with pytest.raises(ValueError, match="in the tile layout, no bias"):
+        C.weight_only_linear(x, weight, scale, **kw, weight_layout=CUDA_MMA_TILE_LAYOUT, activation="silu_mul")
+    with pytest.raises(ValueError, match="b needs a norm_weight"):
+        C.weight_only_linear(x, weight, scale, **kw, weight_layout=CUDA_MMA_TILE_LAYOUT, b=x)
+    with pytest.raises(ValueError, match="activation must be None or 'silu_mul'"):
+        C.weight_only_linear(x, weight, scale, **kw, weight_layout=CUDA_MMA_TILE_LAYOUT, activation="gelu")
+
+
 def test_int4_mma_tile_layout_rejects_shapes_it_cannot_hold(rng):
     packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 32, 48, 384, False, False)
     with pytest.raises(ValueError, match="k, group_size multiples of 64"):

@@ -1,6 +1,6 @@
 // An engine file turned into a program the backends run: the op list with its arena slots,
-// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v2; v1
-// engines, a subset, load too).
+// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v4; engines
+// of v1 to v3, subsets of it, load too).
 #pragma once
 
 #include <cstdint>

@@ -165,8 +165,8 @@ def test_gated_row_order_pairs_8_gate_rows_with_their_8_up_rows():
 
 
 def test_silu_mul_op_holds_gate_and_up_rows_in_one_tile():
-    # gate_up with a bias (mlp_bias), 192 x 64, its norm and silu_mul fused by optimize (op set v4)
-    graph = optimize(quantized("W4A16", mlp_bias=True), max_num_tokens=16, max_output_rows=4)
+    # gate_up, 192 x 64, its norm and silu_mul fused by optimize (op set v4)
+    graph = optimize(quantized("W4A16"), max_num_tokens=16, max_output_rows=4)
     logical = {id(node): {role: graph.weights[name].copy() for role, name in node.weights.items()}
                for node in graph.nodes if node.attrs.get("activation")}
     out = relayout_weight_only_for_cuda(graph)
@@ -174,13 +174,12 @@ def test_silu_mul_op_holds_gate_and_up_rows_in_one_tile():
     assert len(gated) == len(logical) == 2
     for before, after in gated:
         rows = logical[id(before)]
-        assert after.attrs["weight_layout"] == CUDA_MMA_TILE_LAYOUT and set(after.weights) >= {"bias", "weight_scale"}
+        assert after.attrs["weight_layout"] == CUDA_MMA_TILE_LAYOUT and "weight_scale" in after.weights
         n, k = rows["weight"].shape[0], rows["weight"].shape[1] * 2
         undo = np.argsort(gated_row_order(n))
         physical = from_cuda_layout(out.weights[after.weights["weight"]], 4, CUDA_MMA_TILE_LAYOUT)
         np.testing.assert_array_equal(physical[undo], rows["weight"])
-        for role in ("weight_scale", "bias"):
-            np.testing.assert_array_equal(out.weights[after.weights[role]][undo], rows[role])
+        np.testing.assert_array_equal(out.weights[after.weights["weight_scale"]][undo], rows["weight_scale"])
         # The tile bytes (as test_mma_tile_bytes_are_where_the_header_says reads them), lane 4g, word 0:
         # physical row 16r + g holds gate row 8r + g, physical row 16r + 8 + g up row n/2 + 8r + g.
         q, raw = unpack_int4(rows["weight"]), out.weights[after.weights["weight"]].reshape(-1)
@@ -195,6 +194,15 @@ def test_silu_mul_op_holds_gate_and_up_rows_in_one_tile():
         assert before.attrs["weight_layout"] == "row_major"
         for role, name in before.weights.items():
             np.testing.assert_array_equal(graph.weights[name], rows[role])
+
+
+def test_silu_mul_op_with_a_bias_is_an_error():
+    graph = optimize(quantized("W4A16", mlp_bias=True), max_num_tokens=16, max_output_rows=4)
+    gate_up = next(n for n in graph.nodes if n.op == "weight_only_linear" and "mlp.gate_up" in n.weights["weight"])
+    assert "activation" not in gate_up.attrs   # the fusion pass leaves a gate_up with a bias alone
+    gate_up.attrs["activation"] = "silu_mul"
+    with pytest.raises(GraphError, match="silu_mul with a bias"):
+        relayout_weight_only_for_cuda(graph)
 
 
 def test_silu_mul_op_outside_the_tile_layout_is_an_error():

@@ -48,7 +48,7 @@ def is_fused(node: Node) -> tuple[bool, bool]:
 
 def norm_gemm_silu(*, n: int = 32, k: int = 64, group: int = 64, bits: int = 4, dtype: str = "bfloat16",
                    out_dtype: str | None = None, norm: str = "add_rms_norm", norm_dim: int | None = None,
-                   pre: bool = False) -> Graph:
+                   pre: bool = False, bias: bool = False) -> Graph:
     """add_rms_norm(a, b) -> h, sum (or rms_norm(a) -> h); weight_only_linear(h) -> y; silu_mul(y) -> out."""
     act = dtype_to_numpy(dtype)
     lo, hi = (-8, 8) if bits == 4 else (-128, 128)
@@ -59,6 +59,9 @@ def norm_gemm_silu(*, n: int = 32, k: int = 64, group: int = 64, bits: int = 4, 
     if pre:
         weights["pre"] = np.ones(k, act)
         gemm_weights["pre_quant_scale"] = "pre"
+    if bias:
+        weights["bias"] = np.ones(n, act)
+        gemm_weights["bias"] = "bias"
     x = TensorType((NUM_TOKENS, k), dtype)
     values = {"a": x, "b": x, "h": x, "sum": x, "y": TensorType((NUM_TOKENS, n), out_dtype or dtype),
               "out": TensorType((NUM_TOKENS, n // 2), out_dtype or dtype)}
@@ -97,7 +100,8 @@ def test_a_plain_rms_norm_fuses_with_one_input_and_output():
     (dict(out_dtype="float32"), (False, False)),       # output dtype is not the input's
     (dict(pre=True), (False, True)),                   # a pre_quant_scale applies between norm and GEMM
     (dict(norm="rms_norm", norm_dim=16), (False, True)),  # a per-head norm
-], ids=["int8", "n24", "g32", "k96", "out_float32", "pre_quant_scale", "per_head_norm"])
+    (dict(bias=True), (True, False)),                  # the tile GEMV's silu_mul epilogue takes no bias
+], ids=["int8", "n24", "g32", "k96", "out_float32", "pre_quant_scale", "per_head_norm", "bias"])
 def test_only_what_the_tile_kernel_runs_is_fused(kw, expected):
     fused = FUSION(norm_gemm_silu(**kw))
     op = next(n for n in fused.nodes if n.op == "weight_only_linear")

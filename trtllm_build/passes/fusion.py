@@ -212,7 +212,8 @@ def fuse_norm_and_activation_into_weight_only(graph: Graph) -> Graph:
       on qkv / gate_up is already folded into the norm). The op takes the norm's inputs (and, for
       add_rms_norm, its sum as a second output) and the norm's place in the node list: its inputs are
       defined before it, and every reader of the sum or of y comes after it.
-    - activation: the output y is read only by a `silu_mul` without out_scale; the op writes the
+    - activation: the output y is read only by a `silu_mul` without out_scale, and the op has no
+      bias (the tile GEMV's epilogue takes none; no Llama-family gate_up has one); the op writes the
       silu_mul's output instead (activation "silu_mul").
     The fused op is defined as the unfused ops computed in sequence (docs/opset.md), so the math is
     unchanged. It applies on every target: the CPU engine carries the same graph, so CI checks the
@@ -243,7 +244,7 @@ def fuse_norm_and_activation_into_weight_only(graph: Graph) -> Graph:
         y = node.outputs[0]
         act = consumers[y][0] if len(consumers[y]) == 1 else None
         if (act is not None and act.op == "silu_mul" and "out_scale" not in act.weights
-                and g.sole_reader(y, act)):
+                and "bias" not in node.weights and g.sole_reader(y, act)):
             node.outputs[0] = act.outputs[0]
             node.attrs["activation"] = "silu_mul"
             g.nodes.remove(act)

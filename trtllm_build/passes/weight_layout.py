@@ -24,7 +24,7 @@ The values are the same integers, so the op computes the same y; only the CUDA b
 layouts (the CPU backend rejects them).
 
 A weight_only_linear with activation "silu_mul" (op set v4) in the tile layout also has its rows
-(weight, weight_scale, bias) in gated_row_order: each 16-row tile holds 8 gate rows and the 8 up rows
+(weight, weight_scale; it has no bias) in gated_row_order: each 16-row tile holds 8 gate rows and the 8 up rows
 they multiply, so the kernel writes silu(gate) * up from one tile's accumulators.
 """
 
@@ -163,11 +163,12 @@ def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
             if layout != CUDA_MMA_TILE_LAYOUT:
                 raise GraphError(f"weight_only_linear {node.outputs[0]}: activation silu_mul needs the "
                                  f"{CUDA_MMA_TILE_LAYOUT} layout; int{bits} [{w.shape[0]}, {k}] group {group} gets {layout}")
+            if "bias" in node.weights:
+                raise GraphError(f"weight_only_linear {node.outputs[0]}: activation silu_mul with a bias: the "
+                                 "CUDA tile GEMV's silu_mul epilogue takes no bias (the fusion pass makes none)")
             order = gated_row_order(w.shape[0])
             w = w[order]
-            for role in ("weight_scale", "bias"):
-                if role in node.weights:
-                    _reorder_rows(g, node, role, order)
+            _reorder_rows(g, node, "weight_scale", order)
         g.weights[name] = to_cuda_layout(w, bits, layout)
         node.attrs["weight_layout"] = layout
         done.add(name)

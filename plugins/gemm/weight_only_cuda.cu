@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -589,10 +590,24 @@ void tile_gemv_plain(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
     }
 }
 
+// Every block of the fused norm reads x's m rows (a and b) and the norm weight from L2 again:
+// m * blocks bounds that redundant traffic. Past the bound the norm kernel runs first (engine A/B,
+// docs/cuda_backend.md "Session 12": fusing gate_up's norm at batch 1, 1792 blocks, and every norm at
+// batch 4 cost more L2 bandwidth than the launch it saves). TRTLLM_WO_NORM_ROW_BLOCKS overrides it
+// (a developer's A/B switch).
+int64_t tile_norm_row_blocks_bound() {
+    static const int64_t bound = [] {
+        const char* v = std::getenv("TRTLLM_WO_NORM_ROW_BLOCKS");
+        return v != nullptr ? std::atoll(v) : int64_t{512};
+    }();
+    return bound;
+}
+
 // Whether the tile GEMV normalizes x itself for this call (else the norm kernel runs first).
 bool tile_gemv_takes_norm(const WeightOnlyGemmCuda& w, int64_t m) {
     return w.mma_tiles && w.norm_weight != nullptr && w.pre_quant_scale == nullptr && m <= kTileNormMaxRows &&
-           m * w.k * static_cast<int64_t>(dtype_size(w.dtype)) <= kTileNormMaxBytes;
+           m * w.k * static_cast<int64_t>(dtype_size(w.dtype)) <= kTileNormMaxBytes &&
+           m * (w.n / kTileRows) <= tile_norm_row_blocks_bound();
 }
 
 // `nrm` non-null: x is the norm's first input (tile_gemv_takes_norm).

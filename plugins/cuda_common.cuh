@@ -45,9 +45,6 @@ __device__ __forceinline__ void store_vec(T* p, const float (&f)[kVec<T>]) {
     *reinterpret_cast<uint4*>(p) = u;
 }
 
-// SiLU in float32, as every CUDA op that applies it computes it (silu_mul, the fused weight-only GEMV).
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

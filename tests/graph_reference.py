@@ -144,19 +144,9 @@ def _run_node(node, env, weights, graph) -> None:
         out = [x[0] @ np.asarray(w["weight"], np.float64).T * alpha.astype(np.float64) + w.get("bias", 0)]
     elif op == "weight_only_linear":
         act = np.dtype(dtype_to_numpy(graph.values[node.inputs[0]].dtype))
-        xin, sums = x[0], []
-        if "norm_weight" in w:  # op set v4: rms_norm, or add_rms_norm with its sum as the second output
-            if len(x) == 2:
-                xin = x[0] + x[1]
-                sums = [xin]
-            xin = rms_norm(xin, w["norm_weight"], a["norm_eps"])
-        xin = xin * w["pre_quant_scale"] if "pre_quant_scale" in w else xin
+        xin = x[0] * w["pre_quant_scale"] if "pre_quant_scale" in w else x[0]
         deq = weight_only_dequant(w["weight"], np.asarray(w["weight_scale"]).astype(act), a["weight_bits"], act)
-        y = xin @ deq.T + w.get("bias", 0)
-        if a.get("activation") == "silu_mul":  # op set v4
-            gate, up = np.split(y, 2, axis=-1)
-            y = gate / (1 + np.exp(-gate)) * up
-        out = [y, *sums]
+        out = [xin @ deq.T + w.get("bias", 0)]
     elif op == "quantize":
         out = [quantize(x[0], w["out_scale"], graph.values[node.outputs[0]].dtype)]
     elif op == "embedding":

@@ -22,11 +22,10 @@ from trtllm_build.quantization.schemes import scheme_of
 ALGOS = ["FP8", "W8A8_SQ_PER_CHANNEL", "W8A16", "W4A16", "W4A16_AWQ"]
 
 
-def quantized(algo: str | None, kv: bool = False, group_size: int | None = None, **family):
-    """A traced tiny model whose linears are quantized with synthetic calibration statistics
-    (AWQ in groups of 16 unless `group_size` says otherwise)."""
+def quantized(algo: str | None, kv: bool = False, **family):
+    """A traced tiny model whose linears are quantized with synthetic calibration statistics."""
     qc = QuantConfig(quant_algo=algo, kv_cache_quant_algo="FP8" if kv else None,
-                     group_size=group_size or (16 if algo == "W4A16_AWQ" else None))
+                     group_size=16 if algo == "W4A16_AWQ" else None)
     config = tiny(**family)
     weights = random_weights(config)
     config = dataclasses.replace(config, quantization=qc)

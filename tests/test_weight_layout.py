@@ -10,11 +10,10 @@ from test_passes import IDS
 from test_quant_passes import fused, quantized
 from graph_reference import run_graph
 from trtllm_build.graph.opset import GraphError
-from trtllm_build.passes import optimize, quantize_linears
+from trtllm_build.passes import quantize_linears
 from trtllm_build.passes.weight_layout import (CUDA_MMA_TILE_LAYOUT, CUDA_WEIGHT_LAYOUT, cuda_layout_for,
-                                               from_cuda_layout, gated_row_order, relayout_weight_only_for_cuda,
-                                               to_cuda_layout)
-from trtllm_build.quantization.numerics import pack_int4, unpack_int4
+                                               from_cuda_layout, relayout_weight_only_for_cuda, to_cuda_layout)
+from trtllm_build.quantization.numerics import pack_int4
 
 RNG = np.random.default_rng(0)
 
@@ -155,61 +154,6 @@ def test_pass_relayouts_every_weight_only_linear_and_keeps_the_integers(algo):
 def test_pass_rejects_groups_the_kernel_cannot_read():
     graph = quantize_linears(fused(quantized("W4A16_AWQ")))  # group 16 < 32 inputs per 16-byte vector
     with pytest.raises(GraphError, match="multiples of 32"):
-        relayout_weight_only_for_cuda(graph)
-
-
-def test_gated_row_order_pairs_8_gate_rows_with_their_8_up_rows():
-    np.testing.assert_array_equal(gated_row_order(32), [*range(0, 8), *range(16, 24), *range(8, 16), *range(24, 32)])
-    with pytest.raises(ValueError, match="multiple of 16"):
-        gated_row_order(40)
-
-
-def test_silu_mul_op_holds_gate_and_up_rows_in_one_tile():
-    # gate_up, 192 x 64, its norm and silu_mul fused by optimize (op set v4)
-    graph = optimize(quantized("W4A16"), max_num_tokens=16, max_output_rows=4)
-    logical = {id(node): {role: graph.weights[name].copy() for role, name in node.weights.items()}
-               for node in graph.nodes if node.attrs.get("activation")}
-    out = relayout_weight_only_for_cuda(graph)
-    gated = [(before, after) for before, after in zip(graph.nodes, out.nodes) if after.attrs.get("activation")]
-    assert len(gated) == len(logical) == 2
-    for before, after in gated:
-        rows = logical[id(before)]
-        assert after.attrs["weight_layout"] == CUDA_MMA_TILE_LAYOUT and "weight_scale" in after.weights
-        n, k = rows["weight"].shape[0], rows["weight"].shape[1] * 2
-        undo = np.argsort(gated_row_order(n))
-        physical = from_cuda_layout(out.weights[after.weights["weight"]], 4, CUDA_MMA_TILE_LAYOUT)
-        np.testing.assert_array_equal(physical[undo], rows["weight"])
-        np.testing.assert_array_equal(out.weights[after.weights["weight_scale"]][undo], rows["weight_scale"])
-        # The tile bytes (as test_mma_tile_bytes_are_where_the_header_says reads them), lane 4g, word 0:
-        # physical row 16r + g holds gate row 8r + g, physical row 16r + 8 + g up row n/2 + 8r + g.
-        q, raw = unpack_int4(rows["weight"]), out.weights[after.weights["weight"]].reshape(-1)
-        for r in range(n // 16):
-            for c in range(k // 64):
-                for g in range(8):
-                    at = (r * (k // 64) + c) * 512 + 16 * 4 * g
-                    word = int.from_bytes(raw[at:at + 4].tobytes(), "little")
-                    assert word & 0xF == q[8 * r + g, 64 * c] + 8
-                    assert (word >> 4) & 0xF == q[n // 2 + 8 * r + g, 64 * c] + 8
-        # the input graph keeps its logical rows (the pass copies, never edits in place)
-        assert before.attrs["weight_layout"] == "row_major"
-        for role, name in before.weights.items():
-            np.testing.assert_array_equal(graph.weights[name], rows[role])
-
-
-def test_silu_mul_op_with_a_bias_is_an_error():
-    graph = optimize(quantized("W4A16", mlp_bias=True), max_num_tokens=16, max_output_rows=4)
-    gate_up = next(n for n in graph.nodes if n.op == "weight_only_linear" and "mlp.gate_up" in n.weights["weight"])
-    assert "activation" not in gate_up.attrs   # the fusion pass leaves a gate_up with a bias alone
-    gate_up.attrs["activation"] = "silu_mul"
-    with pytest.raises(GraphError, match="silu_mul with a bias"):
-        relayout_weight_only_for_cuda(graph)
-
-
-def test_silu_mul_op_outside_the_tile_layout_is_an_error():
-    graph = optimize(quantized("W4A16"), max_num_tokens=16, max_output_rows=4)
-    down = next(n for n in graph.nodes if n.op == "weight_only_linear" and "mlp.down" in n.weights["weight"])
-    down.attrs["activation"] = "silu_mul"  # 64 x 96 with group 96: cuda_k_interleaved_v1
-    with pytest.raises(GraphError, match=f"{down.outputs[0]}: activation silu_mul needs the cuda_mma_tiles_v1 layout"):
         relayout_weight_only_for_cuda(graph)
 
 

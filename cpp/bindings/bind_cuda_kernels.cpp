@@ -138,12 +138,11 @@ py::array gemm(const py::array& x, const py::array& w, const std::optional<py::a
 }
 
 // weight in the CUDA layout `weight_layout` (trtllm_build.passes.weight_layout.to_cuda_layout), uint8.
-py::object weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
+py::array weight_only_linear(const py::array& x, const py::array& weight, const py::array& weight_scale,
                              const std::string& dtype, int weight_bits, int64_t group_size,
                              const std::optional<py::array>& pre_quant_scale, const std::optional<py::array>& bias,
                              const std::optional<std::string>& path, const std::optional<std::string>& out_dtype,
-                             const std::string& weight_layout, const std::optional<py::array>& norm_weight,
-                             float norm_eps, const std::optional<py::array>& b, const std::optional<std::string>& activation) {
+                             const std::string& weight_layout) {
     const DType dt = float_dtype(dtype);
     const DType ydt = out_dtype ? float_dtype(*out_dtype) : dt;
     if (x.ndim() != 2 || weight.ndim() != 2) throw std::invalid_argument("need x [m, k] and weight [n, k or k / 2]");
@@ -158,14 +157,9 @@ py::object weight_only_linear(const py::array& x, const py::array& weight, const
     w.mma_tiles = trtllm::kernels::weight_only_mma_tiles_from_name(weight_layout);
     const int64_t m = x.shape(0);
     if (x.shape(1) != w.k || group_size <= 0 || weight_scale.size() != w.n * (w.k / group_size) ||
-        (pre_quant_scale && pre_quant_scale->size() != w.k) || (bias && bias->size() != w.n) ||
-        (norm_weight && norm_weight->size() != w.k) || (b && b->size() != x.size()) || (b && !norm_weight)) {
-        throw std::invalid_argument("weight_only_linear: x, weight_scale, pre_quant_scale, bias, norm_weight or b do "
-                                    "not match the weight (b needs a norm_weight)");
+        (pre_quant_scale && pre_quant_scale->size() != w.k) || (bias && bias->size() != w.n)) {
+        throw std::invalid_argument("weight_only_linear: x, weight_scale, pre_quant_scale or bias do not match the weight");
     }
-    if (activation && *activation != "silu_mul") throw std::invalid_argument("activation must be None or 'silu_mul'");
-    w.silu_mul = activation.has_value();
-    w.norm_eps = norm_eps;
     DeviceBuffer dx = upload(x, esz(dt), "x"), dw = upload(weight, 1, "weight"), ds = upload(weight_scale, esz(dt), "weight_scale");
     DeviceBuffer dp = pre_quant_scale ? upload(*pre_quant_scale, esz(dt), "pre_quant_scale") : DeviceBuffer();
     DeviceBuffer db = bias ? upload(*bias, esz(dt), "bias") : DeviceBuffer();
@@ -173,22 +167,14 @@ py::object weight_only_linear(const py::array& x, const py::array& weight, const
     w.scale = ds.get();
     w.pre_quant_scale = pre_quant_scale ? dp.get() : nullptr;
     w.bias = bias ? db.get() : nullptr;
-    DeviceBuffer dn = norm_weight ? upload(*norm_weight, esz(dt), "norm_weight") : DeviceBuffer();
-    DeviceBuffer dxb = b ? upload(*b, esz(dt), "b") : DeviceBuffer();
-    w.norm_weight = norm_weight ? dn.get() : nullptr;
     trtllm::kernels::check_weight_only_gemm(w);
     DeviceBuffer scratch(static_cast<size_t>(trtllm::kernels::weight_only_scratch_elems(w, m)) * esz(dt));
-    const int64_t out_cols = w.silu_mul ? w.n / 2 : w.n;
-    DeviceBuffer dy = poisoned(static_cast<size_t>(m * out_cols) * esz(ydt));
-    DeviceBuffer dsum = b ? poisoned(static_cast<size_t>(m * w.k) * esz(dt)) : DeviceBuffer();
+    DeviceBuffer dy = poisoned(static_cast<size_t>(m * w.n) * esz(ydt));
     trtllm::kernels::CublasLtGemm g;
     std::optional<trtllm::kernels::WeightOnlyPath> p;
     if (path) p = trtllm::kernels::weight_only_path_from_name(*path);
-    trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr, p ? &*p : nullptr,
-                                           b ? dxb.get() : nullptr, b ? dsum.get() : nullptr);
-    py::array y = download(dy, ydt, {m, out_cols});
-    if (!b) return y;
-    return py::make_tuple(y, download(dsum, dt, {m, w.k}));
+    trtllm::kernels::weight_only_gemm_cuda(w, dx.get(), dy.get(), m, scratch.get(), g, nullptr, p ? &*p : nullptr);
+    return download(dy, ydt, {m, w.n});
 }
 
 py::list autotune_weight_only(int64_t n, int64_t k, const std::string& dtype, int weight_bits, int64_t group_size,
@@ -659,13 +645,10 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("weight_only_linear", &weight_only_linear, "x"_a, "weight"_a, "weight_scale"_a, py::kw_only(), "dtype"_a,
           "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
           "out_dtype"_a = py::none(), "weight_layout"_a = trtllm::kernels::kCudaWeightLayout,
-          "norm_weight"_a = py::none(), "norm_eps"_a = 1e-5f, "b"_a = py::none(), "activation"_a = py::none(),
           "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout weight_layout "
           "(cuda_k_interleaved_v1 or, int4 only, cuda_mma_tiles_v1), weight_scale [n, k / group_size], "
           "pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or 'dequant_gemm' (None: the default "
-          "for m); out_dtype: y's dtype, None (dtype) or 'float32'. Op set v4: norm_weight [k] normalizes x (with "
-          "b [m, k]: x + b, and returns (y, sum)); activation 'silu_mul' returns silu_mul(y) [m, n / 2] (tile "
-          "layout: rows gated by 8, docs/opset.md)");
+          "for m); out_dtype: y's dtype, None (dtype) or 'float32'");
     m.def("cuda_autotune_weight_only", &autotune_weight_only, "n"_a, "k"_a, "dtype"_a, "weight_bits"_a, "group_size"_a,
           "pre_quant_scale"_a, "bias"_a, "ms"_a, "reps"_a = 20, "out_dtype"_a = py::none(),
           "weight_layout"_a = trtllm::kernels::kCudaWeightLayout,

@@ -61,10 +61,7 @@ public:
                 p.inv_freq = kernels::rope_inv_freq(op.head_dim, op.rope);
             }
             prepare_quantized(op, p);
-            if (op.kind == OpKind::kWeightOnlyLinear) size_fused_scratch(op, info.max_num_tokens);
         }
-        norm_scratch_ = aligned_bytes(norm_scratch_bytes_);
-        gemm_scratch_ = aligned_bytes(gemm_scratch_bytes_);
     }
 
     ~CpuBackend() override {
@@ -165,60 +162,11 @@ private:
                 p.quant_gemm = kernels::prepare_weight_only_gemm_weight_cpu(
                     w.data, op.weight_bits, n, k, s.data, op.group_size, s.dtype, pre ? pre->data : nullptr,
                     b ? b->data : nullptr);
-                const WeightView* norm = op.weight("norm_weight");
-                if (norm != nullptr && (norm->dtype != op.inputs[0].dtype || norm->numel() != k)) {
-                    throw std::invalid_argument("weight_only_linear: norm_weight must be [" + std::to_string(k) +
-                                                "] in the activation dtype");
-                }
-                const int64_t out_cols = op.activation == "silu_mul" ? n / 2 : n;
-                if ((op.activation == "silu_mul" && n % 2 != 0) || out.cols != out_cols) {
-                    throw std::invalid_argument("weight_only_linear: output of " + std::to_string(out.cols) +
-                                                " columns does not match N = " + std::to_string(n) +
-                                                (op.activation.empty() ? "" : " and activation " + op.activation));
-                }
                 break;
             }
             default:
                 break;
         }
-    }
-
-    // Op set v4's fused weight_only_linear runs as the unfused ops would, through scratch buffers for
-    // the normalized input [rows, K] and the GEMM's output [rows, N] ahead of its activation.
-    void size_fused_scratch(const Op& op, int64_t max_rows) {
-        const Slot& in = op.inputs[0];
-        const Slot& out = op.outputs[0];
-        if (op.weight("norm_weight") != nullptr) {
-            norm_scratch_bytes_ = std::max(norm_scratch_bytes_,
-                                           max_rows * in.cols * static_cast<int64_t>(dtype_size(in.dtype)));
-        }
-        if (!op.activation.empty()) {
-            gemm_scratch_bytes_ = std::max(gemm_scratch_bytes_,
-                                           max_rows * out.cols * 2 * static_cast<int64_t>(dtype_size(out.dtype)));
-        }
-    }
-
-    void run_weight_only(const Op& op, const Prepared& p, int64_t rows) {
-        const Slot& in = op.inputs[0];
-        const Slot& out = op.outputs[0];
-        const void* x = ptr(in);
-        if (const WeightView* norm = op.weight("norm_weight")) {
-            void* normed = norm_scratch_.get();
-            if (op.inputs.size() == 2) {
-                kernels::add_rms_norm_cpu(ptr(in), ptr(op.inputs[1]), norm->data, normed, ptr(op.outputs[1]), in.dtype,
-                                          rows, in.cols, op.norm_eps);
-            } else {
-                kernels::rms_norm_cpu(ptr(in), norm->data, normed, in.dtype, rows, in.cols, in.cols, op.norm_eps);
-            }
-            x = normed;
-        }
-        if (op.activation.empty()) {
-            kernels::quant_gemm_cpu(x, in.dtype, p.quant_gemm, ptr(out), out.dtype, rows);
-            return;
-        }
-        void* y = gemm_scratch_.get();
-        kernels::quant_gemm_cpu(x, in.dtype, p.quant_gemm, y, out.dtype, rows);
-        kernels::silu_mul_cpu(y, ptr(out), out.dtype, rows, out.cols);
     }
 
     void* ptr(const Slot& s) { return arena_.get() + s.offset; }
@@ -317,10 +265,8 @@ private:
                 break;
             case OpKind::kFp8Linear:
             case OpKind::kInt8Linear:
-                kernels::quant_gemm_cpu(ptr(in), in.dtype, p.quant_gemm, ptr(out), out.dtype, rows);
-                break;
             case OpKind::kWeightOnlyLinear:
-                run_weight_only(op, p, rows);
+                kernels::quant_gemm_cpu(ptr(in), in.dtype, p.quant_gemm, ptr(out), out.dtype, rows);
                 break;
             case OpKind::kGatherRows:
                 kernels::gather_rows_cpu(ptr(in), step.output_rows.data(), ptr(out), num_rows,
@@ -336,8 +282,6 @@ private:
     int64_t kv_layer_bytes_ = 0;
     std::vector<Prepared> prepared_;
     std::vector<std::byte> gather_scratch_;
-    int64_t norm_scratch_bytes_ = 0, gemm_scratch_bytes_ = 0;
-    std::unique_ptr<std::byte, FreeDeleter> norm_scratch_, gemm_scratch_;
     // TRTLLM_PROFILE=1: seconds per op kind, printed when the backend goes away (a developer aid).
     bool profile_ = std::getenv("TRTLLM_PROFILE") != nullptr;
     std::map<int, double> op_seconds_;

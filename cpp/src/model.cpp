@@ -200,21 +200,6 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const std::str
                     throw EngineFormatError(path + ": weight_only_linear weight_layout '" + layout +
                                             "' is not runnable on the CPU backend (needs row_major)");
                 }
-                // Op set v4: the input norm (a [+ b] -> rms_norm, with the sum as a second output when
-                // there is a b) and the gated activation.
-                op.activation = attrs.get("activation").is_null() ? "" : attrs.at("activation").as_string();
-                if (op.activation != "" && op.activation != "silu_mul") {
-                    throw EngineFormatError(path + ": weight_only_linear activation '" + op.activation +
-                                            "' is not one of silu_mul");
-                }
-                const bool norm = op.weight("norm_weight") != nullptr;
-                if (norm) op.norm_eps = static_cast<float>(attrs.at("norm_eps").as_number());
-                const size_t n_in = op.inputs.size(), n_out = op.outputs.size();
-                if (n_in < 1 || n_in > 2 || n_out != n_in || (n_in == 2 && !norm)) {
-                    throw EngineFormatError(path + ": weight_only_linear takes x -> y, or with a norm_weight a, b -> "
-                                            "y, sum; got " + std::to_string(n_in) + " inputs / " +
-                                            std::to_string(n_out) + " outputs");
-                }
             }
             if (op.kind == OpKind::kAttention && (op.weight("kv_scale") != nullptr) !=
                                                      (info.kv_cache_dtype == DType::kFloat8E4M3)) {

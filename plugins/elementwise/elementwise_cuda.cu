@@ -10,6 +10,8 @@ namespace {
 using namespace cuda;
 constexpr int kThreads = 256;
 
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
 __device__ __forceinline__ float gelu_tanh_f(float x) {
     constexpr float kSqrt2OverPi = 0.7978845608028654f;
     return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));

@@ -1,21 +1,16 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
 #include "cuda_common.cuh"
-#include "elementwise/elementwise_cuda.h"
-#include "norm/norm_cuda.h"
 
 namespace trtllm::kernels {
 namespace {
 
 using cuda::from_float;
-using cuda::load_vec;
-using cuda::store_vec;
 using cuda::to_float;
 
 constexpr int kGemvWarps = 4;
@@ -335,84 +330,15 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
 template <int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE ? 16 : 8; }
 template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 && !PRE ? 4 : 2; }
 
-// Op set v4's input norm, fused where the tile GEMV takes it (docs/opset.md): x = rms_norm(a [+ b]).
-template <class T>
-struct TileNorm {
-    const T* b = nullptr;       // the residual add's second input, or nullptr (rms_norm of a alone)
-    T* sum = nullptr;           // round(a + b), stored by block 0
-    const T* weight = nullptr;  // the norm's weight [k]
-    float eps = 0.0f;
-};
-constexpr int kTileNormMaxRows = 8;
-constexpr int64_t kTileNormMaxBytes = 64 * 1024;  // x's normalized rows live in shared memory
-
-// x_s [m][k] (shared) = rms_norm(a [+ b]) rounded to T, the arithmetic of the norm kernels (the sum
-// rounded first, float32 sum of squares, x * inv * weight, one rounding); every block computes it
-// for itself, from L2, while its first weight loads are in flight. Block 0 stores the sum.
-template <class T>
-__device__ __forceinline__ void tile_norm_prologue(const T* __restrict__ a, const TileNorm<T>& nrm, uint4* x_s, int m,
-                                                   int k) {
-    constexpr int R = kTileNormMaxRows;
-    __shared__ float part[R][32];
-    const int vecs = k / 8, warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-    float ss[R] = {};
-#pragma unroll
-    for (int mi = 0; mi < R; ++mi) {
-        if (mi >= m) break;
-        for (int v = threadIdx.x; v < vecs; v += blockDim.x) {
-            const int64_t at = int64_t{mi} * k + 8 * v;
-            float f[8];
-            load_vec(a + at, f);
-            if (nrm.b != nullptr) {
-                float fb[8];
-                load_vec(nrm.b + at, fb);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) f[i] = to_float(from_float<T>(f[i] + fb[i]));
-                if (blockIdx.x == 0) store_vec(nrm.sum + at, f);  // exact: already rounded
-            }
-#pragma unroll
-            for (int i = 0; i < 8; ++i) ss[mi] += f[i] * f[i];
-            store_vec(reinterpret_cast<T*>(x_s + mi * vecs + v), f);
-        }
-    }
-#pragma unroll
-    for (int mi = 0; mi < R; ++mi) {
-        const float w_sum = cuda::warp_sum(ss[mi]);
-        if (lane == 0) part[mi][warp] = w_sum;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int mi = 0; mi < R; ++mi) {
-        if (mi >= m) break;
-        float total = 0.0f;
-        for (int w = 0; w < warps; ++w) total += part[mi][w];  // warp order: the same in every block
-        const float inv = 1.0f / sqrtf(total / static_cast<float>(k) + nrm.eps);
-        for (int v = threadIdx.x; v < vecs; v += blockDim.x) {
-            float f[8], wt[8];
-            load_vec(reinterpret_cast<const T*>(x_s + mi * vecs + v), f);
-            load_vec(nrm.weight + 8 * v, wt);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) f[i] = f[i] * inv * wt[i];
-            store_vec(reinterpret_cast<T*>(x_s + mi * vecs + v), f);
-        }
-    }
-    __syncthreads();
-}
-
 // y[mi, row] for mi < m <= 8 NB. Grid: n / 16 blocks, one tile row each; the warps split the k
 // tiles into contiguous runs and their sums are added in warp order (deterministic).
-// NORM (m <= kTileNormMaxRows): x is rms_norm(x [+ nrm.b]), computed into shared memory first.
-// SILU (op set v4's gated activation; the builder orders a gate_up weight's rows so that a tile
-// holds gate rows 8r..8r+7 above their up rows): y [m, n / 2] = silu(gate) * up, each rounded as
-// the unfused ops round (the linear's outputs, then silu_mul's); no bias.
-template <class T, class TY, int NB, bool PRE, bool NORM, bool SILU>
+template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
-                                 int n, int k, int groups, uint32_t group_magic, TileNorm<T> nrm) {
+                                 int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
     __shared__ float partial[W][NB][32][4];
-    extern __shared__ uint4 x_s[];  // NORM: x's normalized rows, [m][k / 8] vectors
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.x * kTileRows;
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
@@ -420,40 +346,24 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
     const T* scale_h = scale_g + int64_t{8} * groups;
-    uint4 wv[U];
-    uint32_t sg[U], sh[U];
-    auto load_weights = [&](int s) {
+    float acc[NB][4] = {};
+    for (int s = s0; s < s1; s += U) {
+        uint4 wv[U], xv[U][NB][2], pv[U][2];
+        uint32_t sg[U], sh[U];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
+        for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
             const bool in = s + u < s1;
             const int group = in ? vector_group(s + u, group_magic) : 0;
             wv[u] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes)) : uint4{};
             sg[u] = scale_pair(scale_g, group);
             sh[u] = scale_pair(scale_h, group);
-        }
-    };
-    if constexpr (NORM) {  // the first weights are on their way while the block normalizes x
-        load_weights(s0);
-        tile_norm_prologue(x, nrm, x_s, m, k);
-    }
-    float acc[NB][4] = {};
-    for (int s = s0; s < s1; s += U) {
-        uint4 xv[U][NB][2], pv[U][2];
-        if (!NORM || s != s0) load_weights(s);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
-            const bool in = s + u < s1;
             const int k0 = (s + u) * kTileInputs + 16 * t;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) {
                     const int mi = 8 * nb + g;
-                    if constexpr (NORM) {
-                        xv[u][nb][h] = in && mi < m ? x_s[mi * (k / 8) + k0 / 8 + h] : uint4{};
-                    } else {
-                        xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
-                    }
+                    xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
                 }
                 if constexpr (PRE) pv[u][h] = in && g < m ? *reinterpret_cast<const uint4*>(pre + k0 + 8 * h) : uint4{};
             }
@@ -498,40 +408,21 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     __syncthreads();
     if (warp >= NB) return;
     const int nb = warp;
-    float out[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the tile, x row 8 nb + 2t + (i & 1)
         float sum = partial[0][nb][lane][i];
         for (int v = 1; v < W; ++v) sum += partial[v][nb][lane][i];
-        const float bv = bias != nullptr ? to_float(bias[row0 + g + (i >= 2 ? 8 : 0)]) : 0.0f;
-        out[i] = sum + bv;
-    }
-#pragma unroll
-    for (int i = 0; i < (SILU ? 2 : 4); ++i) {
-        const int mi = 8 * nb + 2 * t + (i & 1);
+        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
         if (mi >= m) continue;
-        if constexpr (SILU) {  // out[i] is gate row 8 blockIdx.x + g, out[i + 2] its up row
-            const float gate = to_float(from_float<T>(out[i])), up = to_float(from_float<T>(out[i + 2]));
-            y[int64_t{mi} * (n / 2) + blockIdx.x * 8 + g] = from_float<TY>(cuda::silu(gate) * up);
-        } else {
-            y[int64_t{mi} * n + row0 + g + (i >= 2 ? 8 : 0)] = from_float<TY>(out[i]);
-        }
+        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
+        y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
     }
 }
 
-// The logical row of physical row `row` of a gated (silu_mul) weight in the tile layout: a tile
-// holds gate rows 8r..8r+7, then their up rows n/2 + 8r..
-__device__ __forceinline__ int64_t gated_logical_row(int64_t row, int64_t n) {
-    const int64_t r = row / kTileRows, j = row % kTileRows;
-    return j < 8 ? 8 * r + j : n / 2 + 8 * r + (j - 8);
-}
-
-// out [n, k] = the dequantized weight from the tile layout, row-major, rows in logical order. One
-// thread per 16 bytes.
+// out [n, k] = the dequantized weight from the tile layout, row-major. One thread per 16 bytes.
 template <class T>
 __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                                                   T* __restrict__ out, int64_t num_vecs, int64_t n, int k,
-                                                   int group_size, bool gated) {
+                                                   T* __restrict__ out, int64_t num_vecs, int k, int group_size) {
     const int64_t vec = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (vec >= num_vecs) return;
     const int64_t tile = vec / 32;
@@ -549,81 +440,28 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
         dequant_int4_word<T>(words[j], sg, sh, a);
 #pragma unroll
         for (int p = 0; p < 4; ++p) {  // pair p: row g (+ 8 if p odd), inputs k0 + 4j (+ 2 if p >= 2), + 1
-            const int64_t prow = row + 8 * (p & 1);
-            const int64_t at = (gated ? gated_logical_row(prow, n) : prow) * k + k0 + 4 * j + 2 * (p >> 1);
+            const int64_t at = (row + 8 * (p & 1)) * k + k0 + 4 * j + 2 * (p >> 1);
             *reinterpret_cast<uint32_t*>(out + at) = a[p];
         }
     }
 }
 
-template <class T, class TY, int NB, bool PRE, bool NORM = false, bool SILU = false>
-void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, const TileNorm<T>& nrm,
-                      cudaStream_t stream) {
-    auto* kernel = weight_only_tile_gemv_kernel<T, TY, NB, PRE, NORM, SILU>;
-    const size_t smem = NORM ? static_cast<size_t>(m * w.k) * sizeof(T) : 0;
-    if constexpr (NORM) {  // up to kTileNormMaxBytes of normalized x, past the default 48 KB
-        static const bool opted_in = [&] {
-            CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTileNormMaxBytes));
-            return true;
-        }();
-        (void)opted_in;
-    }
-    kernel<<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, smem, stream>>>(
-        static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-        static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
-        static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-        group_magic(static_cast<uint32_t>(w.group_size / kTileInputs)), nrm);
+template <class T, class TY, int NB, bool PRE>
+void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
+        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+            group_magic(static_cast<uint32_t>(w.group_size / kTileInputs)));
     CHECK_LAUNCH("weight_only_tile_gemv_kernel");
 }
 
-// Plain: NB by m, PRE by the weight, TY the output dtype.
-template <class T, class TY, bool SILU>
-void tile_gemv_plain(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+template <class T, class TY>
+void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const bool pre = w.pre_quant_scale != nullptr;
-    const TileNorm<T> none;
-    if (m <= 8) {
-        pre ? launch_tile_gemv<T, TY, 1, true, false, SILU>(w, x, y, m, none, stream)
-            : launch_tile_gemv<T, TY, 1, false, false, SILU>(w, x, y, m, none, stream);
-    } else {
-        pre ? launch_tile_gemv<T, TY, 2, true, false, SILU>(w, x, y, m, none, stream)
-            : launch_tile_gemv<T, TY, 2, false, false, SILU>(w, x, y, m, none, stream);
-    }
-}
-
-// Every block of the fused norm reads x's m rows (a and b) and the norm weight from L2 again:
-// m * blocks bounds that redundant traffic. Past the bound the norm kernel runs first (engine A/B,
-// docs/cuda_backend.md "Session 12": fusing gate_up's norm at batch 1, 1792 blocks, and every norm at
-// batch 4 cost more L2 bandwidth than the launch it saves). TRTLLM_WO_NORM_ROW_BLOCKS overrides it
-// (a developer's A/B switch).
-int64_t tile_norm_row_blocks_bound() {
-    static const int64_t bound = [] {
-        const char* v = std::getenv("TRTLLM_WO_NORM_ROW_BLOCKS");
-        return v != nullptr ? std::atoll(v) : int64_t{512};
-    }();
-    return bound;
-}
-
-// Whether the tile GEMV normalizes x itself for this call (else the norm kernel runs first).
-bool tile_gemv_takes_norm(const WeightOnlyGemmCuda& w, int64_t m) {
-    return w.mma_tiles && w.norm_weight != nullptr && w.pre_quant_scale == nullptr && m <= kTileNormMaxRows &&
-           m * w.k * static_cast<int64_t>(dtype_size(w.dtype)) <= kTileNormMaxBytes &&
-           m * (w.n / kTileRows) <= tile_norm_row_blocks_bound();
-}
-
-// `nrm` non-null: x is the norm's first input (tile_gemv_takes_norm).
-template <class T>
-void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, const TileNorm<T>* nrm,
-               cudaStream_t stream) {
-    if (nrm != nullptr) {
-        w.silu_mul ? launch_tile_gemv<T, T, 1, false, true, true>(w, x, y, m, *nrm, stream)
-                   : launch_tile_gemv<T, T, 1, false, true, false>(w, x, y, m, *nrm, stream);
-    } else if (w.silu_mul) {
-        tile_gemv_plain<T, T, true>(w, x, y, m, stream);
-    } else if (w.out_dtype == DType::kFloat32) {
-        tile_gemv_plain<T, float, false>(w, x, y, m, stream);
-    } else {
-        tile_gemv_plain<T, T, false>(w, x, y, m, stream);
-    }
+    if (m <= 8) pre ? launch_tile_gemv<T, TY, 1, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 1, false>(w, x, y, m, stream);
+    else pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
 }
 
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as
@@ -680,86 +518,28 @@ void gemv_rows_bound(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
 }
 
 template <class T, int BITS>
-void cuda_core_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    if (w.out_dtype == DType::kFloat32) {
+void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    if (w.mma_tiles) {
+        if (w.out_dtype == DType::kFloat32) tile_gemv<T, float>(w, x, y, m, stream);
+        else tile_gemv<T, T>(w, x, y, m, stream);
+    } else if (w.out_dtype == DType::kFloat32) {
         gemv_rows_bound<T, float, BITS>(w, x, y, m, stream);
     } else {
         gemv_rows_bound<T, T, BITS>(w, x, y, m, stream);
     }
 }
 
-// The scratch, in elements of the activation dtype: the dequantized weight [n, k], then x's rows
-// as the GEMM reads them (normalized, times pre_quant_scale) and the GEMM's rows before silu_mul,
-// for up to scratch_rows() rows at a time.
-struct ScratchPlan {
-    int64_t rows = 0;  // rows of x per GEMM call
-    int64_t weight = 0, x = 0, y = 0;  // region sizes
-};
-
-ScratchPlan scratch_plan(const WeightOnlyGemmCuda& w, int64_t max_m) {
-    ScratchPlan p;
-    const bool staged = w.pre_quant_scale != nullptr || w.norm_weight != nullptr || w.silu_mul;
-    p.rows = staged ? std::min(max_m, kWeightOnlyChunkRows) : max_m;
-    p.weight = w.n * w.k;
-    p.x = staged && (w.pre_quant_scale != nullptr || w.norm_weight != nullptr) ? p.rows * w.k : 0;
-    p.y = w.silu_mul ? p.rows * w.n : 0;
-    return p;
-}
-
-// Op set v4's norm of `rows` rows of a [+ b] into xs (sum = round(a + b) when b is given), as the
-// unfused op computes it.
-void norm_rows(const WeightOnlyGemmCuda& w, const void* a, const void* b, void* sum, void* xs, int64_t rows,
-               cudaStream_t stream) {
-    if (b != nullptr) {
-        add_rms_norm_cuda(a, b, w.norm_weight, xs, sum, w.dtype, rows, w.k, w.norm_eps, stream);
-    } else {
-        rms_norm_cuda(a, w.norm_weight, xs, w.dtype, rows, w.k, w.k, w.norm_eps, stream);
-    }
-}
-
-// m <= kWeightOnlyGemvMaxRows. The tile GEMV takes the norm (small m) and the activation itself;
-// the CUDA-core GEMV has them run around it.
+// m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
 template <class T, int BITS>
-void run_gemv(const WeightOnlyGemmCuda& w, const void* x, const void* b, void* sum, void* y, int64_t m, T* scratch,
-              cudaStream_t stream) {
-    const ScratchPlan plan = scratch_plan(w, m);
-    T* xs = scratch + plan.weight;
-    if (w.norm_weight != nullptr && tile_gemv_takes_norm(w, m)) {
-        TileNorm<T> nrm;
-        nrm.b = static_cast<const T*>(b);
-        nrm.sum = static_cast<T*>(sum);
-        nrm.weight = static_cast<const T*>(w.norm_weight);
-        nrm.eps = w.norm_eps;
-        tile_gemv<T>(w, x, y, m, &nrm, stream);
-        return;
-    }
-    if (w.norm_weight != nullptr) {
-        norm_rows(w, x, b, sum, xs, m, stream);
-        x = xs;
-    }
-    if (w.mma_tiles) {
-        tile_gemv<T>(w, x, y, m, nullptr, stream);
-    } else if (w.silu_mul) {
-        T* ys = xs + plan.x;
-        cuda_core_gemv<T, BITS>(w, x, ys, m, stream);
-        silu_mul_cuda(ys, y, w.dtype, m, w.n / 2, stream);
-    } else {
-        cuda_core_gemv<T, BITS>(w, x, y, m, stream);
-    }
-}
-
-// Dequantize into scratch, then cuBLASLt; the norm, x * pre_quant_scale and silu_mul run around
-// it by chunks of rows.
-template <class T, int BITS>
-void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, const void* b, void* sum, void* y, int64_t m,
-                     T* scratch, CublasLtGemm& gemm, cudaStream_t stream) {
+void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
+                     CublasLtGemm& gemm, cudaStream_t stream) {
     constexpr int kThreads = 256;
-    T* wd = scratch;
+    T* wd = static_cast<T*>(scratch);
     const int64_t num_vecs = w.n * w.k / Dequant<T, BITS>::kInputs;
     if (w.mma_tiles) {
         weight_only_tile_dequantize_kernel<T><<<cuda::blocks_for(num_vecs, kThreads), kThreads, 0, stream>>>(
-            static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, num_vecs, w.n,
-            static_cast<int>(w.k), static_cast<int>(w.group_size), w.silu_mul);
+            static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, num_vecs, static_cast<int>(w.k),
+            static_cast<int>(w.group_size));
         CHECK_LAUNCH("weight_only_tile_dequantize_kernel");
     } else {
         weight_only_dequantize_kernel<T, BITS><<<cuda::blocks_for(num_vecs, kThreads), kThreads, 0, stream>>>(
@@ -767,42 +547,33 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, const void* b, 
             static_cast<int>(w.group_size));
         CHECK_LAUNCH("weight_only_dequantize_kernel");
     }
-    const ScratchPlan plan = scratch_plan(w, m);
-    T* xs = wd + plan.weight;
-    T* ys = xs + plan.x;
     const GemmShape shape{w.n, w.k, w.dtype, w.out_dtype, w.bias != nullptr};
-    const size_t out_row_bytes = (w.silu_mul ? w.n / 2 : w.n) * dtype_size(w.out_dtype);
-    for (int64_t r0 = 0; r0 < m; r0 += plan.rows) {
-        const int64_t rows = std::min(plan.rows, m - r0);
-        const void* xin = static_cast<const T*>(x) + r0 * w.k;
-        if (w.norm_weight != nullptr) {
-            norm_rows(w, xin, b != nullptr ? static_cast<const T*>(b) + r0 * w.k : nullptr,
-                      sum != nullptr ? static_cast<T*>(sum) + r0 * w.k : nullptr, xs, rows, stream);
-            xin = xs;
-        }
-        if (w.pre_quant_scale != nullptr) {
-            const int64_t vecs = rows * w.k / 8;
-            pre_quant_scale_kernel<T><<<cuda::blocks_for(vecs, kThreads), kThreads, 0, stream>>>(
-                static_cast<const T*>(xin), static_cast<const T*>(w.pre_quant_scale), xs, vecs, static_cast<int>(w.k));
-            CHECK_LAUNCH("pre_quant_scale_kernel");
-            xin = xs;
-        }
-        void* out = static_cast<char*>(y) + r0 * out_row_bytes;
-        gemm.run(shape, rows, xin, wd, w.bias, w.silu_mul ? static_cast<void*>(ys) : out, nullptr, stream);
-        if (w.silu_mul) silu_mul_cuda(ys, out, w.dtype, rows, w.n / 2, stream);
+    if (w.pre_quant_scale == nullptr) {
+        gemm.run(shape, m, x, wd, w.bias, y, nullptr, stream);
+        return;
+    }
+    T* xs = wd + w.n * w.k;
+    for (int64_t r0 = 0; r0 < m; r0 += kWeightOnlyChunkRows) {
+        const int64_t rows = std::min(kWeightOnlyChunkRows, m - r0);
+        const int64_t vecs = rows * w.k / 8;
+        pre_quant_scale_kernel<T><<<cuda::blocks_for(vecs, kThreads), kThreads, 0, stream>>>(
+            static_cast<const T*>(x) + r0 * w.k, static_cast<const T*>(w.pre_quant_scale), xs, vecs,
+            static_cast<int>(w.k));
+        CHECK_LAUNCH("pre_quant_scale_kernel");
+        gemm.run(shape, rows, xs, wd, w.bias, static_cast<char*>(y) + r0 * w.n * dtype_size(w.out_dtype), nullptr,
+                 stream);
     }
 }
 
 template <class T>
-void dispatch(const WeightOnlyGemmCuda& w, const void* x, const void* b, void* sum, void* y, int64_t m, void* scratch,
-              CublasLtGemm& gemm, cudaStream_t stream, WeightOnlyPath path) {
-    T* sc = static_cast<T*>(scratch);
+void dispatch(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch, CublasLtGemm& gemm,
+              cudaStream_t stream, WeightOnlyPath path) {
     if (path == WeightOnlyPath::kGemv) {
-        if (w.weight_bits == 4) run_gemv<T, 4>(w, x, b, sum, y, m, sc, stream);
-        else run_gemv<T, 8>(w, x, b, sum, y, m, sc, stream);
+        if (w.weight_bits == 4) gemv<T, 4>(w, x, y, m, stream);
+        else gemv<T, 8>(w, x, y, m, stream);
     } else {
-        if (w.weight_bits == 4) run_dequantized<T, 4>(w, x, b, sum, y, m, sc, gemm, stream);
-        else run_dequantized<T, 8>(w, x, b, sum, y, m, sc, gemm, stream);
+        if (w.weight_bits == 4) run_dequantized<T, 4>(w, x, y, m, scratch, gemm, stream);
+        else run_dequantized<T, 8>(w, x, y, m, scratch, gemm, stream);
     }
 }
 
@@ -839,16 +610,9 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
                                     std::to_string(w.k) + ", group_size = " + std::to_string(w.group_size));
     }
     if (w.weight == nullptr || w.scale == nullptr) throw std::invalid_argument("CUDA weight_only_linear: missing weight or scale");
-    if ((w.norm_weight != nullptr || w.silu_mul) && w.out_dtype != w.dtype) {
-        throw std::invalid_argument("CUDA weight_only_linear: a fused norm or silu_mul needs the output in the activation dtype");
-    }
-    if (w.silu_mul && (w.n % 2 != 0 || (w.mma_tiles && w.bias != nullptr))) {
-        throw std::invalid_argument("CUDA weight_only_linear: silu_mul needs an even n (got " + std::to_string(w.n) +
-                                    ") and, in the tile layout, no bias");
-    }
-    for (const void* p : {w.weight, w.pre_quant_scale, w.norm_weight}) {
+    for (const void* p : {w.weight, w.pre_quant_scale}) {
         if (p != nullptr && !cuda::aligned16(p)) {
-            throw std::invalid_argument("CUDA weight_only_linear: weight, pre_quant_scale and norm_weight must be 16-byte aligned");
+            throw std::invalid_argument("CUDA weight_only_linear: weight and pre_quant_scale must be 16-byte aligned");
         }
     }
 }
@@ -873,33 +637,25 @@ WeightOnlyPath weight_only_path_from_name(const std::string& name) {
 
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m) {
     if (max_m <= 0) return 0;
-    const ScratchPlan p = scratch_plan(w, max_m);
-    return p.weight + p.x + p.y;
+    const int64_t x_rows = w.pre_quant_scale != nullptr ? std::min(max_m, kWeightOnlyChunkRows) : 0;
+    return w.n * w.k + x_rows * w.k;
 }
 
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
-                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path, const void* b,
-                           void* sum) {
+                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path) {
     if (m <= 0) return;
-    if (!cuda::aligned16(x) || !cuda::aligned16(b)) {
-        throw std::invalid_argument("CUDA weight_only_linear: x (and b) must be 16-byte aligned");
-    }
-    if ((b != nullptr || sum != nullptr) && (w.norm_weight == nullptr || b == nullptr || sum == nullptr)) {
-        throw std::invalid_argument("CUDA weight_only_linear: b and sum come together, with a norm_weight");
-    }
+    if (!cuda::aligned16(x)) throw std::invalid_argument("CUDA weight_only_linear: x must be 16-byte aligned");
     WeightOnlyPath use = m <= kWeightOnlyDefaultGemvRows ? WeightOnlyPath::kGemv : WeightOnlyPath::kDequantGemm;
     if (path != nullptr) use = *path;
     if (m > kWeightOnlyGemvMaxRows) use = WeightOnlyPath::kDequantGemm;
-    const bool needs_scratch = use == WeightOnlyPath::kDequantGemm ||
-                               (w.norm_weight != nullptr && !tile_gemv_takes_norm(w, m)) || (w.silu_mul && !w.mma_tiles);
-    if (needs_scratch && (scratch == nullptr || !cuda::aligned16(scratch))) {
+    if (use == WeightOnlyPath::kDequantGemm && (scratch == nullptr || !cuda::aligned16(scratch))) {
         throw std::invalid_argument("CUDA weight_only_linear: m = " + std::to_string(m) +
                                     " needs a 16-byte aligned scratch of weight_only_scratch_elems()");
     }
     if (w.dtype == DType::kBFloat16) {
-        dispatch<__nv_bfloat16>(w, x, b, sum, y, m, scratch, gemm, stream, use);
+        dispatch<__nv_bfloat16>(w, x, y, m, scratch, gemm, stream, use);
     } else {
-        dispatch<__half>(w, x, b, sum, y, m, scratch, gemm, stream, use);
+        dispatch<__half>(w, x, y, m, scratch, gemm, stream, use);
     }
 }
 

@@ -63,30 +63,21 @@ struct WeightOnlyGemmCuda {
     const void* pre_quant_scale = nullptr; // [k] or nullptr
     const void* bias = nullptr;            // [n] or nullptr
     bool mma_tiles = false;                // weight in kCudaMmaTileLayout (else kCudaWeightLayout)
-    // Op set v4: x is rms_norm(x [+ b]) with this weight [k] first, and/or y [m, n / 2] =
-    // silu_mul(y) (n counts the gate and up rows; in the tile layout they are interleaved by 8).
-    const void* norm_weight = nullptr;
-    float norm_eps = 0.0f;
-    bool silu_mul = false;
 };
 
 // Throws std::invalid_argument unless the kernels can run `w` (dtype, bits, k and G multiples of
 // the inputs per 16-byte vector: 16 for int8, 32 for int4; the tile layout's bounds above).
 void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
 
-// Scratch elements (of the activation dtype) for up to max_m rows: the dequantized weight, then,
-// for up to kWeightOnlyChunkRows rows at a time, x as the GEMM reads it (normalized, times
-// pre_quant_scale) and the GEMM's output before silu_mul.
+// Scratch elements (of the activation dtype) the dequantize + cuBLASLt path needs for up to max_m
+// rows: the dequantized weight, then x * pre_quant_scale for up to kWeightOnlyChunkRows rows.
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m);
 
 // y [m, n] = round(x' · wᵀ + bias) in out_dtype, x [m, k] (all device pointers). `path`: the
 // recorded choice for this m (a GEMV choice past kWeightOnlyGemvMaxRows is ignored), or nullptr
-// for the default. `scratch` holds weight_only_scratch_elems(w, m) elements (the tile GEMV with
-// its norm in shared memory, up to 8 rows, needs none). With a norm_weight, `b` and `sum` [m, k]
-// are the add's second input and its rounded sum (both or neither).
+// for the default. `scratch` holds weight_only_scratch_elems(w, m) elements (unused by the GEMV).
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
-                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path = nullptr,
-                           const void* b = nullptr, void* sum = nullptr);
+                           CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path = nullptr);
 
 struct WeightOnlyTuned {
     int64_t m = 0;

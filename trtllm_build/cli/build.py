@@ -89,16 +89,10 @@ def _quantization_summary(engine) -> str:
     fused = sum(1 for op in engine.ops if "out_scale" in op["weights"] and op["op"] != "quantize")
     standalone = sum(1 for op in engine.ops if op["op"] == "quantize")
     float_linears = [op["weights"]["weight"] for op in engine.ops if op["op"] == "linear"]
-    weight_only = [op for op in engine.ops if op["op"] == "weight_only_linear"]
-    layouts = Counter(op["attrs"]["weight_layout"] for op in weight_only)
-    # op set v4: how many carry the norm before them / the silu_mul after them
-    fused_norms = sum(1 for op in weight_only if "norm_weight" in op["weights"])
-    fused_silu_mul = sum(1 for op in weight_only if op["attrs"].get("activation") == "silu_mul")
+    layouts = Counter(op["attrs"]["weight_layout"] for op in engine.ops if op["op"] == "weight_only_linear")
     parts = [f"{qc.get('quant_algo') or 'no linears'}" + (f" group {qc['group_size']}" if qc.get("group_size") else ""),
              ", ".join(f"{op} x{sum(1 for o in engine.ops if o['op'] == op)}" for op in sorted(gemms)) or "no quantized GEMMs",
-             *([f"weight layouts: {', '.join(f'{name} x{n}' for name, n in sorted(layouts.items()))}",
-                f"weight_only_linear with a fused norm x{fused_norms}, with a fused silu_mul x{fused_silu_mul}"]
-               if layouts else []),
+             *([f"weight layouts: {', '.join(f'{name} x{n}' for name, n in sorted(layouts.items()))}"] if layouts else []),
              f"{fused} activation quantizations fused into norms/activations, {standalone} standalone",
              f"unquantized linears: {', '.join(float_linears) or 'none'}",
              f"KV cache: {qc.get('kv_cache_quant_algo') or 'activation dtype'}"]

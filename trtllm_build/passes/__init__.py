@@ -5,8 +5,7 @@ from __future__ import annotations
 from ..graph.ir import Graph
 from ..graph.opset import verify_engine_graph
 from .cleanup import remove_dead_nodes
-from .fusion import (fold_attention_inputs, fuse_gate_up, fuse_norm_and_activation_into_weight_only, fuse_qkv,
-                     fuse_residual_norm)
+from .fusion import fold_attention_inputs, fuse_gate_up, fuse_qkv, fuse_residual_norm
 from .memory import plan_memory
 from .parallel import fuse_all_reduce_norm, insert_tp_collectives
 from .quantization import fold_pre_quant_scales, fuse_activation_quant, quantize_linears
@@ -14,11 +13,9 @@ from .quantization import fold_pre_quant_scales, fuse_activation_quant, quantize
 # Order matters: q/k norm and rope must be folded before q, k, v can be packed into one GEMM;
 # pre-quant scales fold into norms once q/k/v (gate/up) share one linear and the residual add is
 # fused; linears are lowered to their quantized ops after the TP pass (which reads `linear`);
-# activation quantization fuses into producers, and norms / silu_mul into the int4 weight-only GEMMs
-# (which must see the lowered ops with their pre-quant scales folded) last.
+# activation quantization fuses into producers last.
 PIPELINE = (fold_attention_inputs, fuse_qkv, fuse_gate_up, fuse_residual_norm, insert_tp_collectives,
-            fuse_all_reduce_norm, fold_pre_quant_scales, quantize_linears, fuse_activation_quant,
-            fuse_norm_and_activation_into_weight_only, remove_dead_nodes)
+            fuse_all_reduce_norm, fold_pre_quant_scales, quantize_linears, fuse_activation_quant, remove_dead_nodes)
 
 
 def optimize(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Graph:
@@ -32,4 +29,4 @@ def optimize(graph: Graph, *, max_num_tokens: int, max_output_rows: int) -> Grap
 
 __all__ = ["PIPELINE", "optimize", "fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm",
            "insert_tp_collectives", "fuse_all_reduce_norm", "fold_pre_quant_scales", "quantize_linears", "fuse_activation_quant",
-           "fuse_norm_and_activation_into_weight_only", "remove_dead_nodes", "plan_memory"]
+           "remove_dead_nodes", "plan_memory"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph.ir import Graph, Node, TensorType, fresh_name
-from .weight_layout import CUDA_MMA_TILE_LAYOUT, cuda_layout_for
 
 
 def fold_attention_inputs(graph: Graph) -> Graph:
@@ -186,73 +185,4 @@ def fuse_residual_norm(graph: Graph) -> Graph:
     return g
 
 
-def _tile_kernel_takes(g: Graph, node: Node) -> bool:
-    """Whether the CUDA int4 tile GEMV can run this weight_only_linear with a fused norm / activation:
-    int4 in the mma-tile layout, writing the activation dtype (not a float32 lm_head's logits)."""
-    if node.attrs.get("weight_bits") != 4 or node.attrs.get("weight_layout") != "row_major":
-        return False
-    n, packed_k = g.weights[node.weights["weight"]].shape
-    return (cuda_layout_for(4, n, 2 * packed_k, int(node.attrs["group_size"])) == CUDA_MMA_TILE_LAYOUT
-            and g.values[node.outputs[0]].dtype == g.values[node.inputs[0]].dtype)
-
-
-def fuse_norm_and_activation_into_weight_only(graph: Graph) -> Graph:
-    """Fuse the RMSNorm in front of an int4 weight-only GEMM and the SiLU·mul after it into the GEMM
-    (op set v4's weight_only_linear with `norm_weight` / `activation`).
-
-    On CUDA a decode step is a few dozen small kernels, and the norms and silu_mul each cost a launch
-    and a round trip of their activation through memory; the int4 tile GEMV reads its whole input row
-    anyway, so it can normalize it first, and it holds a gate row and its up row in one tile (the
-    row order relayout_weight_only_for_cuda writes), so it can write silu(gate) · up directly.
-
-    Matches weight_only_linear ops the tile kernel runs (int4, cuda_layout_for gives the tile layout,
-    output dtype = input dtype):
-    - norm: the input is the first output of an `rms_norm` over whole rows (weight [K]) or an
-      `add_rms_norm`, without out_scale, read by this op only, and the op has no pre_quant_scale (AWQ's
-      on qkv / gate_up is already folded into the norm). The op takes the norm's inputs (and, for
-      add_rms_norm, its sum as a second output) and the norm's place in the node list: its inputs are
-      defined before it, and every reader of the sum or of y comes after it.
-    - activation: the output y is read only by a `silu_mul` without out_scale, and the op has no
-      bias (the tile GEMV's epilogue takes none; no Llama-family gate_up has one); the op writes the
-      silu_mul's output instead (activation "silu_mul").
-    The fused op is defined as the unfused ops computed in sequence (docs/opset.md), so the math is
-    unchanged. It applies on every target: the CPU engine carries the same graph, so CI checks the
-    fused form's math. TP graphs' all_reduce_add_rms_norm is not matched. Counts each fused norm and
-    each fused activation.
-    """
-    g = graph.copy()
-    producers = g.producers()
-    consumers = g.consumers()
-    fused = 0
-    for node in list(g.nodes):
-        if node.op != "weight_only_linear" or not _tile_kernel_takes(g, node):
-            continue
-        x = node.inputs[0]
-        norm = producers.get(x)
-        if (norm is not None and norm.op in ("rms_norm", "add_rms_norm") and norm.outputs[0] == x
-                and "out_scale" not in norm.weights and "pre_quant_scale" not in node.weights
-                and g.weights[norm.weights["weight"]].shape == (g.values[x].shape[-1],)
-                and g.sole_reader(x, node)):
-            node.inputs = list(norm.inputs)
-            node.outputs = [node.outputs[0], *norm.outputs[1:]]
-            node.weights["norm_weight"] = norm.weights["weight"]
-            node.attrs["norm_eps"] = norm.attrs["eps"]
-            g.nodes.remove(node)
-            g.nodes[g.nodes.index(norm)] = node
-            del g.values[x]
-            fused += 1
-        y = node.outputs[0]
-        act = consumers[y][0] if len(consumers[y]) == 1 else None
-        if (act is not None and act.op == "silu_mul" and "out_scale" not in act.weights
-                and "bias" not in node.weights and g.sole_reader(y, act)):
-            node.outputs[0] = act.outputs[0]
-            node.attrs["activation"] = "silu_mul"
-            g.nodes.remove(act)
-            del g.values[y]
-            fused += 1
-    g.record_pass("fuse_norm_and_activation_into_weight_only", fused)
-    return g
-
-
-__all__ = ["fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm",
-           "fuse_norm_and_activation_into_weight_only"]
+__all__ = ["fold_attention_inputs", "fuse_qkv", "fuse_gate_up", "fuse_residual_norm"]

@@ -22,17 +22,13 @@ keeps the shape [N, K / 2].
 
 The values are the same integers, so the op computes the same y; only the CUDA backend reads these
 layouts (the CPU backend rejects them).
-
-A weight_only_linear with activation "silu_mul" (op set v4) in the tile layout also has its rows
-(weight, weight_scale; it has no bias) in gated_row_order: each 16-row tile holds 8 gate rows and the 8 up rows
-they multiply, so the kernel writes silu(gate) * up from one tile's accumulators.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..graph.ir import Graph, Node, fresh_name
+from ..graph.ir import Graph
 from ..graph.opset import GraphError
 from ..quantization.numerics import pack_int4, unpack_int4
 
@@ -111,36 +107,13 @@ def from_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LA
     return pack_int4(q)
 
 
-def gated_row_order(n: int) -> np.ndarray:
-    """The logical row each physical row holds in the tile layout of a silu_mul op: physical row
-    16r + j holds gate row 8r + j (j < 8) or up row n/2 + 8r + j - 8 (j >= 8). Needs n % 16 == 0.
-    `rows[gated_row_order(n)]` reorders; `np.argsort` of it undoes that."""
-    if n % TILE_ROWS:
-        raise ValueError(f"the gated row order needs N a multiple of {TILE_ROWS}, got {n}")
-    half = TILE_ROWS // 2
-    gate = np.arange(n // 2).reshape(-1, half)
-    return np.concatenate([gate, gate + n // 2], axis=1).reshape(n)
-
-
-def _reorder_rows(g: Graph, node: Node, role: str, order: np.ndarray) -> None:
-    """The node's `role` weight with its rows in `order`, as a new array; under a new name when
-    another node reads the old one."""
-    name = node.weights[role]
-    rows = np.ascontiguousarray(g.weights[name][order])
-    if any(other is not node and name in other.weights.values() for other in g.nodes):
-        name = fresh_name(g.weights, f"{name}.gated")
-        node.weights[role] = name
-    g.weights[name] = rows
-
-
 def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
     """Rewrite every row-major `weight_only_linear` weight into its CUDA layout (target cuda only).
 
     Matches weight_only_linear with weight_layout "row_major"; its `weight` is replaced by the same
     integers in cuda_layout_for's layout and weight_layout names it. The kernels read 16-byte
     vectors of one group, so K and group_size must be multiples of 16 (int8) / 32 (int4) inputs:
-    anything else is an error naming the layer, not a slow path. An op with activation silu_mul gets
-    its rows in gated_row_order first; it must take the tile layout (the fusion pass makes no other).
+    anything else is an error naming the layer, not a slow path.
     """
     g = graph.copy()
     done: set[str] = set()
@@ -159,16 +132,6 @@ def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
             raise GraphError(f"weight_only_linear {node.outputs[0]}: int{bits} with K = {k}, group_size = {group} "
                              f"cannot run on CUDA: K and group_size must be multiples of {per_vec}")
         layout = cuda_layout_for(bits, w.shape[0], k, group)
-        if node.attrs.get("activation") == "silu_mul":
-            if layout != CUDA_MMA_TILE_LAYOUT:
-                raise GraphError(f"weight_only_linear {node.outputs[0]}: activation silu_mul needs the "
-                                 f"{CUDA_MMA_TILE_LAYOUT} layout; int{bits} [{w.shape[0]}, {k}] group {group} gets {layout}")
-            if "bias" in node.weights:
-                raise GraphError(f"weight_only_linear {node.outputs[0]}: activation silu_mul with a bias: the "
-                                 "CUDA tile GEMV's silu_mul epilogue takes no bias (the fusion pass makes none)")
-            order = gated_row_order(w.shape[0])
-            w = w[order]
-            _reorder_rows(g, node, "weight_scale", order)
         g.weights[name] = to_cuda_layout(w, bits, layout)
         node.attrs["weight_layout"] = layout
         done.add(name)
@@ -177,5 +140,5 @@ def relayout_weight_only_for_cuda(graph: Graph) -> Graph:
     return g
 
 
-__all__ = ["CUDA_WEIGHT_LAYOUT", "CUDA_MMA_TILE_LAYOUT", "cuda_layout_for", "gated_row_order", "to_cuda_layout",
-           "from_cuda_layout", "relayout_weight_only_for_cuda"]
+__all__ = ["CUDA_WEIGHT_LAYOUT", "CUDA_MMA_TILE_LAYOUT", "cuda_layout_for", "to_cuda_layout", "from_cuda_layout",
+           "relayout_weight_only_for_cuda"]

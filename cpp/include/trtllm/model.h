@@ -1,6 +1,6 @@
 // An engine file turned into a program the backends run: the op list with its arena slots,
-// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v4; engines
-// of v1 to v3, subsets of it, load too).
+// weight views into the mapping and per-op parameters. Parses the metadata JSON (op set v2; v1
+// engines, a subset, load too).
 #pragma once
 
 #include <cstdint>
@@ -16,9 +16,8 @@
 
 namespace trtllm {
 
-inline constexpr int kOpsetVersion = 4;
-// v2 and v3 only added ops and optional quantization roles; v4 optional parts of weight_only_linear
-inline constexpr int kOldestOpsetVersion = 1;
+inline constexpr int kOpsetVersion = 3;
+inline constexpr int kOldestOpsetVersion = 1;  // v2 and v3 only added ops and optional quantization roles
 
 enum class OpKind {
     kEmbedding, kLinear, kRmsNorm, kLayerNorm, kAddRmsNorm, kAddLayerNorm, kAdd, kSiluMul, kGeluTanh,
@@ -64,10 +63,6 @@ struct Op {
     int weight_bits = 0;
     int64_t group_size = 0;
     std::string weight_layout;                   // "row_major" (CPU) or kernels::kCudaWeightLayout
-    // op set v4: weight_only_linear with its input norm (`norm_weight`; inputs a [, b], outputs y [, sum])
-    // and/or its gated activation ("silu_mul": y is silu(first half) * second half)
-    float norm_eps = 0.0f;
-    std::string activation;                      // "" or "silu_mul"
 
     const WeightView* weight(const std::string& role) const;
 };

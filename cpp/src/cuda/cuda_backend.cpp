@@ -391,7 +391,6 @@ private:
         const WeightView& s = *op.weight("weight_scale");
         const WeightView* pre = op.weight("pre_quant_scale");
         const WeightView* b = op.weight("bias");
-        const WeightView* norm = op.weight("norm_weight");
         const Slot& in = op.inputs.at(0);
         kernels::WeightOnlyGemmCuda g;
         g.n = w.shape.at(0);
@@ -402,10 +401,9 @@ private:
         g.out_dtype = op.outputs.at(0).dtype;  // the activation dtype, or float32 (logits)
         const bool shapes_ok = w.dtype == DType::kUInt8 && s.dtype == in.dtype && op.group_size > 0 &&
                                s.numel() == g.n * (g.k / op.group_size) && (!pre || (pre->dtype == in.dtype && pre->numel() == g.k)) &&
-                               (!b || (b->dtype == in.dtype && b->numel() == g.n)) &&
-                               (!norm || (norm->dtype == in.dtype && norm->numel() == g.k));
+                               (!b || (b->dtype == in.dtype && b->numel() == g.n));
         if (!shapes_ok) {
-            throw std::invalid_argument("weight_only_linear: weight (uint8), weight_scale, pre_quant_scale, bias and norm_weight "
+            throw std::invalid_argument("weight_only_linear: weight (uint8), weight_scale, pre_quant_scale and bias "
                                         "must match the layout and the activation dtype " + std::string(dtype_name(in.dtype)));
         }
         g.weight = dev(w.data);
@@ -413,9 +411,6 @@ private:
         g.pre_quant_scale = pre ? dev(pre->data) : nullptr;
         g.bias = b ? dev(b->data) : nullptr;
         g.mma_tiles = mma_tiles;
-        g.norm_weight = norm ? dev(norm->data) : nullptr;
-        g.norm_eps = op.norm_eps;
-        g.silu_mul = op.activation == "silu_mul";
         kernels::check_weight_only_gemm(g);
         return g;
     }
@@ -750,9 +745,7 @@ private:
                 break;
             case OpKind::kWeightOnlyLinear:
                 kernels::weight_only_gemm_cuda(p.weight_only, ptr(in), ptr(out), rows, wo_scratch_.get(), *gemm_, s,
-                                               weight_only_tactics_.find(p.tactic_key, rows),
-                                               op.inputs.size() > 1 ? ptr(op.inputs[1]) : nullptr,
-                                               op.outputs.size() > 1 ? ptr(op.outputs[1]) : nullptr);
+                                               weight_only_tactics_.find(p.tactic_key, rows));
                 break;
             case OpKind::kRmsNorm: {
                 const WeightView& w = *op.weight("weight");
@@ -872,7 +865,7 @@ private:
     TunedShapes<kernels::GemmTactic> tactics_;
     TunedShapes<kernels::WeightOnlyPath> weight_only_tactics_;
     DeviceBuffer weights_, arena_, kv_pool_, q_scratch_, partial_, decode_done_, gather_scratch_, reduce_scratch_;
-    DeviceBuffer wo_scratch_;  // weight-only GEMMs: dequantized weight, staged x rows, y rows before silu_mul
+    DeviceBuffer wo_scratch_;  // weight-only GEMMs past the GEMV's m: dequantized weight and x * pre_quant_scale
     std::vector<Prepared> prepared_;
     int64_t num_kv_blocks_ = 0, block_bytes_ = 0, kv_layer_bytes_ = 0;
     int max_requests_ = 0, max_blocks_per_seq_ = 0, num_sms_ = 1, tile_tokens_ = 0;

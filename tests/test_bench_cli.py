@@ -25,6 +25,7 @@ def test_latency_reports_ttft_and_decode_rate_of_one_request(tiny_engines, tmp_p
     assert r["engine_bytes"] == (engine / "rank0.engine").stat().st_size
     assert r["kv_cache_bytes"] > 0
     assert_step_split(r, r["latency_s"], min_iterations=9)  # a prefill, then one step per further token
+    assert r["per_step"]["decode_iterations"] == r["per_step"]["iterations"] - 1  # all but the prefill
 
 
 def assert_step_split(r: dict, wall_s: float, min_iterations: int) -> None:
@@ -33,6 +34,9 @@ def assert_step_split(r: dict, wall_s: float, min_iterations: int) -> None:
     assert split["iterations"] >= min_iterations
     assert split["forward_ms"] > 0 and split["step_host_ms"] >= 0 and split["outside_step_ms"] >= 0
     assert 0 <= split["broadcast_ms"] <= split["step_host_ms"]
+    # The decode-only iterations' forward is part of all iterations' forward.
+    assert 0 < split["decode_iterations"] <= split["iterations"] and split["decode_forward_ms"] > 0
+    assert split["decode_iterations"] * split["decode_forward_ms"] <= split["iterations"] * split["forward_ms"] * (1 + 1e-9)
     total_ms = split["iterations"] * (split["forward_ms"] + split["step_host_ms"] + split["outside_step_ms"])
     assert total_ms == pytest.approx(1e3 * wall_s, rel=0.02)
 

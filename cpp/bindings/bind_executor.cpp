@@ -176,7 +176,8 @@ void bind_executor(py::module_& m) {
                                  "kv_blocks_free"_a = s.kv.free_blocks, "kv_blocks_used"_a = s.kv.used_blocks,
                                  "kv_blocks_cached"_a = s.kv.cached_blocks, "kv_reused_tokens"_a = s.kv.reused_tokens,
                                  "kv_evictions"_a = s.kv.evictions, "step_seconds"_a = s.step_seconds,
-                                 "forward_seconds"_a = s.forward_seconds,
+                                 "forward_seconds"_a = s.forward_seconds, "decode_iterations"_a = s.decode_iterations,
+                                 "decode_forward_seconds"_a = s.decode_forward_seconds,
                                  "broadcast_seconds"_a = s.broadcast_seconds);
              })
         .def_property_readonly("num_kv_blocks", &trtllm::Executor::num_kv_blocks)

@@ -583,7 +583,12 @@ void Executor::step() {
     stats_.num_waiting = static_cast<int64_t>(waiting_.size());
     stats_.num_running = static_cast<int64_t>(running_.size());
     stats_.kv = kv_->stats();
-    stats_.forward_seconds += std::chrono::duration<double>(forward_end - forward_start).count();
+    const double forward_seconds = std::chrono::duration<double>(forward_end - forward_start).count();
+    stats_.forward_seconds += forward_seconds;
+    if (prompt_computed == 0) {
+        stats_.decode_iterations += 1;
+        stats_.decode_forward_seconds += forward_seconds;
+    }
     stats_.broadcast_seconds += std::chrono::duration<double>(broadcast_end - broadcast_start).count();
     stats_.step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
     for (Response& response : responses) responses_.push_back(std::move(response));

@@ -73,6 +73,10 @@ struct ExecutorStats {
     // responses) and within it the backend's forward (launches and the wait for the device).
     double step_seconds = 0.0;
     double forward_seconds = 0.0;
+    // The same forward time for the iterations that computed no prompt token (decode steps only):
+    // a benchmark's decode step without its prefill averaged in.
+    int64_t decode_iterations = 0;
+    double decode_forward_seconds = 0.0;
     // Under tensor parallelism, the part of step() spent broadcasting the plan: it waits until
     // every follower has taken it, so a follower late from its last step shows here.
     double broadcast_seconds = 0.0;

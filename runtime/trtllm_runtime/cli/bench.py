@@ -63,15 +63,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def step_split(runner: ModelRunner, before: dict, wall: float) -> dict:
     """Per executor iteration since `before` (the leader's stats): ms in the backend's forward
-    (launches and the device), in the rest of the step (scheduling, inputs, sampling, responses;
-    of which `broadcast_ms` hands the plan to the other tensor-parallel ranks), and outside steps
-    (admitting requests, waiting for work), from `wall` seconds of the run."""
+    (launches and the device; prefill steps averaged in), the same over the decode-only iterations
+    (`decode_forward_ms`: the decode step alone), in the rest of the step (scheduling, inputs,
+    sampling, responses; of which `broadcast_ms` hands the plan to the other tensor-parallel ranks),
+    and outside steps (admitting requests, waiting for work), from `wall` seconds of the run."""
     after = runner.client.stats()
     steps = max(1, after["iterations"] - before["iterations"])
     forward = after["forward_seconds"] - before["forward_seconds"]
+    decode_steps = after["decode_iterations"] - before["decode_iterations"]
+    decode_forward = after["decode_forward_seconds"] - before["decode_forward_seconds"]
     step = after["step_seconds"] - before["step_seconds"]
     broadcast = after["broadcast_seconds"] - before["broadcast_seconds"]
-    return {"iterations": steps, "forward_ms": 1e3 * forward / steps, "step_host_ms": 1e3 * (step - forward) / steps,
+    return {"iterations": steps, "forward_ms": 1e3 * forward / steps, "decode_iterations": decode_steps,
+            "decode_forward_ms": 1e3 * decode_forward / decode_steps if decode_steps else 0.0,
+            "step_host_ms": 1e3 * (step - forward) / steps,
             "broadcast_ms": 1e3 * broadcast / steps, "outside_step_ms": 1e3 * max(0.0, wall - step) / steps}
 
 

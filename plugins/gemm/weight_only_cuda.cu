@@ -330,12 +330,9 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
 template <int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE ? 16 : 8; }
 template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 && !PRE ? 4 : 2; }
 
-// y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
-// row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
-// past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
-// and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
-// that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
-template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
+// y[mi, row] for mi < m <= 8 NB. Grid: n / 16 blocks, one tile row each; the warps split the k
+// tiles into contiguous runs and their sums are added in warp order (deterministic).
+template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
@@ -343,15 +340,10 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
     __shared__ float partial[W][NB][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.y * kTileRows;
-    if constexpr (CHUNKED) {  // this block's chunk of x and y
-        x += int64_t{blockIdx.x} * kTileRows * k;
-        y += int64_t{blockIdx.x} * kTileRows * n;
-        m = min(m - static_cast<int>(blockIdx.x) * kTileRows, kTileRows);
-    }
+    const int row0 = blockIdx.x * kTileRows;
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const uint8_t* tiles = w + int64_t{blockIdx.y} * steps * kTileBytes + lane * 16;
+    const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
     const T* scale_h = scale_g + int64_t{8} * groups;
     float acc[NB][4] = {};
@@ -454,10 +446,10 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
     }
 }
 
-template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
+template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
-    weight_only_tile_gemv_kernel<T, TY, NB, PRE, CHUNKED><<<grid, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
+        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
@@ -469,8 +461,7 @@ template <class T, class TY>
 void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const bool pre = w.pre_quant_scale != nullptr;
     if (m <= 8) pre ? launch_tile_gemv<T, TY, 1, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 1, false>(w, x, y, m, stream);
-    else if (m <= kTileRows) pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
-    else pre ? launch_tile_gemv<T, TY, 2, true, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false, true>(w, x, y, m, stream);
+    else pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
 }
 
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as
@@ -538,7 +529,7 @@ void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaSt
     }
 }
 
-// Past the GEMV's rows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
+// m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
 template <class T, int BITS>
 void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
                      CublasLtGemm& gemm, cudaStream_t stream) {
@@ -612,10 +603,9 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
                                     std::to_string(per_vec << 15) + " and n below 2^31");
     }
     if (w.mma_tiles && (w.weight_bits != 4 || w.n % kTileRows != 0 || w.k % kTileInputs != 0 ||
-                        w.group_size % kTileInputs != 0 || w.n / kTileRows > 65535)) {
+                        w.group_size % kTileInputs != 0)) {
         throw std::invalid_argument(std::string("CUDA weight_only_linear: layout ") + kCudaMmaTileLayout +
-                                    " holds int4 with n a multiple of 16 (at most 16 x 65535) and k, group_size "
-                                    "multiples of 64; got int" +
+                                    " holds int4 with n a multiple of 16 and k, group_size multiples of 64; got int" +
                                     std::to_string(w.weight_bits) + ", n = " + std::to_string(w.n) + ", k = " +
                                     std::to_string(w.k) + ", group_size = " + std::to_string(w.group_size));
     }
@@ -625,10 +615,6 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
             throw std::invalid_argument("CUDA weight_only_linear: weight and pre_quant_scale must be 16-byte aligned");
         }
     }
-}
-
-int64_t weight_only_gemv_max_rows(const WeightOnlyGemmCuda& w) {
-    return w.mma_tiles ? kWeightOnlyTileGemvMaxRows : kWeightOnlyGemvMaxRows;
 }
 
 bool weight_only_mma_tiles_from_name(const std::string& layout) {
@@ -661,7 +647,7 @@ void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, 
     if (!cuda::aligned16(x)) throw std::invalid_argument("CUDA weight_only_linear: x must be 16-byte aligned");
     WeightOnlyPath use = m <= kWeightOnlyDefaultGemvRows ? WeightOnlyPath::kGemv : WeightOnlyPath::kDequantGemm;
     if (path != nullptr) use = *path;
-    if (m > weight_only_gemv_max_rows(w)) use = WeightOnlyPath::kDequantGemm;
+    if (m > kWeightOnlyGemvMaxRows) use = WeightOnlyPath::kDequantGemm;
     if (use == WeightOnlyPath::kDequantGemm && (scratch == nullptr || !cuda::aligned16(scratch))) {
         throw std::invalid_argument("CUDA weight_only_linear: m = " + std::to_string(m) +
                                     " needs a 16-byte aligned scratch of weight_only_scratch_elems()");
@@ -717,7 +703,7 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
         t.m = m;
         t.dequant_us = time_path(m, WeightOnlyPath::kDequantGemm);
         t.path = WeightOnlyPath::kDequantGemm;
-        if (m <= weight_only_gemv_max_rows(w)) {
+        if (m <= kWeightOnlyGemvMaxRows) {
             t.gemv_us = time_path(m, WeightOnlyPath::kGemv);
             if (t.gemv_us < t.dequant_us) t.path = WeightOnlyPath::kGemv;
         }

@@ -26,7 +26,7 @@
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
 # runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime
-# switch such as TRTLLM_PDL=0). BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
+# switch such as TRTLLM_PDL=0), and the kernel microbenchmark under each. BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
 # once: decode at batch N.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
@@ -234,10 +234,17 @@ if has bench8b && ((build_rc == 0)); then
       ((parallel_convert)) || break
       [[ -d $B/engine_$q ]] || { convert8 $q $(convert_args $q) & pids+=($!); }
     done
-    # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s).
-    # LATENCY_ONLY_8B=1: batch-1 decode of each engine alone (no microbenchmark, no throughput runs).
+    # The weight-only GEMV against the bf16 GEMM on the 8B layer shapes at m = 1 (us and GB/s), and
+    # again under each of $ENV_AB_8B. LATENCY_ONLY_8B=1: batch-1 decode of each engine alone (no
+    # microbenchmark, no throughput runs); WO_BENCH_8B=1 keeps the microbenchmark.
     quick=${LATENCY_ONLY_8B:-0}
-    ((quick)) || timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
+    if ((!quick)) || [[ ${WO_BENCH_8B:-0} == 1 ]]; then
+      timeout 120 "$PYTHON" scripts/bench_weight_only.py | tee "$OUT/bench_weight_only.log" || true
+      for i in "${!ab_envs[@]}"; do
+        echo "bench_weight_only env$i: ${ab_envs[$i]}" | tee -a "$OUT/bench_weight_only.log"
+        (export ${ab_envs[$i]}; timeout 120 "$PYTHON" scripts/bench_weight_only.py) | tee -a "$OUT/bench_weight_only.log" || true
+      done
+    fi
     for pid in "${pids[@]}"; do wait $pid; done
     what="made the HF model"
     ((parallel_convert)) && what="made and converted ${schemes[*]}"

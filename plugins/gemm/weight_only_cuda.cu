@@ -603,16 +603,19 @@ void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64
         return;
     }
     auto* kernel = weight_only_tile_gemv_kernel<T, TY, NB, PRE>;
-    // Past 48 KB of shared memory a kernel must opt in, once, to the most any call can ask for.
-    static const bool opted_in = [&] {
-        CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        tile_smem_bytes<NB, PRE>(8 * NB, kTileMaxGroups)));
-        return true;
+    const int smem = tile_smem_bytes<NB, PRE>(static_cast<int>(m), groups);
+    // The whole L1 as shared memory, so that several blocks' rings fit on an SM; past 48 KB a kernel
+    // must opt in to what it asks for (raised as calls need it).
+    static int opted_in = [&] {
+        CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));
+        return 48 * 1024;
     }();
-    (void)opted_in;
-    std::apply([&](auto... a) {
-        kernel<<<blocks, kTileWarps * 32, tile_smem_bytes<NB, PRE>(static_cast<int>(m), groups), stream>>>(a...);
-    }, args);
+    if (smem > opted_in) {
+        CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        opted_in = smem;
+    }
+    std::apply([&](auto... a) { kernel<<<blocks, kTileWarps * 32, smem, stream>>>(a...); }, args);
     CHECK_LAUNCH("weight_only_tile_gemv_kernel");
 }
 

@@ -77,7 +77,7 @@ def to_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYO
     """Row-major int8 [N, K] or packed int4 uint8 [N, K/2] -> `layout`, uint8 of the same shape."""
     if layout == CUDA_MMA_TILE_LAYOUT:
         q = unpack_int4(weight)
-        if bits != 4 or cuda_layout_for(bits, *q.shape, TILE_INPUTS) != layout:
+        if bits != 4 or cuda_layout_for(bits, q.shape[0], q.shape[1], q.shape[1]) != layout:  # one group: the shape alone
             raise ValueError(f"{layout} holds int4 with N a multiple of 16 and K of 64; got int{bits} {q.shape}")
         return _to_mma_tiles(q)
     if layout != CUDA_WEIGHT_LAYOUT:

@@ -111,21 +111,6 @@ def test_int4_mma_tile_layout_on_large_grids_matches_cpu(rng, n, m, pre):
     assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
 
 
-@pytest.mark.parametrize("m", [1, 16])
-def test_int4_mma_tile_layout_with_the_most_groups_it_holds(rng, m):
-    # 2048 groups of 64: the block's scales fill 64 KB of shared memory; m = 16 with a pre_quant_scale
-    # is the largest ring of stages too (the kernel's opt-in maximum).
-    dtype, n, k, group = "bfloat16", 32, 64 * 2048, 64
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, True, True)
-    x = rand(rng, (m, k), dtype)
-    cpu = K.weight_only_linear(x, packed, scale, **kw)
-    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
-    magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
-    gpu = C.weight_only_linear(x, to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale, **kw, path="gemv",
-                               weight_layout=CUDA_MMA_TILE_LAYOUT)
-    assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
-
-
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
     # The quantized lm_head's float32 logits from the tile GEMV: unrounded float32 sums of the contract.
@@ -142,13 +127,9 @@ def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
 
 def test_int4_mma_tile_layout_rejects_shapes_it_cannot_hold(rng):
     packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 32, 48, 384, False, False)
-    with pytest.raises(ValueError, match="k and group_size multiples of 64"):
+    with pytest.raises(ValueError, match="k, group_size multiples of 64"):
         C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale,
                              **kw, weight_layout=CUDA_MMA_TILE_LAYOUT)
-    packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 64, 16, 64 * 2049, False, False)
-    with pytest.raises(ValueError, match="at most 2048 groups per row"):
-        C.weight_only_linear(rand(rng, (1, 64 * 2049), "bfloat16"), to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT),
-                             scale, **kw, weight_layout=CUDA_MMA_TILE_LAYOUT)
     with pytest.raises(ValueError, match="weight_layout 'row_major' is not runnable on the CUDA backend"):
         C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), packed, scale, **kw, weight_layout="row_major")
 

@@ -1,10 +1,8 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 #include <type_traits>
 
 #include "cuda_common.cuh"
@@ -12,9 +10,6 @@
 namespace trtllm::kernels {
 namespace {
 
-using cuda::cp_async_16;
-using cuda::cp_async_commit;
-using cuda::cp_async_wait;
 using cuda::from_float;
 using cuda::to_float;
 
@@ -339,7 +334,7 @@ template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 &&
 // tiles into contiguous runs and their sums are added in warp order (deterministic).
 template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
-    weight_only_tile_gemv_batched_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+    weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
@@ -349,32 +344,37 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
     const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
-    const T* scale_g = scale + int64_t{row0 + g} * groups;
-    const T* scale_h = scale_g + int64_t{8} * groups;
-    float acc[NB][4] = {};
-    for (int s = s0; s < s1; s += U) {
-        uint4 wv[U], xv[U][NB][2], pv[U][2];
-        uint32_t sg[U], sh[U];
+    // Rows g and g + 8's scales as 16-bit words, indexed by an unsigned group: one IMAD.WIDE.U32 an address.
+    const uint16_t* scale_g = reinterpret_cast<const uint16_t*>(scale + int64_t{row0 + g} * groups);
+    const uint16_t* scale_h = scale_g + int64_t{8} * groups;
+    // The lane's 16 inputs of x row 8 nb + g in tile 0. A row past m reads row m - 1 instead: B's
+    // column g then holds values that reach only output columns no one stores, and the loads need
+    // neither predicates nor zeroed registers (the GEMV issues ~110 instructions a tile: each counts).
+    const T* x_rows[NB];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
-            const bool in = s + u < s1;
-            const int group = in ? vector_group(s + u, group_magic) : 0;
-            wv[u] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes)) : uint4{};
-            sg[u] = scale_pair(scale_g, group);
-            sh[u] = scale_pair(scale_h, group);
-            const int k0 = (s + u) * kTileInputs + 16 * t;
+    for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + 16 * t;
+    const T* pre_t = PRE ? pre + 16 * t : nullptr;
+    float acc[NB][4] = {};
+    // N tiles from tile s: every load first (one round trip for all), then the products.
+    auto tiles_from = [&](int s, auto count) {
+        constexpr int N = decltype(count)::value;
+        uint4 wv[N], xv[N][NB][2], pv[N][2];
+        uint32_t sg[N], sh[N];
+#pragma unroll
+        for (int u = 0; u < N; ++u) {
+            const uint32_t group = __umulhi(2 * static_cast<uint32_t>(s + u) + 1, group_magic);  // vector_group
+            wv[u] = __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes));
+            sg[u] = uint32_t{__ldg(scale_g + group)} * 0x10001u;  // the scale in both halves
+            sh[u] = uint32_t{__ldg(scale_h + group)} * 0x10001u;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
 #pragma unroll
-                for (int nb = 0; nb < NB; ++nb) {
-                    const int mi = 8 * nb + g;
-                    xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
-                }
-                if constexpr (PRE) pv[u][h] = in && g < m ? *reinterpret_cast<const uint4*>(pre + k0 + 8 * h) : uint4{};
+                for (int nb = 0; nb < NB; ++nb) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + (s + u) * kTileInputs + 8 * h);
+                if constexpr (PRE) pv[u][h] = *reinterpret_cast<const uint4*>(pre_t + (s + u) * kTileInputs + 8 * h);
             }
         }
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
+        for (int u = 0; u < N; ++u) {
             uint32_t b[NB][8];  // lane's 16 inputs of x row 8 nb + g, as pairs; mma j takes b[2j], b[2j + 1]
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
@@ -404,139 +404,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
                 for (int i = 0; i < 4; ++i) acc[nb][i] += step[nb][i];
             }
         }
-    }
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) partial[warp][nb][lane][i] = acc[nb][i];
-    }
-    __syncthreads();
-    if (warp >= NB) return;
-    const int nb = warp;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the tile, x row 8 nb + 2t + (i & 1)
-        float sum = partial[0][nb][lane][i];
-        for (int v = 1; v < W; ++v) sum += partial[v][nb][lane][i];
-        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
-        if (mi >= m) continue;
-        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-        y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
-    }
-}
-
-// The pipelined tile GEMV: each warp streams its run of tiles through a ring of D stages in shared
-// memory with cp.async, so D - 1 tiles are in flight while one is dequantized and multiplied. (The
-// batched kernel above loads U tiles into registers, waits, then computes: its warps pass through
-// the two phases together, and DRAM idles while they compute.) A stage holds the tile's 512 bytes
-// and the lane's x (and pre_quant_scale) inputs for it; a lane reads only bytes it copied itself, so
-// its own cp.async.wait_group orders them. The block's scales [16 rows][groups] are copied once,
-// first. The math per tile is the batched kernel's, so the results are the same bits.
-constexpr int kTileWarps = 8;
-constexpr int kTileXStride = 144;       // bytes per x row of a stage: 64 inputs + 16, so 8 rows' reads miss each other's banks
-constexpr int kTileMaxGroups = 2048;    // the block's scales in shared memory: at most 64 KB
-template <int NB> constexpr int tile_stages() { return NB == 1 ? 6 : 3; }
-
-__host__ __device__ constexpr int tile_stage_bytes(int m, int nb, bool pre) {
-    const int x_rows = m < 8 * nb ? m : 8 * nb, pre_rows = !pre ? 0 : m < 8 ? m : 8;
-    return kTileBytes + kTileXStride * (x_rows + pre_rows);
-}
-
-template <int NB, bool PRE>
-constexpr int tile_smem_bytes(int m, int groups) {
-    return 32 * groups + kTileWarps * tile_stages<NB>() * tile_stage_bytes(m, NB, PRE);
-}
-
-template <class T, class TY, int NB, bool PRE>
-__global__ void __launch_bounds__(kTileWarps * 32)
-    weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                                 const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
-                                 int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = kTileWarps, D = tile_stages<NB>();
-    extern __shared__ uint4 tile_smem[];
-    __shared__ float partial[W][NB][32][4];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * kTileRows;
-    const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
-    const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const int x_rows = min(m, 8 * NB), stage_bytes = tile_stage_bytes(m, NB, PRE);
-    char* smem = reinterpret_cast<char*>(tile_smem);
-    char* ring = smem + 32 * groups + warp * D * stage_bytes;  // after the scales: 32 * groups bytes
-
-    const char* block_scales = reinterpret_cast<const char*>(scale + int64_t{row0} * groups);
-    for (int i = threadIdx.x; i < 2 * groups; i += W * 32) cp_async_16(smem + 16 * i, block_scales + 16 * i, true);
-    cp_async_commit();
-    const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
-    auto issue = [&](int s, char* stage) {  // tile s into a stage; always one group, empty past the run
-        if (s < s1) {
-            cp_async_16(stage + lane * 16, tiles + int64_t{s} * kTileBytes, true);
-            const int k0 = s * kTileInputs + 16 * t;
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-                const int mi = 8 * nb + g;
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    if (mi < m) cp_async_16(stage + kTileBytes + mi * kTileXStride + 32 * t + 16 * h, x + int64_t{mi} * k + k0 + 8 * h, true);
-                }
-            }
-            if constexpr (PRE) {
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    if (g < m) cp_async_16(stage + kTileBytes + (x_rows + g) * kTileXStride + 32 * t + 16 * h, pre + k0 + 8 * h, true);
-                }
-            }
-        }
-        cp_async_commit();
     };
-#pragma unroll
-    for (int i = 0; i < D; ++i) issue(s0 + i, ring + i * stage_bytes);
-    cp_async_wait<D>();  // the scales: the oldest group
-    __syncthreads();
-
-    const T* scale_g = reinterpret_cast<const T*>(smem) + g * groups;
-    const T* scale_h = scale_g + 8 * groups;
-    float acc[NB][4] = {};
-    int slot = 0;
-    for (int s = s0; s < s1; ++s) {
-        cp_async_wait<D - 1>();  // tile s has landed; s + 1 .. s + D - 1 are in flight
-        char* stage = ring + slot * stage_bytes;
-        const uint4 wv = *reinterpret_cast<const uint4*>(stage + lane * 16);
-        uint32_t b[NB][8];  // lane's 16 inputs of x row 8 nb + g, as pairs; mma j takes b[2j], b[2j + 1]
-#pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-            const int mi = 8 * nb + g;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const char* xs = stage + kTileBytes + mi * kTileXStride + 32 * t + 16 * h;
-                unpack_pairs(mi < m ? *reinterpret_cast<const uint4*>(xs) : uint4{},
-                             reinterpret_cast<uint32_t(&)[4]>(b[nb][4 * h]));
-                if constexpr (PRE) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-                    const char* ps = stage + kTileBytes + (x_rows + g) * kTileXStride + 32 * t + 16 * h;
-                    uint32_t pp[4];
-                    unpack_pairs(g < m ? *reinterpret_cast<const uint4*>(ps) : uint4{}, pp);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) b[nb][4 * h + i] = mul2<T>(b[nb][4 * h + i], pp[i]);
-                }
-            }
-        }
-        const int group = vector_group(s, group_magic);
-        const uint32_t sg = scale_pair(scale_g, group), sh = scale_pair(scale_h, group);
-        const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
-        float step[NB][4] = {};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            uint32_t a[4];
-            dequant_int4_word<T>(words[j], sg, sh, a);  // pair p: row g (+ 8 if p odd)
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
-        }
-#pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[nb][i] += step[nb][i];
-        }
-        issue(s + D, stage);  // the stage's bytes were read: the mma above consumed them
-        slot = slot + 1 == D ? 0 : slot + 1;
-    }
+    // U tiles at a time, then the run's remainder one by one: no predicates in the main loop.
+    int s = s0;
+    for (; s + U <= s1; s += U) tiles_from(s, std::integral_constant<int, U>{});
+    for (; s < s1; ++s) tiles_from(s, std::integral_constant<int, 1>{});
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
@@ -585,37 +457,12 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
 
 template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const int groups = static_cast<int>(w.k / w.group_size);
-    const unsigned blocks = static_cast<unsigned>(w.n / kTileRows);
-    const auto args = std::make_tuple(static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight),
-                                      static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale),
-                                      static_cast<const T*>(w.bias), static_cast<TY*>(y), static_cast<int>(m),
-                                      static_cast<int>(w.n), static_cast<int>(w.k), groups,
-                                      group_magic(static_cast<uint32_t>(w.group_size / kTileInputs)));
-    // EXPERIMENT: TRTLLM_WO_TILE_VARIANT=batched runs the register-batched kernel, for an engine A/B.
-    static const bool batched = std::getenv("TRTLLM_WO_TILE_VARIANT") != nullptr &&
-                                std::string(std::getenv("TRTLLM_WO_TILE_VARIANT")) == "batched";
-    if (batched) {
-        std::apply([&](auto... a) {
-            weight_only_tile_gemv_batched_kernel<T, TY, NB, PRE><<<blocks, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(a...);
-        }, args);
-        CHECK_LAUNCH("weight_only_tile_gemv_batched_kernel");
-        return;
-    }
-    auto* kernel = weight_only_tile_gemv_kernel<T, TY, NB, PRE>;
-    const int smem = tile_smem_bytes<NB, PRE>(static_cast<int>(m), groups);
-    // The whole L1 as shared memory, so that several blocks' rings fit on an SM; past 48 KB a kernel
-    // must opt in to what it asks for (raised as calls need it).
-    static int opted_in = [&] {
-        CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        cudaSharedmemCarveoutMaxShared));
-        return 48 * 1024;
-    }();
-    if (smem > opted_in) {
-        CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        opted_in = smem;
-    }
-    std::apply([&](auto... a) { kernel<<<blocks, kTileWarps * 32, smem, stream>>>(a...); }, args);
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
+        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+            group_magic(static_cast<uint32_t>(w.group_size / kTileInputs)));
     CHECK_LAUNCH("weight_only_tile_gemv_kernel");
 }
 
@@ -765,16 +612,11 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
                                     std::to_string(per_vec << 15) + " and n below 2^31");
     }
     if (w.mma_tiles && (w.weight_bits != 4 || w.n % kTileRows != 0 || w.k % kTileInputs != 0 ||
-                        w.group_size % kTileInputs != 0 || w.k / w.group_size > kTileMaxGroups)) {
+                        w.group_size % kTileInputs != 0)) {
         throw std::invalid_argument(std::string("CUDA weight_only_linear: layout ") + kCudaMmaTileLayout +
-                                    " holds int4 with n a multiple of 16, k and group_size multiples of 64 and at most " +
-                                    std::to_string(kTileMaxGroups) + " groups per row; got int" +
+                                    " holds int4 with n a multiple of 16 and k, group_size multiples of 64; got int" +
                                     std::to_string(w.weight_bits) + ", n = " + std::to_string(w.n) + ", k = " +
                                     std::to_string(w.k) + ", group_size = " + std::to_string(w.group_size));
-    }
-    if (w.mma_tiles && w.scale != nullptr && !cuda::aligned16(w.scale)) {
-        throw std::invalid_argument(std::string("CUDA weight_only_linear: layout ") + kCudaMmaTileLayout +
-                                    " needs 16-byte aligned scales");
     }
     if (w.weight == nullptr || w.scale == nullptr) throw std::invalid_argument("CUDA weight_only_linear: missing weight or scale");
     for (const void* p : {w.weight, w.pre_quant_scale}) {

@@ -11,8 +11,8 @@ once here costs nothing at run time. Layout "cuda_k_interleaved_v1" (docs/opset.
   NIBBLE_OF_INPUT[e] = (e % 2) * 4 + e // 2, so inputs 2j and 2j + 1 sit at bits 4j and 16 + 4j;
 - rows stay rows ([N, K] or [N, K / 2] bytes); weight_scale [N, K / G] is unchanged.
 
-Layout "cuda_mma_tiles_v1", chosen for int4 wherever N % 16 == 0, K and G are multiples of 64 and
-K / G <= 2048 (the 8B model's layers, AWQ g64 / g128): the same offset-binary nibbles ordered as the A operand of the
+Layout "cuda_mma_tiles_v1", chosen for int4 wherever N % 16 == 0 and K, G are multiples of 64 (the
+8B model's layers, AWQ g64 / g128): the same offset-binary nibbles ordered as the A operand of the
 tensor cores' mma.m16n8k16, so that the GEMV runs the products on the tensor cores and a batch of
 2..16 decode rows costs about what one does. Tile (r, c) = rows 16r..16r+15 x inputs 64c..64c+63 is
 512 bytes at (r * K/64 + c) * 512; lane l = 4g + t owns bytes 16l..16l+15 (four 32-bit words); word
@@ -37,15 +37,13 @@ CUDA_MMA_TILE_LAYOUT = "cuda_mma_tiles_v1"
 NIBBLE_OF_INPUT = tuple((e % 2) * 4 + e // 2 for e in range(8))   # (0, 4, 1, 5, 2, 6, 3, 7)
 INPUTS_PER_VECTOR = {8: 16, 4: 32}   # inputs in one 16-byte weight vector of the kernel
 TILE_ROWS, TILE_INPUTS = 16, 64
-TILE_MAX_GROUPS = 2048  # the CUDA tile GEMV holds a block's scales (16 rows x K / G) in shared memory
 # The tile's [row half (g or g+8), input pair (kk or kk+2), first/second input] -> nibble of the word.
 _TILE_NIBBLE = {(rh, cp, h): 2 * cp + rh + 4 * h for rh in range(2) for cp in range(2) for h in range(2)}
 
 
 def cuda_layout_for(bits: int, n: int, k: int, group_size: int) -> str:
     """The CUDA layout a weight_only_linear of this shape is built in."""
-    tiles = (bits == 4 and n % TILE_ROWS == 0 and k % TILE_INPUTS == 0 and group_size % TILE_INPUTS == 0
-             and k // group_size <= TILE_MAX_GROUPS)
+    tiles = bits == 4 and n % TILE_ROWS == 0 and k % TILE_INPUTS == 0 and group_size % TILE_INPUTS == 0
     return CUDA_MMA_TILE_LAYOUT if tiles else CUDA_WEIGHT_LAYOUT
 
 
@@ -77,7 +75,7 @@ def to_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYO
     """Row-major int8 [N, K] or packed int4 uint8 [N, K/2] -> `layout`, uint8 of the same shape."""
     if layout == CUDA_MMA_TILE_LAYOUT:
         q = unpack_int4(weight)
-        if bits != 4 or cuda_layout_for(bits, q.shape[0], q.shape[1], q.shape[1]) != layout:  # one group: the shape alone
+        if bits != 4 or cuda_layout_for(bits, *q.shape, TILE_INPUTS) != layout:
             raise ValueError(f"{layout} holds int4 with N a multiple of 16 and K of 64; got int{bits} {q.shape}")
         return _to_mma_tiles(q)
     if layout != CUDA_WEIGHT_LAYOUT:

@@ -335,7 +335,7 @@ template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 &&
 // tiles into contiguous runs and their sums are added in warp order (deterministic).
 template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
-    weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+    weight_only_tile_gemv_lean_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
@@ -437,10 +437,9 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     }
 }
 
-// EXPERIMENT: session 12's kernel, for an A/B under TRTLLM_WO_TILE_VARIANT=main.
 template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
-    weight_only_tile_gemv_main_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+    weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
@@ -452,12 +451,33 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
     const T* scale_h = scale_g + int64_t{8} * groups;
+    // With a pre_quant_scale every lane loads x and the scale, unpredicated (their zeroing and
+    // predicates cost more than the loads; measured per layer): a row past m reads row m - 1, and
+    // B's column g then reaches only output columns no one stores; a step past the run repeats its
+    // last tile, whose sums are not added.
+    const T* x_rows[NB];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + 16 * t;
     float acc[NB][4] = {};
     for (int s = s0; s < s1; s += U) {
         uint4 wv[U], xv[U][NB][2], pv[U][2];
         uint32_t sg[U], sh[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
+            if constexpr (PRE) {
+                const int su = min(s + u, s1 - 1);
+                const int group = vector_group(su, group_magic);
+                wv[u] = __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{su} * kTileBytes));
+                sg[u] = scale_pair(scale_g, group);
+                sh[u] = scale_pair(scale_h, group);
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                    for (int nb = 0; nb < NB; ++nb) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * kTileInputs + 8 * h);
+                    pv[u][h] = *reinterpret_cast<const uint4*>(pre + su * kTileInputs + 16 * t + 8 * h);
+                }
+                continue;
+            }
             const bool in = s + u < s1;
             const int group = in ? vector_group(s + u, group_magic) : 0;
             wv[u] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes)) : uint4{};
@@ -499,6 +519,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
             }
+            if (PRE && s + u >= s1) break;
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
@@ -554,9 +575,10 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
 
 template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    static const bool main_variant = std::getenv("TRTLLM_WO_TILE_VARIANT") != nullptr &&
-                                     std::string(std::getenv("TRTLLM_WO_TILE_VARIANT")) == "main";
-    auto* kernel = main_variant ? weight_only_tile_gemv_main_kernel<T, TY, NB, PRE> : weight_only_tile_gemv_kernel<T, TY, NB, PRE>;
+    // EXPERIMENT: TRTLLM_WO_TILE_VARIANT=lean runs the restructured kernel, for an A/B.
+    static const bool lean = std::getenv("TRTLLM_WO_TILE_VARIANT") != nullptr &&
+                             std::string(std::getenv("TRTLLM_WO_TILE_VARIANT")) == "lean";
+    auto* kernel = lean ? weight_only_tile_gemv_lean_kernel<T, TY, NB, PRE> : weight_only_tile_gemv_kernel<T, TY, NB, PRE>;
     kernel<<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),

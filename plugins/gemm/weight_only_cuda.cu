@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -335,110 +334,6 @@ template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 &&
 // tiles into contiguous runs and their sums are added in warp order (deterministic).
 template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
-    weight_only_tile_gemv_lean_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                                 const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
-                                 int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
-    __shared__ float partial[W][NB][32][4];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * kTileRows;
-    const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
-    const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
-    // Rows g and g + 8's scales as 16-bit words, indexed by an unsigned group: one IMAD.WIDE.U32 an address.
-    const uint16_t* scale_g = reinterpret_cast<const uint16_t*>(scale + int64_t{row0 + g} * groups);
-    const uint16_t* scale_h = scale_g + int64_t{8} * groups;
-    // The lane's 16 inputs of x row 8 nb + g in tile 0. Without a pre_quant_scale only lanes of rows
-    // below m load x (zeros elsewhere). With one, predicates made nvcc rebuild the addresses in the
-    // loop, so every lane loads, a row past m reading row m - 1: B's column g then reaches only
-    // output columns no one stores. (The GEMV issues ~85-100 instructions a tile: each counts.)
-    const T* x_rows[NB];
-    bool x_live[NB];
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) {
-        x_live[nb] = PRE || 8 * nb + g < m;
-        x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + 16 * t;
-    }
-    const T* pre_t = PRE ? pre + 16 * t : nullptr;
-    float acc[NB][4] = {};
-    // N tiles from tile s: every load first (one round trip for all), then the products.
-    auto tiles_from = [&](int s, auto count) {
-        constexpr int N = decltype(count)::value;
-        uint4 wv[N], xv[N][NB][2];
-        [[maybe_unused]] uint4 pv[N][2];
-        uint32_t sg[N], sh[N];
-#pragma unroll
-        for (int u = 0; u < N; ++u) {
-            const uint32_t group = __umulhi(2 * static_cast<uint32_t>(s + u) + 1, group_magic);  // vector_group
-            wv[u] = __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes));
-            sg[u] = uint32_t{__ldg(scale_g + group)} * 0x10001u;  // the scale in both halves
-            sh[u] = uint32_t{__ldg(scale_h + group)} * 0x10001u;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-#pragma unroll
-                for (int nb = 0; nb < NB; ++nb) {
-                    xv[u][nb][h] = x_live[nb] ? *reinterpret_cast<const uint4*>(x_rows[nb] + (s + u) * kTileInputs + 8 * h) : uint4{};
-                }
-                if constexpr (PRE) pv[u][h] = *reinterpret_cast<const uint4*>(pre_t + (s + u) * kTileInputs + 8 * h);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < N; ++u) {
-            uint32_t b[NB][8];  // lane's 16 inputs of x row 8 nb + g, as pairs; mma j takes b[2j], b[2j + 1]
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    unpack_pairs(xv[u][nb][h], reinterpret_cast<uint32_t(&)[4]>(b[nb][4 * h]));
-                    if constexpr (PRE) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-                        uint32_t pp[4];
-                        unpack_pairs(pv[u][h], pp);
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) b[nb][4 * h + i] = mul2<T>(b[nb][4 * h + i], pp[i]);
-                    }
-                }
-            }
-            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-            float step[NB][4] = {};
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                uint32_t a[4];
-                dequant_int4_word<T>(words[j], sg[u], sh[u], a);  // pair p: row g (+ 8 if p odd)
-#pragma unroll
-                for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
-            }
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                for (int i = 0; i < 4; ++i) acc[nb][i] += step[nb][i];
-            }
-        }
-    };
-    // U tiles at a time, then the run's remainder one by one: no predicates in the main loop.
-    int s = s0;
-    for (; s + U <= s1; s += U) tiles_from(s, std::integral_constant<int, U>{});
-    for (; s < s1; ++s) tiles_from(s, std::integral_constant<int, 1>{});
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) partial[warp][nb][lane][i] = acc[nb][i];
-    }
-    __syncthreads();
-    if (warp >= NB) return;
-    const int nb = warp;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the tile, x row 8 nb + 2t + (i & 1)
-        float sum = partial[0][nb][lane][i];
-        for (int v = 1; v < W; ++v) sum += partial[v][nb][lane][i];
-        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
-        if (mi >= m) continue;
-        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-        y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
-    }
-}
-
-template <class T, class TY, int NB, bool PRE>
-__global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
@@ -451,10 +346,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
     const T* scale_h = scale_g + int64_t{8} * groups;
-    // With a pre_quant_scale every lane loads x and the scale, unpredicated (their zeroing and
-    // predicates cost more than the loads; measured per layer): a row past m reads row m - 1, and
-    // B's column g then reaches only output columns no one stores; a step past the run repeats its
-    // last tile, whose sums are not added.
+    // With a pre_quant_scale every lane loads x and the scale, unpredicated: a row past m reads row
+    // m - 1 (B's column g then reaches only output columns no one stores), a step past the run
+    // repeats its last tile (its sums are not added). Zeroing and predicates cost more there than
+    // the loads: AWQ 8B layer 65-66 vs 70 us (scripts/bench_weight_only.py). Without one, the same
+    // change cost 57 -> 64 us, so those lanes keep their predicated loads.
     const T* x_rows[NB];
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + 16 * t;
@@ -575,11 +471,8 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
 
 template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    // EXPERIMENT: TRTLLM_WO_TILE_VARIANT=lean runs the restructured kernel, for an A/B.
-    static const bool lean = std::getenv("TRTLLM_WO_TILE_VARIANT") != nullptr &&
-                             std::string(std::getenv("TRTLLM_WO_TILE_VARIANT")) == "lean";
-    auto* kernel = lean ? weight_only_tile_gemv_lean_kernel<T, TY, NB, PRE> : weight_only_tile_gemv_kernel<T, TY, NB, PRE>;
-    kernel<<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
+        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),

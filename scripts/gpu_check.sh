@@ -26,7 +26,8 @@
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
 # runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime
-# switch such as TRTLLM_PDL=0), and the kernel microbenchmark under each. BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
+# switch such as TRTLLM_PDL=0), and the kernel microbenchmark under each (ENV_AB_BATCH_8B=1: the
+# BATCH_8B runs under each too). BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
 # once: decode at batch N.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_LATENCY_ONLY=1 runs only the
@@ -219,6 +220,11 @@ if has bench8b && ((build_rc == 0)); then
       for i in "${!ab_envs[@]}"; do
         echo "bench8b ${2}_env$i: ${ab_envs[$i]}"
         (export ${ab_envs[$i]}; bench8 "$1" "${2}_env$i" latency --input-len 128 --output-len 256 --iterations 2)
+        [[ ${ENV_AB_BATCH_8B:-0} == 1 ]] || continue
+        for n in ${BATCH_8B:-}; do
+          (export ${ab_envs[$i]}; bench8 "$1" "${2%latency}throughput_bs${n}_env$i" throughput --input-len 128 \
+            --output-len 256 --num-requests $n)
+        done
       done
     }
     t0=$(date +%s)

@@ -308,7 +308,8 @@ fi
 # into the log), and every kernel of about two batch-1 decode steps of the
 # Llama-3.1-8B shape in bf16 with graphs off ($OUT/ncu_decode_8b.csv; the bf16 engine of bench8b,
 # built here if missing; its time per step by kind of kernel, scripts/ncu_decode_table.py, goes into
-# the log). The time of a kernel alone, against its bytes at the copy bandwidth.
+# the log). The time of a kernel alone, against its bytes at the copy bandwidth. NCU_SECTIONS=1 adds
+# the stall profile of the tile GEMV (below).
 if has ncu && ((build_rc == 0)); then
   ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   ncu_run() {  # csv name, ncu args and command...
@@ -332,6 +333,29 @@ if has ncu && ((build_rc == 0)); then
   # Per-layer table of every GEMV run above (in the log, so an A/B call's result comes back even
   # when its CSVs do not).
   [[ ${NCU_GEMV:-1} == 0 ]] || "$PYTHON" scripts/ncu_gemv_table.py "$OUT"/ncu_gemv_tp*.csv || true
+  # NCU_SECTIONS=1: why a GEMV takes its time. Launch, occupancy, scheduler, warp-state and source
+  # sections (stall reasons per instruction) of the kernels matching $NCU_KERNEL (default
+  # regex:tile_gemv) in scripts/bench_weight_only.py --reps 1 at TP=1, again under each
+  # NCU_GEMV_ENV: $OUT/ncu_sections[_envN].txt, and per kernel one summary line in the log.
+  if [[ ${NCU_SECTIONS:-0} == 1 ]]; then
+    section_envs=("" "${gemv_envs[@]}")
+    for i in "${!section_envs[@]}"; do
+      f=$OUT/ncu_sections$( ((i == 0)) || echo "_env$((i - 1))").txt
+      echo "ncu sections ${f##*/}: ${section_envs[$i]:-default}"
+      env ${section_envs[$i]} timeout 240 "$ncu_bin" --clock-control none --cache-control all \
+        -k "${NCU_KERNEL:-regex:tile_gemv}" --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section SchedulerStats \
+        --section WarpStateStats --section SourceCounters "$PYTHON" scripts/bench_weight_only.py --reps 1 > "$f" 2>&1 ||
+        echo "ncu sections: rc $?"
+      awk 'function flush() { if (grid != "") print "  grid " grid ", " r " regs: " d " us, issue " iw "/cycle, " aw \
+             " active warps/scheduler, " c " cycles/instruction" }
+           /Context [0-9]+, Stream/ {flush(); match($0, /\([0-9]+, [0-9]+, [0-9]+\)x\([0-9]+/); grid = substr($0, RSTART, RLENGTH)}
+           /^ +Duration / {d = $NF} /Issued Warp Per Scheduler/ {iw = $NF} /Active Warps Per Scheduler/ {aw = $NF}
+           /Registers Per Thread/ {r = $NF} /Warp Cycles Per Issued Instruction/ {c = $NF}
+           END {flush()}' "$f"
+      grep -E "spends [0-9.]+ cycles being stalled" "$f" | sed 's/^ *//' | sort | uniq -c | sort -rn | head -4
+    done
+  fi
   B=/tmp/bench8b
   if [[ ${NCU_DECODE:-1} == 0 ]]; then
     :

@@ -344,8 +344,7 @@ if has ncu && ((build_rc == 0)); then
       echo "ncu sections ${f##*/}: ${section_envs[$i]:-default}"
       env ${section_envs[$i]} timeout 240 "$ncu_bin" --clock-control none --cache-control all \
         -k "${NCU_KERNEL:-regex:tile_gemv}" --section SpeedOfLight --section LaunchStats --section Occupancy \
-        --section SchedulerStats \
-        --section WarpStateStats --section SourceCounters "$PYTHON" scripts/bench_weight_only.py --reps 1 > "$f" 2>&1 ||
+        --section SchedulerStats --section WarpStateStats --section SourceCounters "$PYTHON" scripts/bench_weight_only.py --reps 1 > "$f" 2>&1 ||
         echo "ncu sections: rc $?"
       awk 'function flush() { if (grid != "") print "  grid " grid ", " r " regs: " d " us, issue " iw "/cycle, " aw \
              " active warps/scheduler, " c " cycles/instruction" }

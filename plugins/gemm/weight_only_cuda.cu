@@ -360,34 +360,23 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
         uint32_t sg[U], sh[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
-            if constexpr (PRE) {
-                const int su = min(s + u, s1 - 1);
-                const int group = vector_group(su, group_magic);
-                wv[u] = __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{su} * kTileBytes));
-                sg[u] = scale_pair(scale_g, group);
-                sh[u] = scale_pair(scale_h, group);
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-#pragma unroll
-                    for (int nb = 0; nb < NB; ++nb) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * kTileInputs + 8 * h);
-                    pv[u][h] = *reinterpret_cast<const uint4*>(pre + su * kTileInputs + 16 * t + 8 * h);
-                }
-                continue;
-            }
             const bool in = s + u < s1;
-            const int group = in ? vector_group(s + u, group_magic) : 0;
-            wv[u] = in ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{s + u} * kTileBytes)) : uint4{};
+            const bool load = PRE || in;
+            const int su = PRE ? min(s + u, s1 - 1) : s + u;
+            const int group = load ? vector_group(su, group_magic) : 0;
+            wv[u] = load ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{su} * kTileBytes)) : uint4{};
             sg[u] = scale_pair(scale_g, group);
             sh[u] = scale_pair(scale_h, group);
-            const int k0 = (s + u) * kTileInputs + 16 * t;
+            const int k0 = su * kTileInputs + 16 * t;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) {
                     const int mi = 8 * nb + g;
-                    xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
+                    if constexpr (PRE) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * kTileInputs + 8 * h);
+                    else xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
                 }
-                if constexpr (PRE) pv[u][h] = in && g < m ? *reinterpret_cast<const uint4*>(pre + k0 + 8 * h) : uint4{};
+                if constexpr (PRE) pv[u][h] = *reinterpret_cast<const uint4*>(pre + k0 + 8 * h);
             }
         }
 #pragma unroll

@@ -71,12 +71,14 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("n,k,group", [(48, 384, 64), (48, 384, 128), (208, 1088, 0)])  # 0: G = K
-@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16, 33])
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16, 33, 128, 130])
 @pytest.mark.parametrize("pre,bias", [(False, False), (True, True), (True, False)])
 def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias):
-    # The tensor-core GEMV (m <= 8: one column group of the mma, m <= 16: two) and the tile
-    # dequantize + cuBLASLt path. k = 384 is 6 tiles for 8 or 16 warps (most warps get one or none),
-    # k = 1088 is 17 (runs of 3, the last warp's shorter); n = 208 is 13 tiles.
+    # The tensor-core GEMV (m <= 8: one column group of the mma, m <= 16: two; past 16, chunks of 16
+    # rows along the grid, the last one partial at m = 33; up to 128 rows, so m = 130 runs the
+    # dequantize + cuBLASLt path whichever is asked) and that path. k = 384 is 6 tiles for 8 or 16
+    # warps (most warps get one or none), k = 1088 is 17 (runs of 3, the last warp's shorter); n =
+    # 208 is 13 tiles.
     group = group or k
     packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, bias)
     x = rand(rng, (m, k), dtype)
@@ -85,9 +87,10 @@ def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias)
     magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
     rounded_first = RTOL[dtype] * (magnitude + np.abs(values(kw["bias"], dtype))) if bias else 0.0
     weight = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT)
-    for path in ("gemv", "dequant_gemm") if m <= 16 else ("dequant_gemm",):
+    for path in ("gemv", "dequant_gemm"):
         gpu = C.weight_only_linear(x, weight, scale, **kw, path=path, weight_layout=CUDA_MMA_TILE_LAYOUT)
-        atol = 1e-5 * magnitude.max() + (rounded_first if path == "dequant_gemm" else 0.0)
+        cublaslt = path == "dequant_gemm" or m > 128
+        atol = 1e-5 * magnitude.max() + (rounded_first if cublaslt else 0.0)
         try:
             assert_close(gpu, cpu, dtype, atol=atol)
         except AssertionError as e:
@@ -95,7 +98,7 @@ def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias)
 
 
 @pytest.mark.parametrize("n", [9600, 35200])
-@pytest.mark.parametrize("m", [1, 5, 12])
+@pytest.mark.parametrize("m", [1, 5, 12, 40])
 @pytest.mark.parametrize("pre", [False, True])
 def test_int4_mma_tile_layout_on_large_grids_matches_cpu(rng, n, m, pre):
     # Grids of 600 and 2200 blocks (more than the GPU holds at once, as the 8B gate_up's 1792 and
@@ -190,11 +193,12 @@ def test_weight_only_linear_against_float64_reference(rng, bits):
 
 @pytest.mark.parametrize("layout", ["cuda_k_interleaved_v1", CUDA_MMA_TILE_LAYOUT])
 def test_weight_only_autotune_times_both_paths_and_picks_the_faster(layout):
-    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64], 5,
+    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64, 256], 5,
                                             weight_layout=layout)
-    assert [t["m"] for t in tuned] == [1, 16, 64]
+    assert [t["m"] for t in tuned] == [1, 16, 64, 256]
+    gemv_rows = 128 if layout == CUDA_MMA_TILE_LAYOUT else 16  # the tile GEMV takes x in chunks of 16 rows
     for t in tuned:
-        assert t["dequant_us"] > 0 and (t["gemv_us"] > 0) == (t["m"] <= 16)
+        assert t["dequant_us"] > 0 and (t["gemv_us"] > 0) == (t["m"] <= gemv_rows)
         faster = "gemv" if 0 < t["gemv_us"] < t["dequant_us"] else "dequant_gemm"
         assert t["path"] == faster
 

@@ -33,7 +33,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_BUCKETS = (1, 4, 8, 16, 32, 128, 512)  # 16: the weight-only GEMV's last size
+M_BUCKETS = (1, 4, 8, 16, 32, 128, 512)  # 16 / 128: the weight-only GEMV's last size (interleaved / tile layout)
 GEMM_OPS = ("linear", "fp8_linear", "int8_linear")  # the ops CublasLtGemm runs, keyed alike
 
 

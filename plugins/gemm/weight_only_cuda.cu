@@ -330,8 +330,10 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
 template <int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE ? 16 : 8; }
 template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 && !PRE ? 4 : 2; }
 
-// y[mi, row] for mi < m <= 8 NB. Grid: n / 16 blocks, one tile row each; the warps split the k
-// tiles into contiguous runs and their sums are added in warp order (deterministic).
+// y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
+// row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
+// past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
+// and their sums are added in warp order (deterministic).
 template <class T, class TY, int NB, bool PRE>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
@@ -340,10 +342,13 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
     __shared__ float partial[W][NB][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int row0 = blockIdx.x * kTileRows;
+    const int row0 = blockIdx.y * kTileRows;
+    x += int64_t{blockIdx.x} * kTileRows * k;  // this block's chunk of x and y
+    y += int64_t{blockIdx.x} * kTileRows * n;
+    m = min(m - static_cast<int>(blockIdx.x) * kTileRows, kTileRows);
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const uint8_t* tiles = w + int64_t{blockIdx.x} * steps * kTileBytes + lane * 16;
+    const uint8_t* tiles = w + int64_t{blockIdx.y} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
     const T* scale_h = scale_g + int64_t{8} * groups;
     // With a pre_quant_scale every lane loads x and the scale, unpredicated: a row past m reads row
@@ -460,8 +465,8 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
 
 template <class T, class TY, int NB, bool PRE>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    weight_only_tile_gemv_kernel<T, TY, NB, PRE>
-        <<<static_cast<unsigned>(w.n / kTileRows), tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+    const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE><<<grid, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
@@ -541,7 +546,7 @@ void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaSt
     }
 }
 
-// m > kWeightOnlyGemvMaxRows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
+// Past the GEMV's rows: dequantize into scratch, then cuBLASLt, x * pre_quant_scale by chunks of rows.
 template <class T, int BITS>
 void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
                      CublasLtGemm& gemm, cudaStream_t stream) {
@@ -615,9 +620,10 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
                                     std::to_string(per_vec << 15) + " and n below 2^31");
     }
     if (w.mma_tiles && (w.weight_bits != 4 || w.n % kTileRows != 0 || w.k % kTileInputs != 0 ||
-                        w.group_size % kTileInputs != 0)) {
+                        w.group_size % kTileInputs != 0 || w.n / kTileRows > 65535)) {
         throw std::invalid_argument(std::string("CUDA weight_only_linear: layout ") + kCudaMmaTileLayout +
-                                    " holds int4 with n a multiple of 16 and k, group_size multiples of 64; got int" +
+                                    " holds int4 with n a multiple of 16 (at most 16 x 65535) and k, group_size "
+                                    "multiples of 64; got int" +
                                     std::to_string(w.weight_bits) + ", n = " + std::to_string(w.n) + ", k = " +
                                     std::to_string(w.k) + ", group_size = " + std::to_string(w.group_size));
     }
@@ -627,6 +633,10 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
             throw std::invalid_argument("CUDA weight_only_linear: weight and pre_quant_scale must be 16-byte aligned");
         }
     }
+}
+
+int64_t weight_only_gemv_max_rows(const WeightOnlyGemmCuda& w) {
+    return w.mma_tiles ? kWeightOnlyTileGemvMaxRows : kWeightOnlyGemvMaxRows;
 }
 
 bool weight_only_mma_tiles_from_name(const std::string& layout) {
@@ -659,7 +669,7 @@ void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, 
     if (!cuda::aligned16(x)) throw std::invalid_argument("CUDA weight_only_linear: x must be 16-byte aligned");
     WeightOnlyPath use = m <= kWeightOnlyDefaultGemvRows ? WeightOnlyPath::kGemv : WeightOnlyPath::kDequantGemm;
     if (path != nullptr) use = *path;
-    if (m > kWeightOnlyGemvMaxRows) use = WeightOnlyPath::kDequantGemm;
+    if (m > weight_only_gemv_max_rows(w)) use = WeightOnlyPath::kDequantGemm;
     if (use == WeightOnlyPath::kDequantGemm && (scratch == nullptr || !cuda::aligned16(scratch))) {
         throw std::invalid_argument("CUDA weight_only_linear: m = " + std::to_string(m) +
                                     " needs a 16-byte aligned scratch of weight_only_scratch_elems()");
@@ -715,7 +725,7 @@ std::vector<WeightOnlyTuned> autotune_weight_only(const WeightOnlyGemmCuda& shap
         t.m = m;
         t.dequant_us = time_path(m, WeightOnlyPath::kDequantGemm);
         t.path = WeightOnlyPath::kDequantGemm;
-        if (m <= kWeightOnlyGemvMaxRows) {
+        if (m <= weight_only_gemv_max_rows(w)) {
             t.gemv_us = time_path(m, WeightOnlyPath::kGemv);
             if (t.gemv_us < t.dequant_us) t.path = WeightOnlyPath::kGemv;
         }

@@ -15,7 +15,7 @@
 // kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3.
 //
 // Two paths compute the same y (the same dequantized weights, float32 sums):
-//   GEMV (m <= kWeightOnlyGemvMaxRows): reads each weight row once, in 16-byte coalesced vectors,
+//   GEMV (m <= weight_only_gemv_max_rows: 16, or 128 in the tile layout): reads each weight row once, in 16-byte coalesced vectors,
 //     dequantizes in registers with paired 16-bit math (w = round(q * s), one rounding, as the op
 //     set says) and accumulates in float32: bandwidth-bound at decode sizes. On the interleaved
 //     layout the CUDA cores multiply; on the tile layout the tensor cores do (mma.m16n8k16, x's
@@ -43,9 +43,15 @@ inline constexpr const char* kCudaMmaTileLayout = "cuda_mma_tiles_v1";
 // std::invalid_argument for anything else (row_major is the CPU's).
 bool weight_only_mma_tiles_from_name(const std::string& layout);
 constexpr int64_t kWeightOnlyGemvMaxRows = 16;
+// The tile GEMV takes x in chunks of 16 rows (each chunk re-reads the tiles from the L2): prompts of
+// up to this many tokens may run it where the build timed it faster than dequantize + cuBLASLt.
+constexpr int64_t kWeightOnlyTileGemvMaxRows = 128;
 constexpr int64_t kWeightOnlyDefaultGemvRows = 8;
 
 enum class WeightOnlyPath : int32_t { kGemv, kDequantGemm };
+struct WeightOnlyGemmCuda;
+// The most rows of x the GEMV path takes for `w` (kWeightOnlyGemvMaxRows, kWeightOnlyTileGemvMaxRows).
+int64_t weight_only_gemv_max_rows(const WeightOnlyGemmCuda& w);
 const char* weight_only_path_name(WeightOnlyPath path);             // "gemv" / "dequant_gemm"
 WeightOnlyPath weight_only_path_from_name(const std::string& name);  // std::invalid_argument if unknown
 // Rows of x given a pre_quant_scale at a time on the cuBLASLt path (bounds the scratch for x * s).
@@ -74,7 +80,7 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
 int64_t weight_only_scratch_elems(const WeightOnlyGemmCuda& w, int64_t max_m);
 
 // y [m, n] = round(x' · wᵀ + bias) in out_dtype, x [m, k] (all device pointers). `path`: the
-// recorded choice for this m (a GEMV choice past kWeightOnlyGemvMaxRows is ignored), or nullptr
+// recorded choice for this m (a GEMV choice past weight_only_gemv_max_rows is ignored), or nullptr
 // for the default. `scratch` holds weight_only_scratch_elems(w, m) elements (unused by the GEMV).
 void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, void* scratch,
                            CublasLtGemm& gemm, cudaStream_t stream, const WeightOnlyPath* path = nullptr);
@@ -82,7 +88,7 @@ void weight_only_gemm_cuda(const WeightOnlyGemmCuda& w, const void* x, void* y, 
 struct WeightOnlyTuned {
     int64_t m = 0;
     WeightOnlyPath path = WeightOnlyPath::kGemv;
-    float gemv_us = 0.0f;     // 0 where the GEMV does not apply (m > kWeightOnlyGemvMaxRows)
+    float gemv_us = 0.0f;     // 0 where the GEMV does not apply (m > weight_only_gemv_max_rows)
     float dequant_us = 0.0f;
 };
 // Times both paths at each m on synthetic weights of w's shape (w's pointers are ignored) on the

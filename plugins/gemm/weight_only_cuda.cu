@@ -333,8 +333,9 @@ template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 &&
 // y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
 // row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
 // past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
-// and their sums are added in warp order (deterministic).
-template <class T, class TY, int NB, bool PRE>
+// and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
+// that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
+template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
 __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
@@ -343,9 +344,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     __shared__ float partial[W][NB][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.y * kTileRows;
-    x += int64_t{blockIdx.x} * kTileRows * k;  // this block's chunk of x and y
-    y += int64_t{blockIdx.x} * kTileRows * n;
-    m = min(m - static_cast<int>(blockIdx.x) * kTileRows, kTileRows);
+    if constexpr (CHUNKED) {  // this block's chunk of x and y
+        x += int64_t{blockIdx.x} * kTileRows * k;
+        y += int64_t{blockIdx.x} * kTileRows * n;
+        m = min(m - static_cast<int>(blockIdx.x) * kTileRows, kTileRows);
+    }
     const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
     const uint8_t* tiles = w + int64_t{blockIdx.y} * steps * kTileBytes + lane * 16;
@@ -463,10 +466,10 @@ __global__ void weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w
     }
 }
 
-template <class T, class TY, int NB, bool PRE>
+template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
-    weight_only_tile_gemv_kernel<T, TY, NB, PRE><<<grid, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+    weight_only_tile_gemv_kernel<T, TY, NB, PRE, CHUNKED><<<grid, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
@@ -478,7 +481,8 @@ template <class T, class TY>
 void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const bool pre = w.pre_quant_scale != nullptr;
     if (m <= 8) pre ? launch_tile_gemv<T, TY, 1, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 1, false>(w, x, y, m, stream);
-    else pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
+    else if (m <= kTileRows) pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
+    else pre ? launch_tile_gemv<T, TY, 2, true, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false, true>(w, x, y, m, stream);
 }
 
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as

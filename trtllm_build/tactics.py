@@ -1,7 +1,7 @@
 """Build-time tactic selection for the CUDA target: time cuBLASLt's GEMM algorithms on this GPU.
 
 For every distinct GEMM shape of the engine (`linear`, `fp8_linear`, `int8_linear`: n, k, input
-dtype, output dtype, bias) and a few m buckets (1, 4, 8, 16, 32, 128, 512 and max_num_tokens,
+dtype, output dtype, bias) and a few m buckets (1, 4, 8, 16, 32, 64, 128, 512 and max_num_tokens,
 capped at max_num_tokens), the runtime's `_core.cuda_autotune_gemm` times up to 16 candidate
 algorithms that cuBLASLt's heuristic offers, and for m <= 4 our GEMV kernel (bf16/fp16, fp8 or
 int8 inputs), and keeps the fastest ("gemv" or the cuBLASLt algorithm in hex). A quantized
@@ -33,7 +33,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_BUCKETS = (1, 4, 8, 16, 32, 128, 512)  # 16 / 128: the weight-only GEMV's last size (interleaved / tile layout)
+# The runtime takes the tactic of the smallest bucket >= m. 16 / 128: the weight-only GEMV's last
+# size (interleaved / tile layout); 64: the int4 tile GEMV beats dequantize + cuBLASLt at 33-64 rows
+# of the 8B shapes but not at 128 (H100, docs/cuda_backend.md "Session 14").
+M_BUCKETS = (1, 4, 8, 16, 32, 64, 128, 512)
 GEMM_OPS = ("linear", "fp8_linear", "int8_linear")  # the ops CublasLtGemm runs, keyed alike
 
 

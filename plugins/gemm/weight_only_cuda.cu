@@ -459,7 +459,7 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
         const int k0 = s * kTileInputs + 16 * t;
         const uint32_t sg = scale_pair(scale, (row0 + g) * groups + k0 / group_size);
         const uint32_t sh = scale_pair(scale, (row0 + g + 8) * groups + k0 / group_size);
-        const uint4 v = *reinterpret_cast<const uint4*>(w + ((row0 / kTileRows) * steps + s) * kTileBytes + lane * 16);
+        const uint4 v = *reinterpret_cast<const uint4*>(w + (int64_t{blockIdx.y} * steps + s) * kTileBytes + lane * 16);
         const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int j = 0; j < 4; ++j) {

@@ -15,11 +15,12 @@
 // kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3.
 //
 // Two paths compute the same y (the same dequantized weights, float32 sums):
-//   GEMV (m <= weight_only_gemv_max_rows: 16, or 128 in the tile layout): reads each weight row once, in 16-byte coalesced vectors,
-//     dequantizes in registers with paired 16-bit math (w = round(q * s), one rounding, as the op
-//     set says) and accumulates in float32: bandwidth-bound at decode sizes. On the interleaved
-//     layout the CUDA cores multiply; on the tile layout the tensor cores do (mma.m16n8k16, x's
-//     rows as B's columns), which keeps m = 2..16 about as fast as m = 1;
+//   GEMV (m <= weight_only_gemv_max_rows: 16, or 128 in the tile layout): reads each weight row
+//     once, in 16-byte coalesced vectors, dequantizes in registers with paired 16-bit math (w =
+//     round(q * s), one rounding, as the op set says) and accumulates in float32: bandwidth-bound
+//     at decode sizes. On the interleaved layout the CUDA cores multiply; on the tile layout the
+//     tensor cores do (mma.m16n8k16, x's rows as B's columns), which keeps m = 2..16 about as fast
+//     as m = 1;
 //   dequantize + cuBLASLt: the whole weight is dequantized (same arithmetic) into a scratch
 //     [N, K] and cuBLASLt runs the GEMM: for prefill.
 // The builder times both per m bucket (autotune_weight_only) and records the faster in the engine;
@@ -49,9 +50,6 @@ constexpr int64_t kWeightOnlyTileGemvMaxRows = 128;
 constexpr int64_t kWeightOnlyDefaultGemvRows = 8;
 
 enum class WeightOnlyPath : int32_t { kGemv, kDequantGemm };
-struct WeightOnlyGemmCuda;
-// The most rows of x the GEMV path takes for `w` (kWeightOnlyGemvMaxRows, kWeightOnlyTileGemvMaxRows).
-int64_t weight_only_gemv_max_rows(const WeightOnlyGemmCuda& w);
 const char* weight_only_path_name(WeightOnlyPath path);             // "gemv" / "dequant_gemm"
 WeightOnlyPath weight_only_path_from_name(const std::string& name);  // std::invalid_argument if unknown
 // Rows of x given a pre_quant_scale at a time on the cuBLASLt path (bounds the scratch for x * s).
@@ -74,6 +72,9 @@ struct WeightOnlyGemmCuda {
 // Throws std::invalid_argument unless the kernels can run `w` (dtype, bits, k and G multiples of
 // the inputs per 16-byte vector: 16 for int8, 32 for int4; the tile layout's bounds above).
 void check_weight_only_gemm(const WeightOnlyGemmCuda& w);
+
+// The most rows of x the GEMV path takes for `w` (kWeightOnlyGemvMaxRows, kWeightOnlyTileGemvMaxRows).
+int64_t weight_only_gemv_max_rows(const WeightOnlyGemmCuda& w);
 
 // Scratch elements (of the activation dtype) the dequantize + cuBLASLt path needs for up to max_m
 // rows: the dequantized weight, then x * pre_quant_scale for up to kWeightOnlyChunkRows rows.

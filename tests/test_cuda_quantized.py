@@ -99,7 +99,8 @@ def test_weight_only_and_kv_cache_engine_on_gpu_matches_cpu(tiny_llama, tmp_path
     engine = assert_gpu_matches_cpu(ckpt, tmp_path, *WEIGHT_ONLY_BOUNDS, scheme)
     if WEIGHT_ONLY[scheme].scheme is not None:  # weight-only linears: the CUDA layout and a timed path per bucket
         layouts = {op["attrs"]["weight_layout"] for op in engine.ops if op["op"] == "weight_only_linear"}
-        assert layouts == {"cuda_mma_tiles_v1" if scheme == "int4_awq_g64" else "cuda_k_interleaved_v1"}
+        # int4 tiles hold 64 inputs, a group 32 cannot take them; int8 tiles 32 (per channel here)
+        assert layouts == {"cuda_k_interleaved_v1" if scheme == "int4_awq" else "cuda_mma_tiles_v1"}
         shapes = engine.tactics["weight_only"]["shapes"]
         assert len(shapes) == 4 and all(e["path"] in ("gemv", "dequant_gemm") for v in shapes.values() for e in v.values())
 

@@ -70,23 +70,25 @@ def test_weight_only_linear_matches_cpu(rng, dtype, bits, group, m, pre, bias):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("n,k,group", [(48, 384, 64), (48, 384, 128), (208, 1088, 0)])  # 0: G = K
+@pytest.mark.parametrize("bits,n,k,group", [(4, 48, 384, 64), (4, 48, 384, 128), (4, 208, 1088, 0),  # 0: G = K
+                                            (8, 48, 416, 32), (8, 48, 384, 128), (8, 208, 1088, 0)])
 @pytest.mark.parametrize("m", [1, 2, 3, 8, 9, 16, 33, 128, 130])
 @pytest.mark.parametrize("pre,bias", [(False, False), (True, True), (True, False)])
-def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias):
+def test_mma_tile_layout_matches_cpu(rng, dtype, bits, n, k, group, m, pre, bias):
     # The tensor-core GEMV (m <= 8: one column group of the mma, m <= 16: two; past 16, chunks of 16
     # rows along the grid, the last one partial at m = 33; up to 128 rows, so m = 130 runs the
-    # dequantize + cuBLASLt path whichever is asked) and that path. k = 384 is 6 tiles for 8 or 16
-    # warps (most warps get one or none), k = 1088 is 17 (runs of 3, the last warp's shorter); n =
-    # 208 is 13 tiles.
+    # dequantize + cuBLASLt path whichever is asked) and that path. int4 tiles hold 64 inputs: k =
+    # 384 is 6 tiles for 8 or 16 warps (most warps get one or none), k = 1088 is 17 (runs of 3, the
+    # last warp's shorter); int8 tiles 32: k = 416 is 13 tiles with a group each, 384 is 12, 1088 is
+    # 34. n = 208 is 13 tile rows.
     group = group or k
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, bias)
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, bias)
     x = rand(rng, (m, k), dtype)
     cpu = K.weight_only_linear(x, packed, scale, **kw)
-    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
     magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
     rounded_first = RTOL[dtype] * (magnitude + np.abs(values(kw["bias"], dtype))) if bias else 0.0
-    weight = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT)
+    weight = to_cuda_layout(packed, bits, CUDA_MMA_TILE_LAYOUT)
     for path in ("gemv", "dequant_gemm"):
         gpu = C.weight_only_linear(x, weight, scale, **kw, path=path, weight_layout=CUDA_MMA_TILE_LAYOUT)
         cublaslt = path == "dequant_gemm" or m > 128
@@ -97,38 +99,42 @@ def test_int4_mma_tile_layout_matches_cpu(rng, dtype, n, k, group, m, pre, bias)
             raise AssertionError(f"path {path}: {e}") from None
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("n", [9600, 35200])
 @pytest.mark.parametrize("m", [1, 5, 12, 40])
 @pytest.mark.parametrize("pre", [False, True])
-def test_int4_mma_tile_layout_on_large_grids_matches_cpu(rng, n, m, pre):
+def test_mma_tile_layout_on_large_grids_matches_cpu(rng, bits, n, m, pre):
     # Grids of 600 and 2200 blocks (more than the GPU holds at once, as the 8B gate_up's 1792 and
-    # lm_head's 8016); m = 12 takes two column groups of x. k = 192: 3 tiles for 8 or 16 warps.
+    # lm_head's 8016); m = 12 takes two column groups of x. k = 192: 3 (int4) or 6 (int8) tiles for
+    # 8 or 16 warps.
     dtype, k, group = "bfloat16", 192, 64
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, True)
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, True)
     x = rand(rng, (m, k), dtype)
     cpu = K.weight_only_linear(x, packed, scale, **kw)
-    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
     magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
-    gpu = C.weight_only_linear(x, to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale, **kw, path="gemv",
+    gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits, CUDA_MMA_TILE_LAYOUT), scale, **kw, path="gemv",
                                weight_layout=CUDA_MMA_TILE_LAYOUT)
     assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("k", [14336, 14016])
 @pytest.mark.parametrize("m", [1, 3, 12, 40])
 @pytest.mark.parametrize("pre", [False, True])
-def test_int4_mma_tile_layout_on_long_rows_matches_cpu(rng, k, m, pre):
-    # Rows of 224 tiles (the 8B down_proj: runs of 28 tiles for 8 warps, 14 for 16) and of 219 (the
-    # last warp's run shorter, and not a multiple of the tiles a warp loads at once); m = 40 in chunks.
-    # The dequantize kernel takes 8 tiles a block: 28 blocks, or 27 and one of 3 tiles.
+def test_mma_tile_layout_on_long_rows_matches_cpu(rng, bits, k, m, pre):
+    # int4: rows of 224 tiles (the 8B down_proj: runs of 28 tiles for 8 warps, 14 for 16) and of 219
+    # (the last warp's run shorter, and not a multiple of the tiles a warp loads at once); int8: 448
+    # and 438 tiles. m = 40 in chunks. The dequantize kernel takes 8 tiles a block: for int4 28
+    # blocks, or 27 and one of 3 tiles.
     dtype, n, group = "bfloat16", 48, 128 if k % 128 == 0 else 64
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, pre, False)
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, False)
     x = rand(rng, (m, k), dtype)
     cpu = K.weight_only_linear(x, packed, scale, **kw)
-    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), 4)
+    deq = numerics.dequantize_weight_only(packed, scale.view(NP_DTYPE[dtype]), bits)
     magnitude = np.abs(values(x, dtype)) @ np.abs(deq.T) * 2.0
     for path in ("gemv", "dequant_gemm"):
-        gpu = C.weight_only_linear(x, to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale, **kw, path=path,
+        gpu = C.weight_only_linear(x, to_cuda_layout(packed, bits, CUDA_MMA_TILE_LAYOUT), scale, **kw, path=path,
                                    weight_layout=CUDA_MMA_TILE_LAYOUT)
         try:
             assert_close(gpu, cpu, dtype, atol=1e-5 * magnitude.max())
@@ -136,25 +142,27 @@ def test_int4_mma_tile_layout_on_long_rows_matches_cpu(rng, k, m, pre):
             raise AssertionError(f"path {path}: {e}") from None
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("m", [1, 5, 16])
-def test_int4_mma_tile_layout_float32_output_against_float64(rng, m):
+def test_mma_tile_layout_float32_output_against_float64(rng, bits, m):
     # The quantized lm_head's float32 logits from the tile GEMV: unrounded float32 sums of the contract.
     dtype, n, k, group = "bfloat16", 64, 256, 128
-    packed, scale, kw = weight_only_case(rng, dtype, 4, group, n, k, True, False)
+    packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, True, False)
     x = rand(rng, (m, k), dtype)
     pre = values(kw["pre_quant_scale"], dtype).astype(np.float32)
     xs = (values(x, dtype).astype(np.float32) * pre).astype(ml_dtypes.bfloat16).astype(np.float64)
-    deq = numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), 4).astype(np.float64)
-    weight = to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT)
+    deq = numerics.dequantize_weight_only(packed, scale.view(ml_dtypes.bfloat16), bits).astype(np.float64)
+    weight = to_cuda_layout(packed, bits, CUDA_MMA_TILE_LAYOUT)
     gpu = C.weight_only_linear(x, weight, scale, **kw, path="gemv", out_dtype="float32", weight_layout=CUDA_MMA_TILE_LAYOUT)
     assert np.abs(gpu - xs @ deq.T).max() <= 1e-5 * (np.abs(xs) @ np.abs(deq.T)).max()
 
 
-def test_int4_mma_tile_layout_rejects_shapes_it_cannot_hold(rng):
-    packed, scale, kw = weight_only_case(rng, "bfloat16", 4, 32, 48, 384, False, False)
-    with pytest.raises(ValueError, match="k, group_size multiples of 64"):
-        C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), to_cuda_layout(packed, 4, CUDA_MMA_TILE_LAYOUT), scale,
-                             **kw, weight_layout=CUDA_MMA_TILE_LAYOUT)
+def test_mma_tile_layout_rejects_shapes_it_cannot_hold(rng):
+    for bits, group in ((8, 16), (4, 32)):  # a group inside a tile
+        packed, scale, kw = weight_only_case(rng, "bfloat16", bits, group, 48, 384, False, False)
+        with pytest.raises(ValueError, match=r"k, group_size multiples of 64 \(32\); got int" + str(bits)):
+            C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), to_cuda_layout(packed, bits, CUDA_MMA_TILE_LAYOUT),
+                                 scale, **kw, weight_layout=CUDA_MMA_TILE_LAYOUT)
     with pytest.raises(ValueError, match="weight_layout 'row_major' is not runnable on the CUDA backend"):
         C.weight_only_linear(rand(rng, (1, 384), "bfloat16"), packed, scale, **kw, weight_layout="row_major")
 
@@ -213,9 +221,10 @@ def test_weight_only_linear_against_float64_reference(rng, bits):
     assert np.all(np.abs(gpu - ref) <= bound)
 
 
-@pytest.mark.parametrize("layout", ["cuda_k_interleaved_v1", CUDA_MMA_TILE_LAYOUT])
-def test_weight_only_autotune_times_both_paths_and_picks_the_faster(layout):
-    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", 4, 128, True, False, [1, 16, 64, 256], 5,
+@pytest.mark.parametrize("bits,layout", [(4, "cuda_k_interleaved_v1"), (4, CUDA_MMA_TILE_LAYOUT),
+                                         (8, "cuda_k_interleaved_v1"), (8, CUDA_MMA_TILE_LAYOUT)])
+def test_weight_only_autotune_times_both_paths_and_picks_the_faster(bits, layout):
+    tuned = _core.cuda_autotune_weight_only(512, 1024, "bfloat16", bits, 128, True, False, [1, 16, 64, 256], 5,
                                             weight_layout=layout)
     assert [t["m"] for t in tuned] == [1, 16, 64, 256]
     gemv_rows = 128 if layout == CUDA_MMA_TILE_LAYOUT else 16  # the tile GEMV takes x in chunks of 16 rows

@@ -167,7 +167,7 @@ def test_cpu_backend_refuses_an_engine_in_the_cuda_weight_layout(tiny_llama, tmp
     monkeypatch.setattr(build_module, "optimize",
                         lambda graph, **kw: relayout_weight_only_for_cuda(real_optimize(graph, **kw)))
     engine = build_quantized(tiny_llama, tmp_path, SCHEMES["int8_wo"])
-    with pytest.raises((ValueError, EngineFormatError), match="cuda_k_interleaved_v1.*not runnable on the CPU"):
+    with pytest.raises((ValueError, EngineFormatError), match="'cuda_mma_tiles_v1' is not runnable on the CPU"):
         ModelRunner.from_dir(engine)
 
 

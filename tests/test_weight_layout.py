@@ -24,7 +24,7 @@ def random_int(bits: int, n: int, k: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bits,n,k,layout", [(8, 13, 64, CUDA_WEIGHT_LAYOUT), (4, 13, 64, CUDA_WEIGHT_LAYOUT),
-                                             (4, 48, 192, CUDA_MMA_TILE_LAYOUT)])
+                                             (4, 48, 192, CUDA_MMA_TILE_LAYOUT), (8, 48, 96, CUDA_MMA_TILE_LAYOUT)])
 def test_relayout_then_undo_gives_back_the_row_major_weight(bits, n, k, layout):
     q = random_int(bits, n, k)
     row_major = pack_int4(q) if bits == 4 else q
@@ -41,9 +41,15 @@ def test_layout_choice_follows_the_shape():
     assert cuda_layout_for(4, 4096, 4096, 32) == CUDA_WEIGHT_LAYOUT    # a group inside a tile's 64 inputs
     assert cuda_layout_for(4, 4104, 4096, 128) == CUDA_WEIGHT_LAYOUT   # N not a multiple of 16
     assert cuda_layout_for(4, 64, 96, 96) == CUDA_WEIGHT_LAYOUT
-    assert cuda_layout_for(8, 4096, 4096, 4096) == CUDA_WEIGHT_LAYOUT  # int8 stays on the CUDA-core GEMV
+    assert cuda_layout_for(8, 4096, 4096, 4096) == CUDA_MMA_TILE_LAYOUT  # int8 tiles: 32 inputs
+    assert cuda_layout_for(8, 4096, 14336, 14336) == CUDA_MMA_TILE_LAYOUT
+    assert cuda_layout_for(8, 64, 96, 96) == CUDA_MMA_TILE_LAYOUT
+    assert cuda_layout_for(8, 64, 80, 80) == CUDA_WEIGHT_LAYOUT       # K not a multiple of 32
+    assert cuda_layout_for(8, 64, 96, 16) == CUDA_WEIGHT_LAYOUT       # a group inside a tile's 32 inputs
     with pytest.raises(ValueError, match="multiple of 16"):
         to_cuda_layout(pack_int4(random_int(4, 24, 64)), 4, CUDA_MMA_TILE_LAYOUT)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        to_cuda_layout(random_int(8, 16, 48), 8, CUDA_MMA_TILE_LAYOUT)
 
 
 def test_mma_tile_bytes_are_where_the_header_says():
@@ -64,6 +70,24 @@ def test_mma_tile_bytes_are_where_the_header_says():
                         for p, (row, col) in enumerate([(g, kk), (g + 8, kk), (g, kk + 2), (g + 8, kk + 2)]):
                             assert (word >> (4 * p)) & 0xF == q[16 * r + row, col] + 8
                             assert (word >> (16 + 4 * p)) & 0xF == q[16 * r + row, col + 1] + 8
+
+
+def test_int8_mma_tile_bytes_are_where_the_header_says():
+    # weight_only_cuda.h: tile (r, c) at (r * K/32 + c) * 512, lane 4g + t at + 16 (4g + t); words 2j
+    # and 2j + 1 rows g and g + 8, inputs kk .. kk+3 in bytes 0..3 (kk = 32c + 8t + 4j), offset binary.
+    n, k = 32, 96
+    q = random_int(8, n, k)
+    raw = to_cuda_layout(q, 8, CUDA_MMA_TILE_LAYOUT).reshape(-1)
+    for r in range(n // 16):
+        for c in range(k // 32):
+            for g in range(8):
+                for t in range(4):
+                    for j in range(2):
+                        kk = 32 * c + 8 * t + 4 * j
+                        for rh in range(2):
+                            at = (r * (k // 32) + c) * 512 + 16 * (4 * g + t) + 4 * (2 * j + rh)
+                            for e in range(4):
+                                assert raw[at + e] == int(q[16 * r + g + 8 * rh, kk + e]) + 128
 
 
 def _mma_m16n8k16(a_frag: np.ndarray, b_frag: np.ndarray) -> np.ndarray:
@@ -105,6 +129,30 @@ def test_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x():
     np.testing.assert_allclose(y, x @ q.T.astype(np.float64), rtol=1e-12, atol=1e-12)
 
 
+def test_int8_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x():
+    # The int8 tile GEMV: mma j of a lane takes words 2j (row g) and 2j + 1 (row g + 8) as A registers
+    # {g: kk, kk+1}, {g+8: kk, kk+1}, {g: kk+2, kk+3}, {g+8: kk+2, kk+3}, and x[kk .. kk+3] of x row g as
+    # B, kk = 32c + 8t + 4j. Summed over the tiles, D must be q @ x.
+    n, k, m = 32, 96, 8
+    q = random_int(8, n, k)
+    x = RNG.standard_normal((m, k))
+    raw = to_cuda_layout(q, 8, CUDA_MMA_TILE_LAYOUT).reshape(-1).astype(np.int64) - 128
+    y = np.zeros((m, n))
+    for r in range(n // 16):
+        for c in range(k // 32):
+            for j in range(2):
+                a_frag, b_frag = np.zeros((32, 8)), np.zeros((32, 4))
+                for lane in range(32):
+                    g, t = lane // 4, lane % 4
+                    at = (r * (k // 32) + c) * 512 + 16 * lane + 8 * j
+                    row_g, row_h = raw[at:at + 4], raw[at + 4:at + 8]
+                    a_frag[lane] = [row_g[0], row_g[1], row_h[0], row_h[1], row_g[2], row_g[3], row_h[2], row_h[3]]
+                    kk = 32 * c + 8 * t + 4 * j
+                    b_frag[lane] = x[g, kk:kk + 4]
+                y[:, 16 * r:16 * r + 16] += _mma_m16n8k16(a_frag, b_frag).T
+    np.testing.assert_allclose(y, x @ q.T.astype(np.float64), rtol=1e-12, atol=1e-12)
+
+
 def test_int8_layout_is_offset_binary():
     q = np.array([[-128, -1, 0, 1, 127] + [0] * 11], np.int8)
     np.testing.assert_array_equal(to_cuda_layout(q, 8)[0, :5], [0, 127, 128, 129, 255])
@@ -132,8 +180,9 @@ def test_pass_relayouts_every_weight_only_linear_and_keeps_the_integers(algo):
                                graph.weights[n.weights["weight"]].shape[1] * (8 // bits), n.attrs["group_size"])
                for n in nodes]
     assert nodes and [n.attrs["weight_layout"] for n in nodes] == layouts
-    # the tiny model's int4 layers take both layouts (qkv 128x64 tiles, down 64x96 interleaved)
-    assert set(layouts) == ({CUDA_WEIGHT_LAYOUT, CUDA_MMA_TILE_LAYOUT} if bits == 4 else {CUDA_WEIGHT_LAYOUT})
+    # the tiny model's int4 layers take both layouts (qkv 128x64 tiles, down 64x96 interleaved); int8
+    # tiles hold 32 inputs, so all of its layers take them
+    assert set(layouts) == ({CUDA_WEIGHT_LAYOUT, CUDA_MMA_TILE_LAYOUT} if bits == 4 else {CUDA_MMA_TILE_LAYOUT})
     assert out.meta["passes"]["relayout_weight_only_for_cuda"] == len(nodes)
     for n in nodes:
         name = n.weights["weight"]

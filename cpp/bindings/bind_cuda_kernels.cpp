@@ -646,7 +646,7 @@ void bind_cuda_kernels(py::module_& m) {
           "weight_bits"_a, "group_size"_a, "pre_quant_scale"_a = py::none(), "bias"_a = py::none(), "path"_a = py::none(),
           "out_dtype"_a = py::none(), "weight_layout"_a = trtllm::kernels::kCudaWeightLayout,
           "W8A16 / W4A16: x [m, k] (activation dtype) with weight uint8 in the CUDA layout weight_layout "
-          "(cuda_k_interleaved_v1 or, int4 only, cuda_mma_tiles_v1), weight_scale [n, k / group_size], "
+          "(cuda_k_interleaved_v1 or cuda_mma_tiles_v1), weight_scale [n, k / group_size], "
           "pre_quant_scale [k], bias [n] in the activation dtype; path 'gemv' or 'dequant_gemm' (None: the default "
           "for m); out_dtype: y's dtype, None (dtype) or 'float32'");
     m.def("cuda_autotune_weight_only", &autotune_weight_only, "n"_a, "k"_a, "dtype"_a, "weight_bits"_a, "group_size"_a,

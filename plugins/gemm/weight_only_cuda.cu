@@ -295,19 +295,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32, gemv_min_blocks<BITS, M>())
     }
 }
 
-// ---- int4 in the mma-tile layout (weight_only_cuda.h): the GEMV on the tensor cores -------------
-// A 512-byte tile is the A operand of four mma.m16n8k16 (16 rows x 64 inputs); lane l = 4g + t
-// holds bytes 16l..16l+15, word j feeding mma j. Each word dequantizes into the 4 A registers
-// exactly as the CUDA-core GEMV does (lop3, subtract, multiply by the row's group scale: pairs 0
-// and 2 are row g, 1 and 3 row g + 8), so the tensor cores see the op's w = round(q * s); they
-// take the float32 products and sums off the CUDA cores. The tile permutes k the same way for w
-// and x (mma j of lane t: inputs 64c + 16t + 4j .. +3), so a lane's B registers are 16
-// consecutive inputs of x: two 16-byte loads. x's rows are B's 8 columns (NB groups of 8 rows
-// for m <= 16). Each step's products go to a fresh float32 accumulator before the running sum,
-// as the quantized GEMV does, so the sum does not depend on how the MMA keeps partial sums.
+// ---- the mma-tile layout (weight_only_cuda.h): the GEMV on the tensor cores -------------------
+// A 512-byte tile is the A operand of four (int4: 16 rows x 64 inputs) or two (int8: 16 x 32)
+// mma.m16n8k16; lane l = 4g + t holds bytes 16l..16l+15: int4 word j, int8 words 2j and 2j + 1
+// feed mma j. They dequantize into the 4 A registers exactly as the CUDA-core GEMV does (int4:
+// lop3, subtract; int8: byte permutes; then the multiply by the row's group scale; pairs 0 and 2
+// are row g, 1 and 3 row g + 8), so the tensor cores see the op's w = round(q * s); they take the
+// float32 products and sums off the CUDA cores. The tile permutes k the same way for w and x (mma
+// j of lane t: inputs TI c + TI/4 t + 4j .. +3 for TI inputs a tile), so a lane's B registers are
+// TI/4 consecutive inputs of x: two (int4) or one (int8) 16-byte loads. x's rows are B's 8
+// columns (NB groups of 8 rows for m <= 16). Each step's products go to a fresh float32
+// accumulator before the running sum, as the quantized GEMV does, so the sum does not depend on
+// how the MMA keeps partial sums.
 // Measured against the CUDA-core GEMV (8B layer shapes, AWQ g128, back-to-back on cold
 // weights, H100): m = 1 70 vs 68 us per layer, m = 2 72 vs 126, m = 4 72 vs 190, m = 8 106 vs 327.
-constexpr int kTileRows = 16, kTileInputs = 64, kTileBytes = 512;
+constexpr int kTileRows = 16, kTileBytes = 512;
+template <int BITS> constexpr int tile_inputs() { return BITS == 4 ? 64 : 32; }
 
 template <class T>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -324,23 +327,40 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
     }
 }
 
-// Warps and tiles in flight per warp: more warps where x * pre_quant_scale adds registers
-// (measured per layer at m = 1: no pre 8 warps x 4 tiles 66.3 us, 16 x 2 68.6; AWQ 16 x 2 70.1,
-// 8 x 2 73.9, 8 x 4 72.8).
-template <int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE ? 16 : 8; }
-template <int NB, bool PRE> constexpr int tile_gemv_unroll() { return NB == 1 && !PRE ? 4 : 2; }
+// mma j's A registers from a lane's four words of a tile (pair p: row g, + 8 if p is odd; inputs
+// kk, + 2 if p >= 2, and the next).
+template <class T, int BITS>
+__device__ __forceinline__ void dequant_tile_mma(const uint32_t (&words)[4], int j, uint32_t scale_g, uint32_t scale_h,
+                                                 uint32_t (&a)[4]) {
+    if constexpr (BITS == 4) {
+        dequant_int4_word<T>(words[j], scale_g, scale_h, a);
+    } else {
+        uint32_t row_g[2], row_h[2];
+        dequant_int8_word<T>(words[2 * j], scale_g, row_g);
+        dequant_int8_word<T>(words[2 * j + 1], scale_h, row_h);
+        a[0] = row_g[0], a[1] = row_h[0], a[2] = row_g[1], a[3] = row_h[1];
+    }
+}
+
+// Warps and tiles in flight per warp: more warps where x * pre_quant_scale adds registers, and for
+// int8, whose tiles hold half int4's inputs (measured per 8B layer at m = 1, H100: int4 no pre 8
+// warps x 4 tiles 66.3 us, 16 x 2 68.6; AWQ 16 x 2 70.1, 8 x 2 73.9, 8 x 4 72.8; int8 per channel
+// 16 x 2 94.3, 8 x 4 109.1, 8 x 2 107.8, 4 x 4 152.2).
+template <int BITS, int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE || (BITS == 8 && NB == 1) ? 16 : 8; }
+template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return BITS == 4 && NB == 1 && !PRE ? 4 : 2; }
 
 // y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
 // row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
 // past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
 // and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
 // that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
-template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
-__global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
+template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
+__global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32)
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = tile_gemv_warps<NB, PRE>(), U = tile_gemv_unroll<NB, PRE>();
+    constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = tile_gemv_unroll<BITS, NB, PRE>();
+    constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32;  // a lane's x: TI / 4 inputs
     __shared__ float partial[W][NB][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.y * kTileRows;
@@ -349,7 +369,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
         y += int64_t{blockIdx.x} * kTileRows * n;
         m = min(m - static_cast<int>(blockIdx.x) * kTileRows, kTileRows);
     }
-    const int steps = k / kTileInputs, per_warp = (steps + W - 1) / W;
+    const int steps = k / TI, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
     const uint8_t* tiles = w + int64_t{blockIdx.y} * steps * kTileBytes + lane * 16;
     const T* scale_g = scale + int64_t{row0 + g} * groups;
@@ -361,10 +381,10 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
     // change cost 57 -> 64 us, so those lanes keep their predicated loads.
     const T* x_rows[NB];
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + 16 * t;
+    for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + TI / 4 * t;
     float acc[NB][4] = {};
     for (int s = s0; s < s1; s += U) {
-        uint4 wv[U], xv[U][NB][2], pv[U][2];
+        uint4 wv[U], xv[U][NB][kXVecs], pv[U][kXVecs];
         uint32_t sg[U], sh[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
@@ -375,13 +395,13 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
             wv[u] = load ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{su} * kTileBytes)) : uint4{};
             sg[u] = scale_pair(scale_g, group);
             sh[u] = scale_pair(scale_h, group);
-            const int k0 = su * kTileInputs + 16 * t;
+            const int k0 = su * TI + TI / 4 * t;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
+            for (int h = 0; h < kXVecs; ++h) {
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) {
                     const int mi = 8 * nb + g;
-                    if constexpr (PRE) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * kTileInputs + 8 * h);
+                    if constexpr (PRE) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * TI + 8 * h);
                     else xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
                 }
                 if constexpr (PRE) pv[u][h] = *reinterpret_cast<const uint4*>(pre + k0 + 8 * h);
@@ -389,11 +409,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            uint32_t b[NB][8];  // lane's 16 inputs of x row 8 nb + g, as pairs; mma j takes b[2j], b[2j + 1]
+            uint32_t b[NB][4 * kXVecs];  // lane's TI / 4 inputs of x row 8 nb + g as pairs; mma j: b[2j], b[2j + 1]
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
+                for (int h = 0; h < kXVecs; ++h) {
                     unpack_pairs(xv[u][nb][h], reinterpret_cast<uint32_t(&)[4]>(b[nb][4 * h]));
                     if constexpr (PRE) {  // step 1 of the op: x' = round(x * pre_quant_scale)
                         uint32_t pp[4];
@@ -406,9 +426,9 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
             const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
             float step[NB][4] = {};
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
+            for (int j = 0; j < kMmas; ++j) {
                 uint32_t a[4];
-                dequant_int4_word<T>(words[j], sg[u], sh[u], a);  // pair p: row g (+ 8 if p odd)
+                dequant_tile_mma<T, BITS>(words, j, sg[u], sh[u], a);
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
             }
@@ -440,34 +460,35 @@ __global__ void __launch_bounds__(tile_gemv_warps<NB, PRE>() * 32)
 }
 
 // out [n, k] = the dequantized weight from the tile layout, row-major. A block of 8 warps takes 8
-// tiles of one tile row (16 rows x 512 inputs), a warp a tile: each lane dequantizes its 16 bytes
+// tiles of one tile row (16 rows x 8 TI inputs), a warp a tile: each lane dequantizes its 16 bytes
 // into shared memory (rows g and g + 8, as the GEMV does), then the block writes the 16 rows with
 // coalesced 16-byte stores. Stored from the lanes directly, a warp's 4-byte stores touched 32 sectors
 // for 128 bytes: 672 us for the 8B gate_up, every prefill past the GEMV's rows (H100).
 constexpr int kDequantTiles = 8;
-template <class T>
+template <class T, int BITS>
 __global__ void __launch_bounds__(kDequantTiles * 32)
     weight_only_tile_dequantize_kernel(const uint8_t* __restrict__ w, const T* __restrict__ scale, T* __restrict__ out,
                                        int k, int group_size) {
-    constexpr int kCols = kDequantTiles * kTileInputs, kStride = kCols + 8;  // + 8: 16-byte rows, fewer bank conflicts
+    constexpr int TI = tile_inputs<BITS>();
+    constexpr int kCols = kDequantTiles * TI, kStride = kCols + 8;  // + 8: 16-byte rows, fewer bank conflicts
     __shared__ __align__(16) T rows[kTileRows][kStride];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int steps = k / kTileInputs, groups = k / group_size;
+    const int steps = k / TI, groups = k / group_size;
     const int s = blockIdx.x * kDequantTiles + warp;
     const int64_t row0 = int64_t{blockIdx.y} * kTileRows;
     if (s < steps) {
-        const int k0 = s * kTileInputs + 16 * t;
+        const int k0 = s * TI + TI / 4 * t;
         const uint32_t sg = scale_pair(scale, (row0 + g) * groups + k0 / group_size);
         const uint32_t sh = scale_pair(scale, (row0 + g + 8) * groups + k0 / group_size);
         const uint4 v = *reinterpret_cast<const uint4*>(w + (int64_t{blockIdx.y} * steps + s) * kTileBytes + lane * 16);
         const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
+        for (int j = 0; j < TI / 16; ++j) {
             uint32_t a[4];
-            dequant_int4_word<T>(words[j], sg, sh, a);
+            dequant_tile_mma<T, BITS>(words, j, sg, sh, a);
 #pragma unroll
             for (int p = 0; p < 4; ++p) {  // pair p: row g (+ 8 if p odd), inputs k0 + 4j (+ 2 if p >= 2), + 1
-                *reinterpret_cast<uint32_t*>(&rows[g + 8 * (p & 1)][warp * kTileInputs + 16 * t + 4 * j + 2 * (p >> 1)]) = a[p];
+                *reinterpret_cast<uint32_t*>(&rows[g + 8 * (p & 1)][warp * TI + TI / 4 * t + 4 * j + 2 * (p >> 1)]) = a[p];
             }
         }
     }
@@ -482,23 +503,28 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
     }
 }
 
-template <class T, class TY, int NB, bool PRE, bool CHUNKED = false>
+template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
-    weight_only_tile_gemv_kernel<T, TY, NB, PRE, CHUNKED><<<grid, tile_gemv_warps<NB, PRE>() * 32, 0, stream>>>(
+    weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED><<<grid, tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
             static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
             static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-            group_magic(static_cast<uint32_t>(w.group_size / kTileInputs)));
+            group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
     CHECK_LAUNCH("weight_only_tile_gemv_kernel");
 }
 
-template <class T, class TY>
+template <class T, class TY, int BITS, bool PRE>
+void tile_gemv_rows_bound(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    if (m <= 8) launch_tile_gemv<T, TY, BITS, 1, PRE>(w, x, y, m, stream);
+    else if (m <= kTileRows) launch_tile_gemv<T, TY, BITS, 2, PRE>(w, x, y, m, stream);
+    else launch_tile_gemv<T, TY, BITS, 2, PRE, true>(w, x, y, m, stream);
+}
+
+template <class T, class TY, int BITS>
 void tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const bool pre = w.pre_quant_scale != nullptr;
-    if (m <= 8) pre ? launch_tile_gemv<T, TY, 1, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 1, false>(w, x, y, m, stream);
-    else if (m <= kTileRows) pre ? launch_tile_gemv<T, TY, 2, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false>(w, x, y, m, stream);
-    else pre ? launch_tile_gemv<T, TY, 2, true, true>(w, x, y, m, stream) : launch_tile_gemv<T, TY, 2, false, true>(w, x, y, m, stream);
+    if (w.pre_quant_scale != nullptr) tile_gemv_rows_bound<T, TY, BITS, true>(w, x, y, m, stream);
+    else tile_gemv_rows_bound<T, TY, BITS, false>(w, x, y, m, stream);
 }
 
 // out [n, k] = the dequantized weight in the activation dtype, row-major (the same arithmetic as
@@ -557,8 +583,8 @@ void gemv_rows_bound(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
 template <class T, int BITS>
 void gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     if (w.mma_tiles) {
-        if (w.out_dtype == DType::kFloat32) tile_gemv<T, float>(w, x, y, m, stream);
-        else tile_gemv<T, T>(w, x, y, m, stream);
+        if (w.out_dtype == DType::kFloat32) tile_gemv<T, float, BITS>(w, x, y, m, stream);
+        else tile_gemv<T, T, BITS>(w, x, y, m, stream);
     } else if (w.out_dtype == DType::kFloat32) {
         gemv_rows_bound<T, float, BITS>(w, x, y, m, stream);
     } else {
@@ -574,9 +600,9 @@ void run_dequantized(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_
     T* wd = static_cast<T*>(scratch);
     const int64_t num_vecs = w.n * w.k / Dequant<T, BITS>::kInputs;
     if (w.mma_tiles) {
-        const dim3 grid(static_cast<unsigned>((w.k / kTileInputs + kDequantTiles - 1) / kDequantTiles),
+        const dim3 grid(static_cast<unsigned>((w.k / tile_inputs<BITS>() + kDequantTiles - 1) / kDequantTiles),
                         static_cast<unsigned>(w.n / kTileRows));
-        weight_only_tile_dequantize_kernel<T><<<grid, kDequantTiles * 32, 0, stream>>>(
+        weight_only_tile_dequantize_kernel<T, BITS><<<grid, kDequantTiles * 32, 0, stream>>>(
             static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), wd, static_cast<int>(w.k),
             static_cast<int>(w.group_size));
         CHECK_LAUNCH("weight_only_tile_dequantize_kernel");
@@ -641,11 +667,12 @@ void check_weight_only_gemm(const WeightOnlyGemmCuda& w) {
                                     std::to_string(per_vec) + ", group_size must divide k, k at most " +
                                     std::to_string(per_vec << 15) + " and n below 2^31");
     }
-    if (w.mma_tiles && (w.weight_bits != 4 || w.n % kTileRows != 0 || w.k % kTileInputs != 0 ||
-                        w.group_size % kTileInputs != 0 || w.n / kTileRows > 65535)) {
+    const int64_t tile_k = w.weight_bits == 4 ? tile_inputs<4>() : tile_inputs<8>();
+    if (w.mma_tiles && (w.n % kTileRows != 0 || w.k % tile_k != 0 || w.group_size % tile_k != 0 ||
+                        w.n / kTileRows > 65535)) {
         throw std::invalid_argument(std::string("CUDA weight_only_linear: layout ") + kCudaMmaTileLayout +
-                                    " holds int4 with n a multiple of 16 (at most 16 x 65535) and k, group_size "
-                                    "multiples of 64; got int" +
+                                    " holds int4 (int8) with n a multiple of 16 (at most 16 x 65535) and k, "
+                                    "group_size multiples of 64 (32); got int" +
                                     std::to_string(w.weight_bits) + ", n = " + std::to_string(w.n) + ", k = " +
                                     std::to_string(w.k) + ", group_size = " + std::to_string(w.group_size));
     }

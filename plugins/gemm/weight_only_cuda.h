@@ -7,12 +7,14 @@
 //           puts inputs 2j and 2j + 1 in the two 16-bit halves at once.
 //   weight_scale: [N, K / G] in the activation dtype (unchanged).
 //
-// Layout "cuda_mma_tiles_v1" (int4 with N % 16 == 0, K % 64 == 0, G % 64 == 0; the builder's
-// choice where it applies): the same offset-binary nibbles ordered as the A operand of
-// mma.m16n8k16. Tile (r, c) = rows 16r..16r+15 x inputs 64c..64c+63, 512 bytes at (r * K/64 + c) *
-// 512; lane l = 4g + t of a warp owns its bytes 16l..16l+15, four 32-bit words; word j holds, with
-// kk = 64c + 16t + 4j, pair p in nibbles p (first input) and p + 4 (second): p0 = row g, inputs
-// kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3.
+// Layout "cuda_mma_tiles_v1" (n % 16 == 0; k and G multiples of the tile's TI inputs, 64 for int4
+// and 32 for int8; the builder's choice where it applies): the same offset-binary values ordered as
+// the A operand of mma.m16n8k16. Tile (r, c) = rows 16r..16r+15 x inputs TI c..TI c + TI - 1, 512
+// bytes at (r * k/TI + c) * 512; lane l = 4g + t of a warp owns its bytes 16l..16l+15, four 32-bit
+// words. int4: word j holds, with kk = 64c + 16t + 4j, pair p in nibbles p (first input) and p + 4
+// (second): p0 = row g, inputs kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row
+// g+8, kk+2, kk+3. int8: words 2j and 2j + 1 hold rows g and g + 8, inputs kk..kk+3 in bytes 0..3,
+// with kk = 32c + 8t + 4j.
 //
 // Two paths compute the same y (the same dequantized weights, float32 sums):
 //   GEMV (m <= weight_only_gemv_max_rows: 16, or 128 in the tile layout): reads each weight row

@@ -11,14 +11,18 @@ once here costs nothing at run time. Layout "cuda_k_interleaved_v1" (docs/opset.
   NIBBLE_OF_INPUT[e] = (e % 2) * 4 + e // 2, so inputs 2j and 2j + 1 sit at bits 4j and 16 + 4j;
 - rows stay rows ([N, K] or [N, K / 2] bytes); weight_scale [N, K / G] is unchanged.
 
-Layout "cuda_mma_tiles_v1", chosen for int4 wherever N % 16 == 0 and K, G are multiples of 64 (the
-8B model's layers, AWQ g64 / g128): the same offset-binary nibbles ordered as the A operand of the
-tensor cores' mma.m16n8k16, so that the GEMV runs the products on the tensor cores and a batch of
-2..16 decode rows costs about what one does. Tile (r, c) = rows 16r..16r+15 x inputs 64c..64c+63 is
-512 bytes at (r * K/64 + c) * 512; lane l = 4g + t owns bytes 16l..16l+15 (four 32-bit words); word
-j holds, with kk = 64c + 16t + 4j, pair p in nibbles p (first input) and p + 4 (second): p0 = row g,
-inputs kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2, kk+3; p3 = row g+8, kk+2, kk+3. The array
-keeps the shape [N, K / 2].
+Layout "cuda_mma_tiles_v1", chosen wherever N % 16 == 0 and K, G are multiples of the tile's inputs
+(64 for int4, 32 for int8: the 8B model's layers, AWQ g64 / g128, per channel): the same offset-binary
+values ordered as the A operand of the tensor cores' mma.m16n8k16, so that the GEMV runs the products
+on the tensor cores and a batch of 2..16 decode rows costs about what one does. A tile is 512 bytes,
+16 rows x TILE_INPUTS[bits] inputs, tile (r, c) at (r * K/TI + c) * 512; lane l = 4g + t owns bytes
+16l..16l+15 (four little-endian 32-bit words):
+- int4 (16 x 64, four mmas): word j holds, with kk = 64c + 16t + 4j, pair p in nibbles p (first
+  input) and p + 4 (second): p0 = row g, inputs kk, kk+1; p1 = row g+8, kk, kk+1; p2 = row g, kk+2,
+  kk+3; p3 = row g+8, kk+2, kk+3;
+- int8 (16 x 32, two mmas): words 2j and 2j + 1 hold rows g and g + 8, inputs kk..kk+3 in bytes
+  0..3, with kk = 32c + 8t + 4j.
+The array keeps its shape ([N, K / 2] or [N, K]).
 
 The values are the same integers, so the op computes the same y; only the CUDA backend reads these
 layouts (the CPU backend rejects them).
@@ -36,48 +40,59 @@ CUDA_WEIGHT_LAYOUT = "cuda_k_interleaved_v1"
 CUDA_MMA_TILE_LAYOUT = "cuda_mma_tiles_v1"
 NIBBLE_OF_INPUT = tuple((e % 2) * 4 + e // 2 for e in range(8))   # (0, 4, 1, 5, 2, 6, 3, 7)
 INPUTS_PER_VECTOR = {8: 16, 4: 32}   # inputs in one 16-byte weight vector of the kernel
-TILE_ROWS, TILE_INPUTS = 16, 64
+TILE_ROWS = 16
+TILE_INPUTS = {4: 64, 8: 32}   # inputs of a 512-byte tile: 4 (int4) or 2 (int8) mmas of k = 16
 # The tile's [row half (g or g+8), input pair (kk or kk+2), first/second input] -> nibble of the word.
 _TILE_NIBBLE = {(rh, cp, h): 2 * cp + rh + 4 * h for rh in range(2) for cp in range(2) for h in range(2)}
 
 
 def cuda_layout_for(bits: int, n: int, k: int, group_size: int) -> str:
     """The CUDA layout a weight_only_linear of this shape is built in."""
-    tiles = bits == 4 and n % TILE_ROWS == 0 and k % TILE_INPUTS == 0 and group_size % TILE_INPUTS == 0
+    inputs = TILE_INPUTS[bits]
+    tiles = n % TILE_ROWS == 0 and k % inputs == 0 and group_size % inputs == 0
     return CUDA_MMA_TILE_LAYOUT if tiles else CUDA_WEIGHT_LAYOUT
 
 
 def _tile_view(n: int, k: int) -> tuple[int, ...]:
-    # row = 16 r + 8 rh + g, input = 64 c + 16 t + 4 j + 2 cp + h
-    return (n // TILE_ROWS, 2, 8, k // TILE_INPUTS, 4, 4, 2, 2)
+    # int4: row = 16 r + 8 rh + g, input = 64 c + 16 t + 4 j + 2 cp + h
+    return (n // TILE_ROWS, 2, 8, k // 64, 4, 4, 2, 2)
 
 
-def _to_mma_tiles(q: np.ndarray) -> np.ndarray:
+def _to_mma_tiles(q: np.ndarray, bits: int) -> np.ndarray:
     n, k = q.shape
+    if bits == 8:
+        # row = 16 r + 8 rh + g, input = 32 c + 8 t + 4 j + e -> bytes [r, c, g, t, j, rh, e]
+        u = (np.asarray(q, np.int8).view(np.uint8) ^ np.uint8(0x80)).reshape(n // TILE_ROWS, 2, 8, k // 32, 4, 2, 4)
+        return np.ascontiguousarray(u.transpose(0, 3, 2, 4, 5, 1, 6)).reshape(n, k)
     u = (np.asarray(q, np.int8) + np.int8(8)).view(np.uint8).reshape(_tile_view(n, k))  # a byte per value: lm_head-sized inputs
-    words = np.zeros((n // TILE_ROWS, 8, k // TILE_INPUTS, 4, 4), np.uint32)   # [r, g, c, t, j]
+    words = np.zeros((n // TILE_ROWS, 8, k // 64, 4, 4), np.uint32)   # [r, g, c, t, j]
     for (rh, cp, h), nibble in _TILE_NIBBLE.items():
         words |= u[:, rh, :, :, :, :, cp, h].astype(np.uint32) << np.uint32(4 * nibble)
     words = words.transpose(0, 2, 1, 3, 4)                                      # [r, c, g, t, j]: 512 bytes a tile
     return np.ascontiguousarray(words.astype("<u4")).view(np.uint8).reshape(n, k // 2)
 
 
-def _from_mma_tiles(w: np.ndarray) -> np.ndarray:
+def _from_mma_tiles(w: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 8:
+        n, k = w.shape
+        u = w.reshape(n // TILE_ROWS, k // 32, 8, 4, 2, 2, 4).transpose(0, 5, 2, 1, 3, 4, 6)
+        return (np.ascontiguousarray(u).reshape(n, k) ^ np.uint8(0x80)).view(np.int8)
     n, k = w.shape[0], w.shape[1] * 2
-    words = w.reshape(-1).view("<u4").reshape(n // TILE_ROWS, k // TILE_INPUTS, 8, 4, 4).transpose(0, 2, 1, 3, 4)
+    words = w.reshape(-1).view("<u4").reshape(n // TILE_ROWS, k // 64, 8, 4, 4).transpose(0, 2, 1, 3, 4)
     u = np.zeros(_tile_view(n, k), np.uint8)
     for (rh, cp, h), nibble in _TILE_NIBBLE.items():
         u[:, rh, :, :, :, :, cp, h] = (words >> np.uint32(4 * nibble)) & np.uint32(0xF)
-    return u.reshape(n, k).view(np.int8) - np.int8(8)
+    return pack_int4(u.reshape(n, k).view(np.int8) - np.int8(8))
 
 
 def to_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LAYOUT) -> np.ndarray:
     """Row-major int8 [N, K] or packed int4 uint8 [N, K/2] -> `layout`, uint8 of the same shape."""
     if layout == CUDA_MMA_TILE_LAYOUT:
-        q = unpack_int4(weight)
-        if bits != 4 or cuda_layout_for(bits, *q.shape, TILE_INPUTS) != layout:
-            raise ValueError(f"{layout} holds int4 with N a multiple of 16 and K of 64; got int{bits} {q.shape}")
-        return _to_mma_tiles(q)
+        q = unpack_int4(weight) if bits == 4 else np.asarray(weight, np.int8)
+        if bits not in TILE_INPUTS or cuda_layout_for(bits, *q.shape, TILE_INPUTS[bits]) != layout:
+            raise ValueError(f"{layout} holds int4 / int8 with N a multiple of 16 and K of 64 / 32; "
+                             f"got int{bits} {q.shape}")
+        return _to_mma_tiles(q, bits)
     if layout != CUDA_WEIGHT_LAYOUT:
         raise ValueError(f"unknown CUDA weight layout {layout!r}")
     if bits == 8:
@@ -97,7 +112,7 @@ def from_cuda_layout(weight: np.ndarray, bits: int, layout: str = CUDA_WEIGHT_LA
     """The inverse of to_cuda_layout: back to the op set's row-major layout."""
     w = np.ascontiguousarray(weight, np.uint8)
     if layout == CUDA_MMA_TILE_LAYOUT:
-        return pack_int4(_from_mma_tiles(w))
+        return _from_mma_tiles(w, bits)
     if bits == 8:
         return (w ^ np.uint8(0x80)).view(np.int8)
     n = w.shape[0]

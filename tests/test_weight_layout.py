@@ -104,51 +104,35 @@ def _mma_m16n8k16(a_frag: np.ndarray, b_frag: np.ndarray) -> np.ndarray:
     return a @ b
 
 
-def test_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x():
-    # What the tile GEMV does, with the mma emulated from its PTX definition: word j of a lane is
-    # mma j's A registers (pair p = register p), the lane's B registers for mma j are x[kk .. kk+3]
-    # of x row g. Summed over the tiles, D must be q @ x for every row of x.
-    n, k, m = 32, 128, 8
-    q = random_int(4, n, k)
-    x = RNG.standard_normal((m, k))
-    words = to_cuda_layout(pack_int4(q), 4, CUDA_MMA_TILE_LAYOUT).reshape(-1).view("<u4").astype(np.int64)
-    y = np.zeros((m, n))
-    for r in range(n // 16):
-        for c in range(k // 64):
-            for j in range(4):
-                a_frag, b_frag = np.zeros((32, 8)), np.zeros((32, 4))
-                for lane in range(32):
-                    g, t = lane // 4, lane % 4
-                    word = words[((r * (k // 64) + c) * 32 + lane) * 4 + j]
-                    for p in range(4):
-                        a_frag[lane, 2 * p] = ((word >> (4 * p)) & 0xF) - 8
-                        a_frag[lane, 2 * p + 1] = ((word >> (16 + 4 * p)) & 0xF) - 8
-                    kk = 64 * c + 16 * t + 4 * j
-                    b_frag[lane] = x[g, kk:kk + 4]
-                y[:, 16 * r:16 * r + 16] += _mma_m16n8k16(a_frag, b_frag).T
-    np.testing.assert_allclose(y, x @ q.T.astype(np.float64), rtol=1e-12, atol=1e-12)
+def _lane_a_registers(bits: int, tile: np.ndarray, lane: int, j: int) -> list[int]:
+    """The 8 values (A registers 0..3, two each) that mma j of `lane` takes from a 512-byte tile, as
+    the tile GEMV reads them: int4 word j, pair p in nibbles p and p + 4; int8 words 2j (row g) and
+    2j + 1 (row g + 8), registers {g: kk, kk+1}, {g+8: kk, kk+1}, {g: kk+2, kk+3}, {g+8: kk+2, kk+3}."""
+    mine = tile[16 * lane:16 * lane + 16]
+    if bits == 4:
+        word = int.from_bytes(mine[4 * j:4 * j + 4].tobytes(), "little")
+        return [((word >> (4 * p + 16 * h)) & 0xF) - 8 for p in range(4) for h in range(2)]
+    g, h = mine[8 * j:8 * j + 4].astype(int) - 128, mine[8 * j + 4:8 * j + 8].astype(int) - 128
+    return [g[0], g[1], h[0], h[1], g[2], g[3], h[2], h[3]]
 
 
-def test_int8_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x():
-    # The int8 tile GEMV: mma j of a lane takes words 2j (row g) and 2j + 1 (row g + 8) as A registers
-    # {g: kk, kk+1}, {g+8: kk, kk+1}, {g: kk+2, kk+3}, {g+8: kk+2, kk+3}, and x[kk .. kk+3] of x row g as
-    # B, kk = 32c + 8t + 4j. Summed over the tiles, D must be q @ x.
-    n, k, m = 32, 96, 8
-    q = random_int(8, n, k)
+@pytest.mark.parametrize("bits,k", [(4, 128), (8, 96)])
+def test_mma_tiles_feed_the_tensor_core_the_product_of_w_and_x(bits, k):
+    # What the tile GEMV does, with the mma emulated from its PTX definition: a lane's A registers
+    # for mma j as above, its B registers x[kk .. kk+3] of x row g, kk = TI c + TI/4 t + 4j (TI = 64
+    # inputs a tile for int4, 32 for int8). Summed over the tiles, D must be q @ x for every row of x.
+    n, m, ti = 32, 8, 64 if bits == 4 else 32
+    q = random_int(bits, n, k)
     x = RNG.standard_normal((m, k))
-    raw = to_cuda_layout(q, 8, CUDA_MMA_TILE_LAYOUT).reshape(-1).astype(np.int64) - 128
+    raw = to_cuda_layout(pack_int4(q) if bits == 4 else q, bits, CUDA_MMA_TILE_LAYOUT).reshape(-1)
     y = np.zeros((m, n))
     for r in range(n // 16):
-        for c in range(k // 32):
-            for j in range(2):
-                a_frag, b_frag = np.zeros((32, 8)), np.zeros((32, 4))
-                for lane in range(32):
-                    g, t = lane // 4, lane % 4
-                    at = (r * (k // 32) + c) * 512 + 16 * lane + 8 * j
-                    row_g, row_h = raw[at:at + 4], raw[at + 4:at + 8]
-                    a_frag[lane] = [row_g[0], row_g[1], row_h[0], row_h[1], row_g[2], row_g[3], row_h[2], row_h[3]]
-                    kk = 32 * c + 8 * t + 4 * j
-                    b_frag[lane] = x[g, kk:kk + 4]
+        for c in range(k // ti):
+            tile = raw[(r * (k // ti) + c) * 512:(r * (k // ti) + c + 1) * 512]
+            for j in range(ti // 16):
+                a_frag = np.array([_lane_a_registers(bits, tile, lane, j) for lane in range(32)], np.float64)
+                kk = [ti * c + ti // 4 * (lane % 4) + 4 * j for lane in range(32)]
+                b_frag = np.array([x[lane // 4, kk[lane]:kk[lane] + 4] for lane in range(32)])
                 y[:, 16 * r:16 * r + 16] += _mma_m16n8k16(a_frag, b_frag).T
     np.testing.assert_allclose(y, x @ q.T.astype(np.float64), rtol=1e-12, atol=1e-12)
 

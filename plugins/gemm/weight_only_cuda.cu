@@ -349,6 +349,9 @@ __device__ __forceinline__ void dequant_tile_mma(const uint32_t (&words)[4], int
 // 16 x 2 94.3, 8 x 4 109.1, 8 x 2 107.8, 4 x 4 152.2).
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE || (BITS == 8 && NB == 1) ? 16 : 8; }
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return BITS == 4 && NB == 1 && !PRE ? 4 : 2; }
+// int8 at m <= 8: three of its 16-warp blocks per SM (at most 42 registers; ptxas chose 42 unasked,
+// which leaves two). 0: no bound (a bound of 1 changes ptxas's register allocation).
+template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() { return BITS == 8 && NB == 1 && !PRE ? 3 : 0; }
 
 // y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
 // row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
@@ -356,13 +359,14 @@ template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return 
 // and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
 // that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
-__global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32)
+__global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_gemv_min_blocks<BITS, NB, PRE>())
     weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = tile_gemv_unroll<BITS, NB, PRE>();
     constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32;  // a lane's x: TI / 4 inputs
-    __shared__ float partial[W][NB][32][4];
+    static_assert(W >= 4 * NB, "a warp per accumulator register and column group adds the warps' sums");
+    __shared__ float partial[W][NB][4][32];  // lane-minor: conflict-free stores and loads
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.y * kTileRows;
     if constexpr (CHUNKED) {  // this block's chunk of x and y
@@ -444,20 +448,20 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32)
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) partial[warp][nb][lane][i] = acc[nb][i];
+        for (int i = 0; i < 4; ++i) partial[warp][nb][i][lane] = acc[nb][i];
     }
     __syncthreads();
-    if (warp >= NB) return;
-    const int nb = warp;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // d[i]: row g (+ 8 for i >= 2) of the tile, x row 8 nb + 2t + (i & 1)
-        float sum = partial[0][nb][lane][i];
-        for (int v = 1; v < W; ++v) sum += partial[v][nb][lane][i];
-        const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
-        if (mi >= m) continue;
-        const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
-        y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
-    }
+    // Warp 4 nb + i adds d[i] of column group nb (row g, + 8 for i >= 2, of the tile; x row 8 nb +
+    // 2t + (i & 1)) over the warps, in warp order. (One warp adding all four, with the lane's four
+    // floats side by side, was a chain of 4-way bank-conflicted loads at the block's end.)
+    if (warp >= 4 * NB) return;
+    const int nb = warp / 4, i = warp % 4;
+    const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 8 * nb + 2 * t + (i & 1);
+    if (mi >= m) return;
+    float sum = partial[0][nb][i][lane];
+    for (int v = 1; v < W; ++v) sum += partial[v][nb][i][lane];
+    const float b = bias != nullptr ? to_float(bias[row]) : 0.0f;
+    y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
 }
 
 // out [n, k] = the dequantized weight from the tile layout, row-major. A block of 8 warps takes 8

@@ -459,6 +459,7 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     work.num_tokens = num_tokens;
     work.num_decode = static_cast<int>(decode.size());
     work.decode_requests = d_decode.as<int32_t>();
+    work.decode_identity = trtllm::kernels::is_identity(decode);
     work.num_prefill_tiles = static_cast<int>(tiles.size() / 2);
     work.prefill_tiles = d_tiles.as<int32_t>();
     work.tile_tokens = tile_tokens;

@@ -94,6 +94,13 @@ void plan_attention_work(const int32_t* new_len, int num_requests, int tile_toke
     }
 }
 
+bool is_identity(const std::vector<int32_t>& decode) {
+    for (size_t i = 0; i < decode.size(); ++i) {
+        if (decode[i] != static_cast<int32_t>(i)) return false;
+    }
+    return true;
+}
+
 namespace {
 
 template <class T, class C>

@@ -42,6 +42,7 @@ struct AttentionWork {
     int num_tokens = 0;
     int num_decode = 0;
     const int32_t* decode_requests = nullptr;  // [num_decode] request indices with new_len == 1
+    bool decode_identity = false;              // decode_requests is 0, 1, 2, ...: the kernel skips loading it
     int num_prefill_tiles = 0;
     const int32_t* prefill_tiles = nullptr;    // [num_prefill_tiles, 2]: (request, first new token of the tile)
     int tile_tokens = 1;                       // new tokens per prefill tile: attention_tile_tokens()
@@ -67,6 +68,8 @@ int64_t attention_partial_floats(int64_t decode_splits, int num_heads, int head_
 // Host: the decode list and prefill tiles of a batch.
 void plan_attention_work(const int32_t* new_len, int num_requests, int tile_tokens, std::vector<int32_t>& decode,
                          std::vector<int32_t>& tiles);
+// Whether a decode list is 0, 1, 2, ... (AttentionWork::decode_identity).
+bool is_identity(const std::vector<int32_t>& decode);
 
 // `params` pointers (rope_inv_freq, q_norm, k_norm) are device pointers; params.kv_scale (FP8 KV
 // cache, bfloat16 / float16 activations) is read on the host at launch: kv_layer then holds

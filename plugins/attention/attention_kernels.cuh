@@ -34,11 +34,17 @@ constexpr int kTileRows = 64;         // query rows (token x head) per prefill t
 constexpr int kKeyTile = 32;
 constexpr int kPrefillThreads = 128;  // two threads per query row
 
+// Row `pos` (k: which 0, v: 1) of kv head kh in the cache block `block` of tpb tokens.
+template <class T>
+__device__ __forceinline__ T* kv_block_row(T* kv, int64_t block, int pos, int which, int kh, int h_kv, int tpb, int d) {
+    const int64_t index = ((block * 2 + which) * h_kv + kh) * tpb + pos % tpb;
+    return kv + index * d;
+}
+
 template <class T>
 __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int pos, int which, int kh, int h_kv, int d) {
     const int64_t block = b.block_table[int64_t{r} * b.max_blocks_per_seq + pos / b.tokens_per_block];
-    const int64_t index = ((block * 2 + which) * h_kv + kh) * b.tokens_per_block + pos % b.tokens_per_block;
-    return kv + index * d;
+    return kv_block_row(kv, block, pos, which, kh, h_kv, b.tokens_per_block, d);
 }
 
 // The per-head transforms before the cache: q/k RMSNorm (weights in T, or null) and RoPE (null: none).
@@ -50,27 +56,65 @@ struct QkPrep {
     float eps = 0.0f;
 };
 
-// One warp: head `head` of a token's qkv row (heads [0, h) are q, [h, h + h_kv) k, then v), the
-// token at position pos -> buf[0, d) in float32, q and k heads normalized and rotated.
-template <class T>
-__device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, int h, int h_kv, int d,
-                                          const QkPrep<T>& p, float* buf, int lane) {
+// What one warp reads for one head of prep_head, loaded at once (one round trip to memory, not
+// two): lane's elements x = lane + 32 i of the head's row and its RoPE frequencies j = lane + 32 i
+// < d / 2 (the q/k norm weights, for the models that have them, are read where they are used, which
+// keeps the decode kernel's registers under its bound). MAXD: the largest head_dim of the caller.
+template <int MAXD>
+struct HeadInputs {
+    static constexpr int kX = (MAXD + 31) / 32, kF = (MAXD / 2 + 31) / 32;
+    float x[kX], f[kF];
+};
+
+template <int MAXD, class T>
+__device__ __forceinline__ HeadInputs<MAXD> load_head(const T* qkv_row, int head, int h, int h_kv, int d,
+                                                      const QkPrep<T>& p, int lane) {
+    HeadInputs<MAXD> in;
     const T* row = qkv_row + int64_t{head} * d;
-    for (int x = lane; x < d; x += 32) buf[x] = to_float(row[x]);
+    const bool rope = head < h + h_kv && p.inv_freq != nullptr;  // not v
+#pragma unroll
+    for (int i = 0; i < in.kX; ++i) in.x[i] = lane + 32 * i < d ? to_float(row[lane + 32 * i]) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < in.kF; ++i) {
+        const int j = lane + 32 * i;
+        in.f[i] = rope && j < d / 2 ? p.inv_freq[j] : 0.0f;
+    }
+    return in;
+}
+
+// One warp: head `head` of a token's qkv row (heads [0, h) are q, [h, h + h_kv) k, then v), the
+// token at position pos, from its loaded inputs -> buf[0, d) in float32, q and k heads normalized
+// and rotated.
+template <int MAXD, class T>
+__device__ __forceinline__ void prep_loaded_head(const HeadInputs<MAXD>& in, int head, int pos, int h, int h_kv, int d,
+                                                 const QkPrep<T>& p, float* buf, int lane) {
+#pragma unroll
+    for (int i = 0; i < in.kX; ++i) {
+        if (lane + 32 * i < d) buf[lane + 32 * i] = in.x[i];
+    }
     __syncwarp();
     if (head >= h + h_kv) return;  // v: as it is
     if (p.q_norm != nullptr) {
         float sq = 0.0f;
-        for (int x = lane; x < d; x += 32) sq += buf[x] * buf[x];
+#pragma unroll
+        for (int i = 0; i < in.kX; ++i) {
+            if (lane + 32 * i < d) sq += in.x[i] * in.x[i];
+        }
         const float inv = 1.0f / sqrtf(warp_sum(sq) / static_cast<float>(d) + p.eps);
         const T* w = head < h ? p.q_norm : p.k_norm;
-        for (int x = lane; x < d; x += 32) buf[x] = buf[x] * inv * to_float(w[x]);
+#pragma unroll
+        for (int i = 0; i < in.kX; ++i) {
+            if (lane + 32 * i < d) buf[lane + 32 * i] = in.x[i] * inv * to_float(w[lane + 32 * i]);
+        }
         __syncwarp();
     }
     if (p.inv_freq != nullptr) {
         const int half = d / 2;
-        for (int j = lane; j < half; j += 32) {
-            const float angle = static_cast<float>(pos) * p.inv_freq[j];  // one float32 product, as HF
+#pragma unroll
+        for (int i = 0; i < in.kF; ++i) {
+            const int j = lane + 32 * i;
+            if (j >= half) continue;
+            const float angle = static_cast<float>(pos) * in.f[i];  // one float32 product, as HF
             const float c = cosf(angle), s = sinf(angle);
             const float x1 = buf[j], x2 = buf[j + half];
             buf[j] = x1 * c - x2 * s;
@@ -78,6 +122,13 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
         }
         __syncwarp();
     }
+}
+
+// prep_loaded_head for any head_dim the op takes (<= 256).
+template <class T>
+__device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, int h, int h_kv, int d,
+                                          const QkPrep<T>& p, float* buf, int lane) {
+    prep_loaded_head(load_head<256>(qkv_row, head, h, h_kv, d, p, lane), head, pos, h, h_kv, d, p, buf, lane);
 }
 
 // C is the cache's element type (T, or Fp8KvCache read through kv_cache_access.cuh).
@@ -103,7 +154,8 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
 template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const T* qkv, QkPrep<T> prep,
                                                                 C* kv, KvScale kvs, PagedBatchCuda b,
-                                                                const int32_t* decode_requests, int h, int h_kv,
+                                                                const int32_t* decode_requests, bool decode_identity,
+                                                                int h, int h_kv,
                                                                 float scale, int num_splits, bool prefetch,
                                                                 float* part_o, float* part_ml, int* done, T* out) {
     constexpr int V = kVec<T>;
@@ -121,41 +173,74 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     const int dec = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int warp = tid / 32, lane = tid % 32;
     const int group = h / h_kv;
-    const int r = decode_requests[dec];
+    const int r = decode_identity ? dec : decode_requests[dec];
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
     const int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
     const int active = (len + chunk - 1) / chunk;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
     if (split >= active) return;
-    if (prefetch) {  // the block's first keys and values head for the L2 while q is prepared
-        constexpr int kRowBytes = D * static_cast<int>(sizeof(C));
-        constexpr int kLines = kRowBytes >= 128 ? kRowBytes / 128 : 1;
-        const int keys = min(n, kMaxKeysPerSplit);
-        for (int i = tid; i < 2 * keys * kLines; i += blockDim.x) {
-            const int line = i % kLines, key = i / kLines % keys, which = i / (kLines * keys);
-            prefetch_l2_line(reinterpret_cast<const char*>(kv_row(kv, b, r, k0 + key, which, kh, h_kv, D)) + 128 * line);
-        }
-    }
     const int64_t part0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits + split;  // + g * num_splits
     float* qs = dec_smem;                                   // [group][D]
     float* os = qs + group * D;                             // [group][D] running output
     float* sc = os + group * D;                             // [group][kMaxKeysPerSplit]
     float* red = sc + group * kMaxKeysPerSplit;             // [kSlots][kGroupChunk][D]
     float* ml = red + kSlots * kGroupChunk * D;             // [group][3]: running max, sum, this tile's rescale
+    int* pages = reinterpret_cast<int*>(ml + 3 * group);    // [kMaxKeysPerSplit]: the tile's keys' cache blocks
+    const int32_t* table = b.block_table + int64_t{r} * b.max_blocks_per_seq;
+    const int tpb = b.tokens_per_block;
+    // Everything the block reads before its first key is loaded at once, one round trip: the cache
+    // blocks of the first tile's keys (thread tid: keys tid + u kDecodeThreads), q's inputs (warp g: q
+    // head g), and in the block whose range ends with the new key, that key's and value's inputs
+    // (warps 0 and 1) and its cache block.
+    constexpr int kPagesPerThread = kMaxKeysPerSplit / kDecodeThreads;
+    static_assert(kMaxKeysPerSplit % kDecodeThreads == 0, "a thread holds whole keys' cache blocks");
+    const int nt0 = min(n, kMaxKeysPerSplit);
+    int page[kPagesPerThread];
+#pragma unroll
+    for (int u = 0; u < kPagesPerThread; ++u) {
+        const int j = tid + u * kDecodeThreads;
+        page[u] = j < nt0 ? table[(k0 + j) / tpb] : 0;
+    }
+    const T* qkv_row = qkv != nullptr ? qkv + int64_t{token} * (h + 2 * h_kv) * D : nullptr;
+    const bool first_q = qkv != nullptr && warp < group;
+    const bool writes_new = qkv != nullptr && k0 + n == len && warp < 2;  // warp 0: the new key, warp 1: its value
+    HeadInputs<D> q_in, new_in;
+    if (first_q) q_in = load_head<D>(qkv_row, kh * group + warp, h, h_kv, D, prep, lane);
+    if (writes_new) new_in = load_head<D>(qkv_row, h + warp * h_kv + kh, h, h_kv, D, prep, lane);
+    const int new_block = writes_new ? table[(len - 1) / tpb] : 0;
+    if (prefetch) {  // the first tile's keys and values head for the L2 while q is prepared
+        constexpr int kRowBytes = D * static_cast<int>(sizeof(C));
+        constexpr int kLines = kRowBytes >= 128 ? kRowBytes / 128 : 1;
+#pragma unroll
+        for (int u = 0; u < kPagesPerThread; ++u) {
+            const int j = tid + u * kDecodeThreads;
+            if (j >= nt0) continue;
+#pragma unroll
+            for (int which = 0; which < 2; ++which) {
+                const char* row = reinterpret_cast<const char*>(kv_block_row(kv, page[u], k0 + j, which, kh, h_kv, tpb, D));
+#pragma unroll
+                for (int line = 0; line < kLines; ++line) prefetch_l2_line(row + 128 * line);
+            }
+        }
+    }
     if (qkv != nullptr) {
-        const T* qkv_row = qkv + int64_t{token} * (h + 2 * h_kv) * D;
-        for (int g = warp; g < group; g += kDecodeThreads / 32) {
+        if (first_q) prep_loaded_head(q_in, kh * group + warp, len - 1, h, h_kv, D, prep, qs + warp * D, lane);
+        for (int g = warp + kDecodeThreads / 32; g < group; g += kDecodeThreads / 32) {
             prep_head(qkv_row, kh * group + g, len - 1, h, h_kv, D, prep, qs + g * D, lane);
         }
-        if (k0 + n == len && warp < 2) {  // warp 0: the new key, warp 1: its value (staged in red)
+        if (writes_new) {  // staged in red
             float* buf = red + warp * D;
-            prep_head(qkv_row, h + warp * h_kv + kh, len - 1, h, h_kv, D, prep, buf, lane);
-            C* dst = kv_row(kv, b, r, len - 1, warp, kh, h_kv, D);
+            prep_loaded_head(new_in, h + warp * h_kv + kh, len - 1, h, h_kv, D, prep, buf, lane);
+            C* dst = kv_block_row(kv, new_block, len - 1, warp, kh, h_kv, tpb, D);
             for (int x = lane; x < D; x += 32) store_kv(dst + x, buf[x], kvs);
         }
     } else {
         for (int i = tid; i < group * D; i += blockDim.x) qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
+    }
+#pragma unroll
+    for (int u = 0; u < kPagesPerThread; ++u) {
+        if (tid + u * kDecodeThreads < nt0) pages[tid + u * kDecodeThreads] = page[u];
     }
     for (int i = tid; i < group * D; i += blockDim.x) os[i] = 0.0f;
     for (int g = tid; g < group; g += blockDim.x) {
@@ -167,6 +252,10 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     for (int t0 = 0; t0 < n; t0 += kMaxKeysPerSplit) {
         const int nt = min(kMaxKeysPerSplit, n - t0);
         const int kt = k0 + t0;  // first key of the tile
+        if (t0 > 0) {  // this tile's keys' cache blocks (the first tile's came with q)
+            for (int j = tid; j < nt; j += blockDim.x) pages[j] = table[(kt + j) / tpb];
+            __syncthreads();
+        }
         // Scores: kKeyLanes threads per key row, each dotting its kRowVecs vectors with every head of
         // the group; the row's partial dots are added by shuffles. A thread loads kKeysInFlight rows'
         // vectors before using them, so each batch costs one round trip to memory.
@@ -178,7 +267,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
             for (int u = 0; u < kKeysInFlight; ++u) {
                 const int j = j0 + u * kKeysPerPass + kp;
                 if (j >= nt) continue;
-                const C* krow = kv_row(kv, b, r, kt + j, 0, kh, h_kv, D);
+                const C* krow = kv_block_row(kv, pages[j], kt + j, 0, kh, h_kv, tpb, D);
 #pragma unroll
                 for (int c = 0; c < kRowVecs; ++c) load_kv_vec<T>(krow + (kl + c * kKeyLanes) * V, kf[u][c], kvs);
             }
@@ -247,7 +336,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
 #pragma unroll 4
             for (int j = kg; j < nt; j += kKeyGroups) {
                 float vf[V];
-                load_kv_vec<T>(kv_row(kv, b, r, kt + j, 1, kh, h_kv, D) + xv * V, vf, kvs);
+                load_kv_vec<T>(kv_block_row(kv, pages[j], kt + j, 1, kh, h_kv, tpb, D) + xv * V, vf, kvs);
 #pragma unroll
                 for (int g = 0; g < kGroupChunk; ++g) {
                     if (gb + g < group) {
@@ -480,7 +569,8 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
     }
     if (w.num_decode > 0) {
         const size_t smem = sizeof(float) * (size_t{3} * group + size_t{2} * group * D + size_t(group) * kMaxKeysPerSplit +
-                                             size_t{decode_red_slots<T, D>()} * kGroupChunk * D);
+                                             size_t{decode_red_slots<T, D>()} * kGroupChunk * D) +
+                            sizeof(int) * kMaxKeysPerSplit;
         static int configured_bytes = 0;
         if (static_cast<int>(smem) > configured_bytes && smem > 48 * 1024) {
             CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -492,7 +582,7 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         // Prefetch where few blocks run (a small batch: each block's chain of round trips is the time).
         const bool prefetch = int64_t{w.num_decode} * h_kv <= kPrefetchMaxHeads;
         decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, qkv, prep, kv, kvs, b, w.decode_requests, h, h_kv, scale, w.num_splits, prefetch,
+            q, qkv, prep, kv, kvs, b, w.decode_requests, w.decode_identity, h, h_kv, scale, w.num_splits, prefetch,
             part_o, part_ml, scratch.decode_done, out);
         CHECK_LAUNCH("decode_kernel");
     }

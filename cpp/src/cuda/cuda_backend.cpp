@@ -347,6 +347,7 @@ private:
         work.num_tokens = static_cast<int>(num_tokens);
         work.num_decode = static_cast<int>(decode_.size());
         work.decode_requests = dev_i32(off_decode_);
+        work.decode_identity = kernels::is_identity(decode_);
         work.num_prefill_tiles = static_cast<int>(tiles_.size() / 2);
         work.prefill_tiles = dev_i32(off_tiles_);
         work.tile_tokens = tile_tokens_;

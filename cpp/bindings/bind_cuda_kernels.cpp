@@ -545,6 +545,91 @@ double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int
     return static_cast<double>(ms) / iters;
 }
 
+// Mean device time in us of one decode attention launch (a batch of decode tokens only, as in a
+// pure decode step: the decode kernel preps q and writes the new key itself): `batch` requests of
+// `context` cached keys each (the new token at position context), head shapes as given, RoPE on,
+// in-order block tables. num_splits 0: the planner's choice for sequences up to plan_len (an engine
+// plans for its max_seq_len, since a graph replays with any length). The launches cycle over
+// `copies` caches: enough copies that together they exceed the L2 give the cold-cache time a model
+// sees, whose GEMMs stream the L2 full between two layers' attention (qkv stays one row set: in a
+// model it was just written by the qkv GEMM).
+double attention_decode_us(int batch, int context, int num_heads, int num_kv_heads, int head_dim,
+                           const std::string& dtype, int tokens_per_block, int num_splits, int plan_len, int copies,
+                           int iters) {
+    const DType dt = float_dtype(dtype);
+    if (batch < 1 || context < 0 || tokens_per_block < 1 || copies < 1 || iters < 1 || plan_len < context + 1) {
+        throw std::invalid_argument("need batch >= 1, context >= 0, tokens_per_block >= 1, copies >= 1, iters >= 1 "
+                                    "and plan_len > context");
+    }
+    int num_sms = 0;
+    CHECK_CUDA(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
+    if (num_splits <= 0) num_splits = trtllm::kernels::attention_num_splits(batch, num_kv_heads, plan_len, num_sms);
+    const int blocks_per_seq = (context + 1 + tokens_per_block - 1) / tokens_per_block;
+    std::vector<int32_t> past(batch, context), fresh(batch, 1), start(batch), table(size_t(batch) * blocks_per_seq),
+        decode(batch);
+    for (int r = 0; r < batch; ++r) {
+        start[r] = decode[r] = r;
+        for (int b = 0; b < blocks_per_seq; ++b) table[size_t(r) * blocks_per_seq + b] = r * blocks_per_seq + b;
+    }
+    auto to_device = [](const auto* p, size_t n) {
+        DeviceBuffer d(sizeof(*p) * n);
+        CHECK_CUDA(cudaMemcpy(d.get(), p, d.bytes(), cudaMemcpyHostToDevice));
+        return d;
+    };
+    DeviceBuffer d_past = to_device(past.data(), past.size()), d_new = to_device(fresh.data(), fresh.size());
+    DeviceBuffer d_start = to_device(start.data(), start.size()), d_table = to_device(table.data(), table.size());
+    DeviceBuffer d_decode = to_device(decode.data(), decode.size());
+    const size_t qkv_bytes = size_t(batch) * (num_heads + 2 * num_kv_heads) * head_dim * esz(dt);
+    const size_t kv_bytes = size_t(trtllm::kernels::kv_block_bytes(num_kv_heads, tokens_per_block, head_dim, dt)) *
+                            size_t(batch) * blocks_per_seq;
+    DeviceBuffer d_qkv(qkv_bytes), d_kv(kv_bytes * copies);
+    CHECK_CUDA(cudaMemset(d_qkv.get(), 0x3c, d_qkv.bytes()));  // small finite values in every float dtype
+    CHECK_CUDA(cudaMemset(d_kv.get(), 0x3c, d_kv.bytes()));
+    DeviceBuffer d_out(size_t(batch) * num_heads * head_dim * esz(dt));
+    DeviceBuffer d_part(sizeof(float) * size_t(trtllm::kernels::attention_partial_floats(int64_t{batch} * num_splits,
+                                                                                          num_heads, head_dim)));
+    DeviceBuffer d_done(sizeof(int) * size_t(batch) * num_kv_heads);
+    CHECK_CUDA(cudaMemset(d_done.get(), 0, d_done.bytes()));
+    const std::vector<float> inv = trtllm::kernels::rope_inv_freq(head_dim, trtllm::kernels::RopeParams{});
+    DeviceBuffer d_inv = to_device(inv.data(), inv.size());
+
+    trtllm::kernels::PagedBatchCuda pb;
+    pb.num_requests = batch;
+    pb.past_len = d_past.as<int32_t>();
+    pb.new_len = d_new.as<int32_t>();
+    pb.token_start = d_start.as<int32_t>();
+    pb.block_table = d_table.as<int32_t>();
+    pb.max_blocks_per_seq = blocks_per_seq;
+    pb.tokens_per_block = tokens_per_block;
+    trtllm::kernels::AttentionParams params;
+    params.num_heads = num_heads;
+    params.num_kv_heads = num_kv_heads;
+    params.head_dim = head_dim;
+    params.rope_inv_freq = d_inv.as<float>();
+    trtllm::kernels::AttentionWork work;
+    work.num_tokens = batch;
+    work.num_decode = batch;
+    work.decode_requests = d_decode.as<int32_t>();
+    work.decode_identity = true;
+    work.num_splits = num_splits;
+    trtllm::kernels::AttentionScratch scratch{nullptr, d_part.as<float>(), d_done.as<int>()};
+    auto run = [&](int i) {
+        const size_t c = size_t(i % copies);
+        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, static_cast<char*>(d_kv.get()) + c * kv_bytes, pb,
+                                        params, work, scratch, nullptr);
+    };
+    py::gil_scoped_release release;
+    for (int i = 0; i < copies; ++i) run(i);  // warm-up: every copy once
+    trtllm::CudaEvent begin, end;
+    CHECK_CUDA(cudaEventRecord(begin.get(), nullptr));
+    for (int i = 0; i < iters; ++i) run(i);
+    CHECK_CUDA(cudaEventRecord(end.get(), nullptr));
+    CHECK_CUDA(cudaEventSynchronize(end.get()));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
+    return 1e3 * static_cast<double>(ms) / iters;
+}
+
 // The device sampler over rows of float32 logits, one RowSampling per row from the per-row arrays;
 // returns (tokens int32, logprobs float32).
 py::tuple sample_rows(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits, int vocab_size,
@@ -636,6 +721,10 @@ void bind_cuda_kernels(py::module_& m) {
     k.def("attention_prefill_ms", &attention_prefill_ms, "num_tokens"_a, "num_heads"_a, "num_kv_heads"_a, "head_dim"_a,
           "dtype"_a = "bfloat16", "tokens_per_block"_a = 32, "iters"_a = 20,
           "Mean ms of one attention op over a fresh prefill of num_tokens tokens (benchmark).");
+    k.def("attention_decode_us", &attention_decode_us, "batch"_a, "context"_a, "num_heads"_a, "num_kv_heads"_a,
+          "head_dim"_a, "dtype"_a = "bfloat16", "tokens_per_block"_a = 32, "num_splits"_a = 0, "plan_len"_a = 4096,
+          "copies"_a = 1, "iters"_a = 200,
+          "Mean us of one decode attention launch, batch x context keys, over `copies` caches (benchmark).");
     k.def("sample_rows", &sample_rows, "logits"_a, "vocab_size"_a, py::kw_only(), "temperature"_a, "top_k"_a,
           "top_p"_a, "min_p"_a, "uniform"_a, "want_logprob"_a = false,
           "Device sampling of each row among its first vocab_size logits (sampling_cuda.h); returns "

@@ -11,9 +11,10 @@ the interleaved layout (the CUDA-core GEMV, "int8 il"), and the
 FP8 GEMM of fp8_linear (its best build-time tactic: our FP8 GEMV or cuBLASLt), in
 microseconds and in GB/s of weight + scale bytes read (the DRAM traffic that bounds decode).
 --tp N takes one rank's shapes under tensor parallelism (qkv and gate_up split along n, o and down
-along k). The same weights run `reps` times back to back, so the smaller ones are partly served
-from the 50 MB L2: for each kernel's time on cold weights, as in a model, run it under Nsight
-Compute with --cache-control all (scripts/gpu_check.sh ncu).
+along k). Each kernel runs `reps` times back to back on copies of its weight cycled past twice the
+L2 (`ColdWeights`, as the builder times tactics), so every call reads its weight from DRAM as a
+model's layers do; Nsight Compute with --cache-control all (scripts/gpu_check.sh ncu) times each
+launch alone.
 """
 
 from __future__ import annotations

@@ -479,6 +479,55 @@ py::array attention(const py::array& qkv, py::array& kv_layer, const py::array& 
     return download(d_out, dt, {num_tokens, static_cast<py::ssize_t>(num_heads) * head_dim});
 }
 
+// Benchmark batches of the attention op: their per-request arrays and RoPE frequencies on the
+// device, and the PagedBatchCuda / AttentionParams over them (the head shapes as given, RoPE on).
+struct BenchAttentionBatch {
+    DeviceBuffer past, fresh, start, table, inv;
+    trtllm::kernels::PagedBatchCuda batch;
+    trtllm::kernels::AttentionParams params;
+
+    BenchAttentionBatch(const std::vector<int32_t>& past_len, const std::vector<int32_t>& new_len,
+                        const std::vector<int32_t>& token_start, const std::vector<int32_t>& block_table,
+                        int tokens_per_block, int num_heads, int num_kv_heads, int head_dim)
+        : past(to_device(past_len)),
+          fresh(to_device(new_len)),
+          start(to_device(token_start)),
+          table(to_device(block_table)),
+          inv(to_device(trtllm::kernels::rope_inv_freq(head_dim, trtllm::kernels::RopeParams{}))) {
+        batch.num_requests = static_cast<int>(past_len.size());
+        batch.past_len = past.as<int32_t>();
+        batch.new_len = fresh.as<int32_t>();
+        batch.token_start = start.as<int32_t>();
+        batch.block_table = table.as<int32_t>();
+        batch.max_blocks_per_seq = static_cast<int>(block_table.size() / past_len.size());
+        batch.tokens_per_block = tokens_per_block;
+        params.num_heads = num_heads;
+        params.num_kv_heads = num_kv_heads;
+        params.head_dim = head_dim;
+        params.rope_inv_freq = inv.as<float>();
+    }
+
+    template <class T>
+    static DeviceBuffer to_device(const std::vector<T>& v) {
+        DeviceBuffer d(sizeof(T) * v.size());
+        CHECK_CUDA(cudaMemcpy(d.get(), v.data(), d.bytes(), cudaMemcpyHostToDevice));
+        return d;
+    }
+};
+
+// Mean device time in ms of run(i), i < iters, launched back to back on the null stream.
+template <class Run>
+double mean_launch_ms(Run&& run, int iters) {
+    trtllm::CudaEvent begin, end;
+    CHECK_CUDA(cudaEventRecord(begin.get(), nullptr));
+    for (int i = 0; i < iters; ++i) run(i);
+    CHECK_CUDA(cudaEventRecord(end.get(), nullptr));
+    CHECK_CUDA(cudaEventSynchronize(end.get()));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
+    return static_cast<double>(ms) / iters;
+}
+
 // Mean device time in ms of one attention op (qkv_prep + attend) over a single fresh prefill of
 // `num_tokens` tokens (rope on, identity block table), after one warm-up call: for benchmarks.
 double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int head_dim, const std::string& dtype,
@@ -490,17 +539,11 @@ double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int
     const int num_blocks = (num_tokens + tokens_per_block - 1) / tokens_per_block;
     std::vector<int32_t> table(static_cast<size_t>(num_blocks));
     for (int i = 0; i < num_blocks; ++i) table[static_cast<size_t>(i)] = i;
-    const int32_t past = 0, fresh = num_tokens, start = 0;
+    const BenchAttentionBatch in({0}, {num_tokens}, {0}, table, tokens_per_block, num_heads, num_kv_heads, head_dim);
     const int tile_tokens = trtllm::kernels::attention_tile_tokens(num_heads, num_kv_heads);
     std::vector<int32_t> decode, tiles;
-    trtllm::kernels::plan_attention_work(&fresh, 1, tile_tokens, decode, tiles);
-    auto to_device = [](const auto* p, size_t n) {
-        DeviceBuffer d(sizeof(*p) * n);
-        CHECK_CUDA(cudaMemcpy(d.get(), p, d.bytes(), cudaMemcpyHostToDevice));
-        return d;
-    };
-    DeviceBuffer d_past = to_device(&past, 1), d_new = to_device(&fresh, 1), d_start = to_device(&start, 1);
-    DeviceBuffer d_table = to_device(table.data(), table.size()), d_tiles = to_device(tiles.data(), tiles.size());
+    trtllm::kernels::plan_attention_work(&num_tokens, 1, tile_tokens, decode, tiles);
+    const DeviceBuffer d_tiles = BenchAttentionBatch::to_device(tiles);
     const size_t qkv_elems = static_cast<size_t>(num_tokens) * (num_heads + 2 * num_kv_heads) * head_dim;
     DeviceBuffer d_qkv(qkv_elems * esz(dt));
     CHECK_CUDA(cudaMemset(d_qkv.get(), 0x3c, d_qkv.bytes()));  // small finite values in every float dtype
@@ -508,41 +551,19 @@ double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int
                       num_blocks);
     DeviceBuffer d_out(static_cast<size_t>(num_tokens) * num_heads * head_dim * esz(dt));
     DeviceBuffer d_q(sizeof(float) * static_cast<size_t>(num_tokens) * num_heads * head_dim);
-    const std::vector<float> inv = trtllm::kernels::rope_inv_freq(head_dim, trtllm::kernels::RopeParams{});
-    DeviceBuffer d_inv = to_device(inv.data(), inv.size());
-
-    trtllm::kernels::PagedBatchCuda batch;
-    batch.num_requests = 1;
-    batch.past_len = d_past.as<int32_t>();
-    batch.new_len = d_new.as<int32_t>();
-    batch.token_start = d_start.as<int32_t>();
-    batch.block_table = d_table.as<int32_t>();
-    batch.max_blocks_per_seq = num_blocks;
-    batch.tokens_per_block = tokens_per_block;
-    trtllm::kernels::AttentionParams params;
-    params.num_heads = num_heads;
-    params.num_kv_heads = num_kv_heads;
-    params.head_dim = head_dim;
-    params.rope_inv_freq = d_inv.as<float>();
     trtllm::kernels::AttentionWork work;
     work.num_tokens = num_tokens;
     work.num_prefill_tiles = static_cast<int>(tiles.size() / 2);
     work.prefill_tiles = d_tiles.as<int32_t>();
     work.tile_tokens = tile_tokens;
     trtllm::kernels::AttentionScratch scratch{d_q.as<float>(), nullptr};
-    auto run = [&] {
-        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, d_kv.get(), batch, params, work, scratch, nullptr);
+    auto run = [&](int) {
+        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, d_kv.get(), in.batch, in.params, work, scratch,
+                                        nullptr);
     };
     py::gil_scoped_release release;
-    run();
-    trtllm::CudaEvent begin, end;
-    CHECK_CUDA(cudaEventRecord(begin.get(), nullptr));
-    for (int i = 0; i < iters; ++i) run();
-    CHECK_CUDA(cudaEventRecord(end.get(), nullptr));
-    CHECK_CUDA(cudaEventSynchronize(end.get()));
-    float ms = 0.0f;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
-    return static_cast<double>(ms) / iters;
+    run(0);
+    return mean_launch_ms(run, iters);
 }
 
 // Mean device time in us of one decode attention launch (a batch of decode tokens only, as in a
@@ -571,14 +592,8 @@ double attention_decode_us(int batch, int context, int num_heads, int num_kv_hea
         start[r] = decode[r] = r;
         for (int b = 0; b < blocks_per_seq; ++b) table[size_t(r) * blocks_per_seq + b] = r * blocks_per_seq + b;
     }
-    auto to_device = [](const auto* p, size_t n) {
-        DeviceBuffer d(sizeof(*p) * n);
-        CHECK_CUDA(cudaMemcpy(d.get(), p, d.bytes(), cudaMemcpyHostToDevice));
-        return d;
-    };
-    DeviceBuffer d_past = to_device(past.data(), past.size()), d_new = to_device(fresh.data(), fresh.size());
-    DeviceBuffer d_start = to_device(start.data(), start.size()), d_table = to_device(table.data(), table.size());
-    DeviceBuffer d_decode = to_device(decode.data(), decode.size());
+    const BenchAttentionBatch in(past, fresh, start, table, tokens_per_block, num_heads, num_kv_heads, head_dim);
+    const DeviceBuffer d_decode = BenchAttentionBatch::to_device(decode);
     const size_t qkv_bytes = size_t(batch) * (num_heads + 2 * num_kv_heads) * head_dim * esz(dt);
     const size_t kv_bytes = size_t(trtllm::kernels::kv_block_bytes(num_kv_heads, tokens_per_block, head_dim, dt)) *
                             size_t(batch) * blocks_per_seq;
@@ -590,22 +605,6 @@ double attention_decode_us(int batch, int context, int num_heads, int num_kv_hea
                                                                                           num_heads, head_dim)));
     DeviceBuffer d_done(sizeof(int) * size_t(batch) * num_kv_heads);
     CHECK_CUDA(cudaMemset(d_done.get(), 0, d_done.bytes()));
-    const std::vector<float> inv = trtllm::kernels::rope_inv_freq(head_dim, trtllm::kernels::RopeParams{});
-    DeviceBuffer d_inv = to_device(inv.data(), inv.size());
-
-    trtllm::kernels::PagedBatchCuda pb;
-    pb.num_requests = batch;
-    pb.past_len = d_past.as<int32_t>();
-    pb.new_len = d_new.as<int32_t>();
-    pb.token_start = d_start.as<int32_t>();
-    pb.block_table = d_table.as<int32_t>();
-    pb.max_blocks_per_seq = blocks_per_seq;
-    pb.tokens_per_block = tokens_per_block;
-    trtllm::kernels::AttentionParams params;
-    params.num_heads = num_heads;
-    params.num_kv_heads = num_kv_heads;
-    params.head_dim = head_dim;
-    params.rope_inv_freq = d_inv.as<float>();
     trtllm::kernels::AttentionWork work;
     work.num_tokens = batch;
     work.num_decode = batch;
@@ -615,19 +614,12 @@ double attention_decode_us(int batch, int context, int num_heads, int num_kv_hea
     trtllm::kernels::AttentionScratch scratch{nullptr, d_part.as<float>(), d_done.as<int>()};
     auto run = [&](int i) {
         const size_t c = size_t(i % copies);
-        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, static_cast<char*>(d_kv.get()) + c * kv_bytes, pb,
-                                        params, work, scratch, nullptr);
+        trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, static_cast<char*>(d_kv.get()) + c * kv_bytes,
+                                        in.batch, in.params, work, scratch, nullptr);
     };
     py::gil_scoped_release release;
     for (int i = 0; i < copies; ++i) run(i);  // warm-up: every copy once
-    trtllm::CudaEvent begin, end;
-    CHECK_CUDA(cudaEventRecord(begin.get(), nullptr));
-    for (int i = 0; i < iters; ++i) run(i);
-    CHECK_CUDA(cudaEventRecord(end.get(), nullptr));
-    CHECK_CUDA(cudaEventSynchronize(end.get()));
-    float ms = 0.0f;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
-    return 1e3 * static_cast<double>(ms) / iters;
+    return 1e3 * mean_launch_ms(run, iters);
 }
 
 // The device sampler over rows of float32 logits, one RowSampling per row from the per-row arrays;

@@ -480,8 +480,7 @@ print('tp $run:', round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttf
   # as is, side by side (A/B of a runtime switch).
   local ab_env i=0
   IFS=';' read -ra tp_ab_envs <<< "${TP_ENV_AB:-}"
-  ((benchmarks)) && for ab_env in "${tp_ab_envs[@]}" ""; do
-    [[ ${#tp_ab_envs[@]} == 0 ]] && break
+  ((benchmarks && ${#tp_ab_envs[@]} > 0)) && for ab_env in "${tp_ab_envs[@]}" ""; do
     timeout 180 env $ab_env "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine2" \
       --input-len 128 --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_tp2_env$i.json" >/dev/null ||
       { echo "tp: latency tp2 env$i failed"; rc=1; }

@@ -9,7 +9,8 @@ The Llama-3.1-8B attention shape (32 query heads, 8 kv heads, head_dim 128), bf1
 cache block. Split 0 is the planner's choice for an engine of max_seq_len --plan-len (what a decode
 graph replays with); a request of n keys uses ceil(n / max(ceil(n / splits), 32)) of them. "cold":
 the launches cycle over copies of the cache that together exceed twice the 50 MB L2, as a model's
-layers do. Microseconds per launch, launched back to back on one stream (each launch's gap included).
+layers do. Microseconds per launch, the launches replayed back to back as one CUDA graph, as in a
+decode step (each launch's gap included).
 """
 
 from __future__ import annotations

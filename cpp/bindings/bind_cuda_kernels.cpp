@@ -528,6 +528,32 @@ double mean_launch_ms(Run&& run, int iters) {
     return static_cast<double>(ms) / iters;
 }
 
+// Mean device time in ms of run(i, stream), i < iters, captured into one CUDA graph and replayed (after
+// one warm-up replay): launches with no host time between them, as a decode step's.
+template <class Run>
+double mean_graph_ms(Run&& run, int iters) {
+    trtllm::CudaStream stream;
+    const cudaStream_t st = stream.get();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CHECK_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < iters; ++i) run(i, st);
+    CHECK_CUDA(cudaStreamEndCapture(st, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CHECK_CUDA(err);
+    trtllm::CudaEvent begin, end;
+    CHECK_CUDA(cudaGraphLaunch(exec, st));
+    CHECK_CUDA(cudaEventRecord(begin.get(), st));
+    CHECK_CUDA(cudaGraphLaunch(exec, st));
+    CHECK_CUDA(cudaEventRecord(end.get(), st));
+    CHECK_CUDA(cudaEventSynchronize(end.get()));
+    CHECK_CUDA(cudaGraphExecDestroy(exec));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, begin.get(), end.get()));
+    return static_cast<double>(ms) / iters;
+}
+
 // Mean device time in ms of one attention op (qkv_prep + attend) over a single fresh prefill of
 // `num_tokens` tokens (rope on, identity block table), after one warm-up call: for benchmarks.
 double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int head_dim, const std::string& dtype,
@@ -573,7 +599,7 @@ double attention_prefill_ms(int num_tokens, int num_heads, int num_kv_heads, int
 // plans for its max_seq_len, since a graph replays with any length). The launches cycle over
 // `copies` caches: enough copies that together they exceed the L2 give the cold-cache time a model
 // sees, whose GEMMs stream the L2 full between two layers' attention (qkv stays one row set: in a
-// model it was just written by the qkv GEMM).
+// model it was just written by the qkv GEMM). The timed launches replay as one CUDA graph.
 double attention_decode_us(int batch, int context, int num_heads, int num_kv_heads, int head_dim,
                            const std::string& dtype, int tokens_per_block, int num_splits, int plan_len, int copies,
                            int iters) {
@@ -612,14 +638,15 @@ double attention_decode_us(int batch, int context, int num_heads, int num_kv_hea
     work.decode_identity = true;
     work.num_splits = num_splits;
     trtllm::kernels::AttentionScratch scratch{nullptr, d_part.as<float>(), d_done.as<int>()};
-    auto run = [&](int i) {
+    auto run = [&](int i, cudaStream_t stream) {
         const size_t c = size_t(i % copies);
         trtllm::kernels::attention_cuda(d_qkv.get(), d_out.get(), dt, static_cast<char*>(d_kv.get()) + c * kv_bytes,
-                                        in.batch, in.params, work, scratch, nullptr);
+                                        in.batch, in.params, work, scratch, stream);
     };
     py::gil_scoped_release release;
-    for (int i = 0; i < copies; ++i) run(i);  // warm-up: every copy once
-    return 1e3 * mean_launch_ms(run, iters);
+    for (int i = 0; i < copies; ++i) run(i, nullptr);  // warm-up: every copy once
+    CHECK_CUDA(cudaDeviceSynchronize());
+    return 1e3 * mean_graph_ms(run, iters);
 }
 
 // The device sampler over rows of float32 logits, one RowSampling per row from the per-row arrays;

@@ -21,6 +21,13 @@ constexpr int kPrefetchMaxHeads = 64;  // decode blocks prefetch their keys whil
 constexpr int kGroupChunk = 4;        // query heads per register pass in the decode kernel
 constexpr int kDecodeMinBlocks = 8;   // decode blocks resident per SM: registers capped so that a large batch keeps
                                       // enough loads in flight to stream the KV cache at full bandwidth
+constexpr int kDecodeMaxCluster = 8;  // splits of one request and kv head merged in one block's shared memory (8B
+                                      // shape, batch 1, H100: clusters of 16 took ~1.2 us longer at 32-128 keys,
+                                      // ~0.5 at 256-512, and won only from 1024 keys)
+constexpr size_t kMaxPushBytes = 64 * 1024;  // the most shared memory for a cluster's pushed partial results
+constexpr int kClusterMaxChunk = 128;  // keys a cluster split takes at most before the global merge is used (8B
+                                       // shape, batch 1, H100: at 1024 keys 8 cluster splits of 128 took 17.0 us,
+                                       // 33 splits of 32 merged through global memory 19.5; 512 keys: 12.4 / 13.9)
 
 // The decode kernel's P·V partial sums: a warp holds 32 / (D / V) key groups, added by shuffles first,
 // so shared memory keeps one slot per warp (or per key group when a row spans whole warps).
@@ -45,6 +52,12 @@ template <class T>
 __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int pos, int which, int kh, int h_kv, int d) {
     const int64_t block = b.block_table[int64_t{r} * b.max_blocks_per_seq + pos / b.tokens_per_block];
     return kv_block_row(kv, block, pos, which, kh, h_kv, b.tokens_per_block, d);
+}
+
+// Index of the key row of position `pos`, kv head kh, in the cache block `block` (in rows of d elements;
+// its value row is h_kv * tpb rows further on).
+__device__ __forceinline__ int64_t key_row(int64_t block, int pos, int kh, int h_kv, int tpb) {
+    return (block * 2 * h_kv + kh) * tpb + pos % tpb;
 }
 
 // The per-head transforms before the cache: q/k RMSNorm (weights in T, or null) and RoPE (null: none).
@@ -115,7 +128,8 @@ __device__ __forceinline__ void prep_loaded_head(const HeadInputs<MAXD>& in, int
             const int j = lane + 32 * i;
             if (j >= half) continue;
             const float angle = static_cast<float>(pos) * in.f[i];  // one float32 product, as HF
-            const float c = cosf(angle), s = sinf(angle);
+            float s, c;
+            sincosf(angle, &s, &c);  // one range reduction for both
             const float x1 = buf[j], x2 = buf[j + half];
             buf[j] = x1 * c - x2 * s;
             buf[j + half] = x2 * c + x1 * s;
@@ -131,12 +145,75 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
     prep_loaded_head(load_head<256>(qkv_row, head, h, h_kv, d, p, lane), head, pos, h, h_kv, d, p, buf, lane);
 }
 
+// Thread block clusters (Hopper and later; the host launches clusters there only): the decode splits
+// of a request push their partial results into the shared memory of the cluster's first block with
+// asynchronous stores that count themselves on a transaction barrier there (no round trip through
+// global memory, no fence, no second barrier).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define TRTLLM_CLUSTER_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define TRTLLM_CLUSTER_ASM(...) __trap()
+#endif
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// The address of this block's shared memory address `a` in the block of cluster rank `rank`.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
+    uint32_t mapped = 0;
+    TRTLLM_CLUSTER_ASM("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(mapped) : "r"(a), "r"(rank));
+    return mapped;
+}
+
+// The cluster barrier in two halves: every (non-exited) thread arrives, then may wait for the others.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+    TRTLLM_CLUSTER_ASM("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { TRTLLM_CLUSTER_ASM("barrier.cluster.wait.aligned;" ::: "memory"); }
+
+// A transaction barrier (mbarrier) in shared memory: one arrival, then complete when it and the
+// announced bytes have arrived.
+__device__ __forceinline__ void tx_barrier_init(uint64_t* bar) {
+    TRTLLM_CLUSTER_ASM("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" ::"r"(
+                           smem_address(bar)) : "memory");
+}
+__device__ __forceinline__ void tx_barrier_arrive_expect(uint64_t* bar, uint32_t bytes) {
+    TRTLLM_CLUSTER_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_address(bar)), "r"(bytes)
+                       : "memory");
+}
+__device__ __forceinline__ void tx_barrier_wait(uint64_t* bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (done == 0) {
+        TRTLLM_CLUSTER_ASM(
+            "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+            : "=r"(done) : "r"(smem_address(bar)), "r"(parity) : "memory");
+    }
+}
+
+// Asynchronous stores into another block's shared memory (cluster addresses from cluster_map) that
+// count their bytes on that block's transaction barrier `bar` (also a cluster address).
+__device__ __forceinline__ void push_v4(uint32_t dst, float a, float b, float c, float d, uint32_t bar) {
+    TRTLLM_CLUSTER_ASM("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(dst),
+                       "r"(__float_as_uint(a)), "r"(__float_as_uint(b)), "r"(__float_as_uint(c)), "r"(__float_as_uint(d)),
+                       "r"(bar) : "memory");
+}
+__device__ __forceinline__ void push_v2(uint32_t dst, float a, float b, uint32_t bar) {
+    TRTLLM_CLUSTER_ASM("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];" ::"r"(dst),
+                       "r"(__float_as_uint(a)), "r"(__float_as_uint(b)), "r"(bar) : "memory");
+}
+
+// Floats of one split's partial result in the push buffer: o [group][D], then (m, l) per head, padded
+// to whole 16-byte vectors.
+__host__ __device__ constexpr int decode_push_stride(int group, int d) { return group * d + (2 * group + 3) / 4 * 4; }
+
 // C is the cache's element type (T, or Fp8KvCache read through kv_cache_access.cuh).
-// grid (num_decode, h_kv, num_splits), kDecodeThreads threads. Each block takes one key range of
-// one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an online
-// softmax (running max and sum per head, output rescaled per tile). A request of len keys uses
-// the first ceil(len / chunk) splits, chunk = max(ceil(len / num_splits), kMinKeysPerSplit): the
-// split count is planned for the longest sequence a graph may replay, a short one takes fewer,
+// grid (num_decode, h_kv, splits), kDecodeThreads threads, splits a multiple of `cluster` (1, or the
+// size of the thread block clusters along z it was launched with). Each block takes one key range
+// of one request for all query heads of one kv head, in tiles of kMaxKeysPerSplit keys with an
+// online softmax (running max and sum per head, output rescaled per tile). A request of len keys
+// uses the first ceil(len / chunk) splits, chunk = max(ceil(len / num_splits), kMinKeysPerSplit):
+// the split count is planned for the longest sequence a graph may replay, a short one takes fewer,
 // and the other blocks return at once. `prefetch` (a small batch, where each block's chain of
 // round trips to memory is the kernel's time): the block first asks the L2 for its first tile's
 // keys and values, so that those round trips overlap the q preparation and the loads below hit
@@ -148,24 +225,32 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
 // key and value to the cache before reading its range back (__syncthreads orders a block's
 // global writes before its reads), so no prep launch runs. qkv == null: qkv_prep ran, q is in q.
 //
-// One split: the block writes the normalized output. Several: each writes its partial result
-// (o [D] unnormalized, then (m, l)) per head, and the last block of the request and kv head to
-// finish (a counter in done, reset by it for the next launch) merges them into out.
+// One split: the block writes the normalized output. Several, all in the request's first cluster
+// (a sequence of at most cluster * chunk keys; up to cluster * kClusterMaxChunk keys take `cluster`
+// splits of at most kClusterMaxChunk keys each): splits 1, 2, ... push their partial results (o
+// [group][D] unnormalized, (m, l) per head) into split 0's shared memory and return; split 0 waits
+// for their bytes on its transaction barrier and merges. Otherwise each writes its partial result
+// to global memory, and the last block of the request and kv head to finish (a counter in done,
+// reset by it for the next launch) merges them into out: a chain of global round trips (write,
+// fence, count, read back) the cluster merge does not have.
 template <class T, class C, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kernel(const float* q, const T* qkv, QkPrep<T> prep,
                                                                 C* kv, KvScale kvs, PagedBatchCuda b,
                                                                 const int32_t* decode_requests, bool decode_identity,
                                                                 int h, int h_kv,
-                                                                float scale, int num_splits, bool prefetch,
+                                                                float scale, int num_splits, int cluster, bool prefetch,
                                                                 float* part_o, float* part_ml, int* done, T* out) {
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;
     // Scores: kKeyLanes threads share a key row (kRowVecs vectors each), kKeysPerPass rows at once.
-    constexpr int kKeyLanes = kVecPerRow < 32 ? kVecPerRow : 32;
+    // Few lanes per row (at most 8): fewer shuffles to add a row's partial dots, more rows per pass.
+    constexpr int kKeyLanes = kVecPerRow < 8 ? kVecPerRow : 8;
     constexpr int kRowVecs = kVecPerRow / kKeyLanes;
     constexpr int kKeysPerPass = kDecodeThreads / kKeyLanes;
-    constexpr int kKeysInFlight = 4;  // key rows a thread loads before it uses them
+    constexpr int kKeysInFlight = kRowVecs < 8 ? 8 / kRowVecs : 1;  // key rows a thread loads before it uses them
+                                                                     // (8 vectors)
+    constexpr int kValuesInFlight = 4;  // value rows a thread loads before it uses them
     constexpr int kSlots = decode_red_slots<T, D>();
     static_assert(kVecPerRow <= kDecodeThreads && kDecodeThreads % kVecPerRow == 0, "head_dim too large");
     extern __shared__ float dec_smem[];
@@ -176,19 +261,27 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     const int r = decode_identity ? dec : decode_requests[dec];
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
-    const int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
+    int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
+    if (len > cluster * chunk && len <= cluster * kClusterMaxChunk) chunk = (len + cluster - 1) / cluster;
     const int active = (len + chunk - 1) / chunk;
+    const bool cluster_merge = active > 1 && active <= cluster;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
-    if (split >= active) return;
+    if (split >= active) return;  // an exited thread does not hold up the cluster barrier below
+    __shared__ alignas(8) uint64_t merge_bar;
+    if (cluster_merge) {  // split 0's barrier is set up before any split pushes to it (cluster_wait below)
+        if (split == 0 && tid == 0) tx_barrier_init(&merge_bar);
+        cluster_arrive_relaxed();
+    }
     const int64_t part0 = (int64_t{dec} * h + int64_t{kh} * group) * num_splits + split;  // + g * num_splits
-    float* qs = dec_smem;                                   // [group][D]
+    int64_t* rows = reinterpret_cast<int64_t*>(dec_smem);   // [kMaxKeysPerSplit]: the tile's keys' rows in kv
+    float* qs = reinterpret_cast<float*>(rows + kMaxKeysPerSplit);  // [group][D]
     float* os = qs + group * D;                             // [group][D] running output
     float* sc = os + group * D;                             // [group][kMaxKeysPerSplit]
     float* red = sc + group * kMaxKeysPerSplit;             // [kSlots][kGroupChunk][D]
     float* ml = red + kSlots * kGroupChunk * D;             // [group][3]: running max, sum, this tile's rescale
-    int* pages = reinterpret_cast<int*>(ml + 3 * group);    // [kMaxKeysPerSplit]: the tile's keys' cache blocks
     const int32_t* table = b.block_table + int64_t{r} * b.max_blocks_per_seq;
     const int tpb = b.tokens_per_block;
+    const int64_t value_rows = int64_t{h_kv} * tpb;  // a key's value row is this many rows after it
     // Everything the block reads before its first key is loaded at once, one round trip: the cache
     // blocks of the first tile's keys (thread tid: keys tid + u kDecodeThreads), q's inputs (warp g: q
     // head g), and in the block whose range ends with the new key, that key's and value's inputs
@@ -225,22 +318,23 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
         }
     }
     if (qkv != nullptr) {
-        if (first_q) prep_loaded_head(q_in, kh * group + warp, len - 1, h, h_kv, D, prep, qs + warp * D, lane);
-        for (int g = warp + kDecodeThreads / 32; g < group; g += kDecodeThreads / 32) {
-            prep_head(qkv_row, kh * group + g, len - 1, h, h_kv, D, prep, qs + g * D, lane);
-        }
-        if (writes_new) {  // staged in red
+        if (writes_new) {  // first, so that the stores' round trip overlaps q's preparation; staged in red
             float* buf = red + warp * D;
             prep_loaded_head(new_in, h + warp * h_kv + kh, len - 1, h, h_kv, D, prep, buf, lane);
             C* dst = kv_block_row(kv, new_block, len - 1, warp, kh, h_kv, tpb, D);
             for (int x = lane; x < D; x += 32) store_kv(dst + x, buf[x], kvs);
+        }
+        if (first_q) prep_loaded_head(q_in, kh * group + warp, len - 1, h, h_kv, D, prep, qs + warp * D, lane);
+        for (int g = warp + kDecodeThreads / 32; g < group; g += kDecodeThreads / 32) {
+            prep_head(qkv_row, kh * group + g, len - 1, h, h_kv, D, prep, qs + g * D, lane);
         }
     } else {
         for (int i = tid; i < group * D; i += blockDim.x) qs[i] = q[(int64_t{token} * h + int64_t{kh} * group) * D + i];
     }
 #pragma unroll
     for (int u = 0; u < kPagesPerThread; ++u) {
-        if (tid + u * kDecodeThreads < nt0) pages[tid + u * kDecodeThreads] = page[u];
+        const int j = tid + u * kDecodeThreads;
+        if (j < nt0) rows[j] = key_row(page[u], k0 + j, kh, h_kv, tpb);
     }
     for (int i = tid; i < group * D; i += blockDim.x) os[i] = 0.0f;
     for (int g = tid; g < group; g += blockDim.x) {
@@ -252,28 +346,33 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     for (int t0 = 0; t0 < n; t0 += kMaxKeysPerSplit) {
         const int nt = min(kMaxKeysPerSplit, n - t0);
         const int kt = k0 + t0;  // first key of the tile
-        if (t0 > 0) {  // this tile's keys' cache blocks (the first tile's came with q)
-            for (int j = tid; j < nt; j += blockDim.x) pages[j] = table[(kt + j) / tpb];
+        if (t0 > 0) {  // this tile's keys' rows (the first tile's came with q)
+            for (int j = tid; j < nt; j += blockDim.x) rows[j] = key_row(table[(kt + j) / tpb], kt + j, kh, h_kv, tpb);
             __syncthreads();
         }
         // Scores: kKeyLanes threads per key row, each dotting its kRowVecs vectors with every head of
         // the group; the row's partial dots are added by shuffles. A thread loads kKeysInFlight rows'
-        // vectors before using them, so each batch costs one round trip to memory.
-        // The loop bounds and shuffles are the same for every thread (a warp may hold several rows).
+        // vectors before using them, so each batch costs one round trip to memory: a row past the
+        // tile's end loads the tile's last row again (unconditional loads, issued together) and its
+        // dots are not kept. The loop bounds and shuffles are the same for every thread (a warp may
+        // hold several rows).
         const int kl = tid % kKeyLanes, kp = tid / kKeyLanes;
         for (int j0 = 0; j0 < nt; j0 += kKeysPerPass * kKeysInFlight) {
-            float kf[kKeysInFlight][kRowVecs][V] = {};
+            KvRaw<T, C> kraw[kKeysInFlight][kRowVecs];
 #pragma unroll
             for (int u = 0; u < kKeysInFlight; ++u) {
-                const int j = j0 + u * kKeysPerPass + kp;
-                if (j >= nt) continue;
-                const C* krow = kv_block_row(kv, pages[j], kt + j, 0, kh, h_kv, tpb, D);
+                const int j = min(j0 + u * kKeysPerPass + kp, nt - 1);
+                const C* krow = kv + rows[j] * D;
 #pragma unroll
-                for (int c = 0; c < kRowVecs; ++c) load_kv_vec<T>(krow + (kl + c * kKeyLanes) * V, kf[u][c], kvs);
+                for (int c = 0; c < kRowVecs; ++c) kraw[u][c] = load_kv_raw<T>(krow + (kl + c * kKeyLanes) * V);
             }
 #pragma unroll
             for (int u = 0; u < kKeysInFlight; ++u) {
+                if (j0 + u * kKeysPerPass >= nt) break;  // the same for the whole block: no row of this pass is left
                 const int j = j0 + u * kKeysPerPass + kp;
+                float kf[kRowVecs][V];
+#pragma unroll
+                for (int c = 0; c < kRowVecs; ++c) kv_raw_to_float<T, C>(kraw[u][c], kf[c], kvs);
                 for (int gb = 0; gb < group; gb += kGroupChunk) {
                     float dot[kGroupChunk];
 #pragma unroll
@@ -284,7 +383,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
                         for (int c = 0; c < kRowVecs; ++c) {
                             const float* qg = qs + (gb + g) * D + (kl + c * kKeyLanes) * V;
 #pragma unroll
-                            for (int i = 0; i < V; ++i) dot[g] += kf[u][c][i] * qg[i];
+                            for (int i = 0; i < V; ++i) dot[g] += kf[c][i] * qg[i];
                         }
                     }
 #pragma unroll
@@ -324,8 +423,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
             }
         }
         __syncthreads();
-        // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups); the key groups of a warp
-        // are added by shuffles, then the slots through shared memory.
+        // P·V: thread (key group kg, vector xv) sums rows j = kg (mod kKeyGroups), kValuesInFlight rows
+        // loaded at once (past the tile's end: its last row again, with weight 0); the key groups of a
+        // warp are added by shuffles, then the slots through shared memory.
         for (int gb = 0; gb < group; gb += kGroupChunk) {
             float acc[kGroupChunk][V];
 #pragma unroll
@@ -333,16 +433,26 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
 #pragma unroll
                 for (int i = 0; i < V; ++i) acc[g][i] = 0.0f;
             }
-#pragma unroll 4
-            for (int j = kg; j < nt; j += kKeyGroups) {
-                float vf[V];
-                load_kv_vec<T>(kv_block_row(kv, pages[j], kt + j, 1, kh, h_kv, tpb, D) + xv * V, vf, kvs);
+            for (int j0 = kg; j0 < nt; j0 += kValuesInFlight * kKeyGroups) {
+                KvRaw<T, C> vraw[kValuesInFlight];
 #pragma unroll
-                for (int g = 0; g < kGroupChunk; ++g) {
-                    if (gb + g < group) {
-                        const float p = sc[(gb + g) * kMaxKeysPerSplit + j];
+                for (int u = 0; u < kValuesInFlight; ++u) {
+                    const int j = min(j0 + u * kKeyGroups, nt - 1);
+                    vraw[u] = load_kv_raw<T>(kv + (rows[j] + value_rows) * D + xv * V);
+                }
 #pragma unroll
-                        for (int i = 0; i < V; ++i) acc[g][i] += p * vf[i];
+                for (int u = 0; u < kValuesInFlight; ++u) {
+                    const int j = j0 + u * kKeyGroups;
+                    if (j >= nt) break;
+                    float vf[V];
+                    kv_raw_to_float<T, C>(vraw[u], vf, kvs);
+#pragma unroll
+                    for (int g = 0; g < kGroupChunk; ++g) {
+                        if (gb + g < group) {
+                            const float p = sc[(gb + g) * kMaxKeysPerSplit + j];
+#pragma unroll
+                            for (int i = 0; i < V; ++i) acc[g][i] += p * vf[i];
+                        }
                     }
                 }
             }
@@ -379,6 +489,47 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     T* out_row = out + (int64_t{token} * h + int64_t{kh} * group) * D;
     if (active == 1) {
         for (int i = tid; i < group * D; i += blockDim.x) out_row[i] = from_float<T>(os[i] * (1.0f / ml[3 * (i / D) + 1]));
+        return;
+    }
+    if (cluster_merge) {
+        float* push = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ml + 3 * group) + 15) / 16 * 16);
+        const int stride = decode_push_stride(group, D);
+        if (split > 0) {
+            cluster_wait();
+            const uint32_t bar = cluster_map(smem_address(&merge_bar), 0);
+            const uint32_t dst = cluster_map(smem_address(push + (split - 1) * stride), 0);
+            for (int i = 4 * tid; i < group * D; i += 4 * kDecodeThreads) {
+                push_v4(dst + 4 * i, os[i], os[i + 1], os[i + 2], os[i + 3], bar);
+            }
+            for (int g = tid; g < group; g += kDecodeThreads) {
+                push_v2(dst + 4 * (group * D + 2 * g), ml[3 * g], ml[3 * g + 1], bar);
+            }
+            return;
+        }
+        if (tid == 0) tx_barrier_arrive_expect(&merge_bar, uint32_t(active - 1) * (group * D + 2 * group) * 4);
+        tx_barrier_wait(&merge_bar, 0);
+        // Per head (a thread each): the splits' weights exp(m_s - m) in sc, 1 / l in ml; then the output.
+        for (int g = tid; g < group; g += kDecodeThreads) {
+            const float* part_ml = push + group * D + 2 * g;  // + (s - 1) * stride: split s's (m, l)
+            float m = ml[3 * g];
+            for (int s = 1; s < active; ++s) m = fmaxf(m, part_ml[(s - 1) * stride]);
+            float* e = sc + g * kMaxKeysPerSplit;
+            e[0] = expf(ml[3 * g] - m);
+            float l = ml[3 * g + 1] * e[0];
+            for (int s = 1; s < active; ++s) {
+                e[s] = expf(part_ml[(s - 1) * stride] - m);
+                l += part_ml[(s - 1) * stride + 1] * e[s];
+            }
+            ml[3 * g + 2] = 1.0f / l;
+        }
+        __syncthreads();
+        for (int i = tid; i < group * D; i += kDecodeThreads) {
+            const int g = i / D;
+            const float* e = sc + g * kMaxKeysPerSplit;
+            float o = os[i] * e[0];
+            for (int s = 1; s < active; ++s) o += push[(s - 1) * stride + i] * e[s];
+            out_row[i] = from_float<T>(o * ml[3 * g + 2]);
+        }
         return;
     }
     for (int i = tid; i < group * D; i += blockDim.x) {
@@ -545,6 +696,14 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
     }
 }
 
+// Whether the current GPU launches thread block clusters (compute capability 9.0 and later).
+inline bool cluster_launch_supported() {
+    int device = 0, supported = 0;
+    CHECK_CUDA(cudaGetDevice(&device));
+    CHECK_CUDA(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device));
+    return supported != 0;
+}
+
 template <class T, class C, int D>
 void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const T* qkv, const QkPrep<T>& prep,
                    C* kv, KvScale kvs, T* out, int h, int h_kv, float scale, const AttentionScratch& scratch,
@@ -568,23 +727,46 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         CHECK_LAUNCH("prefill_kernel");
     }
     if (w.num_decode > 0) {
-        const size_t smem = sizeof(float) * (size_t{3} * group + size_t{2} * group * D + size_t(group) * kMaxKeysPerSplit +
-                                             size_t{decode_red_slots<T, D>()} * kGroupChunk * D) +
-                            sizeof(int) * kMaxKeysPerSplit;
-        static int configured_bytes = 0;
-        if (static_cast<int>(smem) > configured_bytes && smem > 48 * 1024) {
-            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(smem)));
-            configured_bytes = static_cast<int>(smem);
-        }
+        const size_t smem = sizeof(int64_t) * kMaxKeysPerSplit +
+                            sizeof(float) * (size_t{3} * group + size_t{2} * group * D + size_t(group) * kMaxKeysPerSplit +
+                                             size_t{decode_red_slots<T, D>()} * kGroupChunk * D);
         float* part_o = scratch.partial;
         float* part_ml = scratch.partial + int64_t{w.num_decode} * h * w.num_splits * D;
         // Prefetch where few blocks run (a small batch: each block's chain of round trips is the time).
         const bool prefetch = int64_t{w.num_decode} * h_kv <= kPrefetchMaxHeads;
-        decode_kernel<T, C, D><<<dim3(w.num_decode, h_kv, w.num_splits), kDecodeThreads, smem, stream>>>(
-            q, qkv, prep, kv, kvs, b, w.decode_requests, w.decode_identity, h, h_kv, scale, w.num_splits, prefetch,
-            part_o, part_ml, scratch.decode_done, out);
-        CHECK_LAUNCH("decode_kernel");
+        // Where the GPU launches clusters (Hopper), a request's splits go in clusters of up to
+        // kDecodeMaxCluster (a power of two; the grid is rounded up to whole clusters, the extra blocks
+        // return at once).
+        int cluster = 1;
+        if (w.num_splits > 1 && cluster_launch_supported()) {
+            while (cluster < std::min(w.num_splits, kDecodeMaxCluster)) cluster *= 2;
+        }
+        // Split 0's push buffer: the other splits' partial results (a cluster smaller, or none, where
+        // they would not fit in kMaxPushBytes).
+        auto push_bytes = [&](int c) { return sizeof(float) * size_t(c - 1) * decode_push_stride(group, D) + 16; };
+        while (cluster > 1 && push_bytes(cluster) > kMaxPushBytes) cluster /= 2;
+        const size_t smem_total = smem + (cluster > 1 ? push_bytes(cluster) : 0);
+        static int configured_bytes = 0;
+        if (static_cast<int>(smem_total) > configured_bytes && smem_total > 48 * 1024) {
+            CHECK_CUDA(cudaFuncSetAttribute(decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem_total)));
+            configured_bytes = static_cast<int>(smem_total);
+        }
+        cudaLaunchConfig_t config = {};
+        config.gridDim = dim3(w.num_decode, h_kv, (w.num_splits + cluster - 1) / cluster * cluster);
+        config.blockDim = dim3(kDecodeThreads);
+        config.dynamicSmemBytes = smem_total;
+        config.stream = stream;
+        cudaLaunchAttribute attribute = {};
+        attribute.id = cudaLaunchAttributeClusterDimension;
+        attribute.val.clusterDim.x = 1;
+        attribute.val.clusterDim.y = 1;
+        attribute.val.clusterDim.z = static_cast<unsigned>(cluster);
+        config.attrs = &attribute;
+        config.numAttrs = cluster > 1 ? 1 : 0;
+        CHECK_CUDA(cudaLaunchKernelEx(&config, decode_kernel<T, C, D>, q, qkv, prep, kv, kvs, b, w.decode_requests,
+                                      w.decode_identity, h, h_kv, scale, w.num_splits, cluster, prefetch,
+                                      part_o, part_ml, scratch.decode_done, out));
     }
 }
 

@@ -35,22 +35,32 @@ __device__ __forceinline__ void store_kv(C* dst, float x, KvScale s) {
     }
 }
 
-// f[0..V) = the cached values at p[0..V) as float32, V = kVec<T> (a 16-byte vector of T; the same
-// count of FP8 elements is V bytes). p is V-element aligned. A plain (coherent) load on purpose:
-// the decode kernel reads back a key its own block wrote in the same launch, so never the
-// read-only path (__ldg, ld.global.nc, __restrict__ on the cache pointer).
+// The raw bytes of one V = kVec<T> element vector of the cache: 16 bytes of T, or V bytes of FP8.
 template <class T, class C>
-__device__ __forceinline__ void load_kv_vec(const C* p, float (&f)[cuda::kVec<T>], KvScale s) {
+using KvRaw = std::conditional_t<!kIsFp8Kv<C>, uint4, std::conditional_t<cuda::kVec<T> == 8, uint2, uint32_t>>;
+
+// The vector at p[0..V), V = kVec<T>, as it is stored (a kernel that keeps several rows' loads in
+// flight holds them in this form: half the registers of float32 or less). p is V-element aligned. A
+// plain (coherent) load on purpose: the decode kernel reads back a key its own block wrote in the
+// same launch, so never the read-only path (__ldg, ld.global.nc, __restrict__ on the cache pointer).
+template <class T, class C>
+__device__ __forceinline__ KvRaw<T, C> load_kv_raw(const C* p) {
+    static_assert(kIsFp8Kv<C> || std::is_same_v<C, T>, "an unquantized cache holds the activation dtype");
+    static_assert(!kIsFp8Kv<C> || cuda::kVec<T> == 8 || cuda::kVec<T> == 4, "FP8 KV vectors are 8 or 4 bytes");
+    return *reinterpret_cast<const KvRaw<T, C>*>(p);
+}
+
+// f[0..V) = a loaded vector's values as float32.
+template <class T, class C>
+__device__ __forceinline__ void kv_raw_to_float(const KvRaw<T, C>& raw, float (&f)[cuda::kVec<T>], KvScale s) {
     constexpr int V = cuda::kVec<T>;
     if constexpr (kIsFp8Kv<C>) {
-        static_assert(V == 8 || V == 4, "FP8 KV vectors are 8 or 4 bytes");
         uint32_t words[V / 4];
         if constexpr (V == 8) {
-            const uint2 u = *reinterpret_cast<const uint2*>(p);
-            words[0] = u.x;
-            words[V / 4 - 1] = u.y;
+            words[0] = raw.x;
+            words[V / 4 - 1] = raw.y;
         } else {
-            words[0] = *reinterpret_cast<const uint32_t*>(p);
+            words[0] = raw;
         }
 #pragma unroll
         for (int w = 0; w < V / 4; ++w) {
@@ -64,9 +74,16 @@ __device__ __forceinline__ void load_kv_vec(const C* p, float (&f)[cuda::kVec<T>
             }
         }
     } else {
-        static_assert(std::is_same_v<C, T>, "an unquantized cache holds the activation dtype");
-        cuda::load_vec(p, f);
+        const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < V; ++i) f[i] = cuda::to_float(e[i]);
     }
+}
+
+// f[0..V) = the cached values at p[0..V) as float32, V = kVec<T>.
+template <class T, class C>
+__device__ __forceinline__ void load_kv_vec(const C* p, float (&f)[cuda::kVec<T>], KvScale s) {
+    kv_raw_to_float<T, C>(load_kv_raw<T>(p), f, s);
 }
 
 }  // namespace trtllm::kernels::attn

@@ -194,9 +194,9 @@ __device__ __forceinline__ void tx_barrier_wait(uint64_t* bar, uint32_t parity) 
 // Asynchronous stores into another block's shared memory (cluster addresses from cluster_map) that
 // count their bytes on that block's transaction barrier `bar` (also a cluster address).
 __device__ __forceinline__ void push_v4(uint32_t dst, float a, float b, float c, float d, uint32_t bar) {
-    TRTLLM_CLUSTER_ASM("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(dst),
-                       "r"(__float_as_uint(a)), "r"(__float_as_uint(b)), "r"(__float_as_uint(c)), "r"(__float_as_uint(d)),
-                       "r"(bar) : "memory");
+    TRTLLM_CLUSTER_ASM("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];"
+                       ::"r"(dst), "r"(__float_as_uint(a)), "r"(__float_as_uint(b)), "r"(__float_as_uint(c)),
+                       "r"(__float_as_uint(d)), "r"(bar) : "memory");
 }
 __device__ __forceinline__ void push_v2(uint32_t dst, float a, float b, uint32_t bar) {
     TRTLLM_CLUSTER_ASM("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];" ::"r"(dst),
@@ -262,7 +262,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
     const int len = b.past_len[r] + 1;
     const int token = b.token_start[r];
     int chunk = max((len + num_splits - 1) / num_splits, kMinKeysPerSplit);
-    if (len > cluster * chunk && len <= cluster * kClusterMaxChunk) chunk = (len + cluster - 1) / cluster;
+    if (cluster > 1 && len > cluster * chunk && len <= cluster * kClusterMaxChunk) {
+        chunk = (len + cluster - 1) / cluster;  // the whole sequence in the first cluster
+    }
     const int active = (len + chunk - 1) / chunk;
     const bool cluster_merge = active > 1 && active <= cluster;
     const int k0 = split * chunk, n = min(len, k0 + chunk) - k0;
@@ -696,12 +698,29 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
     }
 }
 
-// Whether the current GPU launches thread block clusters (compute capability 9.0 and later).
-inline bool cluster_launch_supported() {
-    int device = 0, supported = 0;
-    CHECK_CUDA(cudaGetDevice(&device));
-    CHECK_CUDA(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device));
-    return supported != 0;
+// What a decode_kernel instantiation may launch with on the current GPU (asked once: one kind of GPU per
+// process): clusters where the GPU launches them and the kernel's code was built for sm_90 or later
+// (older code traps on the cluster path), and the most dynamic shared memory a block may opt into.
+struct DecodeLaunchLimits {
+    bool clusters = false;
+    size_t max_dynamic_smem = 0;
+};
+
+template <class T, class C, int D>
+const DecodeLaunchLimits& decode_launch_limits() {
+    static const DecodeLaunchLimits limits = [] {
+        int device = 0, clusters = 0, optin = 0;
+        CHECK_CUDA(cudaGetDevice(&device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        cudaFuncAttributes attributes = {};
+        CHECK_CUDA(cudaFuncGetAttributes(&attributes, decode_kernel<T, C, D>));
+        DecodeLaunchLimits l;
+        l.clusters = clusters != 0 && attributes.binaryVersion >= 90;
+        l.max_dynamic_smem = static_cast<size_t>(optin) - attributes.sharedSizeBytes;
+        return l;
+    }();
+    return limits;
 }
 
 template <class T, class C, int D>
@@ -737,14 +756,18 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
         // Where the GPU launches clusters (Hopper), a request's splits go in clusters of up to
         // kDecodeMaxCluster (a power of two; the grid is rounded up to whole clusters, the extra blocks
         // return at once).
+        const DecodeLaunchLimits& limits = decode_launch_limits<T, C, D>();
         int cluster = 1;
-        if (w.num_splits > 1 && cluster_launch_supported()) {
+        if (w.num_splits > 1 && limits.clusters) {
             while (cluster < std::min(w.num_splits, kDecodeMaxCluster)) cluster *= 2;
         }
         // Split 0's push buffer: the other splits' partial results (a cluster smaller, or none, where
-        // they would not fit in kMaxPushBytes).
+        // they would pass kMaxPushBytes or the block the GPU's shared memory).
         auto push_bytes = [&](int c) { return sizeof(float) * size_t(c - 1) * decode_push_stride(group, D) + 16; };
-        while (cluster > 1 && push_bytes(cluster) > kMaxPushBytes) cluster /= 2;
+        auto fits = [&](int c) {
+            return push_bytes(c) <= kMaxPushBytes && smem + push_bytes(c) <= limits.max_dynamic_smem;
+        };
+        while (cluster > 1 && !fits(cluster)) cluster /= 2;
         const size_t smem_total = smem + (cluster > 1 ? push_bytes(cluster) : 0);
         static int configured_bytes = 0;
         if (static_cast<int>(smem_total) > configured_bytes && smem_total > 48 * 1024) {

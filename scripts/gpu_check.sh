@@ -4,12 +4,13 @@
 # Face transformers on the same GPU, print a short table last. Writes under $OUT (at most 8 files
 # come back from a device call): gpu_check.json (summary), gpu_check.log (everything printed),
 # pytest.log, and per phase smol_pytest.log, tp_pytest.log, tp_summary.json, profile.log,
-# bench_weight_only.log; the per-benchmark JSON (in /tmp/gpu_check_json) is folded into
+# bench_weight_only.log, bench_decode_attention.log; the per-benchmark JSON (in /tmp/gpu_check_json) is folded into
 # gpu_check.json.
 #
 #   scripts/gpu_check.sh [PHASES]   PHASES: comma-separated, of build, test, bench (the 1B model),
 #                                   bench8b, ncu (each kernel's time on cold caches), tp, smol
-#                                   (the SmolLM2 GPU tests alone);
+#                                   (the SmolLM2 GPU tests alone), attn (the decode attention
+#                                   alone at batch 1 and 64);
 #                                   all = build,test,bench (the default). build, test, tp and smol
 #                                   (re)run the incremental `pip install -e .`; bench and bench8b
 #                                   build only where nothing was built yet.
@@ -167,6 +168,19 @@ if has bench && ((build_rc == 0)); then
       || echo "bench_vs_hf failed: rc $?"
   )
   bench_rc=$?
+fi
+
+# --- the decode attention alone (phase attn) ----------------------------------------------------
+# scripts/bench_decode_attention.py (8B shape, bf16, us per launch replayed in a CUDA graph): batch 1
+# by context and split count, and batch 64 (one split per request and kv head: the throughput
+# regime, where the keys stream at bandwidth), into $OUT/bench_decode_attention.log.
+if has attn && ((build_rc == 0)); then
+  {
+    timeout 150 "$PYTHON" scripts/bench_decode_attention.py --contexts 0 32 128 256 384 1024 4095 \
+      --splits 0 1 8 33 --iters 200 || echo "bench_decode_attention batch 1 failed: rc $?"
+    timeout 150 "$PYTHON" scripts/bench_decode_attention.py --batch 64 --contexts 128 384 1024 --splits 0 1 \
+      --iters 50 || echo "bench_decode_attention batch 64 failed: rc $?"
+  } 2>&1 | tee "$OUT/bench_decode_attention.log"
 fi
 
 if has bench8b && ((build_rc == 0)); then

@@ -155,10 +155,6 @@ __device__ __forceinline__ void prep_head(const T* qkv_row, int head, int pos, i
 #define TRTLLM_CLUSTER_ASM(...) __trap()
 #endif
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // The address of this block's shared memory address `a` in the block of cluster rank `rank`.
 __device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
     uint32_t mapped = 0;
@@ -176,10 +172,10 @@ __device__ __forceinline__ void cluster_wait() { TRTLLM_CLUSTER_ASM("barrier.clu
 // announced bytes have arrived.
 __device__ __forceinline__ void tx_barrier_init(uint64_t* bar) {
     TRTLLM_CLUSTER_ASM("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" ::"r"(
-                           smem_address(bar)) : "memory");
+                           smem_addr(bar)) : "memory");
 }
 __device__ __forceinline__ void tx_barrier_arrive_expect(uint64_t* bar, uint32_t bytes) {
-    TRTLLM_CLUSTER_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_address(bar)), "r"(bytes)
+    TRTLLM_CLUSTER_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
                        : "memory");
 }
 __device__ __forceinline__ void tx_barrier_wait(uint64_t* bar, uint32_t parity) {
@@ -187,7 +183,7 @@ __device__ __forceinline__ void tx_barrier_wait(uint64_t* bar, uint32_t parity) 
     while (done == 0) {
         TRTLLM_CLUSTER_ASM(
             "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
-            : "=r"(done) : "r"(smem_address(bar)), "r"(parity) : "memory");
+            : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
     }
 }
 
@@ -498,8 +494,8 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
         const int stride = decode_push_stride(group, D);
         if (split > 0) {
             cluster_wait();
-            const uint32_t bar = cluster_map(smem_address(&merge_bar), 0);
-            const uint32_t dst = cluster_map(smem_address(push + (split - 1) * stride), 0);
+            const uint32_t bar = cluster_map(smem_addr(&merge_bar), 0);
+            const uint32_t dst = cluster_map(smem_addr(push + (split - 1) * stride), 0);
             for (int i = 4 * tid; i < group * D; i += 4 * kDecodeThreads) {
                 push_v4(dst + 4 * i, os[i], os[i + 1], os[i + 2], os[i + 3], bar);
             }

@@ -182,7 +182,7 @@ __device__ __forceinline__ void tx_barrier_wait(uint64_t* bar, uint32_t parity) 
     uint32_t done = 0;
     while (done == 0) {
         TRTLLM_CLUSTER_ASM(
-            "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+            "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
             : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
     }
 }

@@ -8,8 +8,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "trtllm/cuda_utils.h"
 #include "trtllm/dtype.h"
@@ -98,6 +100,61 @@ private:
 // Asks the L2 for the 128-byte line holding p, returning at once (a hint: a later load of it may hit).
 __device__ __forceinline__ void prefetch_l2_line(const void* p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// --- Programmatic dependent launch (sm_90) --------------------------------------------------------
+// The decode GEMVs are launched so that their blocks may start while the kernel before them in the
+// stream (a norm, the attention, SiLU·mul: a few microseconds each at batch 1) still runs. Before
+// `wait_for_prior_kernels` such a GEMV loads only its weights and scales, which no kernel writes;
+// its first round trip to DRAM then overlaps the kernel before it. After the wait it may read and
+// write activations: the wait returns once the kernel before has finished and its writes are
+// visible, and that kernel, launched in plain stream order, began after everything earlier. The
+// small kernels before a GEMV call `let_next_kernel_start` as they begin, so the GEMV's blocks are
+// placed at once; a kernel that does not call it lets the next start as it exits. (Sessions 4, 6
+// and 10 launched every kernel this way, each releasing the next right after its own wait, and
+// measured no gain or a loss: the waiting blocks of the next kernel held SM slots that a GEMV's
+// later waves needed. Here only the GEMVs wait, and only single-wave kernels at batch 1 release early.)
+// TRTLLM_PDL=0 turns it off (plain stream order).
+__device__ __forceinline__ void wait_for_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void let_next_kernel_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+inline bool programmatic_launch_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("TRTLLM_PDL");
+        if (v != nullptr && std::string(v) == "0") return false;
+        int device = 0, major = 0;
+        CHECK_CUDA(cudaGetDevice(&device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        return major >= 9;
+    }();
+    return on;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch where enabled:
+// only for kernels that call wait_for_prior_kernels() before touching activations.
+template <class... Params, class... Args>
+void launch_after_prior(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t stream, Args&&... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = programmatic_launch_enabled() ? 1 : 0;
+    check_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

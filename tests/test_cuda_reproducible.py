@@ -6,7 +6,10 @@ that read a buffer before the kernel writing it had finished would.
 
 Engines: bfloat16 tiny Llama (norms, attention, SiLU·mul, the bf16 GEMV and cuBLASLt), fp8 (its
 GEMV, the norms' quantized outputs, `quantize`), int8_sq, int4_awq with a quantized lm_head (the
-weight-only GEMV, float32 logits). Each run is its own process, as two users' would be.
+weight-only GEMV, float32 logits; group 32 in the CUDA-core GEMV's layout, group 64 in the mma
+tiles), int8_wo. Each run is its own process, as two users' would be. The GEMVs that start while
+the kernel before them still runs (programmatic dependent launch, TRTLLM_PDL=0 off) must give the
+same bits as plain stream order.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ pytestmark = pytest.mark.gpu
 pytest.importorskip("torch")
 
 SCHEMES = {"bf16": None, "fp8": QuantOptions("fp8"), "int8_sq": QuantOptions("int8_sq"),
-           "int4_awq_lm_head": QuantOptions("int4_awq", group_size=32, quantize_lm_head=True)}
+           "int4_awq_lm_head": QuantOptions("int4_awq", group_size=32, quantize_lm_head=True),
+           # group 64 and int8 per channel: every linear in the tensor-core GEMV's mma tiles
+           "int4_awq_g64_lm_head": QuantOptions("int4_awq", group_size=64, quantize_lm_head=True),
+           "int8_wo": QuantOptions("int8_wo")}
+# The GEMVs that start while the kernel before them runs (programmatic dependent launch).
+EARLY_LAUNCH_SCHEMES = ["bf16", "fp8", "int4_awq_g64_lm_head", "int8_wo"]
 
 # Greedy on the device (sample_rows_kernel) and with generation logits (host sampler), 24 new tokens.
 CHILD = """
@@ -72,3 +80,11 @@ def test_engine_is_bit_identical_from_run_to_run(engines, tmp_path, scheme, grap
     assert np.isfinite(first["logits"]).all() and np.abs(first["logits"]).max() > 0
     for key in ("tokens", "logits"):
         np.testing.assert_array_equal(again[key], first[key], err_msg=key)
+
+
+@pytest.mark.parametrize("scheme", EARLY_LAUNCH_SCHEMES)
+def test_early_launched_gemvs_give_the_bits_of_stream_order(engines, tmp_path, scheme):
+    early, ordered = (run(engines[scheme], tmp_path / f"{pdl}.npz", TRTLLM_PDL=pdl) for pdl in ("1", "0"))
+    assert np.isfinite(early["logits"]).all() and np.abs(early["logits"]).max() > 0
+    for key in ("tokens", "logits"):
+        np.testing.assert_array_equal(early[key], ordered[key], err_msg=key)

@@ -236,6 +236,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocks) decode_kerne
                                                                 int h, int h_kv,
                                                                 float scale, int num_splits, int cluster, bool prefetch,
                                                                 float* part_o, float* part_ml, int* done, T* out) {
+    let_next_kernel_start();  // o_proj's GEMV may follow: its blocks load their weights meanwhile
     constexpr int V = kVec<T>;
     constexpr int kVecPerRow = D / V;
     constexpr int kKeyGroups = kDecodeThreads / kVecPerRow;

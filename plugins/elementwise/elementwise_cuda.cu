@@ -59,6 +59,7 @@ __global__ void gelu_kernel(const T* x, T* y, int64_t n) {
 // One element (or vector) of y [rows, inter] per thread step; gate x[:, :inter], up x[:, inter:].
 template <class T, bool kVector>
 __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
+    let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     constexpr int V = kVector ? kVec<T> : 1;
     for (int64_t i = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * V; i < n; i += stride * V) {
@@ -81,6 +82,7 @@ __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
 // thread step, stored through `store` (Q(v, out_scale[col])).
 template <class T, class Store>
 __global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int64_t inter) {
+    let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         const int64_t r = i / inter, c = i % inter;

@@ -79,9 +79,8 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const uint8_t* x_row = g < m ? x + int64_t{g} * k : nullptr;
     const int steps = (k + kTcStepK - 1) / kTcStepK, per_warp = (steps + kTcWarps - 1) / kTcWarps;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    Acc acc[4] = {};
-    for (int s = s0; s < s1; s += kTcStepsInFlight) {
-        uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2], xv[kTcStepsInFlight][2];  // [u][h]: bytes kb + 16 h
+    uint4 lo[kTcStepsInFlight][2], hi[kTcStepsInFlight][2];  // [u][h]: bytes kb + 16 h
+    auto load_weights = [&](int s) {
 #pragma unroll
         for (int u = 0; u < kTcStepsInFlight; ++u) {
 #pragma unroll
@@ -90,6 +89,18 @@ __global__ void __launch_bounds__(kTcWarps * 32)
                 const bool in = s + u < s1 && kb < k;  // k % 16 == 0: a 16-byte piece is in or out whole
                 lo[u][h] = in ? load16(w_lo + kb) : uint4{};
                 hi[u][h] = in ? load16(w_hi + kb) : uint4{};
+            }
+        }
+    };
+    Acc acc[4] = {};
+    auto step_from = [&](int s) {  // the steps from s, their weights loaded
+        uint4 xv[kTcStepsInFlight][2];
+#pragma unroll
+        for (int u = 0; u < kTcStepsInFlight; ++u) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int kb = (s + u) * kTcStepK + 32 * t + 16 * h;
+                const bool in = s + u < s1 && kb < k;
                 xv[u][h] = in && x_row != nullptr ? load16(x_row + kb) : uint4{};
             }
         }
@@ -104,6 +115,15 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[i] += step[i];
         }
+    };
+    // The first steps' weights load while the kernel before this one finishes (cuda_common.cuh).
+    // Their steps are peeled off the loop: weight registers carried into it cost 16 registers.
+    load_weights(s0);
+    cuda::wait_for_prior_kernels();
+    if (s0 < s1) step_from(s0);
+    for (int s = s0 + kTcStepsInFlight; s < s1; s += kTcStepsInFlight) {
+        load_weights(s);
+        step_from(s);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
@@ -124,11 +144,10 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 template <class Acc, class TY>
 void launch_quant_gemv_tc(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
                           const GemmScales& s, cudaStream_t stream) {
-    quant_gemv_tc_kernel<Acc, TY><<<static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream>>>(
-                 static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w), static_cast<const TY*>(bias),
-                 static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha,
-                 s.alpha_per_n);
-    CHECK_LAUNCH("quant_gemv_tc_kernel");
+    cuda::launch_after_prior("quant_gemv_tc_kernel", quant_gemv_tc_kernel<Acc, TY>, static_cast<unsigned>(n / 16),
+                             kTcWarps * 32, 0, stream, static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w),
+                             static_cast<const TY*>(bias), static_cast<TY*>(y), static_cast<int>(m),
+                             static_cast<int>(n), static_cast<int>(k), s.alpha, s.alpha_per_n);
 }
 
 template <class TY>

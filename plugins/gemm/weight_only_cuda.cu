@@ -387,19 +387,31 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
     const T* x_rows[NB];
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) x_rows[nb] = x + int64_t{min(8 * nb + g, m - 1)} * k + TI / 4 * t;
-    float acc[NB][4] = {};
-    for (int s = s0; s < s1; s += U) {
-        uint4 wv[U], xv[U][NB][kXVecs], pv[U][kXVecs];
-        uint32_t sg[U], sh[U];
+    // A step's weights, scales and pre_quant_scale (which no kernel writes), then its x.
+    uint4 wv[U], pv[U][kXVecs];
+    uint32_t sg[U], sh[U];
+    auto load_weights = [&](int s) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {  // every load of the U steps first: one round trip for all
-            const bool in = s + u < s1;
-            const bool load = PRE || in;
+        for (int u = 0; u < U; ++u) {
+            const bool load = PRE || s + u < s1;
             const int su = PRE ? min(s + u, s1 - 1) : s + u;
             const int group = load ? vector_group(su, group_magic) : 0;
             wv[u] = load ? __ldcs(reinterpret_cast<const uint4*>(tiles + int64_t{su} * kTileBytes)) : uint4{};
             sg[u] = scale_pair(scale_g, group);
             sh[u] = scale_pair(scale_h, group);
+            if constexpr (PRE) {
+#pragma unroll
+                for (int h = 0; h < kXVecs; ++h) pv[u][h] = *reinterpret_cast<const uint4*>(pre + su * TI + TI / 4 * t + 8 * h);
+            }
+        }
+    };
+    float acc[NB][4] = {};
+    auto step_from = [&](int s) {  // the U steps from s, their weights loaded
+        uint4 xv[U][NB][kXVecs];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {  // with the weights' loads: one round trip for all
+            const bool in = s + u < s1;
+            const int su = PRE ? min(s + u, s1 - 1) : s + u;
             const int k0 = su * TI + TI / 4 * t;
 #pragma unroll
             for (int h = 0; h < kXVecs; ++h) {
@@ -409,7 +421,6 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
                     if constexpr (PRE) xv[u][nb][h] = *reinterpret_cast<const uint4*>(x_rows[nb] + su * TI + 8 * h);
                     else xv[u][nb][h] = in && mi < m ? *reinterpret_cast<const uint4*>(x + int64_t{mi} * k + k0 + 8 * h) : uint4{};
                 }
-                if constexpr (PRE) pv[u][h] = *reinterpret_cast<const uint4*>(pre + k0 + 8 * h);
             }
         }
 #pragma unroll
@@ -444,6 +455,15 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
                 for (int i = 0; i < 4; ++i) acc[nb][i] += step[nb][i];
             }
         }
+    };
+    // The first steps' weights load while the kernel before this one finishes (cuda_common.cuh).
+    // Their steps are peeled off the loop: a weight register carried into it cost 6-16 registers.
+    load_weights(s0);
+    cuda::wait_for_prior_kernels();
+    if (s0 < s1) step_from(s0);
+    for (int s = s0 + U; s < s1; s += U) {
+        load_weights(s);
+        step_from(s);
     }
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
@@ -511,12 +531,13 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
-    weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED><<<grid, tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream>>>(
-            static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
-            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-            group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
-    CHECK_LAUNCH("weight_only_tile_gemv_kernel");
+    cuda::launch_after_prior(
+        "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
+        tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),
+        static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale),
+        static_cast<const T*>(w.bias), static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(w.n),
+        static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+        group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
 }
 
 template <class T, class TY, int BITS, bool PRE>

@@ -24,6 +24,7 @@ int threads_for(int64_t dim) {
 template <class T, int kMode, class Store>
 __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
+    let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
     if (b != nullptr) {
@@ -57,6 +58,7 @@ __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T
 template <class T, int kMode, class Store>
 __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                     int64_t dim, float eps) {
+    let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
     constexpr int V = kVec<T>;
     const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
     const bool active = c < dim;

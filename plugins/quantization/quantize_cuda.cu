@@ -8,6 +8,7 @@ namespace {
 
 template <class T, class Store>
 __global__ void quantize_kernel(const T* x, Store store, int64_t n, int64_t cols) {
+    cuda::let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         store(i, i % cols, cuda::to_float(x[i]));

@@ -127,6 +127,22 @@ __device__ __forceinline__ void let_next_kernel_start() {
 #endif
 }
 
+// A GEMV warp's run of steps s0, s0 + stride, ... < s1, launched early: the first step's weights
+// load (`load_weights(s)`) before the wait for the kernel before, then each step (`step_from(s)`:
+// its x, its math) follows its weights. The first step is peeled off the loop: weight registers
+// carried into it cost the GEMVs 6-16 registers.
+template <class LoadWeights, class StepFrom>
+__device__ __forceinline__ void gemv_steps_after_prior(int s0, int s1, int stride, LoadWeights&& load_weights,
+                                                       StepFrom&& step_from) {
+    load_weights(s0);
+    wait_for_prior_kernels();
+    if (s0 < s1) step_from(s0);
+    for (int s = s0 + stride; s < s1; s += stride) {
+        load_weights(s);
+        step_from(s);
+    }
+}
+
 inline bool programmatic_launch_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("TRTLLM_PDL");

@@ -116,15 +116,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
             for (int i = 0; i < 4; ++i) acc[i] += step[i];
         }
     };
-    // The first steps' weights load while the kernel before this one finishes (cuda_common.cuh).
-    // Their steps are peeled off the loop: weight registers carried into it cost 16 registers.
-    load_weights(s0);
-    cuda::wait_for_prior_kernels();
-    if (s0 < s1) step_from(s0);
-    for (int s = s0 + kTcStepsInFlight; s < s1; s += kTcStepsInFlight) {
-        load_weights(s);
-        step_from(s);
-    }
+    cuda::gemv_steps_after_prior(s0, s1, kTcStepsInFlight, load_weights, step_from);
 #pragma unroll
     for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
     __syncthreads();

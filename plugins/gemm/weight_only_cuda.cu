@@ -456,15 +456,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
             }
         }
     };
-    // The first steps' weights load while the kernel before this one finishes (cuda_common.cuh).
-    // Their steps are peeled off the loop: a weight register carried into it cost 6-16 registers.
-    load_weights(s0);
-    cuda::wait_for_prior_kernels();
-    if (s0 < s1) step_from(s0);
-    for (int s = s0 + U; s < s1; s += U) {
-        load_weights(s);
-        step_from(s);
-    }
+    cuda::gemv_steps_after_prior(s0, s1, U, load_weights, step_from);
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll

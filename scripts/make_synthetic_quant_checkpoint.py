@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,6 @@ def main() -> None:
     from trtllm_build.quantization import quantize_weights
     from trtllm_build.quantization.options import QuantOptions
 
-    rng = np.random.default_rng(0)
-
     def synthetic_calibrate(model_dir, config, **_):
         sizes = config.linear_input_sizes()
         inputs = {}
@@ -54,13 +53,17 @@ def main() -> None:
         return quantize_weights.CalibStats(inputs=inputs, kv_amax=kv_amax, tokens=0)
 
     def synthetic_awq_scales(weights, stats, group_size, dtype):
-        return rng.uniform(0.5, 2.0, weights[0].shape[1]).astype(np.float32).astype(dtype)
+        # Seeded by the group's first weight row: the same scales whatever order the groups are
+        # quantized in (the converter runs them on several threads).
+        group_rng = np.random.default_rng(zlib.crc32(weights[0][0].tobytes()))
+        return group_rng.uniform(0.5, 2.0, weights[0].shape[1]).astype(np.float32).astype(dtype)
 
     calibrate_module.calibrate = synthetic_calibrate      # convert() imports it when it calibrates
     quantize_weights._awq_scales = synthetic_awq_scales   # quantize_group looks it up at call time
     convert(args.model_dir, args.output_dir, args.dtype, 1,
             QuantOptions(args.quant, kv_cache=args.kv_cache, group_size=args.group_size,
-                         quantize_lm_head=args.quantize_lm_head))
+                         quantize_lm_head=args.quantize_lm_head,
+                         calibrator="builtin"))  # the one patched above (not ModelOpt where installed)
 
 
 if __name__ == "__main__":

@@ -279,3 +279,19 @@ def test_checkpoint_with_a_quantized_lm_head_not_padded_to_64_rows_is_refused(ti
     path.write_text(json.dumps({**config, "vocab_size_padded": 130}))
     with pytest.raises(ConfigError, match="vocab_size_padded 130 must be at least vocab_size 130 and a multiple of 64"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("scheme", ["int4_awq", "int8_sq"])
+def test_threaded_quantization_writes_the_checkpoint_of_one_thread(tiny_llama, tmp_path, monkeypatch, scheme):
+    """The converter quantizes linear groups on several threads; the checkpoint must be the bytes
+    one thread writes (no state shared between groups, e.g. a random generator)."""
+    import trtllm_build.convert as convert_module
+
+    options = QuantOptions(scheme, calib_size=4, calib_seq_len=64, calibrator="builtin", quantize_lm_head=True)
+    files = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(convert_module, "_quantize_threads", lambda layout, groups, n=threads: n)
+        out = tmp_path / f"threads{threads}"
+        convert(tiny_llama, out, "bfloat16", 2, options)
+        files[threads] = {p.name: p.read_bytes() for p in sorted(out.glob("rank*.safetensors"))}
+    assert len(files[1]) == 2 and files[4] == files[1]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -444,6 +446,26 @@ def _store_quantized(ranks: list[dict[str, np.ndarray]], layout: dict[str, Tenso
         _store(ranks, name, value, spec.axis)
 
 
+def _quantize_threads(layout: dict[str, TensorSpec], groups: list[list[str]]) -> int:
+    """Threads for _quantize_linears: up to 4 (and the cores), as many as the free memory holds
+    groups at once (a group's float32 weights and the quantizer's temporaries: ~16 bytes a weight)."""
+    if not groups:
+        return 1
+
+    def weights_of(group: list[str]) -> int:
+        total = 0
+        for prefix in group:
+            spec = layout[f"{prefix}.weight"]
+            total += spec.shape[0] * spec.shape[1] * (2 if spec.dtype == "uint8" else 1)
+        return total
+    largest = 16 * max(weights_of(g) for g in groups)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: one at a time, as before
+        return 1
+    return max(1, min(4, os.cpu_count() or 1, free // max(1, largest)))
+
+
 def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str], layout: dict[str, TensorSpec],
                       groups: list[list[str]], calib: "CalibStats | None", ranks: list[dict[str, np.ndarray]],
                       prequantized: Any = None) -> None:
@@ -454,26 +476,32 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
     qc = config.quantization
     scheme = scheme_of(qc.quant_algo) if groups else None
     dtype = NP_DTYPES[config.dtype]
-    for n, group in enumerate(groups, 1):
-        if prequantized is not None:
+    if prequantized is not None:
+        for group in groups:
             _store_quantized(ranks, layout, prequantized.group(group))
             used.update(found for prefix in group
                         if (found := _find(tensors, _source_of(f"{prefix}.weight", config)[1])) is not None)
-            continue
-        weights = []
-        for prefix in group:
-            w = _load_padded(f"{prefix}.weight", config, tensors, used)
-            spec = layout[f"{prefix}.weight"]
-            expected = (spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1))
-            if tuple(w.shape) != expected:
-                raise ConvertError(f"tensor for {prefix}.weight has shape {tuple(w.shape)}; expected {expected}")
-            weights.append(w.astype(np.float32))
-        stats = calib.inputs.get(group[0]) if calib is not None else None
-        out = quantize_group(scheme, group, weights, stats, dtype=dtype, group_size=qc.group_size,
-                             smoothquant_alpha=qc.smoothquant_alpha if qc.smoothquant_alpha is not None else 0.5)
-        _store_quantized(ranks, layout, out)
-        if n % max(1, len(groups) // 10) == 0 or n == len(groups):
-            logger.info("quantized %d/%d linear groups (%s)", n, len(groups), qc.quant_algo)
+    else:
+        def quantize(group: list[str]) -> dict[str, np.ndarray]:
+            weights = []
+            for prefix in group:
+                w = _load_padded(f"{prefix}.weight", config, tensors, used)
+                spec = layout[f"{prefix}.weight"]
+                expected = (spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1))
+                if tuple(w.shape) != expected:
+                    raise ConvertError(f"tensor for {prefix}.weight has shape {tuple(w.shape)}; expected {expected}")
+                weights.append(w.astype(np.float32))
+            stats = calib.inputs.get(group[0]) if calib is not None else None
+            return quantize_group(scheme, group, weights, stats, dtype=dtype, group_size=qc.group_size,
+                                  smoothquant_alpha=qc.smoothquant_alpha if qc.smoothquant_alpha is not None else 0.5)
+
+        # Groups quantize on a few threads (numpy releases the GIL in its loops; an 8B model took
+        # ~2 minutes on one core) and are stored in order, so the checkpoint does not depend on it.
+        with ThreadPoolExecutor(_quantize_threads(layout, groups)) as pool:
+            for n, out in enumerate(pool.map(quantize, groups), 1):
+                _store_quantized(ranks, layout, out)
+                if n % max(1, len(groups) // 10) == 0 or n == len(groups):
+                    logger.info("quantized %d/%d linear groups (%s)", n, len(groups), qc.quant_algo)
     if qc.kv_cache_quant_algo:
         for i in range(config.num_hidden_layers):
             if prequantized is not None:

@@ -108,7 +108,8 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // `wait_for_prior_kernels` such a GEMV loads only its weights and scales, which no kernel writes;
 // its first round trip to DRAM then overlaps the kernel before it. After the wait it may read and
 // write activations: the wait returns once the kernel before has finished and its writes are
-// visible, and that kernel, launched in plain stream order, began after everything earlier. The
+// visible, and that kernel began after everything earlier had finished (plain stream order) or,
+// another early GEMV, waited for it before it finished. The
 // small kernels before a GEMV call `let_next_kernel_start` as they begin, so the GEMV's blocks are
 // placed at once; a kernel that does not call it lets the next start as it exits. (Sessions 4, 6
 // and 10 launched every kernel this way, each releasing the next right after its own wait, and

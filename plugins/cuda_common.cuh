@@ -144,6 +144,21 @@ __device__ __forceinline__ void gemv_steps_after_prior(int s0, int s1, int strid
     }
 }
 
+// The virtual architecture the kernels were compiled for (all with the same flags): code built from
+// compute_80 PTX and JIT-compiled on a Hopper has no griddepcontrol (nor cluster code), though the
+// device has them, so it is the PTX version that decides, not the device or the binary's version.
+template <int>
+__global__ void arch_probe_kernel() {}
+
+inline int kernels_ptx_version() {
+    static const int version = [] {
+        cudaFuncAttributes attributes = {};
+        CHECK_CUDA(cudaFuncGetAttributes(&attributes, arch_probe_kernel<0>));
+        return attributes.ptxVersion;
+    }();
+    return version;
+}
+
 inline bool programmatic_launch_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("TRTLLM_PDL");
@@ -151,7 +166,7 @@ inline bool programmatic_launch_enabled() {
         int device = 0, major = 0;
         CHECK_CUDA(cudaGetDevice(&device));
         CHECK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-        return major >= 9;
+        return major >= 9 && kernels_ptx_version() >= 90;
     }();
     return on;
 }

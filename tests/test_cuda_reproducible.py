@@ -35,8 +35,8 @@ SCHEMES = {"bf16": None, "fp8": QuantOptions("fp8"), "int8_sq": QuantOptions("in
            # group 64 and int8 per channel: every linear in the tensor-core GEMV's mma tiles
            "int4_awq_g64_lm_head": QuantOptions("int4_awq", group_size=64, quantize_lm_head=True),
            "int8_wo": QuantOptions("int8_wo")}
-# The GEMVs that start while the kernel before them runs (programmatic dependent launch).
-EARLY_LAUNCH_SCHEMES = ["bf16", "fp8", "int4_awq_g64_lm_head", "int8_wo"]
+# The engines whose decode GEMVs start while the kernel before them runs (programmatic dependent launch).
+EARLY_LAUNCH_SCHEMES = ["bf16", "fp8", "int8_sq", "int4_awq_g64_lm_head", "int8_wo"]
 
 # Greedy on the device (sample_rows_kernel) and with generation logits (host sampler), 24 new tokens.
 CHILD = """

@@ -41,23 +41,22 @@ constexpr int kTileRows = 64;         // query rows (token x head) per prefill t
 constexpr int kKeyTile = 32;
 constexpr int kPrefillThreads = 128;  // two threads per query row
 
+// Index of the key row of position `pos`, kv head kh, in the cache block `block` (in rows of d elements;
+// its value row is h_kv * tpb rows further on).
+__device__ __forceinline__ int64_t key_row(int64_t block, int pos, int kh, int h_kv, int tpb) {
+    return (block * 2 * h_kv + kh) * tpb + pos % tpb;
+}
+
 // Row `pos` (k: which 0, v: 1) of kv head kh in the cache block `block` of tpb tokens.
 template <class T>
 __device__ __forceinline__ T* kv_block_row(T* kv, int64_t block, int pos, int which, int kh, int h_kv, int tpb, int d) {
-    const int64_t index = ((block * 2 + which) * h_kv + kh) * tpb + pos % tpb;
-    return kv + index * d;
+    return kv + (key_row(block, pos, kh, h_kv, tpb) + int64_t{which} * h_kv * tpb) * d;
 }
 
 template <class T>
 __device__ __forceinline__ T* kv_row(T* kv, const PagedBatchCuda& b, int r, int pos, int which, int kh, int h_kv, int d) {
     const int64_t block = b.block_table[int64_t{r} * b.max_blocks_per_seq + pos / b.tokens_per_block];
     return kv_block_row(kv, block, pos, which, kh, h_kv, b.tokens_per_block, d);
-}
-
-// Index of the key row of position `pos`, kv head kh, in the cache block `block` (in rows of d elements;
-// its value row is h_kv * tpb rows further on).
-__device__ __forceinline__ int64_t key_row(int64_t block, int pos, int kh, int h_kv, int tpb) {
-    return (block * 2 * h_kv + kh) * tpb + pos % tpb;
 }
 
 // The per-head transforms before the cache: q/k RMSNorm (weights in T, or null) and RoPE (null: none).

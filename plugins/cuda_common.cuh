@@ -172,7 +172,9 @@ inline bool programmatic_launch_enabled() {
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch where enabled:
-// only for kernels that call wait_for_prior_kernels() before touching activations.
+// only for kernels that call wait_for_prior_kernels() before touching activations, and whose
+// activation pointers are not __restrict__ (a __restrict__ const pointer may be read through the
+// non-coherent path, ld.global.nc, which ptxas may move above the wait).
 template <class... Params, class... Args>
 void launch_after_prior(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                         cudaStream_t stream, Args&&... args) {

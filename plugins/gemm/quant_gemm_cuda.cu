@@ -69,7 +69,7 @@ __device__ __forceinline__ void mma_k32(Acc (&d)[4], uint32_t a0, uint32_t a1, u
 
 template <class Acc, class TY>
 __global__ void __launch_bounds__(kTcWarps * 32)
-    quant_gemv_tc_kernel(const uint8_t* __restrict__ x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
+    quant_gemv_tc_kernel(const uint8_t* x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
                          TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n) {
     __shared__ Acc partial[kTcWarps][32][4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;

@@ -360,7 +360,7 @@ template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() { ret
 // that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_gemv_min_blocks<BITS, NB, PRE>())
-    weight_only_tile_gemv_kernel(const T* __restrict__ x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+    weight_only_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = tile_gemv_unroll<BITS, NB, PRE>();

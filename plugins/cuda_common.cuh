@@ -103,19 +103,25 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 }
 
 // --- Programmatic dependent launch (sm_90) --------------------------------------------------------
-// The decode GEMVs are launched so that their blocks may start while the kernel before them in the
-// stream (a norm, the attention, SiLU·mul: a few microseconds each at batch 1) still runs. Before
-// `wait_for_prior_kernels` such a GEMV loads only its weights and scales, which no kernel writes;
-// its first round trip to DRAM then overlaps the kernel before it. After the wait it may read and
-// write activations: the wait returns once the kernel before has finished and its writes are
-// visible, and that kernel began after everything earlier had finished (plain stream order) or,
-// another early GEMV, waited for it before it finished. The
-// small kernels before a GEMV call `let_next_kernel_start` as they begin, so the GEMV's blocks are
-// placed at once; a kernel that does not call it lets the next start as it exits. (Sessions 4, 6
-// and 10 launched every kernel this way, each releasing the next right after its own wait, and
-// measured no gain or a loss: the waiting blocks of the next kernel held SM slots that a GEMV's
-// later waves needed. Here only the GEMVs wait, and only single-wave kernels at batch 1 release early.)
-// TRTLLM_PDL=0 turns it off (plain stream order).
+// A batch-1 decode step is ~300 kernels of a few microseconds; each used to wait, idle, for the
+// one before to finish before its blocks were even placed. The decode path's kernels are launched
+// so that their blocks may start while the kernel before them in the stream still runs:
+// - The GEMVs (weight-only mma tiles, the fp8 / int8 tensor-core GEMV) load their first steps'
+//   weights (which no kernel writes) before `wait_for_prior_kernels`, and release the next kernel
+//   after their main loop, while their warps' sums are added.
+// - The norms load their weights first; SiLU·mul and `quantize` only wait. They release the next
+//   kernel as they begin (one wave at batch 1): a GEMV after them places its blocks at once.
+// - The decode attention is launched in stream order (it releases the GEMV after it as it
+//   begins). Launched early too, it made the int4_awq step slower: 2.440 vs 2.352 ms (session 19).
+// After the wait a kernel may read and write activations: the wait returns once the kernel before
+// has finished and its writes are visible, and that kernel finished only after its own wait (or,
+// launched in plain stream order, began after everything earlier had), so every earlier kernel has
+// too. Every thread that touches an activation waits first, and every such kernel has at least one
+// thread that waits. A kernel that does not release the next lets it start as it exits.
+// (Sessions 4, 6 and 10 launched every kernel early and released the next right after each wait:
+// no gain or a loss; blocks of the next kernel waiting on SM slots a multi-wave GEMV's later waves
+// needed. Here a multi-wave kernel releases only after its main loop.) TRTLLM_PDL=0 turns it off
+// (plain stream order).
 __device__ __forceinline__ void wait_for_prior_kernels() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");

@@ -60,6 +60,7 @@ __global__ void gelu_kernel(const T* x, T* y, int64_t n) {
 template <class T, bool kVector>
 __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
     let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
+    wait_for_prior_kernels();  // launched early (launch_after_prior): x is the kernel before's
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     constexpr int V = kVector ? kVec<T> : 1;
     for (int64_t i = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * V; i < n; i += stride * V) {
@@ -83,6 +84,7 @@ __global__ void silu_mul_kernel(const T* x, T* y, int64_t rows, int64_t inter) {
 template <class T, class Store>
 __global__ void silu_mul_quant_kernel(const T* x, Store store, int64_t rows, int64_t inter) {
     let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
+    wait_for_prior_kernels();  // launched early (launch_after_prior): x is the kernel before's
     const int64_t n = rows * inter, stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         const int64_t r = i / inter, c = i % inter;
@@ -162,23 +164,22 @@ void silu_mul_cuda(const void* x, void* y, DType dtype, int64_t rows, int64_t in
     if (quant != nullptr) {
         TRTLLM_DISPATCH_FLOAT(dtype, T, {
             TRTLLM_DISPATCH_STORE(T, quant, y, {
-                silu_mul_quant_kernel<T, Store><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
-                    static_cast<const T*>(x), store, rows, inter);
+                launch_after_prior("silu_mul_quant_kernel", silu_mul_quant_kernel<T, Store>,
+                                   blocks_for(rows * inter, kThreads), kThreads, 0, stream, static_cast<const T*>(x),
+                                   store, rows, inter);
             });
         });
-        CHECK_LAUNCH("silu_mul_quant_kernel");
         return;
     }
     TRTLLM_DISPATCH_FLOAT(dtype, T, {
         if (inter % kVec<T> == 0 && aligned16(x) && aligned16(y)) {
-            silu_mul_kernel<T, true><<<blocks_for(rows * inter / kVec<T>, kThreads), kThreads, 0, stream>>>(
-                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            launch_after_prior("silu_mul_kernel", silu_mul_kernel<T, true>, blocks_for(rows * inter / kVec<T>, kThreads),
+                               kThreads, 0, stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         } else {
-            silu_mul_kernel<T, false><<<blocks_for(rows * inter, kThreads), kThreads, 0, stream>>>(
-                static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
+            launch_after_prior("silu_mul_kernel", silu_mul_kernel<T, false>, blocks_for(rows * inter, kThreads),
+                               kThreads, 0, stream, static_cast<const T*>(x), static_cast<T*>(y), rows, inter);
         }
     });
-    CHECK_LAUNCH("silu_mul_kernel");
 }
 
 void add_bias_cuda(void* x, const void* bias, DType dtype, int64_t rows, int64_t n, cudaStream_t stream) {

@@ -25,6 +25,7 @@ template <class T, int kMode, class Store>
 __global__ void norm_row_kernel(const T* a, const T* b, const T* weight, const T* bias, Store normed, T* sum,
                                 int64_t dim, float eps) {
     let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
+    wait_for_prior_kernels();  // launched early (launch_after_prior): the inputs are the kernel before's
     const int64_t off = int64_t{blockIdx.x} * dim;
     const T* x = a + off;
     if (b != nullptr) {
@@ -63,11 +64,15 @@ __global__ void norm_row_vec_kernel(const T* a, const T* b, const T* weight, con
     const int64_t off = int64_t{blockIdx.x} * dim, c = int64_t{threadIdx.x} * V;
     const bool active = c < dim;
     float x[V] = {}, w[V], bv[V] = {};
+    // The weights first: loaded after the reduction they were a second round trip to memory in
+    // this one-block kernel's chain; launched early (launch_after_prior), they load while the
+    // kernel before finishes. The inputs are that kernel's: after the wait.
     if (active) {
-        // The weights with the inputs: loaded after the reduction they were a second round trip to
-        // memory in this one-block kernel's chain.
         load_vec(weight + c, w);
         if constexpr (kMode == 1) load_vec(bias + c, bv);
+    }
+    wait_for_prior_kernels();
+    if (active) {
         load_vec(a + off + c, x);
         if (b != nullptr) {
             float y[V];
@@ -131,19 +136,20 @@ void launch_row(const void* a, const void* b, const void* w, const void* bias, v
         if (aligned && dim % kVec<T> == 0 && vectors <= 1024) {
             const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                norm_row_vec_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
-                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
-                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
+                launch_after_prior("norm_row_vec_kernel", norm_row_vec_kernel<T, kMode, Store>,
+                                   static_cast<unsigned>(rows), threads, 0, stream, static_cast<const T*>(a),
+                                   static_cast<const T*>(b), static_cast<const T*>(w), static_cast<const T*>(bias),
+                                   store, static_cast<T*>(sum), dim, eps);
             });
         } else {
             TRTLLM_DISPATCH_STORE(T, quant, normed, {
-                norm_row_kernel<T, kMode, Store><<<static_cast<unsigned>(rows), threads_for(dim), 0, stream>>>(
-                    static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(w),
-                    static_cast<const T*>(bias), store, static_cast<T*>(sum), dim, eps);
+                launch_after_prior("norm_row_kernel", norm_row_kernel<T, kMode, Store>, static_cast<unsigned>(rows),
+                                   threads_for(dim), 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
+                                   static_cast<const T*>(w), static_cast<const T*>(bias), store,
+                                   static_cast<T*>(sum), dim, eps);
             });
         }
     });
-    CHECK_LAUNCH("norm_row_kernel");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@ namespace {
 template <class T, class Store>
 __global__ void quantize_kernel(const T* x, Store store, int64_t n, int64_t cols) {
     cuda::let_next_kernel_start();  // a GEMV may follow: its blocks load their weights meanwhile
+    cuda::wait_for_prior_kernels();  // launched early (launch_after_prior): x is the kernel before's
     const int64_t stride = int64_t{gridDim.x} * blockDim.x;
     for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
         store(i, i % cols, cuda::to_float(x[i]));
@@ -38,11 +39,10 @@ void quantize_cuda(const void* x, DType x_dtype, void* y, const OutputQuantCuda&
     const OutputQuantCuda* quant = &q;
     TRTLLM_DISPATCH_FLOAT(x_dtype, T, {
         TRTLLM_DISPATCH_STORE(T, quant, y, {
-            quantize_kernel<T, Store><<<cuda::blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x),
-                                                                                             store, n, cols);
+            cuda::launch_after_prior("quantize_kernel", quantize_kernel<T, Store>, cuda::blocks_for(n, kThreads), kThreads,
+                                     0, stream, static_cast<const T*>(x), store, n, cols);
         });
     });
-    CHECK_LAUNCH("quantize_kernel");
 }
 
 }  // namespace trtllm::kernels

@@ -107,10 +107,14 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // one before to finish before its blocks were even placed. The decode path's kernels are launched
 // so that their blocks may start while the kernel before them in the stream still runs:
 // - The GEMVs (weight-only mma tiles, the fp8 / int8 tensor-core GEMV) load their first steps'
-//   weights (which no kernel writes) before `wait_for_prior_kernels`, and release the next kernel
-//   after their main loop, while their warps' sums are added.
-// - The norms load their weights first; SiLU·mul and `quantize` only wait. They release the next
-//   kernel as they begin (one wave at batch 1): a GEMV after them places its blocks at once.
+//   weights (which no kernel writes) before `wait_for_prior_kernels`; the bf16 GEMV only waits
+//   (loads before the wait cost it 18 registers). All release the next kernel after their main
+//   loop, while their warps' sums are added.
+// - The vectorized row norm loads its weights first; the other norm kernel, SiLU·mul and
+//   `quantize` only wait. They release the next kernel as they begin: a GEMV after them places its
+//   blocks at once. Where a GEMV follows (at most 128 rows: the int4 tile GEMV of a short prompt)
+//   they are about one wave; past that cuBLASLt follows, which is not launched early, so the
+//   release does nothing there.
 // - The decode attention is launched in stream order (it releases the GEMV after it as it
 //   begins). Launched early too, it made the int4_awq step slower: 2.440 vs 2.352 ms (session 19).
 // After the wait a kernel may read and write activations: the wait returns once the kernel before
@@ -120,8 +124,8 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // thread that waits. A kernel that does not release the next lets it start as it exits.
 // (Sessions 4, 6 and 10 launched every kernel early and released the next right after each wait:
 // no gain or a loss; blocks of the next kernel waiting on SM slots a multi-wave GEMV's later waves
-// needed. Here a multi-wave kernel releases only after its main loop.) TRTLLM_PDL=0 turns it off
-// (plain stream order).
+// needed. Here a GEMV releases only after its main loop.) TRTLLM_PDL=0 turns it off (plain stream
+// order).
 __device__ __forceinline__ void wait_for_prior_kernels() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");

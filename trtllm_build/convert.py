@@ -446,6 +446,11 @@ def _store_quantized(ranks: list[dict[str, np.ndarray]], layout: dict[str, Tenso
         _store(ranks, name, value, spec.axis)
 
 
+def _unpacked_shape(spec: TensorSpec) -> tuple[int, int]:
+    """The float shape of a quantized linear weight's layout entry (uint8 packs two int4 values)."""
+    return spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1)
+
+
 def _quantize_threads(layout: dict[str, TensorSpec], groups: list[list[str]]) -> int:
     """Threads for _quantize_linears: up to 4 (and the cores), as many as the free memory holds
     groups at once (a group's float32 weights and the quantizer's temporaries: ~16 bytes a weight)."""
@@ -453,11 +458,7 @@ def _quantize_threads(layout: dict[str, TensorSpec], groups: list[list[str]]) ->
         return 1
 
     def weights_of(group: list[str]) -> int:
-        total = 0
-        for prefix in group:
-            spec = layout[f"{prefix}.weight"]
-            total += spec.shape[0] * spec.shape[1] * (2 if spec.dtype == "uint8" else 1)
-        return total
+        return sum(rows * cols for rows, cols in (_unpacked_shape(layout[f"{prefix}.weight"]) for prefix in group))
     largest = 16 * max(weights_of(g) for g in groups)
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -486,8 +487,7 @@ def _quantize_linears(config: ModelConfig, tensors: TensorLoaders, used: set[str
             weights = []
             for prefix in group:
                 w = _load_padded(f"{prefix}.weight", config, tensors, used)
-                spec = layout[f"{prefix}.weight"]
-                expected = (spec.shape[0], spec.shape[1] * (2 if spec.dtype == "uint8" else 1))
+                expected = _unpacked_shape(layout[f"{prefix}.weight"])
                 if tuple(w.shape) != expected:
                     raise ConvertError(f"tensor for {prefix}.weight has shape {tuple(w.shape)}; expected {expected}")
                 weights.append(w.astype(np.float32))

@@ -140,8 +140,9 @@ __device__ __forceinline__ void let_next_kernel_start() {
 
 // A GEMV warp's run of steps s0, s0 + stride, ... < s1, launched early: the first step's weights
 // load (`load_weights(s)`) before the wait for the kernel before, then each step (`step_from(s)`:
-// its x, its math) follows its weights. The first step is peeled off the loop: weight registers
-// carried into it cost the GEMVs 6-16 registers.
+// its x, its math) follows its weights; after the run the next kernel may start, while the GEMV's
+// warps' sums are added. The first step is peeled off the loop: weight registers carried into it
+// cost the GEMVs 6-16 registers.
 template <class LoadWeights, class StepFrom>
 __device__ __forceinline__ void gemv_steps_after_prior(int s0, int s1, int stride, LoadWeights&& load_weights,
                                                        StepFrom&& step_from) {
@@ -152,6 +153,7 @@ __device__ __forceinline__ void gemv_steps_after_prior(int s0, int s1, int strid
         load_weights(s);
         step_from(s);
     }
+    let_next_kernel_start();
 }
 
 // The virtual architecture the kernels were compiled for (all with the same flags): code built from

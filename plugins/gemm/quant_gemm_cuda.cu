@@ -117,7 +117,6 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         }
     };
     cuda::gemv_steps_after_prior(s0, s1, kTcStepsInFlight, load_weights, step_from);
-    cuda::let_next_kernel_start();  // the kernel after may place its blocks while this one's sums are added
 #pragma unroll
     for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
     __syncthreads();

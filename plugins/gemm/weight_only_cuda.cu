@@ -457,7 +457,6 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
         }
     };
     cuda::gemv_steps_after_prior(s0, s1, U, load_weights, step_from);
-    cuda::let_next_kernel_start();  // the kernel after may place its blocks while this one's sums are added
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll

@@ -175,14 +175,19 @@ __global__ void __launch_bounds__(1024) peer_all_reduce_add_rms_norm_kernel(cons
                                                                             int64_t rows, int vectors, float eps,
                                                                             PeerBuffers p) {
     constexpr int V = kVec<T>;
-    const PeerCall c(p);
+    // Launched early: the GEMV after it is released as it begins (its blocks are all resident, so
+    // the GEMV's blocks cannot keep any from starting), and the norm weights, which no kernel
+    // writes, load before the wait; the control words and the partial sums after it.
+    let_next_kernel_start();
     const int64_t dim = int64_t{vectors} * V, col = int64_t{threadIdx.x} * V;
     const bool active = static_cast<int>(threadIdx.x) < vectors;
+    float w[V];
+    if (active) load_vec(weight + col, w);
+    wait_for_prior_kernels();
+    const PeerCall c(p);
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         if (active) c.push<T>(p, row * vectors + threadIdx.x, partial[row * vectors + threadIdx.x]);
     }
-    float w[V];  // the norm weights, loaded before the wait on the peers rather than after the sum
-    if (active) load_vec(weight + col, w);
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const int64_t off = row * dim;
         float x[V] = {};
@@ -299,12 +304,12 @@ void peer_all_reduce_add_rms_norm_cuda(const void* partial, const void* residual
         const auto threads = static_cast<unsigned>((vectors + 31) / 32 * 32);
         const auto blocks = static_cast<unsigned>(std::min<int64_t>(kPeerMaxBlocks, rows));
         TRTLLM_DISPATCH_STORE(T, quant, normed, {
-            peer_all_reduce_add_rms_norm_kernel<T, Store><<<blocks, threads, 0, stream>>>(
-                static_cast<const uint4*>(partial), static_cast<const T*>(residual), static_cast<const T*>(weight),
-                store, static_cast<T*>(sum), rows, vectors, eps, peers);
+            launch_after_prior("peer_all_reduce_add_rms_norm_kernel", peer_all_reduce_add_rms_norm_kernel<T, Store>,
+                               blocks, threads, 0, stream, static_cast<const uint4*>(partial),
+                               static_cast<const T*>(residual), static_cast<const T*>(weight), store,
+                               static_cast<T*>(sum), rows, vectors, eps, peers);
         });
     });
-    CHECK_LAUNCH("peer_all_reduce_add_rms_norm_kernel");
 }
 
 void concat_shards_cuda(const void* gathered, void* out, size_t elem_bytes, int64_t rows, int64_t shard_cols, int tp,

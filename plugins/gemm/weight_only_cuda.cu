@@ -476,6 +476,133 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
     y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
 }
 
+// A/B (TRTLLM_TILE_LEAN=1): the m <= 8 tile GEMV with less address math per step. The default
+// kernel spends ~60 of its ~113 instructions a tile (int4, bf16) on 64-bit index products, sign
+// extensions, per-step predicates and zeroing; at the copy bandwidth an SM has ~160 issue slots a
+// tile, so int4 is close to issue-bound. Here the weights, x and pre_quant_scale are read through
+// per-lane pointers advanced by a chunk of U steps (a step's offset within the chunk is an
+// immediate), made opaque so that the compiler cannot fold them back into base + 64-bit index;
+// whole chunks run without predicates, the rest of a warp's run one step at a time. Same products
+// and sums in the same order as the default kernel: the same bits.
+template <class P>
+__device__ __forceinline__ P* opaque(P* p) {
+    asm("" : "+l"(p));
+    return p;
+}
+
+// With a pre_quant_scale (16 warps) two blocks an SM, as the default kernel (ptxas took 70-75 unbounded).
+template <class T, class TY, int BITS, bool PRE>
+__global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, PRE ? 2 : tile_gemv_min_blocks<BITS, 1, PRE>())
+    weight_only_tile_gemv_lean_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+                                      const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y,
+                                      int m, int n, int k, int groups, uint32_t group_magic) {
+    constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
+    constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32, kTileVecs = kTileBytes / 16;
+    __shared__ float partial[W][4][32];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int row0 = blockIdx.y * kTileRows;
+    const int steps = k / TI, per_warp = (steps + W - 1) / W;
+    const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
+    const bool x_in = g < m;  // with a pre_quant_scale, rows past m read row m - 1 unpredicated (as the default)
+    int s = s0;
+    const uint4* wp = opaque(reinterpret_cast<const uint4*>(w + int64_t{blockIdx.y} * steps * kTileBytes) + lane +
+                             int64_t{s0} * kTileVecs);
+    const T* xp = opaque(x + int64_t{PRE ? min(g, m - 1) : (x_in ? g : 0)} * k + TI / 4 * t + int64_t{s0} * TI);
+    const T* pp = PRE ? opaque(pre + TI / 4 * t + int64_t{s0} * TI) : nullptr;
+    const uint16_t* sgp = opaque(reinterpret_cast<const uint16_t*>(scale) + int64_t{row0 + g} * groups);
+    const uint16_t* shp = opaque(sgp + int64_t{8} * groups);
+    uint4 wv[U], pv[U][kXVecs];
+    uint32_t sg[U], sh[U];
+    auto load_weights = [&](auto steps_c) {  // steps s .. s + N - 1: weights, scales, pre_quant_scale
+        constexpr int N = decltype(steps_c)::value;
+#pragma unroll
+        for (int u = 0; u < N; ++u) {
+            wv[u] = __ldcs(wp + u * kTileVecs);
+            const unsigned group = static_cast<unsigned>(vector_group(s + u, group_magic));
+            const uint32_t a = sgp[group], b = shp[group];
+            sg[u] = a | (a << 16);
+            sh[u] = b | (b << 16);
+            if constexpr (PRE) {
+#pragma unroll
+                for (int h = 0; h < kXVecs; ++h) pv[u][h] = *reinterpret_cast<const uint4*>(pp + u * TI + 8 * h);
+            }
+        }
+    };
+    float acc[4] = {};
+    auto step_from = [&](auto steps_c) {  // steps s .. s + N - 1, their weights loaded; then the next
+        constexpr int N = decltype(steps_c)::value;
+        uint4 xv[N][kXVecs];
+#pragma unroll
+        for (int u = 0; u < N; ++u) {
+#pragma unroll
+            for (int h = 0; h < kXVecs; ++h) {
+                const uint4* xa = reinterpret_cast<const uint4*>(xp + u * TI + 8 * h);
+                xv[u][h] = PRE || x_in ? *xa : uint4{};
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < N; ++u) {
+            uint32_t b[4 * kXVecs];
+#pragma unroll
+            for (int h = 0; h < kXVecs; ++h) {
+                unpack_pairs(xv[u][h], reinterpret_cast<uint32_t(&)[4]>(b[4 * h]));
+                if constexpr (PRE) {
+                    uint32_t pq[4];
+                    unpack_pairs(pv[u][h], pq);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) b[4 * h + i] = mul2<T>(b[4 * h + i], pq[i]);
+                }
+            }
+            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+            float step[4] = {};
+#pragma unroll
+            for (int j = 0; j < kMmas; ++j) {
+                uint32_t a[4];
+                dequant_tile_mma<T, BITS>(words, j, sg[u], sh[u], a);
+                mma_m16n8k16<T>(step, a, b[2 * j], b[2 * j + 1]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[i] += step[i];
+        }
+        s += N;
+        wp += N * kTileVecs;
+        xp += N * TI;
+        if constexpr (PRE) pp += N * TI;
+    };
+    constexpr auto kChunk = std::integral_constant<int, U>{};
+    constexpr auto kOne = std::integral_constant<int, 1>{};
+    const int chunks_end = s0 + max(s1 - s0, 0) / U * U;
+    // As gemv_steps_after_prior: the first chunk's weights before the wait, the next kernel released
+    // after the run.
+    if (s < chunks_end) {
+        load_weights(kChunk);
+        cuda::wait_for_prior_kernels();
+        step_from(kChunk);
+        while (s < chunks_end) {
+            load_weights(kChunk);
+            step_from(kChunk);
+        }
+    } else {
+        cuda::wait_for_prior_kernels();
+    }
+    while (s < s1) {
+        load_weights(kOne);
+        step_from(kOne);
+    }
+    cuda::let_next_kernel_start();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][i][lane] = acc[i];
+    __syncthreads();
+    if (warp >= 4) return;
+    const int i = warp;
+    const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 2 * t + (i & 1);
+    if (mi >= m) return;
+    float sum = partial[0][i][lane];
+    for (int v = 1; v < W; ++v) sum += partial[v][i][lane];
+    const float bv = bias != nullptr ? to_float(bias[row]) : 0.0f;
+    y[int64_t{mi} * n + row] = from_float<TY>(sum + bv);
+}
+
 // out [n, k] = the dequantized weight from the tile layout, row-major. A block of 8 warps takes 8
 // tiles of one tile row (16 rows x 8 TI inputs), a warp a tile: each lane dequantizes its 16 bytes
 // into shared memory (rows g and g + 8, as the GEMV does), then the block writes the 16 rows with
@@ -523,6 +650,22 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
+    static const bool lean = [] {
+        const char* v = std::getenv("TRTLLM_TILE_LEAN");
+        return v != nullptr && std::string(v) == "1";
+    }();
+    if constexpr (NB == 1 && !CHUNKED) {
+        if (lean) {
+            cuda::launch_after_prior(
+                "weight_only_tile_gemv_lean_kernel", weight_only_tile_gemv_lean_kernel<T, TY, BITS, PRE>, grid,
+                tile_gemv_warps<BITS, 1, PRE>() * 32, 0, stream, static_cast<const T*>(x),
+                static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+                static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+                static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+                group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
+            return;
+        }
+    }
     cuda::launch_after_prior(
         "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
         tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),

@@ -349,15 +349,18 @@ __device__ __forceinline__ void dequant_tile_mma(const uint32_t (&words)[4], int
 // 16 x 2 94.3, 8 x 4 109.1, 8 x 2 107.8, 4 x 4 152.2).
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE || (BITS == 8 && NB == 1) ? 16 : 8; }
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return BITS == 4 && NB == 1 && !PRE ? 4 : 2; }
-// int8 at m <= 8: three of its 16-warp blocks per SM (at most 42 registers; ptxas chose 42 unasked,
-// which leaves two). 0: no bound (a bound of 1 changes ptxas's register allocation).
-template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() { return BITS == 8 && NB == 1 && !PRE ? 3 : 0; }
+// At m <= 8: int8 three of its 16-warp blocks per SM (at most 42 registers; ptxas chose 42 unasked,
+// which leaves two); with a pre_quant_scale two (64 registers; ptxas took 70-75 unbounded). 0: no
+// bound (a bound of 1 changes ptxas's register allocation).
+template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() {
+    return NB != 1 ? 0 : PRE ? 2 : BITS == 8 ? 3 : 0;
+}
 
-// y[mi, row] for mi < m. Grid: (chunks of 16 rows of x, n / 16 tile rows); a block takes one tile
-// row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
+// y[mi, row] for mi < m, m > 8 (m <= 8: weight_only_decode_tile_gemv_kernel below). Grid: (chunks of
+// 16 rows of x, n / 16 tile rows); a block takes one tile row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
 // past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
 // and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
-// that the decode kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
+// that the m <= 16 kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_gemv_min_blocks<BITS, NB, PRE>())
     weight_only_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
@@ -476,26 +479,28 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
     y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
 }
 
-// A/B (TRTLLM_TILE_LEAN=1): the m <= 8 tile GEMV with less address math per step. The default
-// kernel spends ~60 of its ~113 instructions a tile (int4, bf16) on 64-bit index products, sign
-// extensions, per-step predicates and zeroing; at the copy bandwidth an SM has ~160 issue slots a
-// tile, so int4 is close to issue-bound. Here the weights, x and pre_quant_scale are read through
-// per-lane pointers advanced by a chunk of U steps (a step's offset within the chunk is an
-// immediate), made opaque so that the compiler cannot fold them back into base + 64-bit index;
-// whole chunks run without predicates, the rest of a warp's run one step at a time. Same products
-// and sums in the same order as the default kernel: the same bits.
+// The tile GEMV at m <= 8, the decode batch (one column group of the mma). It computes what
+// weight_only_tile_gemv_kernel would, with the same products and sums in the same order (the same
+// bits), in fewer instructions: the weights, x and pre_quant_scale are read through per-lane
+// pointers advanced a chunk of U steps at a time (a step's offset in the chunk is an immediate),
+// made opaque so that the compiler cannot fold them back into base + 64-bit index; whole chunks run
+// without predicates, the rest of a warp's run one step at a time. A tile in SASS (bf16): int4 113
+// -> 84 instructions, AWQ 112 -> 95, int8 94 -> 70. int4 is close to issue-bound: at the copy
+// bandwidth an SM has ~160 issue slots a tile. 8B decode step, side by side on an H100 (session
+// 20): int4_awq_lmh 2.346 -> 2.311 ms, int8_wo_lmh 3.580 -> 3.513. (Session 13's diet of the same
+// size, in the general kernel, lost in scripts/bench_weight_only.py without a pre_quant_scale while
+// the engine gained; this one was measured in the engine only.)
 template <class P>
 __device__ __forceinline__ P* opaque(P* p) {
     asm("" : "+l"(p));
     return p;
 }
 
-// With a pre_quant_scale (16 warps) two blocks an SM, as the default kernel (ptxas took 70-75 unbounded).
 template <class T, class TY, int BITS, bool PRE>
-__global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, PRE ? 2 : tile_gemv_min_blocks<BITS, 1, PRE>())
-    weight_only_tile_gemv_lean_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
-                                      const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y,
-                                      int m, int n, int k, int groups, uint32_t group_magic) {
+__global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, tile_gemv_min_blocks<BITS, 1, PRE>())
+    weight_only_decode_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
+                                        const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y,
+                                        int m, int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
     constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32, kTileVecs = kTileBytes / 16;
     __shared__ float partial[W][4][32];
@@ -503,7 +508,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, PRE ? 2 
     const int row0 = blockIdx.y * kTileRows;
     const int steps = k / TI, per_warp = (steps + W - 1) / W;
     const int s0 = warp * per_warp, s1 = min(steps, s0 + per_warp);
-    const bool x_in = g < m;  // with a pre_quant_scale, rows past m read row m - 1 unpredicated (as the default)
+    const bool x_in = g < m;  // with a pre_quant_scale, rows past m read row m - 1 unpredicated
     int s = s0;
     const uint4* wp = opaque(reinterpret_cast<const uint4*>(w + int64_t{blockIdx.y} * steps * kTileBytes) + lane +
                              int64_t{s0} * kTileVecs);
@@ -593,7 +598,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, PRE ? 2 
 #pragma unroll
     for (int i = 0; i < 4; ++i) partial[warp][i][lane] = acc[i];
     __syncthreads();
-    if (warp >= 4) return;
+    if (warp >= 4) return;  // warp i adds d[i], as in the general kernel
     const int i = warp;
     const int row = row0 + g + (i >= 2 ? 8 : 0), mi = 2 * t + (i & 1);
     if (mi >= m) return;
@@ -650,29 +655,23 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
-    static const bool lean = [] {
-        const char* v = std::getenv("TRTLLM_TILE_LEAN");
-        return v != nullptr && std::string(v) == "1";
-    }();
     if constexpr (NB == 1 && !CHUNKED) {
-        if (lean) {
-            cuda::launch_after_prior(
-                "weight_only_tile_gemv_lean_kernel", weight_only_tile_gemv_lean_kernel<T, TY, BITS, PRE>, grid,
-                tile_gemv_warps<BITS, 1, PRE>() * 32, 0, stream, static_cast<const T*>(x),
-                static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-                static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
-                static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-                group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
-            return;
-        }
+        cuda::launch_after_prior(
+            "weight_only_decode_tile_gemv_kernel", weight_only_decode_tile_gemv_kernel<T, TY, BITS, PRE>, grid,
+            tile_gemv_warps<BITS, 1, PRE>() * 32, 0, stream, static_cast<const T*>(x),
+            static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+            group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
+    } else {
+        cuda::launch_after_prior(
+            "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
+            tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),
+            static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
+            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
+            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
+            group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
     }
-    cuda::launch_after_prior(
-        "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
-        tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),
-        static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale),
-        static_cast<const T*>(w.bias), static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(w.n),
-        static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-        group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
 }
 
 template <class T, class TY, int BITS, bool PRE>

@@ -357,8 +357,9 @@ template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() {
 }
 
 // y[mi, row] for mi < m, m > 8 (m <= 8: weight_only_decode_tile_gemv_kernel below). Grid: (chunks of
-// 16 rows of x, n / 16 tile rows); a block takes one tile row for its chunk's m <= 8 NB rows. The chunks of one tile row are neighbours in launch order, so
-// past the first they read the tiles from the L2. The warps split the k tiles into contiguous runs
+// 16 rows of x, n / 16 tile rows); a block takes one tile row for its chunk's m <= 8 NB rows. The
+// chunks of one tile row are neighbours in launch order, so past the first they read the tiles from
+// the L2. The warps split the k tiles into contiguous runs
 // and their sums are added in warp order (deterministic). CHUNKED: m > 16 (its own instantiation, so
 // that the m <= 16 kernel's code stays as it was: the chunk offsets cost it registers and 2-3%).
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>

@@ -356,6 +356,43 @@ template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() {
     return NB != 1 ? 0 : PRE ? 2 : BITS == 8 ? 3 : 0;
 }
 
+// One step's products on the tensor cores into a fresh accumulator (`step`, zeroed here; the caller
+// adds it to its sums): A is the lane's 16 bytes of the tile dequantized, B its TI / 4 inputs of x
+// row 8 nb + g as pairs (mma j: b[2j], b[2j + 1]), times the pre_quant_scale `pv` where there is one.
+template <class T, int BITS, int NB, bool PRE>
+__device__ __forceinline__ void tile_step_products(const uint4 (&xv)[NB][tile_inputs<BITS>() / 32],
+                                                   const uint4 (&pv)[tile_inputs<BITS>() / 32], const uint4 wv,
+                                                   uint32_t sg, uint32_t sh, float (&step)[NB][4]) {
+    constexpr int kMmas = tile_inputs<BITS>() / 16, kXVecs = tile_inputs<BITS>() / 32;
+    uint32_t b[NB][4 * kXVecs];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+        for (int h = 0; h < kXVecs; ++h) {
+            unpack_pairs(xv[nb][h], reinterpret_cast<uint32_t(&)[4]>(b[nb][4 * h]));
+            if constexpr (PRE) {  // step 1 of the op: x' = round(x * pre_quant_scale)
+                uint32_t pp[4];
+                unpack_pairs(pv[h], pp);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) b[nb][4 * h + i] = mul2<T>(b[nb][4 * h + i], pp[i]);
+            }
+        }
+    }
+    const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) step[nb][i] = 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kMmas; ++j) {
+        uint32_t a[4];
+        dequant_tile_mma<T, BITS>(words, j, sg, sh, a);
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
+    }
+}
+
 // y[mi, row] for mi < m, m > 8 (m <= 8: weight_only_decode_tile_gemv_kernel below). Grid: (chunks of
 // 16 rows of x, n / 16 tile rows); a block takes one tile row for its chunk's m <= 8 NB rows. The
 // chunks of one tile row are neighbours in launch order, so past the first they read the tiles from
@@ -368,7 +405,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = tile_gemv_unroll<BITS, NB, PRE>();
-    constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32;  // a lane's x: TI / 4 inputs
+    constexpr int TI = tile_inputs<BITS>(), kXVecs = TI / 32;  // a lane's x: TI / 4 inputs
     static_assert(W >= 4 * NB, "a warp per accumulator register and column group adds the warps' sums");
     __shared__ float partial[W][NB][4][32];  // lane-minor: conflict-free stores and loads
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -429,29 +466,8 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            uint32_t b[NB][4 * kXVecs];  // lane's TI / 4 inputs of x row 8 nb + g as pairs; mma j: b[2j], b[2j + 1]
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                for (int h = 0; h < kXVecs; ++h) {
-                    unpack_pairs(xv[u][nb][h], reinterpret_cast<uint32_t(&)[4]>(b[nb][4 * h]));
-                    if constexpr (PRE) {  // step 1 of the op: x' = round(x * pre_quant_scale)
-                        uint32_t pp[4];
-                        unpack_pairs(pv[u][h], pp);
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) b[nb][4 * h + i] = mul2<T>(b[nb][4 * h + i], pp[i]);
-                    }
-                }
-            }
-            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-            float step[NB][4] = {};
-#pragma unroll
-            for (int j = 0; j < kMmas; ++j) {
-                uint32_t a[4];
-                dequant_tile_mma<T, BITS>(words, j, sg[u], sh[u], a);
-#pragma unroll
-                for (int nb = 0; nb < NB; ++nb) mma_m16n8k16<T>(step[nb], a, b[nb][2 * j], b[nb][2 * j + 1]);
-            }
+            float step[NB][4];
+            tile_step_products<T, BITS, NB, PRE>(xv[u], pv[u], wv[u], sg[u], sh[u], step);
             if (PRE && s + u >= s1) break;
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
@@ -503,7 +519,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, tile_gem
                                         const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y,
                                         int m, int n, int k, int groups, uint32_t group_magic) {
     constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
-    constexpr int TI = tile_inputs<BITS>(), kMmas = TI / 16, kXVecs = TI / 32, kTileVecs = kTileBytes / 16;
+    constexpr int TI = tile_inputs<BITS>(), kXVecs = TI / 32, kTileVecs = kTileBytes / 16;
     __shared__ float partial[W][4][32];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = blockIdx.y * kTileRows;
@@ -537,38 +553,21 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, tile_gem
     float acc[4] = {};
     auto step_from = [&](auto steps_c) {  // steps s .. s + N - 1, their weights loaded; then the next
         constexpr int N = decltype(steps_c)::value;
-        uint4 xv[N][kXVecs];
+        uint4 xv[N][1][kXVecs];
 #pragma unroll
         for (int u = 0; u < N; ++u) {
 #pragma unroll
             for (int h = 0; h < kXVecs; ++h) {
                 const uint4* xa = reinterpret_cast<const uint4*>(xp + u * TI + 8 * h);
-                xv[u][h] = PRE || x_in ? *xa : uint4{};
+                xv[u][0][h] = PRE || x_in ? *xa : uint4{};
             }
         }
 #pragma unroll
         for (int u = 0; u < N; ++u) {
-            uint32_t b[4 * kXVecs];
+            float step[1][4];
+            tile_step_products<T, BITS, 1, PRE>(xv[u], pv[u], wv[u], sg[u], sh[u], step);
 #pragma unroll
-            for (int h = 0; h < kXVecs; ++h) {
-                unpack_pairs(xv[u][h], reinterpret_cast<uint32_t(&)[4]>(b[4 * h]));
-                if constexpr (PRE) {
-                    uint32_t pq[4];
-                    unpack_pairs(pv[u][h], pq);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) b[4 * h + i] = mul2<T>(b[4 * h + i], pq[i]);
-                }
-            }
-            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-            float step[4] = {};
-#pragma unroll
-            for (int j = 0; j < kMmas; ++j) {
-                uint32_t a[4];
-                dequant_tile_mma<T, BITS>(words, j, sg[u], sh[u], a);
-                mma_m16n8k16<T>(step, a, b[2 * j], b[2 * j + 1]);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[i] += step[i];
+            for (int i = 0; i < 4; ++i) acc[i] += step[0][i];
         }
         s += N;
         wp += N * kTileVecs;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -515,7 +514,7 @@ __device__ __forceinline__ P* opaque(P* p) {
     return p;
 }
 
-// W warps of U tiles in flight each, at least MIN_BLOCKS blocks an SM (decode_tile_gemv_shape).
+// W warps of U tiles in flight each, at least MIN_BLOCKS blocks an SM (launch_tile_gemv picks them).
 template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>
 __global__ void __launch_bounds__(W * 32, MIN_BLOCKS)
     weight_only_decode_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
@@ -667,18 +666,6 @@ int current_device_sms() {
     return count;
 }
 
-// int4 without a pre_quant_scale on a grid of at most two blocks an SM (n <= 4224 on an H100: the
-// 8B model's o and down): 8-warp blocks leave 4 warps on each scheduler, too few to hide the
-// dequantize's and the mma's latencies, so 16 warps x 4 tiles. A/B switch, to remove:
-// TRTLLM_TILE_WIDE=0 keeps 8 warps.
-bool decode_tile_gemv_wide_on() {
-    static const bool on = [] {
-        const char* v = std::getenv("TRTLLM_TILE_WIDE");
-        return v == nullptr || std::string(v) != "0";
-    }();
-    return on;
-}
-
 template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>
 void launch_decode_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(1, static_cast<unsigned>(w.n / kTileRows));
@@ -692,17 +679,22 @@ void launch_decode_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y
 
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
     if constexpr (NB == 1 && !CHUNKED) {
         constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
         constexpr int kMinBlocks = tile_gemv_min_blocks<BITS, 1, PRE>();
+        // int4 without a pre_quant_scale on a grid of at most two blocks an SM (n <= 4224 on an
+        // H100: the 8B model's o and down): 8-warp blocks leave 4 warps on each scheduler, too few
+        // to hide the dequantize's and the mma's latencies, so 16 warps. 8B int4_wo decode step
+        // 2.680 -> 2.531 ms (H100, session 21). Larger grids keep 8 warps: over a whole 8B layer,
+        // 16 x 2 everywhere was slower (the measurement above tile_gemv_warps).
         if constexpr (BITS == 4 && !PRE) {
-            if (w.n / kTileRows <= 2 * current_device_sms() && decode_tile_gemv_wide_on()) {
+            if (w.n / kTileRows <= 2 * current_device_sms()) {
                 return launch_decode_tile_gemv<T, TY, BITS, PRE, 16, 4, 0>(w, x, y, m, stream);
             }
         }
         launch_decode_tile_gemv<T, TY, BITS, PRE, W, U, kMinBlocks>(w, x, y, m, stream);
     } else {
+        const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
         cuda::launch_after_prior(
             "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
             tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),

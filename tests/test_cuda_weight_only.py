@@ -122,12 +122,14 @@ def test_mma_tile_layout_on_large_grids_matches_cpu(rng, bits, n, m, pre):
 @pytest.mark.parametrize("k", [14336, 14016])
 @pytest.mark.parametrize("m", [1, 3, 12, 40])
 @pytest.mark.parametrize("pre", [False, True])
-def test_mma_tile_layout_on_long_rows_matches_cpu(rng, bits, k, m, pre):
+@pytest.mark.parametrize("n", [48, 9600])
+def test_mma_tile_layout_on_long_rows_matches_cpu(rng, bits, k, m, pre, n):
     # int4: rows of 224 tiles (the 8B down_proj: runs of 28 tiles for 8 warps, 14 for 16) and of 219
     # (the last warp's run shorter, and not a multiple of the tiles a warp loads at once); int8: 448
     # and 438 tiles. m = 40 in chunks. The dequantize kernel takes 8 tiles a block: for int4 28
-    # blocks, or 27 and one of 3 tiles.
-    dtype, n, group = "bfloat16", 48, 128 if k % 128 == 0 else 64
+    # blocks, or 27 and one of 3 tiles. At m <= 8, int4 without a pre_quant_scale runs 16 warps on
+    # n = 48's 3 blocks and 8 on n = 9600's 600 (more than two blocks an SM).
+    dtype, group = "bfloat16", 128 if k % 128 == 0 else 64
     packed, scale, kw = weight_only_case(rng, dtype, bits, group, n, k, pre, False)
     x = rand(rng, (m, k), dtype)
     cpu = K.weight_only_linear(x, packed, scale, **kw)

@@ -1,6 +1,7 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -513,12 +514,12 @@ __device__ __forceinline__ P* opaque(P* p) {
     return p;
 }
 
-template <class T, class TY, int BITS, bool PRE>
-__global__ void __launch_bounds__(tile_gemv_warps<BITS, 1, PRE>() * 32, tile_gemv_min_blocks<BITS, 1, PRE>())
+// W warps of U tiles in flight each, at least MIN_BLOCKS blocks an SM (launch_tile_gemv picks them).
+template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>
+__global__ void __launch_bounds__(W * 32, MIN_BLOCKS)
     weight_only_decode_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                         const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y,
                                         int m, int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
     constexpr int TI = tile_inputs<BITS>(), kXVecs = TI / 32, kTileVecs = kTileBytes / 16;
     __shared__ float partial[W][4][32];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -652,18 +653,48 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
     }
 }
 
+// The SMs of the current device, asked once per device.
+int current_device_sms() {
+    static std::atomic<int> sms[64];
+    int device = 0;
+    CHECK_CUDA(cudaGetDevice(&device));
+    int count = device < 64 ? sms[device].load(std::memory_order_relaxed) : 0;
+    if (count == 0) {
+        CHECK_CUDA(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+        if (device < 64) sms[device].store(count, std::memory_order_relaxed);
+    }
+    return count;
+}
+
+template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>
+void launch_decode_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
+    const dim3 grid(1, static_cast<unsigned>(w.n / kTileRows));
+    cuda::launch_after_prior(
+        "weight_only_decode_tile_gemv_kernel", weight_only_decode_tile_gemv_kernel<T, TY, BITS, PRE, W, U, MIN_BLOCKS>,
+        grid, W * 32, 0, stream, static_cast<const T*>(x), static_cast<const uint8_t*>(w.weight),
+        static_cast<const T*>(w.scale), static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias),
+        static_cast<TY*>(y), static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k),
+        static_cast<int>(w.k / w.group_size), group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
+}
+
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
     if constexpr (NB == 1 && !CHUNKED) {
-        cuda::launch_after_prior(
-            "weight_only_decode_tile_gemv_kernel", weight_only_decode_tile_gemv_kernel<T, TY, BITS, PRE>, grid,
-            tile_gemv_warps<BITS, 1, PRE>() * 32, 0, stream, static_cast<const T*>(x),
-            static_cast<const uint8_t*>(w.weight), static_cast<const T*>(w.scale),
-            static_cast<const T*>(w.pre_quant_scale), static_cast<const T*>(w.bias), static_cast<TY*>(y),
-            static_cast<int>(m), static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.k / w.group_size),
-            group_magic(static_cast<uint32_t>(w.group_size / tile_inputs<BITS>())));
+        constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
+        constexpr int kMinBlocks = tile_gemv_min_blocks<BITS, 1, PRE>();
+        // int4 without a pre_quant_scale on a grid of at most two blocks an SM (n <= 4224 on an
+        // H100: the 8B model's o and down): 8-warp blocks leave 4 warps on each scheduler, too few
+        // to hide the dequantize's and the mma's latencies, so 16 warps. 8B int4_wo decode step
+        // 2.680 -> 2.531 ms (H100, session 21). Larger grids keep 8 warps: over a whole 8B layer,
+        // 16 x 2 everywhere was slower (the measurement above tile_gemv_warps).
+        if constexpr (BITS == 4 && !PRE) {
+            if (w.n / kTileRows <= 2 * current_device_sms()) {
+                return launch_decode_tile_gemv<T, TY, BITS, PRE, 16, 4, 0>(w, x, y, m, stream);
+            }
+        }
+        launch_decode_tile_gemv<T, TY, BITS, PRE, W, U, kMinBlocks>(w, x, y, m, stream);
     } else {
+        const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
         cuda::launch_after_prior(
             "weight_only_tile_gemv_kernel", weight_only_tile_gemv_kernel<T, TY, BITS, NB, PRE, CHUNKED>, grid,
             tile_gemv_warps<BITS, NB, PRE>() * 32, 0, stream, static_cast<const T*>(x),

@@ -695,9 +695,9 @@ __global__ void __launch_bounds__(kPrefillThreads) prefill_kernel(const float* q
 }
 
 // What a decode_kernel instantiation may launch with on the current GPU (asked once: one kind of GPU per
-// process): clusters where the GPU launches them and the kernel's code was built from sm_90 or later
-// PTX (older code traps on the cluster path, even JIT-compiled for a Hopper: hence ptxVersion, not
-// binaryVersion), and the most dynamic shared memory a block may opt into.
+// process): clusters where the GPU launches them and the kernels were built from sm_90 or later PTX
+// (kernels_ptx_version: older code traps on the cluster path, even JIT-compiled for a Hopper), and
+// the most dynamic shared memory a block may opt into.
 struct DecodeLaunchLimits {
     bool clusters = false;
     size_t max_dynamic_smem = 0;
@@ -713,7 +713,7 @@ const DecodeLaunchLimits& decode_launch_limits() {
         cudaFuncAttributes attributes = {};
         CHECK_CUDA(cudaFuncGetAttributes(&attributes, decode_kernel<T, C, D>));
         DecodeLaunchLimits l;
-        l.clusters = clusters != 0 && attributes.ptxVersion >= 90;
+        l.clusters = clusters != 0 && kernels_ptx_version() >= 90;
         l.max_dynamic_smem = static_cast<size_t>(optin) - attributes.sharedSizeBytes;
         return l;
     }();

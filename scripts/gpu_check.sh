@@ -22,8 +22,8 @@
 # the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 fp8_kv8 int4_awq") get
 # synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
 # MAX_BATCH_8B (default 256): the engines' max batch size (throughput at 1024 requests may want
-# 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 engine and its benchmarks (a
-# later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
+# 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 engine and its
+# benchmarks (a later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
 # runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime

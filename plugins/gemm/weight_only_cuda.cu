@@ -1,7 +1,6 @@
 #include "gemm/weight_only_cuda.h"
 
 #include <algorithm>
-#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -653,17 +652,16 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
     }
 }
 
-// The SMs of the current device, asked once per device.
+// The GPU's SMs, asked once (one GPU per process, as decode_launch_limits and
+// programmatic_launch_enabled assume).
 int current_device_sms() {
-    static std::atomic<int> sms[64];
-    int device = 0;
-    CHECK_CUDA(cudaGetDevice(&device));
-    int count = device < 64 ? sms[device].load(std::memory_order_relaxed) : 0;
-    if (count == 0) {
+    static const int sms = [] {
+        int device = 0, count = 0;
+        CHECK_CUDA(cudaGetDevice(&device));
         CHECK_CUDA(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-        if (device < 64) sms[device].store(count, std::memory_order_relaxed);
-    }
-    return count;
+        return count;
+    }();
+    return sms;
 }
 
 template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>

@@ -173,6 +173,17 @@ inline int kernels_ptx_version() {
     return version;
 }
 
+// The GPU's SMs, asked once (one GPU per process, as programmatic_launch_enabled assumes).
+inline int current_device_sms() {
+    static const int sms = [] {
+        int device = 0, count = 0;
+        CHECK_CUDA(cudaGetDevice(&device));
+        CHECK_CUDA(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+        return count;
+    }();
+    return sms;
+}
+
 inline bool programmatic_launch_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("TRTLLM_PDL");

@@ -22,8 +22,8 @@
 # the peak (every scheme is converted at once). Schemes in $SYNTH_8B (default "fp8 fp8_kv8 int4_awq") get
 # synthetic scales instead of a calibration (scripts/make_synthetic_quant_checkpoint.py).
 # MAX_BATCH_8B (default 256): the engines' max batch size (throughput at 1024 requests may want
-# 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 engine and its
-# benchmarks (a later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
+# 1024); engines of another size go to /tmp/bench8b_mb<N>. BF16_8B=0 skips the bf16 engine and its benchmarks (a
+# later call for the quantized ones), BF16_8B=ratio runs only the two the quantized ones are
 # compared with (latency, throughput), THROUGHPUT_1K=0 skips the 256 x 1024/1024 throughput run,
 # PROFILE_8B=1 adds the per-op-kind profile of the bf16 throughput run. ENV_AB_8B ("NAME=V NAME2=V;...")
 # runs each engine's batch-1 latency again under each environment, side by side (A/B of a runtime
@@ -31,7 +31,7 @@
 # BATCH_8B runs under each too). BATCH_8B ("4 8") adds, per engine, N requests of 128 in / 256 out at
 # once: decode at batch N. BUILD_AB_8B ("NAME=V ..."): each quantized scheme's checkpoint is built a
 # second time under that environment (A/B of a build-time switch), its batch-1 latency run next to
-# the first engine's.
+# the first engine's (and under each of $ENV_AB_8B); BUILD_AB_SCHEMES_8B: only those schemes.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
 # files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_ENV_AB runs TP=2's batch-1 decode again
 # under each of its environments ("NAME=V;..."); TP_LATENCY_ONLY=1 runs only the
@@ -281,7 +281,8 @@ if has bench8b && ((build_rc == 0)); then
       t0=$(date +%s)
       "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$q --output-dir $B/engine_$q "${build_args[@]}" \
         2>&1 | grep -E "error" || true
-      if [[ -n ${BUILD_AB_8B:-} && $q != bf16 ]]; then  # the same checkpoint built again under $BUILD_AB_8B
+      if [[ -n ${BUILD_AB_8B:-} && $q != bf16 && " ${BUILD_AB_SCHEMES_8B:-$q} " == *" $q "* ]]; then
+        # the same checkpoint built again under $BUILD_AB_8B
         (export $BUILD_AB_8B; "$PYTHON" -m trtllm_build.cli.build --checkpoint-dir $B/ckpt_$q \
           --output-dir $B/engine_${q}_ab "${build_args[@]}" 2>&1 | grep -E "error") || true
       fi
@@ -299,9 +300,9 @@ if has bench8b && ((build_rc == 0)); then
     fi
     for q in ${QUANT8B-fp8 int8_wo int4_awq}; do
       latency8 $B/engine_$q ${q}_latency
-      if [[ -n ${BUILD_AB_8B:-} ]]; then
-        echo "bench8b ${q}_latency_build_ab: engine built under $BUILD_AB_8B"
-        bench8 $B/engine_${q}_ab ${q}_latency_build_ab latency --input-len 128 --output-len 256 --iterations 2
+      if [[ -n ${BUILD_AB_8B:-} && -d $B/engine_${q}_ab ]]; then  # and under each of $ENV_AB_8B too
+        echo "bench8b ${q}_build_ab_latency: engine built under $BUILD_AB_8B"
+        latency8 $B/engine_${q}_ab ${q}_build_ab_latency
         rm -rf $B/engine_${q}_ab
       fi
       [[ $q == fp8* ]] && ((!quick)) && bench8 $B/engine_$q ${q}_throughput throughput --input-len 128 --output-len 128 \

@@ -268,20 +268,31 @@ def test_fp8_linear_matches_cpu_up_to_summation_order(rng, m, algo, out_dtype, b
     assert_fp8_gemm_close(gpu, cpu, x, w, np.float32(input_scale) * np.float32(weight_scale), out_dtype)
 
 
+def assert_quantized_gemvs_match_cpu(rng, m, n, k, out_dtype):
+    """The int8 GEMV bit for bit, the fp8 one up to summation order, against the CPU's."""
+    x8, w8 = rng.integers(-128, 128, (m, k), dtype=np.int8), rng.integers(-127, 128, (n, k), dtype=np.int8)
+    ws = rng.uniform(0.5, 2.0, n).astype(np.float32) / 127
+    np.testing.assert_array_equal(C.int8_linear(x8, w8, ws, 0.03, out_dtype=out_dtype, algo="gemv"),
+                                  K.int8_linear(x8, w8, ws, 0.03, out_dtype=out_dtype))
+    x, w = random_fp8(rng, (m, k), 8.0), random_fp8(rng, (n, k), 0.5)
+    gpu = C.fp8_linear(x, w, 0.0123, 0.05, out_dtype=out_dtype, algo="gemv")
+    cpu = K.fp8_linear(x, w, 0.0123, 0.05, out_dtype=out_dtype)
+    assert_fp8_gemm_close(gpu, cpu, x, w, np.float32(0.05) * np.float32(0.0123), out_dtype)
+
+
 @pytest.mark.parametrize("m", [1, 3, 4])
 @pytest.mark.parametrize("k", [48, 1040, 4096 + 16])
 def test_quantized_gemv_where_k_ends_inside_a_step(rng, m, k):
     # The GEMV's warps split k in 128-k steps; a k that ends inside one (k % 16 == 0 only) must
     # leave the missing bytes out of both w and x, and a warp may get no step at all (k = 48).
-    n = 48
-    x8, w8 = rng.integers(-128, 128, (m, k), dtype=np.int8), rng.integers(-127, 128, (n, k), dtype=np.int8)
-    ws = rng.uniform(0.5, 2.0, n).astype(np.float32) / 127
-    np.testing.assert_array_equal(C.int8_linear(x8, w8, ws, 0.03, out_dtype="float32", algo="gemv"),
-                                  K.int8_linear(x8, w8, ws, 0.03, out_dtype="float32"))
-    x, w = random_fp8(rng, (m, k), 8.0), random_fp8(rng, (n, k), 0.5)
-    gpu = C.fp8_linear(x, w, 0.0123, 0.05, out_dtype="float32", algo="gemv")
-    cpu = K.fp8_linear(x, w, 0.0123, 0.05, out_dtype="float32")
-    assert_fp8_gemm_close(gpu, cpu, x, w, np.float32(0.05) * np.float32(0.0123), "float32")
+    assert_quantized_gemvs_match_cpu(rng, m, 48, k, "float32")
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_quantized_gemv_on_a_large_grid(rng, m):
+    # n = 9600: 600 blocks, more than two an SM (the 8B qkv and gate_up side of the GEMV's launch
+    # choice; the cases above are small grids).
+    assert_quantized_gemvs_match_cpu(rng, m, 9600, 1024 + 16, "bfloat16")
 
 
 @pytest.mark.parametrize("fn", ["fp8_linear", "int8_linear"])

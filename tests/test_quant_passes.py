@@ -68,15 +68,27 @@ def test_quantize_linears_lowers_every_quantized_linear_and_leaves_lm_head(algo)
 
 @pytest.mark.parametrize("algo,family", [("W8A8_SQ_PER_CHANNEL", {}), ("W4A16_AWQ", {}),
                                          ("W8A8_SQ_PER_CHANNEL", GPT2)], ids=["sq", "awq", "sq_layernorm"])
-def test_fold_pre_quant_scales_moves_them_into_the_norm_before_qkv_and_gate_up(algo, family):
+def test_fold_pre_quant_scales_moves_them_into_the_ops_before_qkv_gate_up_and_awq_down(algo, family):
     graph = quantize_linears(fused(quantized(algo, **family)))
     folded = quantize_linears(fold_pre_quant_scales(fused(quantized(algo, **family))))
-    assert folded.meta["passes"]["fold_pre_quant_scales"] == 2 * 2  # qkv and gate_up|fc of both layers
-    gemm = "int8_linear" if algo.startswith("W8A8") else "weight_only_linear"
-    inputs = {n.weights["weight"].rsplit(".", 1)[0]: n for n in folded.nodes if n.op == gemm}
-    if gemm == "weight_only_linear":  # o and down keep theirs: attention / silu_mul produce their inputs
-        assert "pre_quant_scale" not in inputs["layers.0.attn.qkv"].weights
-        assert "pre_quant_scale" in inputs["layers.0.attn.o"].weights
+    weight_only = algo == "W4A16_AWQ"
+    # qkv and gate_up|fc of both layers; AWQ's down too (into gate_up's up rows): SmoothQuant's
+    # down keeps its scale for the quantize in silu_mul
+    assert folded.meta["passes"]["fold_pre_quant_scales"] == (3 if weight_only else 2) * 2
+    gemm = "weight_only_linear" if weight_only else "int8_linear"
+    before = {n.weights["weight"].rsplit(".", 1)[0]: n for n in graph.nodes if n.op == gemm}
+    after = {n.weights["weight"].rsplit(".", 1)[0]: n for n in folded.nodes if n.op == gemm}
+    if weight_only:  # o keeps its scale: attention produces its input
+        assert "pre_quant_scale" not in after["layers.0.attn.qkv"].weights
+        assert "pre_quant_scale" in after["layers.0.attn.o"].weights
+        down, gate_up = after["layers.0.mlp.down"], after["layers.0.mlp.gate_up"]
+        assert "pre_quant_scale" not in down.weights
+        pre = graph.weights[before["layers.0.mlp.down"].weights["pre_quant_scale"]]
+        old, new = (g.weights[n.weights["weight_scale"]] for g, n in ((graph, before["layers.0.mlp.gate_up"]),
+                                                                      (folded, gate_up)))
+        half = old.shape[0] // 2
+        np.testing.assert_array_equal(new[:half], old[:half])  # gate rows untouched
+        np.testing.assert_allclose(new[half:], old[half:] * pre[:, None], rtol=1e-6)
     np.testing.assert_allclose(logits(folded), logits(graph), rtol=1e-4, atol=1e-4 * np.abs(logits(graph)).max())
 
 

@@ -69,10 +69,10 @@ __device__ __forceinline__ void mma_k32(Acc (&d)[4], uint32_t a0, uint32_t a1, u
 
 // The weights load with __ldcs (evict-first: each byte is read once). Its asm is volatile, so the
 // first steps' loads stay above the wait for the kernel before; plain loads were issued after it.
-// The bound of 4 blocks an SM (64 registers; fp8 spills 8 bytes, int8 20-24) keeps main's
-// occupancy: unbounded, the __ldcs version takes 68-72. fp8 8B decode step 3.606 -> 3.417 ms (session 20).
-template <class Acc, class TY>
-__global__ void __launch_bounds__(kTcWarps * 32, 4)
+// fp8 8B decode step 3.606 -> 3.417 ms (session 20). MIN_BLOCKS, the blocks an SM the registers
+// are bounded for: see launch_quant_gemv_tc.
+template <class Acc, class TY, int MIN_BLOCKS>
+__global__ void __launch_bounds__(kTcWarps * 32, MIN_BLOCKS)
     quant_gemv_tc_kernel(const uint8_t* x, const uint8_t* __restrict__ w, const TY* __restrict__ bias,
                          TY* __restrict__ y, int m, int n, int k, float alpha, const float* __restrict__ alpha_per_n) {
     __shared__ Acc partial[kTcWarps][32][4];
@@ -137,13 +137,28 @@ __global__ void __launch_bounds__(kTcWarps * 32, 4)
     }
 }
 
+template <class Acc, class TY, int MIN_BLOCKS>
+void launch_quant_gemv_tc_bound(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n,
+                                int64_t k, const GemmScales& s, cudaStream_t stream) {
+    cuda::launch_after_prior("quant_gemv_tc_kernel", quant_gemv_tc_kernel<Acc, TY, MIN_BLOCKS>,
+                             static_cast<unsigned>(n / 16), kTcWarps * 32, 0, stream, static_cast<const uint8_t*>(x),
+                             static_cast<const uint8_t*>(w), static_cast<const TY*>(bias), static_cast<TY*>(y),
+                             static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha, s.alpha_per_n);
+}
+
 template <class Acc, class TY>
 void launch_quant_gemv_tc(int64_t m, const void* x, const void* w, const void* bias, void* y, int64_t n, int64_t k,
                           const GemmScales& s, cudaStream_t stream) {
-    cuda::launch_after_prior("quant_gemv_tc_kernel", quant_gemv_tc_kernel<Acc, TY>, static_cast<unsigned>(n / 16),
-                             kTcWarps * 32, 0, stream, static_cast<const uint8_t*>(x), static_cast<const uint8_t*>(w),
-                             static_cast<const TY*>(bias), static_cast<TY*>(y), static_cast<int>(m),
-                             static_cast<int>(n), static_cast<int>(k), s.alpha, s.alpha_per_n);
+    // Registers bounded so that ptxas issues a chunk's eight weight loads before its first mma: at
+    // 4 blocks an SM (64 registers) it issued four after it, at 3 (80) one, at 2 none (SASS). A grid
+    // of at most two blocks an SM (the 8B o and down: 256 blocks) never holds more than 2, the
+    // others 3. H100, session 22: 8B fp8_lmh decode step 3.449 ms at 4 everywhere, 3.301 with 2 on
+    // the small grids, 3.411 with 3 on the large, 3.317 with both; at m = 1 fp8 qkv 9.9 -> 9.6 us and
+    // gate_up 41.9 -> 39.9 at 3, o 7.0 -> 6.9 and down 24.0 -> 20.8 at 2.
+    if (n / 16 <= 2 * cuda::current_device_sms()) {
+        return launch_quant_gemv_tc_bound<Acc, TY, 2>(m, x, w, bias, y, n, k, s, stream);
+    }
+    launch_quant_gemv_tc_bound<Acc, TY, 3>(m, x, w, bias, y, n, k, s, stream);
 }
 
 template <class TY>

@@ -350,8 +350,9 @@ __device__ __forceinline__ void dequant_tile_mma(const uint32_t (&words)[4], int
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE || (BITS == 8 && NB == 1) ? 16 : 8; }
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return BITS == 4 && NB == 1 && !PRE ? 4 : 2; }
 // At m <= 8: int8 three of its 16-warp blocks per SM (at most 42 registers; ptxas chose 42 unasked,
-// which leaves two); with a pre_quant_scale two (64 registers; ptxas took 70-75 unbounded). 0: no
-// bound (a bound of 1 changes ptxas's register allocation).
+// which leaves two); with a pre_quant_scale two (64 registers; ptxas took 70-75 unbounded); int4
+// without one takes its warps, tiles and bound from launch_tile_gemv, by grid size. 0: no bound (a
+// bound of 1 changes ptxas's register allocation).
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_min_blocks() {
     return NB != 1 ? 0 : PRE ? 2 : BITS == 8 ? 3 : 0;
 }
@@ -652,18 +653,6 @@ __global__ void __launch_bounds__(kDequantTiles * 32)
     }
 }
 
-// The GPU's SMs, asked once (one GPU per process, as decode_launch_limits and
-// programmatic_launch_enabled assume).
-int current_device_sms() {
-    static const int sms = [] {
-        int device = 0, count = 0;
-        CHECK_CUDA(cudaGetDevice(&device));
-        CHECK_CUDA(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-        return count;
-    }();
-    return sms;
-}
-
 template <class T, class TY, int BITS, bool PRE, int W, int U, int MIN_BLOCKS>
 void launch_decode_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     const dim3 grid(1, static_cast<unsigned>(w.n / kTileRows));
@@ -680,17 +669,23 @@ void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64
     if constexpr (NB == 1 && !CHUNKED) {
         constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
         constexpr int kMinBlocks = tile_gemv_min_blocks<BITS, 1, PRE>();
-        // int4 without a pre_quant_scale on a grid of at most two blocks an SM (n <= 4224 on an
-        // H100: the 8B model's o and down): 8-warp blocks leave 4 warps on each scheduler, too few
-        // to hide the dequantize's and the mma's latencies, so 16 warps. 8B int4_wo decode step
-        // 2.680 -> 2.531 ms (H100, session 21). Larger grids keep 8 warps: over a whole 8B layer,
-        // 16 x 2 everywhere was slower (the measurement above tile_gemv_warps).
+        // int4 without a pre_quant_scale (in AWQ engines every linear but o, in int4_wo engines all):
+        // block bounds that leave ptxas the registers to issue all of a chunk's weight loads ahead of
+        // its mmas (unbounded, 8 x 4 took 54 registers and issued two of its four loads after the first
+        // tiles' math; SASS, session 21). On a grid of at most two blocks an SM (n <= 4224 on an H100:
+        // the 8B o and down) 16 warps x 2 tiles, two blocks an SM (64 registers): 8-warp blocks leave
+        // 4 warps on each scheduler, too few to hide the dequantize's and the mma's latencies. Larger
+        // grids 8 x 4, three blocks an SM (80 registers). 8B decode step, H100, session 22: int4_wo
+        // 2.518 -> 2.345 ms, int4_awq_lmh 2.327 -> 2.251 (2.212 with down's pre_quant_scale folded).
         if constexpr (BITS == 4 && !PRE) {
-            if (w.n / kTileRows <= 2 * current_device_sms()) {
-                return launch_decode_tile_gemv<T, TY, BITS, PRE, 16, 4, 0>(w, x, y, m, stream);
+            if (w.n / kTileRows <= 2 * cuda::current_device_sms()) {
+                launch_decode_tile_gemv<T, TY, BITS, PRE, 16, 2, 2>(w, x, y, m, stream);
+            } else {
+                launch_decode_tile_gemv<T, TY, BITS, PRE, 8, 4, 3>(w, x, y, m, stream);
             }
+        } else {
+            launch_decode_tile_gemv<T, TY, BITS, PRE, W, U, kMinBlocks>(w, x, y, m, stream);
         }
-        launch_decode_tile_gemv<T, TY, BITS, PRE, W, U, kMinBlocks>(w, x, y, m, stream);
     } else {
         const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));
         cuda::launch_after_prior(

@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from test_cuda_kernels import RTOL, C, K, assert_close, attention_case, rand, values
+from test_cuda_kernels import RTOL, TC_ATOL, C, K, assert_close, attention_case, rand, values
 from trtllm_runtime import _core
 from trtllm_build.passes.weight_layout import CUDA_MMA_TILE_LAYOUT, to_cuda_layout
 from trtllm_build.quantization import numerics
@@ -282,3 +282,26 @@ def test_attention_fp8_kv_decode_splits_match_cpu(rng):
         gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs, kv_scale=0.01, num_splits=num_splits)
         np.testing.assert_array_equal(kv_gpu, kv_cpu)
         assert_close(gpu, cpu, dtype, atol=4e-3 * np.abs(values(cpu, dtype)).max())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("h, h_kv, tokens_per_block", [(8, 2, 32), (8, 1, 128)])
+def test_tensor_core_prefill_reads_an_fp8_kv_cache_as_the_cpu_does(rng, dtype, d, h, h_kv, tokens_per_block):
+    # The tensor-core prefill over an FP8 cache: the codes widened to the activation dtype in shared
+    # memory, the cache's scale applied to the scores and the output. Fresh prefills, chunked
+    # continuations over cached codes, lengths off the 64-key tiles, a decode row; the tensor-core
+    # rounding model of TC_ATOL (q and P rounded to the activation dtype).
+    qkv, kv, past, new, table, kwargs = attention_case(rng, dtype, h=h, h_kv=h_kv, d=d, past=[0, 37, 0, 300, 5],
+                                                       new=[17, 100, 257, 130, 1], tokens_per_block=tokens_per_block,
+                                                       rope=False)
+    kv_scale = 4.0 / 448  # random codes reach 4, as the new keys do
+    cache = fp8_cache(rng, kv.shape)
+    kv_cpu, kv_gpu = cache.copy(), cache.copy()
+    cpu = K.attention(qkv, kv_cpu, past, new, table, **kwargs, kv_scale=kv_scale)
+    gpu = C.attention(qkv, kv_gpu, past, new, table, **kwargs, kv_scale=kv_scale)
+    np.testing.assert_array_equal(kv_gpu, kv_cpu)
+    assert_close(gpu, cpu, dtype, atol=TC_ATOL[dtype] * np.abs(values(cpu, dtype)).max())
+    # Token 0 sees one key: its output is that key's value, fl(code * scale) rounded once, bit for
+    # bit (a scale applied in the wrong place, or twice, moves it)
+    np.testing.assert_array_equal(values(gpu, dtype)[0], values(cpu, dtype)[0])

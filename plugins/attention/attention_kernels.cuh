@@ -731,10 +731,9 @@ void launch_attend(const AttentionWork& w, const PagedBatchCuda& b, const float*
                    cudaStream_t stream) {
     const int group = h / h_kv;
     static_assert(kTcRows == kTileRows, "the tensor-core kernel takes the plan's tiles of kTileRows query rows");
-    // The tensor-core prefill copies cache tiles as they are (cp.async of T): an FP8 cache takes the
-    // CUDA-core prefill, which dequantizes through kv_cache_access.cuh.
-    if constexpr (std::is_same_v<C, T> && tc_prefill_supported<T, D>()) {
-        if (w.num_prefill_tiles > 0) launch_prefill_tc<T, D>(w, b, q, kv, out, h, h_kv, scale, stream);
+    // The tensor-core prefill reads a T cache and an FP8 one (attention_prefill_tc.cuh).
+    if constexpr (tc_prefill_supported<T, D>()) {
+        if (w.num_prefill_tiles > 0) launch_prefill_tc<T, C, D>(w, b, q, kv, kvs, out, h, h_kv, scale, stream);
     } else if (w.num_prefill_tiles > 0) {
         constexpr size_t smem = prefill_smem_bytes<D>();
         static const bool configured = [] {

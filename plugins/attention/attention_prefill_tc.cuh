@@ -11,6 +11,13 @@
 // Rounding: q (fp32 after RoPE) is rounded once to the activation dtype for Q·Kᵀ, and the
 // probabilities P are rounded to it for P·V; the softmax denominator sums the rounded P, so
 // every row is an exact weighted mean of V with slightly perturbed weights.
+//
+// An FP8 cache (C = Fp8KvCache): a tile's bytes land by cp.async in a staging ring beside the
+// T tiles and are widened to T in shared memory before its mmas. E4M3 values are exact in bf16
+// and fp16, and the cache's one scale s (keys and values alike) stays out of the mmas: Q·(s K)ᵀ =
+// s (Q·Kᵀ) goes into the scores' scale, P·(s V) = s (P·V) into the output's 1 / l. So the FP8
+// cache adds no rounding to the tensor-core path's two (the CUDA-core prefill, which it replaces
+// for these dtypes, rounded each s·k to float32).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,6 +28,7 @@
 #include <type_traits>
 
 #include "attention/attention_cuda.h"
+#include "attention/kv_cache_access.cuh"
 #include "cuda_common.cuh"
 
 namespace trtllm::kernels::attn {
@@ -49,10 +57,31 @@ constexpr int tc_stride() {
     return D + 8;
 }
 
-// Q [kTcRows] + K and V [2 stages][kTcKeys] rows of 16-bit elements.
-template <int D>
+// Q [kTcRows] + K and V [2 stages][kTcKeys] rows of 16-bit elements; for an FP8 cache also its
+// K and V staging [2 stages][kTcKeys] rows of D bytes.
+template <class C, int D>
 constexpr size_t tc_smem_bytes() {
-    return sizeof(uint16_t) * tc_stride<D>() * (kTcRows + 2 * 2 * kTcKeys);
+    return sizeof(uint16_t) * tc_stride<D>() * (kTcRows + 2 * 2 * kTcKeys) + (kIsFp8Kv<C> ? 2 * 2 * kTcKeys * D : 0);
+}
+
+// Eight E4M3 codes widened to T, exactly (every E4M3 value is a bf16 and an fp16 value).
+template <class T>
+__device__ __forceinline__ uint4 widen_fp8x8(uint2 raw) {
+    const uint32_t words[2] = {raw.x, raw.y};
+    uint32_t out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const __half2_raw pair =
+            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[i / 2] >> (16 * (i % 2))), __NV_E4M3);
+        if constexpr (std::is_same_v<T, __half>) {
+            out[i] = static_cast<uint32_t>(pair.x) | (static_cast<uint32_t>(pair.y) << 16);
+        } else {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+            const __nv_bfloat162 v = __floats2bfloat162_rn(f.x, f.y);
+            memcpy(&out[i], &v, sizeof(out[i]));
+        }
+    }
+    return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -126,13 +155,14 @@ __device__ __forceinline__ float round_to(float x) {
     return to_float(from_float<T>(x));
 }
 
-// grid (num_prefill_tiles, h_kv), kTcThreads threads, tc_smem_bytes<D>() dynamic shared memory.
+// grid (num_prefill_tiles, h_kv), kTcThreads threads, tc_smem_bytes<C, D>() dynamic shared memory.
 // Fragment coordinates (PTX m16n8k16): lane = 4 g + t holds accumulator rows g and g + 8,
-// columns 2t and 2t + 1 of each 8-column n-tile.
-template <class T, int D>
-__global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, const T* kv, T* out, PagedBatchCuda b,
+// columns 2t and 2t + 1 of each 8-column n-tile. scale_log2 includes an FP8 cache's scale;
+// out_scale is that scale (1 for a T cache).
+template <class T, class C, int D>
+__global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, const C* kv, T* out, PagedBatchCuda b,
                                                                 const int32_t* tiles, int tile_tokens, int h,
-                                                                int h_kv, float scale_log2) {
+                                                                int h_kv, float scale_log2, float out_scale) {
     constexpr int S = tc_stride<D>();
     constexpr int kChunks = D / 8;  // 16-byte chunks per row
     constexpr int kKSteps = D / 16;
@@ -142,6 +172,8 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
     T* qs = reinterpret_cast<T*>(tc_smem);  // [kTcRows][S]
     T* ks = qs + kTcRows * S;                // [2][kTcKeys][S]
     T* vs = ks + 2 * kTcKeys * S;            // [2][kTcKeys][S]
+    uint8_t* k8 = reinterpret_cast<uint8_t*>(vs + 2 * kTcKeys * S);  // FP8 cache: [2][kTcKeys][D] bytes
+    uint8_t* v8 = k8 + 2 * kTcKeys * D;                               // the same for V
 
     const int kh = blockIdx.y;
     const int tile = gridDim.x - 1 - blockIdx.x;  // the plan lists tiles by position: start the longest first
@@ -156,14 +188,29 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
 
     auto load_kv_tile = [&](int kt, int stage) {
         const int k0 = kt * kTcKeys;
-        T* kdst = ks + stage * kTcKeys * S;
-        T* vdst = vs + stage * kTcKeys * S;
-        for (int idx = tid; idx < kTcKeys * kChunks; idx += kTcThreads) {
-            const int j = idx / kChunks, c = (idx % kChunks) * 8;
-            const bool valid = k0 + j < kmax;  // rows past the last key are zeros: 0 · V must not meet NaN garbage
-            const int pos = valid ? k0 + j : 0;
-            cp_async_16(kdst + j * S + c, kv_row(kv, b, r, pos, 0, kh, h_kv, D) + c, valid);
-            cp_async_16(vdst + j * S + c, kv_row(kv, b, r, pos, 1, kh, h_kv, D) + c, valid);
+        if constexpr (kIsFp8Kv<C>) {  // the bytes, to the staging ring
+            constexpr int kChunks8 = D / 16;
+            uint8_t* kdst = k8 + stage * kTcKeys * D;
+            uint8_t* vdst = v8 + stage * kTcKeys * D;
+            for (int idx = tid; idx < kTcKeys * kChunks8; idx += kTcThreads) {
+                const int j = idx / kChunks8, c = (idx % kChunks8) * 16;
+                const bool valid = k0 + j < kmax;  // zero codes past the last key, as below
+                const int pos = valid ? k0 + j : 0;
+                cp_async_16(kdst + j * D + c, reinterpret_cast<const uint8_t*>(kv_row(kv, b, r, pos, 0, kh, h_kv, D)) + c,
+                            valid);
+                cp_async_16(vdst + j * D + c, reinterpret_cast<const uint8_t*>(kv_row(kv, b, r, pos, 1, kh, h_kv, D)) + c,
+                            valid);
+            }
+        } else {
+            T* kdst = ks + stage * kTcKeys * S;
+            T* vdst = vs + stage * kTcKeys * S;
+            for (int idx = tid; idx < kTcKeys * kChunks; idx += kTcThreads) {
+                const int j = idx / kChunks, c = (idx % kChunks) * 8;
+                const bool valid = k0 + j < kmax;  // rows past the last key are zeros: 0 · V must not meet NaN garbage
+                const int pos = valid ? k0 + j : 0;
+                cp_async_16(kdst + j * S + c, kv_row(kv, b, r, pos, 0, kh, h_kv, D) + c, valid);
+                cp_async_16(vdst + j * S + c, kv_row(kv, b, r, pos, 1, kh, h_kv, D) + c, valid);
+            }
         }
         cp_async_commit();
     };
@@ -214,6 +261,16 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
         __syncthreads();  // every thread's copies of this stage have landed
         const T* kst = ks + stage * kTcKeys * S;
         const T* vst = vs + stage * kTcKeys * S;
+        if constexpr (kIsFp8Kv<C>) {  // the staged bytes widened into this stage's T tiles
+            constexpr int kVecs = D / 8;  // 8 codes a thread at a time
+            for (int idx = tid; idx < 2 * kTcKeys * kVecs; idx += kTcThreads) {
+                const int which = idx / (kTcKeys * kVecs), j = idx % (kTcKeys * kVecs) / kVecs, c = idx % kVecs * 8;
+                const uint8_t* src = (which == 0 ? k8 : v8) + (stage * kTcKeys + j) * D + c;
+                T* dst = (which == 0 ? ks : vs) + (stage * kTcKeys + j) * S + c;
+                *reinterpret_cast<uint4*>(dst) = widen_fp8x8<T>(*reinterpret_cast<const uint2*>(src));
+            }
+            __syncthreads();
+        }
 
         float s[kKeyNTiles][4];
 #pragma unroll
@@ -301,7 +358,7 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
         if (row >= rows) continue;
         const int token = t_start + i0 + row / group, head = kh * group + row % group;
         T* dst = out + (int64_t{token} * h + head) * D + 2 * t;
-        const float inv = 1.0f / l[i];  // > 0: key 0 is visible to every row
+        const float inv = out_scale / l[i];  // l > 0: key 0 is visible to every row
 #pragma unroll
         for (int n = 0; n < kDimNTiles; ++n) {
             *reinterpret_cast<uint32_t*>(dst + n * 8) = pack2<T>(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
@@ -309,18 +366,19 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
     }
 }
 
-template <class T, int D>
-void launch_prefill_tc(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const T* kv, T* out, int h,
-                       int h_kv, float scale, cudaStream_t stream) {
-    constexpr size_t smem = tc_smem_bytes<D>();
+template <class T, class C, int D>
+void launch_prefill_tc(const AttentionWork& w, const PagedBatchCuda& b, const float* q, const C* kv, KvScale kvs, T* out,
+                       int h, int h_kv, float scale, cudaStream_t stream) {
+    constexpr size_t smem = tc_smem_bytes<C, D>();
     static const bool configured = [] {
-        CHECK_CUDA(cudaFuncSetAttribute(prefill_tc_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CHECK_CUDA(cudaFuncSetAttribute(prefill_tc_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
         return true;
     }();
     (void)configured;
-    prefill_tc_kernel<T, D><<<dim3(w.num_prefill_tiles, h_kv), kTcThreads, smem, stream>>>(
-        q, kv, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale * kLog2e);
+    const float cache_scale = kIsFp8Kv<C> ? kvs.scale : 1.0f;
+    prefill_tc_kernel<T, C, D><<<dim3(w.num_prefill_tiles, h_kv), kTcThreads, smem, stream>>>(
+        q, kv, out, b, w.prefill_tiles, w.tile_tokens, h, h_kv, scale * kLog2e * cache_scale, cache_scale);
     CHECK_LAUNCH("prefill_tc_kernel");
 }
 

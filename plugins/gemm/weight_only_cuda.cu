@@ -497,9 +497,10 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
     y[int64_t{mi} * n + row] = from_float<TY>(sum + b);
 }
 
-// The tile GEMV at m <= 8, the decode batch (one column group of the mma). It computes what
-// weight_only_tile_gemv_kernel would, with the same products and sums in the same order (the same
-// bits), in fewer instructions: the weights, x and pre_quant_scale are read through per-lane
+// The tile GEMV at m <= 8, the decode batch (one column group of the mma). At the same warps W it
+// computes what weight_only_tile_gemv_kernel would, with the same products and sums in the same
+// order (the same bits; int4 without a pre_quant_scale launches its own W, launch_tile_gemv, so its
+// warps split the steps, and order the sums, otherwise), in fewer instructions: the weights, x and pre_quant_scale are read through per-lane
 // pointers advanced a chunk of U steps at a time (a step's offset in the chunk is an immediate),
 // made opaque so that the compiler cannot fold them back into base + 64-bit index; whole chunks run
 // without predicates, the rest of a warp's run one step at a time. A tile in SASS (bf16): int4 113

@@ -343,12 +343,12 @@ __device__ __forceinline__ void dequant_tile_mma(const uint32_t (&words)[4], int
     }
 }
 
-// Warps and tiles in flight per warp: more warps where x * pre_quant_scale adds registers, and for
-// int8, whose tiles hold half int4's inputs (measured per 8B layer at m = 1, H100: int4 no pre 8
-// warps x 4 tiles 66.3 us, 16 x 2 68.6; AWQ 16 x 2 70.1, 8 x 2 73.9, 8 x 4 72.8; int8 per channel
-// 16 x 2 94.3, 8 x 4 109.1, 8 x 2 107.8, 4 x 4 152.2).
+// Warps, and 2 tiles in flight per warp: more warps where x * pre_quant_scale adds registers, and
+// for int8, whose tiles hold half int4's inputs (measured per 8B layer at m = 1, H100: AWQ 16 x 2
+// 70.1 us, 8 x 2 73.9, 8 x 4 72.8; int8 per channel 16 x 2 94.3, 8 x 4 109.1, 8 x 2 107.8, 4 x 4
+// 152.2). int4 without a pre_quant_scale at m <= 8 takes its own shapes (launch_tile_gemv).
 template <int BITS, int NB, bool PRE> constexpr int tile_gemv_warps() { return PRE || (BITS == 8 && NB == 1) ? 16 : 8; }
-template <int BITS, int NB, bool PRE> constexpr int tile_gemv_unroll() { return BITS == 4 && NB == 1 && !PRE ? 4 : 2; }
+constexpr int kTileUnroll = 2;
 // At m <= 8: int8 three of its 16-warp blocks per SM (at most 42 registers; ptxas chose 42 unasked,
 // which leaves two); with a pre_quant_scale two (64 registers; ptxas took 70-75 unbounded); int4
 // without one takes its warps, tiles and bound from launch_tile_gemv, by grid size. 0: no bound (a
@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
     weight_only_tile_gemv_kernel(const T* x, const uint8_t* __restrict__ w, const T* __restrict__ scale,
                                  const T* __restrict__ pre, const T* __restrict__ bias, TY* __restrict__ y, int m,
                                  int n, int k, int groups, uint32_t group_magic) {
-    constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = tile_gemv_unroll<BITS, NB, PRE>();
+    constexpr int W = tile_gemv_warps<BITS, NB, PRE>(), U = kTileUnroll;
     constexpr int TI = tile_inputs<BITS>(), kXVecs = TI / 32;  // a lane's x: TI / 4 inputs
     static_assert(W >= 4 * NB, "a warp per accumulator register and column group adds the warps' sums");
     __shared__ float partial[W][NB][4][32];  // lane-minor: conflict-free stores and loads
@@ -500,10 +500,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
 // The tile GEMV at m <= 8, the decode batch (one column group of the mma). At the same warps W it
 // computes what weight_only_tile_gemv_kernel would, with the same products and sums in the same
 // order (the same bits; int4 without a pre_quant_scale launches its own W, launch_tile_gemv, so its
-// warps split the steps, and order the sums, otherwise), in fewer instructions: the weights, x and pre_quant_scale are read through per-lane
-// pointers advanced a chunk of U steps at a time (a step's offset in the chunk is an immediate),
-// made opaque so that the compiler cannot fold them back into base + 64-bit index; whole chunks run
-// without predicates, the rest of a warp's run one step at a time. A tile in SASS (bf16): int4 113
+// warps split the steps, and order the sums, otherwise), in fewer instructions: the weights, x and
+// pre_quant_scale are read through per-lane pointers advanced a chunk of U steps at a time (a step's
+// offset in the chunk is an immediate), made opaque so that the compiler cannot fold them back into
+// base + 64-bit index; whole chunks run without predicates, the rest of a warp's run one step at a
+// time. A tile in SASS (bf16): int4 113
 // -> 84 instructions, AWQ 112 -> 95, int8 94 -> 70. int4 is close to issue-bound: at the copy
 // bandwidth an SM has ~160 issue slots a tile. 8B decode step, side by side on an H100 (session
 // 20): int4_awq_lmh 2.346 -> 2.311 ms, int8_wo_lmh 3.580 -> 3.513. (Session 13's diet of the same
@@ -668,8 +669,6 @@ void launch_decode_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y
 template <class T, class TY, int BITS, int NB, bool PRE, bool CHUNKED = false>
 void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64_t m, cudaStream_t stream) {
     if constexpr (NB == 1 && !CHUNKED) {
-        constexpr int W = tile_gemv_warps<BITS, 1, PRE>(), U = tile_gemv_unroll<BITS, 1, PRE>();
-        constexpr int kMinBlocks = tile_gemv_min_blocks<BITS, 1, PRE>();
         // int4 without a pre_quant_scale (in AWQ engines every linear but o, in int4_wo engines all):
         // block bounds that leave ptxas the registers to issue all of a chunk's weight loads ahead of
         // its mmas (unbounded, 8 x 4 took 54 registers and issued two of its four loads after the first
@@ -685,7 +684,8 @@ void launch_tile_gemv(const WeightOnlyGemmCuda& w, const void* x, void* y, int64
                 launch_decode_tile_gemv<T, TY, BITS, PRE, 8, 4, 3>(w, x, y, m, stream);
             }
         } else {
-            launch_decode_tile_gemv<T, TY, BITS, PRE, W, U, kMinBlocks>(w, x, y, m, stream);
+            launch_decode_tile_gemv<T, TY, BITS, PRE, tile_gemv_warps<BITS, 1, PRE>(), kTileUnroll,
+                                    tile_gemv_min_blocks<BITS, 1, PRE>()>(w, x, y, m, stream);
         }
     } else {
         const dim3 grid(static_cast<unsigned>((m + kTileRows - 1) / kTileRows), static_cast<unsigned>(w.n / kTileRows));

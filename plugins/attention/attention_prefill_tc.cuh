@@ -57,11 +57,21 @@ constexpr int tc_stride() {
     return D + 8;
 }
 
-// Q [kTcRows] + K and V [2 stages][kTcKeys] rows of 16-bit elements; for an FP8 cache also its
+// Stages of K and V tiles in T: a T cache's two-stage cp.async ring; an FP8 cache's ring is of its
+// bytes, and each tile is widened into one T stage just before its mmas (the iteration before ended
+// at a barrier, so nobody still reads it). One stage keeps the FP8 kernel at 83 KB for head_dim
+// 128, under sm_89's 99 KB a block and two blocks an SM on an H100 (two T stages: 117 KB, one).
+template <class C>
+constexpr int tc_t_stages() {
+    return kIsFp8Kv<C> ? 1 : 2;
+}
+
+// Q [kTcRows] + K and V [tc_t_stages][kTcKeys] rows of 16-bit elements; for an FP8 cache also its
 // K and V staging [2 stages][kTcKeys] rows of D bytes.
 template <class C, int D>
 constexpr size_t tc_smem_bytes() {
-    return sizeof(uint16_t) * tc_stride<D>() * (kTcRows + 2 * 2 * kTcKeys) + (kIsFp8Kv<C> ? 2 * 2 * kTcKeys * D : 0);
+    return sizeof(uint16_t) * tc_stride<D>() * (kTcRows + 2 * tc_t_stages<C>() * kTcKeys) +
+           (kIsFp8Kv<C> ? 2 * 2 * kTcKeys * D : 0);
 }
 
 // Eight E4M3 codes widened to T, exactly (every E4M3 value is a bf16 and an fp16 value).
@@ -170,10 +180,11 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
     constexpr int kDimNTiles = D / 8;
     extern __shared__ __align__(16) unsigned char tc_smem[];
     T* qs = reinterpret_cast<T*>(tc_smem);  // [kTcRows][S]
-    T* ks = qs + kTcRows * S;                // [2][kTcKeys][S]
-    T* vs = ks + 2 * kTcKeys * S;            // [2][kTcKeys][S]
-    uint8_t* k8 = reinterpret_cast<uint8_t*>(vs + 2 * kTcKeys * S);  // FP8 cache: [2][kTcKeys][D] bytes
-    uint8_t* v8 = k8 + 2 * kTcKeys * D;                               // the same for V
+    constexpr int kTStages = tc_t_stages<C>();
+    T* ks = qs + kTcRows * S;                // [kTStages][kTcKeys][S]
+    T* vs = ks + kTStages * kTcKeys * S;     // [kTStages][kTcKeys][S]
+    uint8_t* k8 = reinterpret_cast<uint8_t*>(vs + kTStages * kTcKeys * S);  // FP8 cache: [2][kTcKeys][D] bytes
+    uint8_t* v8 = k8 + 2 * kTcKeys * D;                                      // the same for V
 
     const int kh = blockIdx.y;
     const int tile = gridDim.x - 1 - blockIdx.x;  // the plan lists tiles by position: start the longest first
@@ -259,14 +270,14 @@ __global__ void __launch_bounds__(kTcThreads) prefill_tc_kernel(const float* q, 
             cp_async_wait<0>();
         }
         __syncthreads();  // every thread's copies of this stage have landed
-        const T* kst = ks + stage * kTcKeys * S;
-        const T* vst = vs + stage * kTcKeys * S;
-        if constexpr (kIsFp8Kv<C>) {  // the staged bytes widened into this stage's T tiles
+        const T* kst = ks + (kTStages == 1 ? 0 : stage) * kTcKeys * S;
+        const T* vst = vs + (kTStages == 1 ? 0 : stage) * kTcKeys * S;
+        if constexpr (kIsFp8Kv<C>) {  // the staged bytes widened into the one T stage
             constexpr int kVecs = D / 8;  // 8 codes a thread at a time
             for (int idx = tid; idx < 2 * kTcKeys * kVecs; idx += kTcThreads) {
                 const int which = idx / (kTcKeys * kVecs), j = idx % (kTcKeys * kVecs) / kVecs, c = idx % kVecs * 8;
                 const uint8_t* src = (which == 0 ? k8 : v8) + (stage * kTcKeys + j) * D + c;
-                T* dst = (which == 0 ? ks : vs) + (stage * kTcKeys + j) * S + c;
+                T* dst = (which == 0 ? ks : vs) + j * S + c;
                 *reinterpret_cast<uint4*>(dst) = widen_fp8x8<T>(*reinterpret_cast<const uint2*>(src));
             }
             __syncthreads();

@@ -33,8 +33,8 @@
 # second time under that environment (A/B of a build-time switch), its batch-1 latency run next to
 # the first engine's (and under each of $ENV_AB_8B); BUILD_AB_SCHEMES_8B: only those schemes.
 # tp (two or more GPUs): tensor parallelism, see tp_phase below (TP_DIR, TP_HF, TP_ENGINE1 reuse
-# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_ENV_AB runs TP=2's batch-1 decode again
-# under each of its environments ("NAME=V;..."); TP_LATENCY_ONLY=1 runs only the
+# files of an earlier phase; TP_SKIP_TESTS=1 skips its pytest; TP_ENV_AB runs TP=1's and TP=2's batch-1
+# decode again under each of its environments ("NAME=V;..."); TP_LATENCY_ONLY=1 runs only the
 # batch-1 decode of TP=1 and TP=2: no all-reduce benchmark, greedy check, throughput, NCCL run or
 # profile; TP_DTYPE=float32 runs it in float32, whose rounding flips random weights' near ties far
 # less often than bf16's: the greedy check only, no benchmarks; TP_ENGINE1 must then be a float32
@@ -503,16 +503,20 @@ print('tp $run:', round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttf
 (f\", {round(t['output_tokens_per_s'])} tok/s at 256 req\" if t else ''))" "$JSON_DIR/tp_latency_$run.json" \
       "$JSON_DIR/tp_throughput_$run.json" 2>/dev/null || true
   done
-  # TP_ENV_AB ("NAME=V NAME2=V;..."): TP=2 batch-1 decode again under each environment, then once more
-  # as is, side by side (A/B of a runtime switch).
+  # TP_ENV_AB ("NAME=V NAME2=V;..."): TP=1 and TP=2 batch-1 decode again under each environment, then
+  # once more as is, side by side (A/B of a runtime switch), with the scaling under each.
   local ab_env i=0
   IFS=';' read -ra tp_ab_envs <<< "${TP_ENV_AB:-}"
   ((benchmarks && ${#tp_ab_envs[@]} > 0)) && for ab_env in "${tp_ab_envs[@]}" ""; do
+    timeout 180 env $ab_env "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine1" \
+      --input-len 128 --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_tp1_env$i.json" >/dev/null ||
+      { echo "tp: latency tp1 env$i failed"; rc=1; }
     timeout 180 env $ab_env "${mpirun[@]}" -n 2 "$PYTHON" -m trtllm_runtime.cli.bench latency --engine-dir "$engine2" \
       --input-len 128 --output-len 256 --iterations 2 --json "$JSON_DIR/tp_latency_tp2_env$i.json" >/dev/null ||
       { echo "tp: latency tp2 env$i failed"; rc=1; }
-    "$PYTHON" -c "import json, sys; l = json.load(open(sys.argv[1])); print('tp tp2 env$i ($ab_env):', \
-round(l['decode_tokens_per_s'], 1), 'tok/s bs1,', round(l['ttft_ms'], 1), 'ms TTFT')" "$JSON_DIR/tp_latency_tp2_env$i.json" 2>/dev/null || true
+    "$PYTHON" -c "import json, sys; a, b = (json.load(open(f))['decode_tokens_per_s'] for f in sys.argv[1:]); \
+print('tp env$i ($ab_env): TP=1', round(a, 1), 'TP=2', round(b, 1), 'tok/s bs1, scaling', round(b / a, 3))" \
+      "$JSON_DIR/tp_latency_tp1_env$i.json" "$JSON_DIR/tp_latency_tp2_env$i.json" 2>/dev/null || true
     i=$((i + 1))
   done
   # Device time per op kind on each rank (graphs off, each op timed: all_reduce included).

@@ -66,8 +66,8 @@ def test_quantize_linears_lowers_every_quantized_linear_and_leaves_lm_head(algo)
     assert counts.get("quantize", 0) == (8 if op != "weight_only_linear" else 0)
 
 
-@pytest.mark.parametrize("algo,family", [("W8A8_SQ_PER_CHANNEL", {}), ("W4A16_AWQ", {}),
-                                         ("W8A8_SQ_PER_CHANNEL", GPT2)], ids=["sq", "awq", "sq_layernorm"])
+@pytest.mark.parametrize("algo,family", [("W8A8_SQ_PER_CHANNEL", {}), ("W4A16_AWQ", {}), ("W4A16_AWQ", {"mlp_bias": True}),
+                                         ("W8A8_SQ_PER_CHANNEL", GPT2)], ids=["sq", "awq", "awq_mlp_bias", "sq_layernorm"])
 def test_fold_pre_quant_scales_moves_them_into_the_ops_before_qkv_gate_up_and_awq_down(algo, family):
     graph = quantize_linears(fused(quantized(algo, **family)))
     folded = quantize_linears(fold_pre_quant_scales(fused(quantized(algo, **family))))
@@ -89,6 +89,12 @@ def test_fold_pre_quant_scales_moves_them_into_the_ops_before_qkv_gate_up_and_aw
         half = old.shape[0] // 2
         np.testing.assert_array_equal(new[:half], old[:half])  # gate rows untouched
         np.testing.assert_allclose(new[half:], old[half:] * pre[:, None], rtol=1e-6)
+        if family.get("mlp_bias"):  # u * s = (W_u * s) x + b_u * s: the up half of the bias too
+            old_b, new_b = (g.weights[n.weights["bias"]] for g, n in ((graph, before["layers.0.mlp.gate_up"]),
+                                                                      (folded, gate_up)))
+            np.testing.assert_array_equal(new_b[:half], old_b[:half])
+            np.testing.assert_allclose(new_b[half:], old_b[half:] * pre, rtol=1e-6)
+            assert not np.allclose(pre, 1.0)  # a scale of ones would prove nothing
     np.testing.assert_allclose(logits(folded), logits(graph), rtol=1e-4, atol=1e-4 * np.abs(logits(graph)).max())
 
 

@@ -98,6 +98,26 @@ def test_fold_pre_quant_scales_moves_them_into_the_ops_before_qkv_gate_up_and_aw
     np.testing.assert_allclose(logits(folded), logits(graph), rtol=1e-4, atol=1e-4 * np.abs(logits(graph)).max())
 
 
+def test_fold_keeps_a_pre_quant_scale_whose_fold_would_turn_float16_scales_subnormal():
+    graph = fused(quantized("W4A16_AWQ"))
+    linears = {n.weights["weight"].rsplit(".", 1)[0]: n for n in graph.nodes if n.op == "linear"}
+    scale_name = linears["layers.0.mlp.gate_up"].weights["weight_scale"]
+    graph.weights[scale_name] = graph.weights[scale_name].astype(np.float16)
+    pre_name = linears["layers.0.mlp.down"].weights["pre_quant_scale"]
+    graph.weights[pre_name] = graph.weights[pre_name] * 1e-4  # scale x s ~1e-5: float16 subnormals
+    up_scales = graph.weights[scale_name][graph.weights[scale_name].shape[0] // 2:].astype(np.float32)
+    assert (np.abs(up_scales * graph.weights[pre_name][:, None]) < np.finfo(np.float16).tiny).any()
+    folded = fold_pre_quant_scales(graph)
+    assert folded.meta["passes"]["fold_pre_quant_scales"] == 5  # all but layer 0's down
+    after = {n.weights["weight"].rsplit(".", 1)[0]: n for n in folded.nodes if n.op == "linear"}
+    assert after["layers.0.mlp.down"].weights["pre_quant_scale"] == pre_name
+    assert after["layers.0.mlp.gate_up"].weights["weight_scale"] == scale_name
+    assert "pre_quant_scale" not in after["layers.1.mlp.down"].weights
+    reference = logits(quantize_linears(graph))
+    np.testing.assert_allclose(logits(quantize_linears(folded)), reference, rtol=1e-4,
+                               atol=1e-4 * np.abs(reference).max())
+
+
 @pytest.mark.parametrize("algo", ["FP8", "W8A8_SQ_PER_CHANNEL"])
 def test_fuse_activation_quant_moves_quantization_into_norms_and_silu_mul_not_attention(algo):
     graph = quantize_linears(fold_pre_quant_scales(fused(quantized(algo))))

@@ -3,6 +3,7 @@ engine ops, and fuse activation quantization into the op that produces the activ
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..graph.ir import Graph, Node, TensorType, fresh_name
@@ -27,7 +28,8 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
     row's dequantization scales (and bias) times s[n], so gate_up's up rows absorb s (rounded
     once to the scales' dtype) and down's GEMV runs without its per-input multiply.
     Inputs produced by anything else (attention) keep their scale: the quantizing op or the
-    weight-only GEMM applies it.
+    weight-only GEMM applies it. So does a linear whose fold would turn a normal value of the
+    absorbing weight subnormal or infinite in its dtype (float16 AWQ scales times a small s).
     """
     g = graph.copy()
     producers = g.producers()
@@ -41,9 +43,7 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
                 or not g.sole_reader(node.inputs[0], node)):
             continue
         if producer.op in NORMS:
-            for role in ("weight", "bias"):
-                if role in producer.weights:
-                    _scale_weight(g, producer, role, scale)
+            target, factors = producer, {"weight": scale, "bias": scale}
         elif producer.op == "silu_mul" and _weight_only(node):
             # 8B int4_awq_lmh decode step 2.251 -> 2.212 ms (H100, session 22): down's GEMV without
             # the multiply, on the 16 x 2 kernel bounded to keep its weight loads ahead of its mmas
@@ -52,11 +52,14 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
                     or not g.sole_reader(producer.inputs[0], producer)):
                 continue
             up_rows = np.concatenate([np.ones_like(scale), scale])  # [gate | up]: s scales the up half
-            for role in ("weight_scale", "bias"):
-                if role in gate_up.weights:
-                    _scale_weight(g, gate_up, role, up_rows if role == "bias" else up_rows[:, None])
+            target, factors = gate_up, {"weight_scale": up_rows[:, None], "bias": up_rows}
         else:
             continue
+        factors = {role: f for role, f in factors.items() if role in target.weights}
+        if not all(_stays_normal(g.weights[target.weights[role]], f) for role, f in factors.items()):
+            continue  # the multiply stays where it was, in float32
+        for role, factor in factors.items():
+            _scale_weight(g, target, role, factor)
         del node.weights["pre_quant_scale"]
         folds += 1
     g.record_pass("fold_pre_quant_scales", folds)
@@ -66,6 +69,17 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
 def _weight_only(linear: Node) -> bool:
     algo = linear.attrs.get("quant_algo")
     return algo is not None and scheme_of(algo).weight_only
+
+
+def _stays_normal(w: np.ndarray, factor: np.ndarray) -> bool:
+    """Whether w * factor, rounded to w's dtype, keeps every normal element of w normal and finite.
+    A float16 AWQ scale (~1e-3) times a small s lands among float16's subnormals (under 6.1e-5),
+    which keep only a few significant bits: the fold would cost that row its precision."""
+    info = ml_dtypes.finfo(w.dtype)
+    w32 = np.abs(w.astype(np.float32))
+    product = np.abs(w32 * factor)
+    was_normal = w32 >= info.tiny
+    return bool(np.all(~was_normal | ((product >= info.tiny) & (product <= info.max))))
 
 
 def _scale_weight(g: Graph, node: Node, role: str, factor: np.ndarray) -> None:

@@ -57,7 +57,7 @@ def fold_pre_quant_scales(graph: Graph) -> Graph:
             continue
         factors = {role: f for role, f in factors.items() if role in target.weights}
         if not all(_stays_normal(g.weights[target.weights[role]], f) for role, f in factors.items()):
-            continue  # the multiply stays where it was, in float32
+            continue  # the linear keeps its pre_quant_scale (its quantize or GEMM multiplies)
         for role, factor in factors.items():
             _scale_weight(g, target, role, factor)
         del node.weights["pre_quant_scale"]

@@ -108,8 +108,8 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 // so that their blocks may start while the kernel before them in the stream still runs:
 // - The GEMVs (weight-only mma tiles, the fp8 / int8 tensor-core GEMV) load their first steps'
 //   weights (which no kernel writes) before `wait_for_prior_kernels`; the bf16 GEMV only waits
-//   (loads before the wait cost it 20 registers and gained nothing, session 23). All release the next kernel after their main
-//   loop, while their warps' sums are added.
+//   (loads before the wait cost it 20 registers and gained nothing, session 23). All release the
+//   next kernel after their main loop, while their warps' sums are added.
 // - The vectorized row norm loads its weights first; the other norm kernel, SiLU·mul and
 //   `quantize` only wait. They release the next kernel as they begin: a GEMV after them places its
 //   blocks at once. Where a GEMV follows (at most 128 rows: the int4 tile GEMV of a short prompt)

@@ -504,12 +504,11 @@ __global__ void __launch_bounds__(tile_gemv_warps<BITS, NB, PRE>() * 32, tile_ge
 // pre_quant_scale are read through per-lane pointers advanced a chunk of U steps at a time (a step's
 // offset in the chunk is an immediate), made opaque so that the compiler cannot fold them back into
 // base + 64-bit index; whole chunks run without predicates, the rest of a warp's run one step at a
-// time. A tile in SASS (bf16): int4 113
-// -> 84 instructions, AWQ 112 -> 95, int8 94 -> 70. int4 is close to issue-bound: at the copy
-// bandwidth an SM has ~160 issue slots a tile. 8B decode step, side by side on an H100 (session
-// 20): int4_awq_lmh 2.346 -> 2.311 ms, int8_wo_lmh 3.580 -> 3.513. (Session 13's diet of the same
-// size, in the general kernel, lost in scripts/bench_weight_only.py without a pre_quant_scale while
-// the engine gained; this one was measured in the engine only.)
+// time. A tile in SASS (bf16): int4 113 -> 84 instructions, AWQ 112 -> 95, int8 94 -> 70. int4 is
+// close to issue-bound: at the copy bandwidth an SM has ~160 issue slots a tile. 8B decode step,
+// side by side on an H100 (session 20): int4_awq_lmh 2.346 -> 2.311 ms, int8_wo_lmh 3.580 -> 3.513.
+// (Session 13's diet of the same size, in the general kernel, lost in scripts/bench_weight_only.py
+// without a pre_quant_scale while the engine gained; this one was measured in the engine only.)
 template <class P>
 __device__ __forceinline__ P* opaque(P* p) {
     asm("" : "+l"(p));
